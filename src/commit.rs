@@ -1,0 +1,599 @@
+//! Commit: make staged output visible atomically, record it, and let a re-run
+//! pick up where a crashed one stopped.
+//!
+//! Layout of an output table `OUT`:
+//!
+//! ```text
+//! OUT/dt=2026-11-25/part-00000.parquet   published data, mirroring the input
+//! OUT/_SUCCESS                           JSON manifest, written last
+//! OUT/_lakescore/runs/<run id>.json      the run ledger: one record per run
+//! OUT/_lakescore/partitions/<hash>.json  one record per committed partition
+//! OUT/_lakescore/staging/<run id>/       staged files of a running run
+//! ```
+//!
+//! Architecture invariant: nothing becomes visible in `OUT` before it is
+//! complete. Files are written and fsynced under `_lakescore/staging` (same
+//! filesystem, so renames are atomic, and a name starting with `_` so that
+//! readers skip it); a leaf partition folder is then moved into place with one
+//! rename, or swapped with the old one by `renameat2(RENAME_EXCHANGE)`; files
+//! directly in a folder that also holds partitions (such as `OUT` itself) are
+//! renamed one by one. `_SUCCESS` is removed before the first change and
+//! written after the last.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+use std::str::FromStr;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::util::{fsync_dir, rfc3339_utc, sha256_hex, write_atomically};
+
+/// Folder of lakescore's own bookkeeping inside an output table.
+pub const META_DIR: &str = "_lakescore";
+/// The manifest, whose presence says the table is complete.
+pub const SUCCESS_FILE: &str = "_SUCCESS";
+
+/// Test hook: exit abruptly, like a killed process, after publishing this many
+/// partitions. Lets the tests prove that `--mode resume` recovers.
+pub const CRASH_AFTER_PARTITIONS_ENV: &str = "LAKESCORE_TEST_CRASH_AFTER_PARTITIONS";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error(
+        "output `{}` already holds a table; pass `--mode overwrite` to replace its partitions \
+         or `--mode resume` to finish an interrupted run",
+        path.display()
+    )]
+    OutputExists { path: PathBuf },
+    #[error("output `{}` exists and is not a folder", path.display())]
+    OutputNotADirectory { path: PathBuf },
+    #[error("input `{}` and output `{}` overlap; write the scores outside the input table", input.display(), output.display())]
+    Overlap { input: PathBuf, output: PathBuf },
+    #[error("cannot {operation} `{}`", path.display())]
+    Io {
+        operation: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot publish `{}`: `{}` exists and is not a folder", staged.display(), target.display())]
+    TargetNotADirectory { staged: PathBuf, target: PathBuf },
+}
+
+fn io_error<'a>(operation: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CommitError + 'a {
+    move |source| CommitError::Io {
+        operation,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What to do when the output already holds a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WriteMode {
+    /// Refuse to write into an output that holds published data.
+    #[default]
+    ErrorIfExists,
+    /// Replace the partitions this run writes; other partitions stay.
+    Overwrite,
+    /// Skip partitions already committed for the same model, options and
+    /// inputs; write the rest.
+    Resume,
+}
+
+impl FromStr for WriteMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "error-if-exists" => Ok(WriteMode::ErrorIfExists),
+            "overwrite" => Ok(WriteMode::Overwrite),
+            "resume" => Ok(WriteMode::Resume),
+            other => Err(format!(
+                "`{other}` is not a mode; expected `error-if-exists`, `overwrite` or `resume`"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for WriteMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WriteMode::ErrorIfExists => "error-if-exists",
+            WriteMode::Overwrite => "overwrite",
+            WriteMode::Resume => "resume",
+        })
+    }
+}
+
+/// One published output file, relative to the output root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputFileRecord {
+    pub path: PathBuf,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// The output files of one partition folder (`""` is the output root).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionRecord {
+    pub partition: PathBuf,
+    /// Digest of everything the partition's bytes depend on; see [`partition_key`].
+    pub key: String,
+    pub run_id: String,
+    pub files: Vec<OutputFileRecord>,
+}
+
+/// The digest that decides whether a committed partition can be reused by
+/// `--mode resume`: the lakescore version (it decides the encoding), the model
+/// bytes, the output options, and each input file's path, size and footer.
+pub fn partition_key(model_sha256: &str, options: &str, inputs: &[(&Path, u64, &str)]) -> String {
+    let mut text = format!(
+        "lakescore {}\nmodel {model_sha256}\noptions {options}\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    for (path, size, fingerprint) in inputs {
+        text.push_str(&format!("input {} {size} {fingerprint}\n", path.display()));
+    }
+    sha256_hex(text.as_bytes())
+}
+
+/// Errors out when input and output overlap: a run must never read its own
+/// output or publish over its input.
+pub fn check_separate(input: &Path, output: &Path) -> Result<(), CommitError> {
+    let input_abs = fs::canonicalize(input).map_err(io_error("resolve", input))?;
+    let output_abs = resolve_missing(output).map_err(io_error("resolve", output))?;
+    if output_abs.starts_with(&input_abs) || input_abs.starts_with(&output_abs) {
+        return Err(CommitError::Overlap {
+            input: input.to_path_buf(),
+            output: output.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// Canonical form of a path that may not exist yet: its nearest existing
+/// ancestor, canonicalized, plus the rest.
+fn resolve_missing(path: &Path) -> io::Result<PathBuf> {
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(path)
+    };
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    loop {
+        match fs::canonicalize(existing) {
+            Ok(canonical) => {
+                return Ok(rest.iter().rev().fold(canonical, |acc: PathBuf, part| match part {
+                    Component::ParentDir => acc.parent().map(Path::to_path_buf).unwrap_or(acc),
+                    Component::CurDir => acc,
+                    other => acc.join(other),
+                }));
+            }
+            Err(_) => {
+                let Some(parent) = existing.parent() else {
+                    return Ok(absolute);
+                };
+                rest.push(
+                    existing
+                        .components()
+                        .next_back()
+                        .expect("a path with a parent has a last component"),
+                );
+                existing = parent;
+            }
+        }
+    }
+}
+
+/// Whether `out` holds published data: a data entry or a manifest.
+pub fn holds_published_output(out: &Path) -> Result<bool, CommitError> {
+    if !out.exists() {
+        return Ok(false);
+    }
+    for entry in fs::read_dir(out).map_err(io_error("list", out))? {
+        let name = entry.map_err(io_error("list", out))?.file_name();
+        let name = name.to_string_lossy();
+        if name == SUCCESS_FILE || !(name.starts_with('_') || name.starts_with('.')) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// One line of the run ledger.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LedgerRecord {
+    pub run_id: String,
+    pub status: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub lakescore_version: String,
+    pub pid: u32,
+    pub host: String,
+    pub mode: String,
+    pub input: PathBuf,
+    pub model_name: String,
+    pub model_sha256: String,
+    pub rows: Option<u64>,
+    pub error: Option<String>,
+}
+
+/// An output table being written by one run.
+pub struct Transaction {
+    out_root: PathBuf,
+    mode: WriteMode,
+    run_id: String,
+    staging_root: PathBuf,
+    ledger_path: PathBuf,
+    ledger: LedgerRecord,
+    success_removed: bool,
+    published_partitions: usize,
+    closed: bool,
+}
+
+impl Transaction {
+    /// Checks the output against `mode`, then prepares staging and records the
+    /// run in the ledger. Nothing in `out` changes when this fails.
+    pub fn begin(
+        out: &Path,
+        mode: WriteMode,
+        run_id: &str,
+        started_at: SystemTime,
+        input: &Path,
+        model_name: &str,
+        model_sha256: &str,
+    ) -> Result<Self, CommitError> {
+        if out.exists() && !out.is_dir() {
+            return Err(CommitError::OutputNotADirectory {
+                path: out.to_path_buf(),
+            });
+        }
+        if mode == WriteMode::ErrorIfExists && holds_published_output(out)? {
+            return Err(CommitError::OutputExists {
+                path: out.to_path_buf(),
+            });
+        }
+        let meta = out.join(META_DIR);
+        for dir in ["runs", "partitions", "staging"] {
+            fs::create_dir_all(meta.join(dir)).map_err(io_error("create folder", &meta.join(dir)))?;
+        }
+        remove_leftover_staging(&meta.join("staging"));
+        let staging_root = meta.join("staging").join(run_id);
+        fs::create_dir_all(&staging_root).map_err(io_error("create folder", &staging_root))?;
+        let ledger = LedgerRecord {
+            run_id: run_id.to_string(),
+            status: "running".into(),
+            started_at: rfc3339_utc(started_at),
+            finished_at: None,
+            lakescore_version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            host: host_name(),
+            mode: mode.to_string(),
+            input: input.to_path_buf(),
+            model_name: model_name.to_string(),
+            model_sha256: model_sha256.to_string(),
+            rows: None,
+            error: None,
+        };
+        let transaction = Transaction {
+            out_root: out.to_path_buf(),
+            mode,
+            run_id: run_id.to_string(),
+            staging_root,
+            ledger_path: meta.join("runs").join(format!("{run_id}.json")),
+            ledger,
+            success_removed: false,
+            published_partitions: 0,
+            closed: false,
+        };
+        transaction.write_ledger()?;
+        Ok(transaction)
+    }
+
+    pub fn mode(&self) -> WriteMode {
+        self.mode
+    }
+
+    pub fn out_root(&self) -> &Path {
+        &self.out_root
+    }
+
+    /// Where the output file with this relative path is staged.
+    pub fn staged_path(&self, relative: &Path) -> PathBuf {
+        self.staging_root.join("data").join(relative)
+    }
+
+    /// In `--mode resume`, the record of a partition committed earlier with the
+    /// same key whose files are all still there, unchanged in size.
+    pub fn reusable_partition(&self, partition: &Path, key: &str) -> Option<PartitionRecord> {
+        if self.mode != WriteMode::Resume {
+            return None;
+        }
+        let text = fs::read(self.partition_record_path(partition)).ok()?;
+        let record: PartitionRecord = serde_json::from_slice(&text).ok()?;
+        let intact = record.partition == partition
+            && record.key == key
+            && record
+                .files
+                .iter()
+                .all(|f| fs::metadata(self.out_root.join(&f.path)).is_ok_and(|m| m.is_file() && m.len() == f.bytes));
+        intact.then_some(record)
+    }
+
+    /// Publishes staged partitions. `all_partitions` lists every partition
+    /// folder of the run, reused ones included, to tell leaves from folders that
+    /// also hold partitions.
+    pub fn publish(&mut self, partitions: &[PartitionRecord], all_partitions: &[&Path]) -> Result<(), CommitError> {
+        self.remove_success()?;
+        let crash_after: Option<usize> = std::env::var(CRASH_AFTER_PARTITIONS_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok());
+        for partition in partitions {
+            if crash_after == Some(self.published_partitions) {
+                // Like SIGKILL: no destructors, no cleanup, no ledger update.
+                // SAFETY: _exit ends the process at once, which is the point.
+                unsafe { libc::_exit(137) };
+            }
+            let dir = &partition.partition;
+            let is_leaf = !dir.as_os_str().is_empty()
+                && !all_partitions
+                    .iter()
+                    .any(|other| *other != dir.as_path() && other.starts_with(dir));
+            if is_leaf {
+                self.publish_folder(dir)?;
+            } else {
+                for file in &partition.files {
+                    self.publish_file(&file.path)?;
+                }
+            }
+            let record_path = self.partition_record_path(dir);
+            let record = serde_json::to_vec_pretty(partition).expect("records serialize");
+            write_atomically(&record_path, &record).map_err(io_error("write partition record", &record_path))?;
+            self.published_partitions += 1;
+        }
+        Ok(())
+    }
+
+    /// Writes the manifest, the last step that makes the table complete, and
+    /// closes the run in the ledger.
+    pub fn finish(mut self, manifest: &impl Serialize, rows: u64) -> Result<(), CommitError> {
+        self.remove_success()?;
+        let path = self.out_root.join(SUCCESS_FILE);
+        let bytes = serde_json::to_vec_pretty(manifest).expect("manifests serialize");
+        write_atomically(&path, &bytes).map_err(io_error("write manifest", &path))?;
+        self.ledger.status = "succeeded".into();
+        self.ledger.rows = Some(rows);
+        self.close()
+    }
+
+    /// Ends a failed run: removes what it staged and records the error.
+    pub fn abort(mut self, error: &str) -> Result<(), CommitError> {
+        self.ledger.status = "failed".into();
+        self.ledger.error = Some(error.to_string());
+        self.close()
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    fn close(&mut self) -> Result<(), CommitError> {
+        self.closed = true;
+        self.ledger.finished_at = Some(rfc3339_utc(SystemTime::now()));
+        let removed =
+            remove_dir_if_exists(&self.staging_root).map_err(io_error("remove staging folder", &self.staging_root));
+        self.write_ledger()?;
+        removed
+    }
+
+    fn write_ledger(&self) -> Result<(), CommitError> {
+        let bytes = serde_json::to_vec_pretty(&self.ledger).expect("ledger records serialize");
+        write_atomically(&self.ledger_path, &bytes).map_err(io_error("write run ledger", &self.ledger_path))
+    }
+
+    fn remove_success(&mut self) -> Result<(), CommitError> {
+        if self.success_removed {
+            return Ok(());
+        }
+        let path = self.out_root.join(SUCCESS_FILE);
+        match fs::remove_file(&path) {
+            Ok(()) => fsync_dir(&self.out_root).map_err(io_error("sync folder", &self.out_root))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error("remove old manifest", &path)(e)),
+        }
+        self.success_removed = true;
+        Ok(())
+    }
+
+    fn partition_record_path(&self, partition: &Path) -> PathBuf {
+        let digest = sha256_hex(partition.as_os_str().as_encoded_bytes());
+        self.out_root
+            .join(META_DIR)
+            .join("partitions")
+            .join(format!("{}.json", &digest[..24]))
+    }
+
+    /// Moves a staged leaf partition folder into place in one step.
+    fn publish_folder(&self, relative: &Path) -> Result<(), CommitError> {
+        let staged = self.staging_root.join("data").join(relative);
+        let target = self.out_root.join(relative);
+        let parent = target.parent().expect("a partition folder has a parent").to_path_buf();
+        fs::create_dir_all(&parent).map_err(io_error("create folder", &parent))?;
+        fsync_dir(&staged).map_err(io_error("sync folder", &staged))?;
+        match fs::symlink_metadata(&target) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::rename(&staged, &target).map_err(io_error("publish partition", &target))?;
+            }
+            Err(e) => return Err(io_error("inspect", &target)(e)),
+            Ok(m) if !m.is_dir() => {
+                return Err(CommitError::TargetNotADirectory { staged, target });
+            }
+            Ok(_) => {
+                // An older version is in place: swap, so readers see the old
+                // folder or the new one, never neither, never a mix.
+                exchange_or_replace(&staged, &target, &self.staging_root.join("replaced").join(relative))?;
+                // `staged` now holds the old version.
+                remove_dir_if_exists(&staged).map_err(io_error("remove replaced partition", &staged))?;
+            }
+        }
+        fsync_dir(&parent).map_err(io_error("sync folder", &parent))
+    }
+
+    /// Moves one staged file into place (replacing an older one atomically).
+    fn publish_file(&self, relative: &Path) -> Result<(), CommitError> {
+        let staged = self.staging_root.join("data").join(relative);
+        let target = self.out_root.join(relative);
+        let parent = target.parent().expect("a file has a parent").to_path_buf();
+        fs::create_dir_all(&parent).map_err(io_error("create folder", &parent))?;
+        fs::rename(&staged, &target).map_err(io_error("publish file", &target))?;
+        fsync_dir(&parent).map_err(io_error("sync folder", &parent))
+    }
+}
+
+impl Drop for Transaction {
+    /// A run that ends by a panic still leaves no staged files behind.
+    fn drop(&mut self) {
+        if !self.closed {
+            let _ = remove_dir_if_exists(&self.staging_root);
+        }
+    }
+}
+
+/// Swaps two folders atomically (Linux `renameat2(RENAME_EXCHANGE)`). Where the
+/// filesystem cannot, moves the old one aside first: readers may then briefly
+/// see no partition, but never a partial one.
+fn exchange_or_replace(staged: &Path, target: &Path, aside: &Path) -> Result<(), CommitError> {
+    match exchange(staged, target) {
+        Ok(()) => Ok(()),
+        Err(_) => {
+            let aside_parent = aside.parent().expect("aside path has a parent");
+            fs::create_dir_all(aside_parent).map_err(io_error("create folder", aside_parent))?;
+            fs::rename(target, aside).map_err(io_error("move old partition aside", target))?;
+            fs::rename(staged, target).map_err(io_error("publish partition", target))?;
+            // Leave the old version where the caller expects it: at `staged`.
+            fs::rename(aside, staged).map_err(io_error("remove replaced partition", aside))
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let a = CString::new(a.as_os_str().as_bytes())?;
+    let b = CString::new(b.as_os_str().as_bytes())?;
+    const RENAME_EXCHANGE: libc::c_uint = 1 << 1;
+    // SAFETY: both paths are valid NUL-terminated strings for the whole call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exchange(_a: &Path, _b: &Path) -> io::Result<()> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+fn remove_dir_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Staging folders of runs that died without cleaning up. One writer per
+/// output is assumed, so anything there now is dead.
+fn remove_leftover_staging(staging: &Path) {
+    let Ok(entries) = fs::read_dir(staging) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        tracing::warn!(path = %entry.path().display(), "removing staged files left by an interrupted run");
+        let _ = remove_dir_if_exists(&entry.path());
+    }
+}
+
+fn host_name() -> String {
+    let mut buffer = [0u8; 256];
+    // SAFETY: gethostname writes at most buffer.len() bytes into the buffer.
+    let rc = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    let end = buffer.iter().position(|b| *b == 0).unwrap_or(buffer.len());
+    String::from_utf8_lossy(&buffer[..end]).into_owned()
+}
+
+/// Groups output files by their folder: the partitions of a run.
+pub fn partitions_of<'a>(relative_files: impl IntoIterator<Item = &'a Path>) -> BTreeMap<PathBuf, Vec<PathBuf>> {
+    let mut partitions: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
+    for file in relative_files {
+        let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        partitions.entry(dir).or_default().push(file.to_path_buf());
+    }
+    partitions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_and_print() {
+        for mode in [WriteMode::ErrorIfExists, WriteMode::Overwrite, WriteMode::Resume] {
+            assert_eq!(mode.to_string().parse::<WriteMode>().unwrap(), mode);
+        }
+        assert!("append".parse::<WriteMode>().is_err());
+    }
+
+    #[test]
+    fn exchange_swaps_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        fs::create_dir(&a).unwrap();
+        fs::create_dir(&b).unwrap();
+        fs::write(a.join("x"), "new").unwrap();
+        fs::write(b.join("y"), "old").unwrap();
+        exchange_or_replace(&a, &b, &dir.path().join("aside")).unwrap();
+        assert!(b.join("x").exists() && a.join("y").exists());
+    }
+
+    #[test]
+    fn overlap_is_detected_even_for_missing_outputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("lake");
+        fs::create_dir(&input).unwrap();
+        assert!(check_separate(&input, &input.join("scored/x")).is_err());
+        assert!(check_separate(&input.join("."), &dir.path().join("lake")).is_err());
+        assert!(check_separate(&input, &dir.path().join("scores")).is_ok());
+        assert!(check_separate(&input, &dir.path().join("lake2")).is_ok());
+    }
+
+    #[test]
+    fn partition_key_depends_on_every_input() {
+        let base = partition_key("m", "o", &[(Path::new("a"), 1, "f")]);
+        assert_ne!(base, partition_key("m2", "o", &[(Path::new("a"), 1, "f")]));
+        assert_ne!(base, partition_key("m", "o2", &[(Path::new("a"), 1, "f")]));
+        assert_ne!(base, partition_key("m", "o", &[(Path::new("a"), 2, "f")]));
+        assert_ne!(base, partition_key("m", "o", &[(Path::new("a"), 1, "g")]));
+        assert_eq!(base, partition_key("m", "o", &[(Path::new("a"), 1, "f")]));
+    }
+}

@@ -1,0 +1,112 @@
+//! Where models run: `--device cpu | cuda | cuda:N`, opened as a candle device.
+//!
+//! Callers never branch on the `cuda` cargo feature: without it, candle's
+//! stand-in CUDA device refuses to open, and we turn that into a clear error.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::exit_code;
+
+/// The device a user asked for on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceSpec {
+    #[default]
+    Cpu,
+    Cuda(usize),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("`{0}` is not a device; expected `cpu`, `cuda` or `cuda:N`")]
+    Unknown(String),
+    #[error("cannot use `{spec}`: lakescore was built without CUDA support; rebuild with `--features cuda`")]
+    NotCompiledWithCuda { spec: DeviceSpec },
+    #[error("cannot open CUDA device `{spec}`")]
+    Unavailable {
+        spec: DeviceSpec,
+        #[source]
+        source: Box<candle_core::Error>,
+    },
+}
+
+impl DeviceError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            DeviceError::Unknown(_) | DeviceError::NotCompiledWithCuda { .. } => exit_code::USAGE,
+            DeviceError::Unavailable { .. } => exit_code::FAILED,
+        }
+    }
+}
+
+impl FromStr for DeviceSpec {
+    type Err = DeviceError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "cpu" => Ok(DeviceSpec::Cpu),
+            "cuda" => Ok(DeviceSpec::Cuda(0)),
+            _ => text
+                .strip_prefix("cuda:")
+                .and_then(|index| index.parse().ok())
+                .map(DeviceSpec::Cuda)
+                .ok_or_else(|| DeviceError::Unknown(text.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceSpec::Cpu => f.write_str("cpu"),
+            DeviceSpec::Cuda(index) => write!(f, "cuda:{index}"),
+        }
+    }
+}
+
+impl DeviceSpec {
+    /// Opens the device; models upload their weights to it once, at load.
+    pub fn open(self) -> Result<candle_core::Device, DeviceError> {
+        match self {
+            DeviceSpec::Cpu => Ok(candle_core::Device::Cpu),
+            DeviceSpec::Cuda(index) => candle_core::Device::new_cuda(index).map_err(|source| match source {
+                candle_core::Error::NotCompiledWithCudaSupport => DeviceError::NotCompiledWithCuda { spec: self },
+                source => DeviceError::Unavailable {
+                    spec: self,
+                    source: Box::new(source),
+                },
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_device_names() {
+        assert_eq!("cpu".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cpu);
+        assert_eq!("cuda".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(0));
+        assert_eq!("cuda:3".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(3));
+        let error = "gpu".parse::<DeviceSpec>().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "`gpu` is not a device; expected `cpu`, `cuda` or `cuda:N`"
+        );
+        assert!("cuda:x".parse::<DeviceSpec>().is_err());
+    }
+
+    #[test]
+    fn cuda_without_the_feature_is_a_usage_error() {
+        if candle_core::utils::cuda_is_available() {
+            return;
+        }
+        let error = DeviceSpec::Cuda(0).open().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "cannot use `cuda:0`: lakescore was built without CUDA support; rebuild with `--features cuda`"
+        );
+        assert_eq!(error.exit_code(), exit_code::USAGE);
+    }
+}

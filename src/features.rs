@@ -1,0 +1,338 @@
+//! Features: Arrow columns of a decoded row group -> the model's
+//! [`FeatureBlock`], by feature name, every value an f64.
+//!
+//! Integers (signed and unsigned), floats (16, 32, 64 bit), decimals, booleans,
+//! all-null columns and dictionary-encoded columns of any of these are numbers.
+//! Nulls and NaNs are missing, and become each feature's `missing_value`.
+
+use std::path::PathBuf;
+
+use arrow::array::{Array, AsArray, BooleanArray, PrimitiveArray};
+use arrow::buffer::NullBuffer;
+use arrow::datatypes::{
+    ArrowPrimitiveType, DataType, Decimal32Type, Decimal64Type, Decimal128Type, Decimal256Type, Float16Type,
+    Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+};
+use num_traits::ToPrimitive;
+
+use crate::model::{Feature, FeatureBlock};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FeatureError {
+    #[error(
+        "column `{column}` of `{}` has type `{data_type}`, which cannot be a numeric model feature{hint}",
+        path.display()
+    )]
+    NotNumeric {
+        path: PathBuf,
+        column: String,
+        data_type: DataType,
+        hint: &'static str,
+    },
+}
+
+/// Why a type is not a number, for the error message.
+fn not_numeric_hint(data_type: &DataType) -> &'static str {
+    match data_type {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => " (it holds strings)",
+        DataType::Dictionary(_, value) if !is_numeric(value) => " (its dictionary values are not numbers)",
+        DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _) | DataType::Time32(_) | DataType::Time64(_) => {
+            " (derive a number from it, such as days since an event, when preparing the table)"
+        }
+        _ => "",
+    }
+}
+
+/// Whether a column of this type can feed a numeric feature.
+pub fn is_numeric(data_type: &DataType) -> bool {
+    use DataType::*;
+    match data_type {
+        Null
+        | Boolean
+        | Int8
+        | Int16
+        | Int32
+        | Int64
+        | UInt8
+        | UInt16
+        | UInt32
+        | UInt64
+        | Float16
+        | Float32
+        | Float64
+        | Decimal32(_, _)
+        | Decimal64(_, _)
+        | Decimal128(_, _)
+        | Decimal256(_, _) => true,
+        Dictionary(_, value) => !matches!(**value, Dictionary(_, _)) && is_numeric(value),
+        _ => false,
+    }
+}
+
+/// Checks that `data_type` can feed a numeric feature, naming the file and
+/// column when it cannot.
+pub fn check_numeric(path: &std::path::Path, column: &str, data_type: &DataType) -> Result<(), FeatureError> {
+    if is_numeric(data_type) {
+        return Ok(());
+    }
+    Err(FeatureError::NotNumeric {
+        path: path.to_path_buf(),
+        column: column.to_string(),
+        data_type: data_type.clone(),
+        hint: not_numeric_hint(data_type),
+    })
+}
+
+/// The feature block of rows `offset .. offset + n_rows` of `columns`, one
+/// column per feature, in the order of `features`.
+pub fn build_block(columns: &[&dyn Array], features: &[Feature], offset: usize, n_rows: usize) -> FeatureBlock {
+    debug_assert_eq!(columns.len(), features.len());
+    // Appending (rather than zeroing, then overwriting) touches each value once.
+    let mut values = Vec::with_capacity(n_rows * features.len());
+    for (column, feature) in columns.iter().zip(features) {
+        append_column(
+            column.slice(offset, n_rows).as_ref(),
+            feature.missing_value,
+            &mut values,
+        );
+    }
+    FeatureBlock {
+        n_rows,
+        n_features: features.len(),
+        values,
+    }
+}
+
+/// Appends one column's values as f64, with `missing` for nulls and NaNs. The
+/// type must pass [`is_numeric`].
+pub fn append_column(array: &dyn Array, missing: f64, dst: &mut Vec<f64>) {
+    use DataType::*;
+    // NaN is missing: one select in the conversion, which keeps it one pass.
+    let float = |v: f64| if v.is_nan() { missing } else { v };
+    match array.data_type() {
+        Null => dst.resize(dst.len() + array.len(), missing),
+        Boolean => append_boolean(array.as_boolean(), missing, dst),
+        Int8 => append_primitive::<Int8Type>(array, missing, dst, |v| v as f64),
+        Int16 => append_primitive::<Int16Type>(array, missing, dst, |v| v as f64),
+        Int32 => append_primitive::<Int32Type>(array, missing, dst, |v| v as f64),
+        Int64 => append_primitive::<Int64Type>(array, missing, dst, |v| v as f64),
+        UInt8 => append_primitive::<UInt8Type>(array, missing, dst, |v| v as f64),
+        UInt16 => append_primitive::<UInt16Type>(array, missing, dst, |v| v as f64),
+        UInt32 => append_primitive::<UInt32Type>(array, missing, dst, |v| v as f64),
+        UInt64 => append_primitive::<UInt64Type>(array, missing, dst, |v| v as f64),
+        Float16 => append_primitive::<Float16Type>(array, missing, dst, |v| float(v.to_f64())),
+        Float32 => append_primitive::<Float32Type>(array, missing, dst, |v| float(v as f64)),
+        Float64 => append_primitive::<Float64Type>(array, missing, dst, float),
+        Decimal32(_, scale) => {
+            let unit = decimal_unit(*scale);
+            append_primitive::<Decimal32Type>(array, missing, dst, |v| unit.apply(v as f64))
+        }
+        Decimal64(_, scale) => {
+            let unit = decimal_unit(*scale);
+            append_primitive::<Decimal64Type>(array, missing, dst, |v| unit.apply(v as f64))
+        }
+        Decimal128(_, scale) => {
+            let unit = decimal_unit(*scale);
+            append_primitive::<Decimal128Type>(array, missing, dst, |v| unit.apply(v as f64))
+        }
+        Decimal256(_, scale) => {
+            let unit = decimal_unit(*scale);
+            append_primitive::<Decimal256Type>(array, missing, dst, |v| {
+                float(unit.apply(v.to_f64().unwrap_or(f64::NAN)))
+            })
+        }
+        Dictionary(_, _) => append_dictionary(array, missing, dst),
+        other => unreachable!("append_column called with non-numeric type {other}; check_numeric runs at plan time"),
+    }
+}
+
+fn append_primitive<T: ArrowPrimitiveType>(
+    array: &dyn Array,
+    missing: f64,
+    dst: &mut Vec<f64>,
+    convert: impl Fn(T::Native) -> f64,
+) {
+    let array: &PrimitiveArray<T> = array.as_primitive::<T>();
+    let start = dst.len();
+    dst.extend(array.values().iter().map(|v| convert(*v)));
+    if let Some(nulls) = array.nulls() {
+        let appended = &mut dst[start..];
+        for_each_null(nulls, |i| appended[i] = missing);
+    }
+}
+
+fn append_boolean(array: &BooleanArray, missing: f64, dst: &mut Vec<f64>) {
+    let start = dst.len();
+    dst.extend(array.values().iter().map(|v| if v { 1.0 } else { 0.0 }));
+    if let Some(nulls) = array.nulls() {
+        let appended = &mut dst[start..];
+        for_each_null(nulls, |i| appended[i] = missing);
+    }
+}
+
+fn append_dictionary(array: &dyn Array, missing: f64, dst: &mut Vec<f64>) {
+    let dictionary = array.as_any_dictionary();
+    let values = dictionary.values();
+    if values.is_empty() {
+        // Only possible when every key is null.
+        dst.resize(dst.len() + array.len(), missing);
+        return;
+    }
+    let mut value_numbers = Vec::with_capacity(values.len());
+    append_column(values.as_ref(), missing, &mut value_numbers);
+    let start = dst.len();
+    dst.extend(dictionary.normalized_keys().into_iter().map(|key| value_numbers[key]));
+    if let Some(nulls) = dictionary.keys().nulls() {
+        let appended = &mut dst[start..];
+        for_each_null(nulls, |i| appended[i] = missing);
+    }
+}
+
+/// Calls `f` with the index of every null in `nulls`, a 64-bit word at a time,
+/// so that the usual few percent of nulls cost next to nothing.
+fn for_each_null(nulls: &NullBuffer, mut f: impl FnMut(usize)) {
+    if nulls.null_count() == 0 {
+        return;
+    }
+    let chunks = nulls.inner().bit_chunks();
+    let mut base = 0;
+    for word in chunks.iter() {
+        let mut invalid = !word;
+        while invalid != 0 {
+            f(base + invalid.trailing_zeros() as usize);
+            invalid &= invalid - 1;
+        }
+        base += 64;
+    }
+    let remainder_len = chunks.remainder_len();
+    let mut invalid = !chunks.remainder_bits() & ((1u64 << remainder_len) - 1);
+    while invalid != 0 {
+        f(base + invalid.trailing_zeros() as usize);
+        invalid &= invalid - 1;
+    }
+}
+
+/// Decimal value = unscaled integer / 10^scale (scale may be negative).
+#[derive(Clone, Copy)]
+enum DecimalUnit {
+    Divide(f64),
+    Multiply(f64),
+}
+
+impl DecimalUnit {
+    fn apply(self, unscaled: f64) -> f64 {
+        // Dividing by an exactly representable power of ten rounds once.
+        match self {
+            DecimalUnit::Divide(power) => unscaled / power,
+            DecimalUnit::Multiply(power) => unscaled * power,
+        }
+    }
+}
+
+fn decimal_unit(scale: i8) -> DecimalUnit {
+    let power = 10f64.powi(i32::from(scale).abs());
+    if scale >= 0 {
+        DecimalUnit::Divide(power)
+    } else {
+        DecimalUnit::Multiply(power)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::*;
+    use arrow::datatypes::Int32Type;
+    use std::sync::Arc;
+
+    fn convert(array: &dyn Array, missing: f64) -> Vec<f64> {
+        let mut dst = vec![-7.0];
+        append_column(array, missing, &mut dst);
+        assert_eq!(dst.remove(0), -7.0, "values before the appended ones stay");
+        dst
+    }
+
+    #[test]
+    fn integers_and_nulls() {
+        let a = Int32Array::from(vec![Some(1), None, Some(-3)]);
+        assert_eq!(convert(&a, -1.0), vec![1.0, -1.0, -3.0]);
+        let u = UInt64Array::from(vec![u64::MAX]);
+        assert_eq!(convert(&u, 0.0), vec![u64::MAX as f64]);
+        let i = Int8Array::from(vec![Some(-128), None]);
+        let out = convert(&i, f64::NAN);
+        assert_eq!(out[0], -128.0);
+        assert!(out[1].is_nan());
+    }
+
+    #[test]
+    fn floats_nan_is_missing() {
+        let a = Float32Array::from(vec![Some(1.5), Some(f32::NAN), None]);
+        assert_eq!(convert(&a, 9.0), vec![1.5, 9.0, 9.0]);
+        let h = Float16Array::from(vec![Some(half::f16::from_f32(0.5)), None]);
+        assert_eq!(convert(&h, 0.0), vec![0.5, 0.0]);
+    }
+
+    #[test]
+    fn decimals_booleans_null_type() {
+        let d = Decimal128Array::from(vec![Some(12345), None])
+            .with_precision_and_scale(10, 2)
+            .unwrap();
+        assert_eq!(convert(&d, 0.0), vec![123.45, 0.0]);
+        let d = Decimal64Array::from(vec![7]).with_precision_and_scale(10, -3).unwrap();
+        assert_eq!(convert(&d, 0.0), vec![7000.0]);
+        let d = Decimal256Array::from(vec![Some(arrow::datatypes::i256::from_i128(-5))])
+            .with_precision_and_scale(40, 1)
+            .unwrap();
+        assert_eq!(convert(&d, 0.0), vec![-0.5]);
+        let b = BooleanArray::from(vec![Some(true), Some(false), None]);
+        assert_eq!(convert(&b, 0.5), vec![1.0, 0.0, 0.5]);
+        let n = NullArray::new(2);
+        assert_eq!(convert(&n, 3.0), vec![3.0, 3.0]);
+    }
+
+    #[test]
+    fn dictionaries_of_numbers() {
+        let values = Arc::new(Float64Array::from(vec![Some(10.0), None, Some(f64::NAN)]));
+        let keys = Int32Array::from(vec![Some(0), Some(1), None, Some(2), Some(0)]);
+        let dict = DictionaryArray::<Int32Type>::try_new(keys, values).unwrap();
+        assert_eq!(convert(&dict, -1.0), vec![10.0, -1.0, -1.0, -1.0, 10.0]);
+        let empty = DictionaryArray::<Int32Type>::try_new(
+            Int32Array::from(vec![None, None]),
+            Arc::new(Float64Array::from(Vec::<f64>::new())),
+        )
+        .unwrap();
+        assert_eq!(convert(&empty, 2.0), vec![2.0, 2.0]);
+    }
+
+    #[test]
+    fn nulls_past_the_first_word_and_in_slices() {
+        let values: Vec<Option<i64>> = (0..200).map(|i| if i % 7 == 0 { None } else { Some(i) }).collect();
+        let a = Int64Array::from(values.clone());
+        let sliced = a.slice(67, 100);
+        let out = convert(&sliced, -1.0);
+        for (k, v) in out.iter().enumerate() {
+            let expected = values[67 + k].map(|v| v as f64).unwrap_or(-1.0);
+            assert_eq!(*v, expected, "row {k}");
+        }
+    }
+
+    #[test]
+    fn strings_and_dates_are_not_numbers() {
+        let path = std::path::Path::new("t.parquet");
+        let e = check_numeric(path, "region", &DataType::Utf8).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "column `region` of `t.parquet` has type `Utf8`, which cannot be a numeric model feature (it holds strings)"
+        );
+        let dict = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+        assert!(
+            check_numeric(path, "segment", &dict)
+                .unwrap_err()
+                .to_string()
+                .contains("dictionary values")
+        );
+        assert!(check_numeric(path, "d", &DataType::Date32).is_err());
+        let numeric_dict = DataType::Dictionary(Box::new(DataType::UInt8), Box::new(DataType::Float32));
+        assert!(check_numeric(path, "x", &numeric_dict).is_ok());
+    }
+}

@@ -1,0 +1,28 @@
+//! lakescore: score Parquet customer tables in a data lake with machine-learning
+//! models, in parallel, and publish the scored table with an atomic commit.
+//!
+//! The data flows one way through the modules, each named after its stage:
+//!
+//! ```text
+//! plan -> scan -> features -> model -> sink -> commit
+//! ```
+//!
+//! [`pipeline`] is the only module that knows both the lake (Arrow, Parquet) and
+//! the models; models see only [`model::FeatureBlock`]s of plain numbers.
+//! See ARCHITECTURE.md for the map and the invariants.
+
+pub mod commit;
+pub mod datagen;
+pub mod device;
+pub mod error;
+pub mod features;
+pub mod model;
+pub mod pipeline;
+pub mod plan;
+pub mod progress;
+pub mod report;
+pub mod scan;
+pub mod sink;
+pub mod util;
+
+pub use error::{Error, Result};

@@ -1,0 +1,230 @@
+//! Linear and logistic regression: `{"format": "linear", ...}`, evaluated with
+//! candle on the model's device, accumulating in f64.
+//!
+//! ```json
+//! {"format": "linear", "name": "churn", "version": "3",
+//!  "features": ["age", "tenure_days"], "weights": [0.1, -0.002],
+//!  "intercept": -1.5, "link": "logistic", "fill": [40.0, 0.0]}
+//! ```
+//! `weights` is one number per feature (one output) or one such list per
+//! output; `intercept` is a number or one per output; `link` is `identity`,
+//! `logistic` (per output) or `softmax` (across outputs); `fill` gives the
+//! value of a missing feature (default 0).
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use serde::Deserialize;
+
+use super::{Feature, FeatureBlock, Model, ModelError, ModelInfo, Scores};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Link {
+    Identity,
+    Logistic,
+    Softmax,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinearFile {
+    #[allow(dead_code)] // checked by format detection
+    format: String,
+    name: Option<String>,
+    version: Option<String>,
+    features: Vec<String>,
+    weights: serde_json::Value,
+    intercept: serde_json::Value,
+    #[serde(default = "default_link")]
+    link: Link,
+    fill: Option<Vec<f64>>,
+}
+
+fn default_link() -> Link {
+    Link::Identity
+}
+
+#[derive(Debug)]
+pub struct LinearModel {
+    info: ModelInfo,
+    features: Vec<Feature>,
+    link: Link,
+    /// One (1, n_features) f64 row per output, on the device.
+    weight_rows: Vec<Tensor>,
+    /// (n_outputs, 1) f64, on the device.
+    intercepts: Tensor,
+    device: Device,
+}
+
+impl LinearModel {
+    pub fn from_json(
+        path: &Path,
+        bytes: &[u8],
+        identity: impl FnOnce(Option<String>, Option<String>) -> ModelInfo,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        let file: LinearFile = serde_json::from_slice(bytes).map_err(|source| ModelError::Parse {
+            path: path.to_path_buf(),
+            what: "a linear model",
+            source,
+        })?;
+        let invalid = |field: &str, problem: String| ModelError::Invalid {
+            path: path.to_path_buf(),
+            field: format!("`{field}`"),
+            problem,
+        };
+        let n_features = file.features.len();
+        if n_features == 0 {
+            return Err(invalid("features", "is empty".into()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(twice) = file.features.iter().find(|f| !seen.insert(f.as_str())) {
+            return Err(invalid("features", format!("names `{twice}` twice")));
+        }
+
+        let weights: Vec<Vec<f64>> = match &file.weights {
+            serde_json::Value::Array(items) if items.iter().all(|v| v.is_array()) && !items.is_empty() => {
+                items.iter().map(numbers).collect::<Option<_>>()
+            }
+            other => numbers(other).map(|row| vec![row]),
+        }
+        .ok_or_else(|| {
+            invalid(
+                "weights",
+                "must be a list of numbers, one per feature, or one such list per output".into(),
+            )
+        })?;
+        for (output, row) in weights.iter().enumerate() {
+            if row.len() != n_features {
+                let which = if weights.len() == 1 {
+                    String::new()
+                } else {
+                    format!(" for output {output}")
+                };
+                return Err(invalid(
+                    "weights",
+                    format!("has {} values{which} for {n_features} features", row.len()),
+                ));
+            }
+        }
+        let n_outputs = weights.len();
+        let intercepts: Vec<f64> = match &file.intercept {
+            serde_json::Value::Number(n) => n.as_f64().map(|b| vec![b; 1]),
+            other => numbers(other),
+        }
+        .ok_or_else(|| {
+            invalid(
+                "intercept",
+                "must be a number, or a list with one number per output".into(),
+            )
+        })?;
+        if intercepts.len() != n_outputs {
+            return Err(invalid(
+                "intercept",
+                format!("has {} values for {n_outputs} outputs", intercepts.len()),
+            ));
+        }
+        if file.link == Link::Softmax && n_outputs < 2 {
+            return Err(invalid(
+                "link",
+                "is `softmax`, which needs two or more outputs (one weight list per class)".into(),
+            ));
+        }
+        let fill = file.fill.unwrap_or_else(|| vec![0.0; n_features]);
+        if fill.len() != n_features {
+            return Err(invalid(
+                "fill",
+                format!("has {} values for {n_features} features", fill.len()),
+            ));
+        }
+
+        let compute_error = |source| ModelError::Compute {
+            model: path.display().to_string(),
+            device: describe_device(device),
+            source: Box::new(source),
+        };
+        let weight_rows = weights
+            .iter()
+            .map(|row| Tensor::from_slice(row, (1, n_features), device))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(compute_error)?;
+        let intercepts = Tensor::from_slice(&intercepts, (n_outputs, 1), device).map_err(compute_error)?;
+        let features = file
+            .features
+            .into_iter()
+            .zip(fill)
+            .map(|(name, missing_value)| Feature { name, missing_value })
+            .collect();
+        Ok(LinearModel {
+            info: identity(file.name, file.version),
+            features,
+            link: file.link,
+            weight_rows,
+            intercepts,
+            device: device.clone(),
+        })
+    }
+
+    fn margins_and_link(&self, block: FeatureBlock) -> candle_core::Result<Vec<Vec<f32>>> {
+        let x = Tensor::from_vec(block.values, (block.n_features, block.n_rows), &self.device)?;
+        // One (1, k) x (k, n) product per output: the gemv path, which runs on
+        // this thread only (the pipeline already uses every core).
+        let margins = self
+            .weight_rows
+            .iter()
+            .map(|w| w.matmul(&x))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let z = Tensor::cat(&margins, 0)?.broadcast_add(&self.intercepts)?;
+        let scores = match self.link {
+            Link::Identity => z,
+            Link::Logistic => (z.neg()?.exp()? + 1.0)?.recip()?,
+            Link::Softmax => {
+                let shifted = z.broadcast_sub(&z.max_keepdim(0)?)?.exp()?;
+                shifted.broadcast_div(&shifted.sum_keepdim(0)?)?
+            }
+        };
+        scores.to_dtype(DType::F32)?.to_vec2::<f32>()
+    }
+}
+
+fn numbers(value: &serde_json::Value) -> Option<Vec<f64>> {
+    value.as_array()?.iter().map(|v| v.as_f64()).collect()
+}
+
+fn describe_device(device: &Device) -> String {
+    match device {
+        Device::Cpu => "cpu".to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+impl Model for LinearModel {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn features(&self) -> &[Feature] {
+        &self.features
+    }
+
+    fn n_outputs(&self) -> usize {
+        self.weight_rows.len()
+    }
+
+    fn predict(&self, block: FeatureBlock) -> Result<Scores, ModelError> {
+        let n_rows = block.n_rows;
+        if n_rows == 0 {
+            return Ok(Scores {
+                n_rows,
+                outputs: vec![Vec::new(); self.n_outputs()],
+            });
+        }
+        let outputs = self.margins_and_link(block).map_err(|source| ModelError::Compute {
+            model: self.info.name.clone(),
+            device: describe_device(&self.device),
+            source: Box::new(source),
+        })?;
+        Ok(Scores { n_rows, outputs })
+    }
+}

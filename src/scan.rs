@@ -1,0 +1,263 @@
+//! Scan: memory-map a Parquet file, read its footer once, and decode the
+//! projected columns of one row group at a time straight from the mapping.
+//!
+//! The file is never copied into memory: parquet's `ChunkReader` is given a
+//! `Bytes` that borrows the mapping, so only the pages of the projected column
+//! chunks are touched, and after a row group is decoded its pages are dropped
+//! from this process's resident set (`MADV_DONTNEED`), which keeps peak memory
+//! independent of the table size. Input files must not be modified while a run
+//! reads them, as with any reader of immutable lake files.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use memmap2::{Advice, Mmap, UncheckedAdvice};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
+};
+use parquet::errors::ParquetError;
+
+use crate::util::sha256_hex;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("cannot open input file `{}`", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("input file `{}` is empty (0 bytes), not a Parquet file", path.display())]
+    EmptyFile { path: PathBuf },
+    #[error("input file `{}` is not a Parquet file: it does not end with the `PAR1` magic", path.display())]
+    NotParquet { path: PathBuf },
+    #[error("cannot read the Parquet footer of `{}`", path.display())]
+    Footer {
+        path: PathBuf,
+        #[source]
+        source: ParquetError,
+    },
+    #[error("cannot decode row group {row_group} of `{}`", path.display())]
+    Decode {
+        path: PathBuf,
+        row_group: usize,
+        #[source]
+        source: DecodeError,
+    },
+}
+
+/// Why a row group could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error(transparent)]
+    Parquet(#[from] ParquetError),
+    #[error(transparent)]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("the footer promises {expected} rows, the pages hold {found}")]
+    RowCount { expected: usize, found: usize },
+}
+
+/// Keeps the mapping alive for as long as any `Bytes` slice of it exists.
+struct MappedBytes(Arc<Mmap>);
+
+impl AsRef<[u8]> for MappedBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// One input file, memory-mapped, with its footer parsed.
+pub struct ParquetFile {
+    pub path: PathBuf,
+    pub size_bytes: u64,
+    /// SHA-256 of the footer (metadata plus length and magic): changes whenever
+    /// the file's content does, for the price of hashing a few kilobytes.
+    pub footer_fingerprint: String,
+    pub metadata: ArrowReaderMetadata,
+    mmap: Arc<Mmap>,
+    bytes: Bytes,
+}
+
+impl std::fmt::Debug for ParquetFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParquetFile")
+            .field("path", &self.path)
+            .field("size_bytes", &self.size_bytes)
+            .field("row_groups", &self.metadata.metadata().num_row_groups())
+            .finish()
+    }
+}
+
+const PARQUET_MAGIC: &[u8; 4] = b"PAR1";
+
+impl ParquetFile {
+    /// Maps `path` and reads its footer, once for the whole run.
+    pub fn open(path: &Path) -> Result<Self, ScanError> {
+        let open_error = |source| ScanError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(open_error)?;
+        let size_bytes = file.metadata().map_err(open_error)?.len();
+        if size_bytes == 0 {
+            // mmap of an empty file fails with a confusing EINVAL; say what it is.
+            return Err(ScanError::EmptyFile {
+                path: path.to_path_buf(),
+            });
+        }
+        // SAFETY: the mapping is read-only; lake files are immutable while a run
+        // reads them (documented at the top of this module and in the README).
+        let mmap = Arc::new(unsafe { Mmap::map(&file) }.map_err(open_error)?);
+        if mmap.len() < 8 || &mmap[mmap.len() - 4..] != PARQUET_MAGIC {
+            return Err(ScanError::NotParquet {
+                path: path.to_path_buf(),
+            });
+        }
+        let bytes = Bytes::from_owner(MappedBytes(Arc::clone(&mmap)));
+        let metadata =
+            ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::new()).map_err(|source| ScanError::Footer {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let footer_len = u32::from_le_bytes(mmap[mmap.len() - 8..mmap.len() - 4].try_into().unwrap()) as usize;
+        let footer_start = mmap.len().saturating_sub(footer_len + 8);
+        let footer_fingerprint = sha256_hex(&mmap[footer_start..]);
+        Ok(ParquetFile {
+            path: path.to_path_buf(),
+            size_bytes,
+            footer_fingerprint,
+            metadata,
+            mmap,
+            bytes,
+        })
+    }
+
+    pub fn num_row_groups(&self) -> usize {
+        self.metadata.metadata().num_row_groups()
+    }
+
+    pub fn row_group_rows(&self, row_group: usize) -> usize {
+        self.metadata.metadata().row_group(row_group).num_rows() as usize
+    }
+
+    /// Decodes the columns in `projection` of one row group, `batch_rows` rows
+    /// at a time. Small batches keep each thread's working set in the CPU cache
+    /// and let the allocator reuse the same buffers batch after batch.
+    pub fn read_row_group(
+        &self,
+        row_group: usize,
+        projection: &ProjectionMask,
+        batch_rows: usize,
+    ) -> Result<RowGroupBatches<'_>, ScanError> {
+        self.advise_row_group(row_group, projection, PageAdvice::WillNeed);
+        let expected = self.row_group_rows(row_group);
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(self.bytes.clone(), self.metadata.clone())
+            .with_row_groups(vec![row_group])
+            .with_projection(projection.clone())
+            .with_batch_size(batch_rows.max(1))
+            .build()
+            .map_err(|source| ScanError::Decode {
+                path: self.path.clone(),
+                row_group,
+                source: source.into(),
+            })?;
+        Ok(RowGroupBatches {
+            file: self,
+            row_group,
+            reader,
+            expected,
+            seen: 0,
+        })
+    }
+
+    /// Drops the pages of a decoded row group from this process's memory; the
+    /// data stays in the page cache and would simply be faulted in again.
+    pub fn release_row_group(&self, row_group: usize, projection: &ProjectionMask) {
+        self.advise_row_group(row_group, projection, PageAdvice::DontNeed);
+    }
+
+    fn advise_row_group(&self, row_group: usize, projection: &ProjectionMask, advice: PageAdvice) {
+        let page = page_size();
+        let row_group = self.metadata.metadata().row_group(row_group);
+        for (column_idx, column) in row_group.columns().iter().enumerate() {
+            if !projection.leaf_included(column_idx) {
+                continue;
+            }
+            let (start, len) = column.byte_range();
+            let start = (start as usize).min(self.mmap.len());
+            let end = (start + len as usize).min(self.mmap.len());
+            let aligned_start = start / page * page;
+            if end <= aligned_start {
+                continue;
+            }
+            let len = end - aligned_start;
+            // Advice is best effort: a failure changes speed, never results.
+            let _ = match advice {
+                PageAdvice::WillNeed => self.mmap.advise_range(Advice::WillNeed, aligned_start, len),
+                // SAFETY: the mapping is a read-only shared file mapping that this
+                // process never writes. MADV_DONTNEED on it only discards resident
+                // pages, and the next access reads them from the file again, so
+                // no slice of the mapping ever sees different bytes.
+                PageAdvice::DontNeed => unsafe {
+                    self.mmap
+                        .unchecked_advise_range(UncheckedAdvice::DontNeed, aligned_start, len)
+                },
+            };
+        }
+    }
+}
+
+/// The batches of one row group, checked against the row count its footer
+/// promises.
+pub struct RowGroupBatches<'a> {
+    file: &'a ParquetFile,
+    row_group: usize,
+    reader: ParquetRecordBatchReader,
+    expected: usize,
+    seen: usize,
+}
+
+impl Iterator for RowGroupBatches<'_> {
+    type Item = Result<RecordBatch, ScanError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let decode_error = |source: DecodeError| ScanError::Decode {
+            path: self.file.path.clone(),
+            row_group: self.row_group,
+            source,
+        };
+        match self.reader.next() {
+            Some(Ok(batch)) => {
+                self.seen += batch.num_rows();
+                Some(Ok(batch))
+            }
+            Some(Err(error)) => Some(Err(decode_error(error.into()))),
+            None if self.seen != self.expected => {
+                let found = std::mem::replace(&mut self.seen, self.expected);
+                Some(Err(decode_error(DecodeError::RowCount {
+                    expected: self.expected,
+                    found,
+                })))
+            }
+            None => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum PageAdvice {
+    /// Start reading the pages in before the decoder asks for them.
+    WillNeed,
+    /// Drop the pages from this process's resident set.
+    DontNeed,
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if size > 0 { size as usize } else { 4096 }
+}

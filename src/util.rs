@@ -1,0 +1,163 @@
+//! Small helpers shared by several stages: name suggestions, durable file
+//! writes, timestamps and process statistics.
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// "did you mean `x`?" for a name the user gave that does not exist.
+///
+/// Displays as nothing when there is no close candidate, so that messages can
+/// always interpolate it: `"no column `{name}`{suggestion}"`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Suggestion(pub Option<String>);
+
+impl Suggestion {
+    /// The candidate closest to `name`: an exact match ignoring case first, then
+    /// the most similar name by Jaro-Winkler similarity, if it is similar enough
+    /// that a person would call it a typo.
+    pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Self {
+        let lowered = name.to_lowercase();
+        let mut best: Option<(f64, &str)> = None;
+        for candidate in candidates {
+            if candidate.to_lowercase() == lowered {
+                return Suggestion(Some(candidate.to_string()));
+            }
+            let similarity = strsim::jaro_winkler(&lowered, &candidate.to_lowercase());
+            if similarity >= 0.85 && best.is_none_or(|(b, _)| similarity > b) {
+                best = Some((similarity, candidate));
+            }
+        }
+        Suggestion(best.map(|(_, c)| c.to_string()))
+    }
+}
+
+impl fmt::Display for Suggestion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(name) => write!(f, "; did you mean `{name}`?"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Makes a rename or a new entry in `dir` durable.
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes `bytes` to `path` so that readers see either the old file or the
+/// whole new one: a temporary sibling is written and fsynced, then renamed over
+/// `path`, then the directory is fsynced.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temporary = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut file = File::create(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&temporary, path)?;
+        fsync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temporary);
+    }
+    result
+}
+
+/// `2026-11-26T04:53:00Z`: RFC 3339 in UTC, second precision.
+pub fn rfc3339_utc(time: SystemTime) -> String {
+    let (date, (hour, minute, second)) = civil_utc(time);
+    format!("{date}T{hour:02}:{minute:02}:{second:02}Z")
+}
+
+/// `20261126T045300Z`: a compact UTC timestamp that sorts as text.
+pub fn compact_utc(time: SystemTime) -> String {
+    let (date, (hour, minute, second)) = civil_utc(time);
+    format!("{}T{hour:02}{minute:02}{second:02}Z", date.replace('-', ""))
+}
+
+fn civil_utc(time: SystemTime) -> (String, (u64, u64, u64)) {
+    let secs = time.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let days = (secs / 86_400) as i64;
+    let of_day = secs % 86_400;
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (
+        format!("{year:04}-{month:02}-{day:02}"),
+        (of_day / 3_600, of_day % 3_600 / 60, of_day % 60),
+    )
+}
+
+/// Peak resident set size of this process so far, in bytes.
+pub fn peak_rss_bytes() -> u64 {
+    // SAFETY: getrusage only writes into the struct we hand it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0;
+    }
+    // Linux reports kilobytes.
+    (usage.ru_maxrss as u64) * 1024
+}
+
+/// Lowercase hex of a byte string.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 of `bytes`, as lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex(&Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn suggests_case_insensitive_match_first() {
+        let s = Suggestion::closest("age", ["Agee", "AGE", "page"]);
+        assert_eq!(s.to_string(), "; did you mean `AGE`?");
+    }
+
+    #[test]
+    fn suggests_typo_but_not_unrelated_names() {
+        assert_eq!(
+            Suggestion::closest("tenure_day", ["tenure_days", "region"])
+                .0
+                .as_deref(),
+            Some("tenure_days")
+        );
+        assert_eq!(Suggestion::closest("xyz", ["tenure_days", "region"]).0, None);
+        assert_eq!(Suggestion(None).to_string(), "");
+    }
+
+    #[test]
+    fn formats_utc_dates() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_668_780); // 2026-11-26T04:53:00Z
+        assert_eq!(rfc3339_utc(t), "2026-11-26T04:53:00Z");
+        assert_eq!(compact_utc(t), "20261126T045300Z");
+        assert_eq!(rfc3339_utc(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(rfc3339_utc(leap), "2000-02-29T00:00:00Z");
+    }
+}

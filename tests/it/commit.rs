@@ -1,0 +1,216 @@
+//! The commit promises: modes `error-if-exists`, `overwrite` and `resume`; a
+//! run stopped after k partitions resumes to byte-identical output; the same
+//! inputs give the same bytes; the manifest and the run ledger tell the truth.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::common::*;
+
+fn lake_and_model(root: &Path) -> (PathBuf, PathBuf) {
+    let lake = customer_lake(
+        &root.join("lake"),
+        6_000,
+        2,
+        700,
+        &["2026-11-23", "2026-11-24", "2026-11-25"],
+    );
+    let model = linear_model(root, "model.json", logistic_model_body(None));
+    (lake, model)
+}
+
+fn manifest(out: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(out.join("_SUCCESS")).unwrap()).unwrap()
+}
+
+#[test]
+fn same_inputs_give_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lake, model) = lake_and_model(dir.path());
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    score(&model, &lake, &a, &[]).assert_ok();
+    score(&model, &lake, &b, &[]).assert_ok();
+    assert_eq!(data_files(&a).len(), 6);
+    assert_eq!(data_files(&a), data_files(&b));
+}
+
+#[test]
+fn error_if_exists_refuses_a_published_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lake, model) = lake_and_model(dir.path());
+    let out = dir.path().join("out");
+    score(&model, &lake, &out, &[]).assert_ok();
+    let before = snapshot(&out);
+    let run = score(&model, &lake, &out, &[]);
+    assert_eq!(run.code, 1);
+    assert_eq!(
+        run.error_lines(),
+        [format!(
+            "error: output `{}` already holds a table; pass `--mode overwrite` to replace its partitions or \
+             `--mode resume` to finish an interrupted run",
+            out.display()
+        )]
+    );
+    assert_eq!(snapshot(&out), before);
+}
+
+#[test]
+fn overwrite_replaces_the_partitions_it_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lake, model) = lake_and_model(dir.path());
+    let out = dir.path().join("out");
+    score(&model, &lake, &out, &[]).assert_ok();
+    // An extra partition from an earlier day, which this run does not write.
+    std::fs::create_dir_all(out.join("dt=2026-11-01")).unwrap();
+    std::fs::write(out.join("dt=2026-11-01/part-00000.parquet"), "older").unwrap();
+    // A stale file inside a partition this run does write.
+    std::fs::write(out.join("dt=2026-11-25/part-00009.parquet"), "stale").unwrap();
+
+    let other = linear_model(
+        dir.path(),
+        "other.json",
+        serde_json::json!({"format": "linear", "name": "other", "features": ["orders_30d"], "weights": [1.0], "intercept": 0.0}),
+    );
+    score(&other, &lake, &out, &["--mode", "overwrite"]).assert_ok();
+    for relative in parquet_files(&lake) {
+        let input = read_parquet(&lake.join(&relative));
+        let output = read_parquet(&out.join(&relative));
+        let expected: Vec<f32> = column_f64(&input, "orders_30d")
+            .iter()
+            .map(|v| v.unwrap() as f32)
+            .collect();
+        assert_eq!(scores(&output, "score"), expected);
+    }
+    assert!(
+        !out.join("dt=2026-11-25/part-00009.parquet").exists(),
+        "a replaced partition is replaced whole"
+    );
+    assert_eq!(
+        std::fs::read(out.join("dt=2026-11-01/part-00000.parquet")).unwrap(),
+        b"older"
+    );
+    assert_eq!(manifest(&out)["model"]["name"], "other");
+}
+
+#[test]
+fn a_run_stopped_after_k_partitions_resumes_to_identical_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lake, model) = lake_and_model(dir.path());
+    let reference = dir.path().join("reference");
+    score(&model, &lake, &reference, &[]).assert_ok();
+
+    for k in 0..3 {
+        let out = dir.path().join(format!("out-{k}"));
+        let args = score_args(&model, &lake, &out, &[]);
+        let crashed = lakescore_with_env(&args, &[("LAKESCORE_TEST_CRASH_AFTER_PARTITIONS", &k.to_string())]);
+        assert_eq!(crashed.code, 137, "the test hook stops the run: {}", crashed.stderr);
+        // What is visible is k whole partitions and no manifest.
+        assert!(!out.join("_SUCCESS").exists());
+        let visible = parquet_files(&out);
+        assert_eq!(visible.len(), 2 * k, "{visible:?}");
+        for relative in &visible {
+            assert_eq!(
+                std::fs::read(out.join(relative)).unwrap(),
+                std::fs::read(reference.join(relative)).unwrap()
+            );
+        }
+        let inodes: Vec<u64> = visible
+            .iter()
+            .map(|p| std::fs::metadata(out.join(p)).unwrap().ino())
+            .collect();
+
+        // The default mode refuses a half-written table once it shows data.
+        if k > 0 {
+            assert_eq!(score(&model, &lake, &out, &[]).code, 1);
+        }
+        let resumed = score(&model, &lake, &out, &["--mode", "resume"]);
+        resumed.assert_ok();
+        assert_eq!(data_files(&out), data_files(&reference), "k = {k}");
+        let kept: Vec<u64> = visible
+            .iter()
+            .map(|p| std::fs::metadata(out.join(p)).unwrap().ino())
+            .collect();
+        assert_eq!(kept, inodes, "committed partitions are skipped, not rewritten");
+        assert_eq!(manifest(&out)["reused_partitions"].as_array().unwrap().len(), k);
+        assert_eq!(std::fs::read_dir(out.join("_lakescore/staging")).unwrap().count(), 0);
+    }
+}
+
+#[test]
+fn resume_rescores_partitions_of_another_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lake, model) = lake_and_model(dir.path());
+    let out = dir.path().join("out");
+    score(&model, &lake, &out, &[]).assert_ok();
+    let other = linear_model(
+        dir.path(),
+        "other.json",
+        serde_json::json!({"format": "linear", "features": ["orders_30d"], "weights": [1.0], "intercept": 0.0}),
+    );
+    score(&other, &lake, &out, &["--mode", "resume"]).assert_ok();
+    assert_eq!(manifest(&out)["reused_partitions"].as_array().unwrap().len(), 0);
+    let reference = dir.path().join("reference");
+    score(&other, &lake, &reference, &[]).assert_ok();
+    assert_eq!(data_files(&out), data_files(&reference));
+}
+
+fn score_args(model: &Path, input: &Path, output: &Path, extra: &[&str]) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "score".into(),
+        "--model".into(),
+        model.into(),
+        "--input".into(),
+        input.into(),
+        "--output".into(),
+        output.into(),
+    ];
+    args.extend(extra.iter().map(|a| a.into()));
+    args
+}
+
+#[test]
+fn the_manifest_and_the_ledger_describe_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lake, model) = lake_and_model(dir.path());
+    let out = dir.path().join("out");
+    score(&model, &lake, &out, &[]).assert_ok();
+    let m = manifest(&out);
+    let model_bytes = std::fs::read(&model).unwrap();
+    assert_eq!(m["model"]["sha256"], lakescore::util::sha256_hex(&model_bytes));
+    assert_eq!(m["model"]["name"], "propensity");
+    assert_eq!(m["model"]["version"], "7");
+    assert_eq!(m["model"]["format"], "linear");
+    assert_eq!(m["lakescore_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(m["rows"], 6_000);
+    assert_eq!(m["id_columns"], serde_json::json!(["customer_id"]));
+    assert_eq!(m["score_columns"], serde_json::json!(["score"]));
+    let inputs = m["inputs"].as_array().unwrap();
+    assert_eq!(inputs.len(), 6);
+    for input in inputs {
+        let path = lake.join(input["path"].as_str().unwrap());
+        assert_eq!(input["bytes"], std::fs::metadata(&path).unwrap().len());
+        assert_eq!(input["footer_sha256"].as_str().unwrap().len(), 64);
+        assert_eq!(input["partition"][0][0], "dt");
+    }
+    let outputs = m["outputs"].as_array().unwrap();
+    assert_eq!(outputs.len(), 6);
+    let mut rows = 0;
+    for output in outputs {
+        let path = out.join(output["path"].as_str().unwrap());
+        assert_eq!(output["bytes"], std::fs::metadata(&path).unwrap().len());
+        assert_eq!(output["rows"], read_parquet(&path).num_rows());
+        rows += output["rows"].as_u64().unwrap();
+    }
+    assert_eq!(rows, 6_000);
+
+    let ledger: Vec<PathBuf> = std::fs::read_dir(out.join("_lakescore/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(ledger.len(), 1);
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&ledger[0]).unwrap()).unwrap();
+    assert_eq!(record["run_id"], m["run_id"]);
+    assert_eq!(record["status"], "succeeded");
+    assert_eq!(record["rows"], 6_000);
+    assert!(record["finished_at"].as_str().unwrap().ends_with('Z'));
+}

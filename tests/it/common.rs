@@ -1,0 +1,224 @@
+//! Helpers: run the binary, write and read Parquet, make models, snapshot
+//! folders.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, Float32Array, Float64Array, Int64Array, RecordBatch};
+use arrow::datatypes::DataType;
+use lakescore::datagen::{LakeSpec, generate_lake};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::properties::WriterProperties;
+
+/// What a run of the binary did.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    #[track_caller]
+    pub fn assert_ok(&self) -> &Self {
+        assert_eq!(self.code, 0, "expected success, got:\n{}", self.stderr);
+        self
+    }
+
+    /// The `error:` line and its `Caused by:` lines, without log lines.
+    pub fn error_lines(&self) -> Vec<String> {
+        self.stderr
+            .lines()
+            .filter(|l| l.starts_with("error: ") || l.starts_with("  Caused by: "))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+pub fn lakescore<I, S>(args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    lakescore_with_env(args, &[])
+}
+
+pub fn lakescore_with_env<I, S>(args: I, env: &[(&str, &str)]) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lakescore"));
+    command.args(args).env_remove("LAKESCORE_LOG");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().expect("the lakescore binary runs");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// `lakescore score --model M --input IN --output OUT` plus `extra`.
+pub fn score(model: &Path, input: &Path, output: &Path, extra: &[&str]) -> Run {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "score".into(),
+        "--model".into(),
+        model.into(),
+        "--input".into(),
+        input.into(),
+        "--output".into(),
+        output.into(),
+    ];
+    args.extend(extra.iter().map(|a| a.into()));
+    lakescore(args)
+}
+
+/// A generated customer lake of `rows` rows under `dir`.
+pub fn customer_lake(dir: &Path, rows: u64, files: usize, row_group_rows: usize, dates: &[&str]) -> PathBuf {
+    let spec = LakeSpec {
+        rows,
+        files,
+        row_group_rows,
+        seed: 11,
+        label: false,
+        dates: dates.iter().map(|d| d.to_string()).collect(),
+    };
+    generate_lake(dir, &spec).expect("the generator writes the lake");
+    dir.to_path_buf()
+}
+
+/// Writes a linear model file and returns its path.
+pub fn linear_model(dir: &Path, name: &str, body: serde_json::Value) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, serde_json::to_vec_pretty(&body).unwrap()).unwrap();
+    path
+}
+
+pub fn write_parquet(path: &Path, batches: &[RecordBatch], row_group_rows: usize) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let properties = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(row_group_rows))
+        .build();
+    let mut writer = ArrowWriter::try_new(File::create(path).unwrap(), batches[0].schema(), Some(properties)).unwrap();
+    for batch in batches {
+        writer.write(batch).unwrap();
+    }
+    writer.close().unwrap();
+}
+
+/// The whole file as one batch (schema kept even with no rows).
+pub fn read_parquet(path: &Path) -> RecordBatch {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap();
+    let schema = builder.schema().clone();
+    let batches: Vec<RecordBatch> = builder.build().unwrap().collect::<Result<_, _>>().unwrap();
+    arrow::compute::concat_batches(&schema, &batches).unwrap()
+}
+
+pub fn row_group_sizes(path: &Path) -> Vec<i64> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap();
+    builder.metadata().row_groups().iter().map(|rg| rg.num_rows()).collect()
+}
+
+pub fn column_f64(batch: &RecordBatch, name: &str) -> Vec<Option<f64>> {
+    let column = batch.column_by_name(name).unwrap_or_else(|| panic!("no column {name}"));
+    let as_f64 = arrow::compute::cast(column, &DataType::Float64).unwrap();
+    let values = as_f64.as_any().downcast_ref::<Float64Array>().unwrap();
+    (0..values.len())
+        .map(|i| values.is_valid(i).then(|| values.value(i)))
+        .collect()
+}
+
+pub fn scores(batch: &RecordBatch, name: &str) -> Vec<f32> {
+    let column = batch.column_by_name(name).unwrap_or_else(|| panic!("no column {name}"));
+    column
+        .as_any()
+        .downcast_ref::<Float32Array>()
+        .expect("scores are Float32")
+        .values()
+        .to_vec()
+}
+
+pub fn ids(batch: &RecordBatch) -> Vec<i64> {
+    batch
+        .column_by_name("customer_id")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+        .values()
+        .to_vec()
+}
+
+/// Every file under `dir` with its bytes, by relative path.
+pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    if dir.exists() {
+        collect(dir, dir, &mut files);
+    }
+    files
+}
+
+fn collect(root: &Path, dir: &Path, files: &mut BTreeMap<PathBuf, Vec<u8>>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.insert(path.strip_prefix(root).unwrap().join(""), Vec::new());
+            collect(root, &path, files);
+        } else {
+            files.insert(
+                path.strip_prefix(root).unwrap().to_path_buf(),
+                std::fs::read(&path).unwrap(),
+            );
+        }
+    }
+}
+
+/// The published view of an output table: data files and the manifest, not
+/// lakescore's bookkeeping under `_lakescore/`.
+pub fn published(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    snapshot(dir)
+        .into_iter()
+        .filter(|(path, _)| !path.starts_with("_lakescore"))
+        .collect()
+}
+
+/// Data files only (no manifest), for byte-for-byte comparisons of runs.
+pub fn data_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    published(dir)
+        .into_iter()
+        .filter(|(path, bytes)| path.as_os_str() != "_SUCCESS" && !bytes.is_empty())
+        .collect()
+}
+
+/// The relative paths of the Parquet files under `dir`.
+pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    snapshot(dir)
+        .into_keys()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet") && !p.starts_with("_lakescore"))
+        .collect()
+}
+
+pub fn array(values: Vec<f64>) -> ArrayRef {
+    Arc::new(Float64Array::from(values))
+}
+
+/// The benchmark's 34 features with small made-up weights.
+pub fn logistic_model_body(fill: Option<Vec<f64>>) -> serde_json::Value {
+    let features = lakescore::datagen::benchmark_features();
+    let weights: Vec<f64> = (0..features.len()).map(|j| ((j as f64) * 0.37).sin() * 0.05).collect();
+    let mut body = serde_json::json!({
+        "format": "linear", "name": "propensity", "version": "7",
+        "features": features, "weights": weights, "intercept": -0.75, "link": "logistic",
+    });
+    if let Some(fill) = fill {
+        body["fill"] = serde_json::json!(fill);
+    }
+    body
+}

@@ -1,0 +1,12 @@
+//! The integration tests: one binary, a module per topic. They drive the real
+//! `lakescore` binary on tables made by the seeded generator or written here,
+//! and read the output back with the parquet crate.
+
+mod commit;
+mod common;
+mod errors;
+mod layout;
+mod parity;
+mod reports;
+mod scoring;
+mod types;
