@@ -4,6 +4,11 @@
 //! Integers (signed and unsigned), floats (16, 32, 64 bit), decimals, booleans,
 //! all-null columns and dictionary-encoded columns of any of these are numbers.
 //! Nulls and NaNs are missing, and become each feature's `missing_value`.
+//!
+//! Two sources, one result: the common physical types (the usual ints, floats,
+//! booleans and small decimals, in top-level columns) are converted straight
+//! from parquet's decoded values ([`LeafReader`], no Arrow arrays in between,
+//! about a third faster); every other numeric type goes through an Arrow array.
 
 use std::path::PathBuf;
 
@@ -15,7 +20,11 @@ use arrow::datatypes::{
 };
 use num_traits::ToPrimitive;
 
+use parquet::basic::Type as PhysicalType;
+use parquet::schema::types::ColumnDescriptor;
+
 use crate::model::{Feature, FeatureBlock};
+use crate::scan::{LeafReader, LeafValues};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FeatureError {
@@ -83,24 +92,155 @@ pub fn check_numeric(path: &std::path::Path, column: &str, data_type: &DataType)
     })
 }
 
-/// The feature block of rows `offset .. offset + n_rows` of `columns`, one
-/// column per feature, in the order of `features`.
-pub fn build_block(columns: &[&dyn Array], features: &[Feature], offset: usize, n_rows: usize) -> FeatureBlock {
-    debug_assert_eq!(columns.len(), features.len());
+/// Where one feature's values come from in a row group.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FeatureSource {
+    /// Column `position` of the decoded Arrow batch.
+    Arrow { position: usize },
+    /// The `reader`-th leaf reader, converted as `conversion` says.
+    Leaf { reader: usize, conversion: LeafConversion },
+}
+
+/// How the physical values of a leaf column become numbers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LeafConversion {
+    Boolean,
+    Int32,
+    /// Unsigned 8, 16 or 32-bit integers, stored in INT32.
+    UInt32,
+    Int64,
+    /// Unsigned 64-bit integers, stored in INT64.
+    UInt64,
+    Float,
+    Double,
+    /// A decimal stored in INT32 or INT64: unscaled value and its scale.
+    Decimal {
+        scale: i8,
+    },
+}
+
+/// The fast conversion for a column whose Arrow type is `data_type`, if its
+/// leaf is a top-level, non-repeated column of a physical type that maps onto
+/// that Arrow type one to one. `None` means: read it through Arrow.
+pub fn leaf_conversion(descriptor: &ColumnDescriptor, data_type: &DataType) -> Option<LeafConversion> {
+    if descriptor.max_rep_level() != 0 || descriptor.max_def_level() > 1 || descriptor.path().parts().len() != 1 {
+        return None;
+    }
+    use DataType::*;
+    let value_type = match data_type {
+        Dictionary(_, value) => value.as_ref(),
+        other => other,
+    };
+    let conversion = match (descriptor.physical_type(), value_type) {
+        (PhysicalType::BOOLEAN, Boolean) => LeafConversion::Boolean,
+        (PhysicalType::INT32, Int8 | Int16 | Int32) => LeafConversion::Int32,
+        (PhysicalType::INT32, UInt8 | UInt16 | UInt32) => LeafConversion::UInt32,
+        (PhysicalType::INT64, Int64) => LeafConversion::Int64,
+        (PhysicalType::INT64, UInt64) => LeafConversion::UInt64,
+        (PhysicalType::FLOAT, Float32) => LeafConversion::Float,
+        (PhysicalType::DOUBLE, Float64) => LeafConversion::Double,
+        (
+            PhysicalType::INT32 | PhysicalType::INT64,
+            Decimal32(_, scale) | Decimal64(_, scale) | Decimal128(_, scale),
+        ) => LeafConversion::Decimal { scale: *scale },
+        _ => return None,
+    };
+    Some(conversion)
+}
+
+/// The feature block of one batch: rows `offset .. offset + n_rows` of the
+/// Arrow `columns`, and the current batch of each leaf reader.
+pub fn build_block(
+    sources: &[FeatureSource],
+    columns: &[&dyn Array],
+    leaves: &[LeafReader],
+    features: &[Feature],
+    offset: usize,
+    n_rows: usize,
+) -> FeatureBlock {
+    debug_assert_eq!(sources.len(), features.len());
     // Appending (rather than zeroing, then overwriting) touches each value once.
     let mut values = Vec::with_capacity(n_rows * features.len());
-    for (column, feature) in columns.iter().zip(features) {
-        append_column(
-            column.slice(offset, n_rows).as_ref(),
-            feature.missing_value,
-            &mut values,
-        );
+    for (source, feature) in sources.iter().zip(features) {
+        let missing = feature.missing_value;
+        match *source {
+            FeatureSource::Arrow { position } => {
+                append_column(columns[position].slice(offset, n_rows).as_ref(), missing, &mut values)
+            }
+            FeatureSource::Leaf { reader, conversion } => {
+                append_leaf(&leaves[reader], conversion, missing, &mut values)
+            }
+        }
     }
+    debug_assert_eq!(values.len(), n_rows * features.len());
     FeatureBlock {
         n_rows,
         n_features: features.len(),
         values,
     }
+}
+
+/// Appends a leaf reader's current batch as f64.
+pub fn append_leaf(leaf: &LeafReader, conversion: LeafConversion, missing: f64, dst: &mut Vec<f64>) {
+    let levels = leaf.definition_levels();
+    let float = |v: f64| if v.is_nan() { missing } else { v };
+    match (leaf.values(), conversion) {
+        (LeafValues::Bool(_, values), _) => expand(values, levels, missing, dst, |v| f64::from(u8::from(v))),
+        (LeafValues::Int32(_, values), LeafConversion::UInt32) => {
+            expand(values, levels, missing, dst, |v| v as u32 as f64)
+        }
+        (LeafValues::Int32(_, values), LeafConversion::Decimal { scale }) => {
+            let unit = decimal_unit(scale);
+            expand(values, levels, missing, dst, |v| unit.apply(v as f64))
+        }
+        (LeafValues::Int32(_, values), _) => expand(values, levels, missing, dst, |v| v as f64),
+        (LeafValues::Int64(_, values), LeafConversion::UInt64) => {
+            expand(values, levels, missing, dst, |v| v as u64 as f64)
+        }
+        (LeafValues::Int64(_, values), LeafConversion::Decimal { scale }) => {
+            let unit = decimal_unit(scale);
+            expand(values, levels, missing, dst, |v| unit.apply(v as f64))
+        }
+        (LeafValues::Int64(_, values), _) => expand(values, levels, missing, dst, |v| v as f64),
+        (LeafValues::Float(_, values), _) => expand(values, levels, missing, dst, |v| float(v as f64)),
+        (LeafValues::Double(_, values), _) => expand(values, levels, missing, dst, float),
+    }
+}
+
+/// Dense non-null `values` plus definition levels -> one f64 per row.
+fn expand<T: Copy>(values: &[T], levels: Option<&[i16]>, missing: f64, dst: &mut Vec<f64>, convert: impl Fn(T) -> f64) {
+    let Some(levels) = levels.filter(|levels| levels.len() != values.len()) else {
+        // No nulls in this batch: one straight, vectorizable conversion.
+        dst.extend(values.iter().map(|v| convert(*v)));
+        return;
+    };
+    // Nulls are a few percent: convert the runs of present values between
+    // them, each run a vectorizable loop, rather than branch on every row.
+    let (mut row, mut value) = (0, 0);
+    while row < levels.len() {
+        let run = present_run(&levels[row..]);
+        let present = &values[value..value + run];
+        dst.extend(present.iter().map(|v| convert(*v)));
+        row += run;
+        value += run;
+        while row < levels.len() && levels[row] == 0 {
+            dst.push(missing);
+            row += 1;
+        }
+    }
+}
+
+/// How many levels from the start are non-zero (present values).
+fn present_run(levels: &[i16]) -> usize {
+    let mut run = 0;
+    for chunk in levels.chunks_exact(16) {
+        // No early exit inside a chunk: the compiler turns it into SIMD.
+        if !chunk.iter().fold(true, |all, &level| all & (level != 0)) {
+            break;
+        }
+        run += 16;
+    }
+    run + levels[run..].iter().take_while(|&&level| level != 0).count()
 }
 
 /// Appends one column's values as f64, with `missing` for nulls and NaNs. The
@@ -313,6 +453,33 @@ mod tests {
         for (k, v) in out.iter().enumerate() {
             let expected = values[67 + k].map(|v| v as f64).unwrap_or(-1.0);
             assert_eq!(*v, expected, "row {k}");
+        }
+    }
+
+    #[test]
+    fn expansion_puts_missing_values_where_levels_say_null() {
+        for pattern in [vec![], vec![0], vec![1], vec![0, 0, 1], vec![1, 0, 1, 1, 0, 0], vec![1; 40], vec![0; 33]] {
+            let mut levels = pattern.clone();
+            // Long runs too, to go through the 16-at-a-time path.
+            levels.extend(std::iter::repeat_n(1, 37));
+            levels.push(0);
+            levels.extend(pattern.iter().rev());
+            let n_present = levels.iter().filter(|&&l| l != 0).count();
+            let values: Vec<i32> = (0..n_present as i32).collect();
+            let mut out = vec![];
+            expand(&values, Some(&levels), -1.0, &mut out, |v| v as f64 * 2.0);
+            let mut next = 0;
+            let expected: Vec<f64> = levels
+                .iter()
+                .map(|&l| match l {
+                    0 => -1.0,
+                    _ => {
+                        next += 1;
+                        (next - 1) as f64 * 2.0
+                    }
+                })
+                .collect();
+            assert_eq!(out, expected, "levels {levels:?}");
         }
     }
 

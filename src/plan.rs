@@ -11,7 +11,6 @@ use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use parquet::arrow::ProjectionMask;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -77,12 +76,10 @@ pub struct FilePlan {
     pub relative_path: PathBuf,
     /// `k=v` folders on the way to the file, in order, values unescaped.
     pub partition_values: Vec<(String, String)>,
-    /// The root columns to decode: the features and the id columns, nothing else.
-    pub projection: ProjectionMask,
-    /// For each model feature, its column's position in a decoded batch.
-    pub feature_positions: Vec<usize>,
-    /// For each id column, its position in a decoded batch.
-    pub id_positions: Vec<usize>,
+    /// For each model feature, the index of its (top-level) column.
+    pub feature_roots: Vec<usize>,
+    /// For each id column, the index of its (top-level) column.
+    pub id_roots: Vec<usize>,
 }
 
 /// A whole table, planned.
@@ -197,17 +194,10 @@ fn plan_file(
         id_roots.push(root);
     }
 
-    // A decoded batch holds the projected root columns in file order.
-    let mut roots: Vec<usize> = feature_roots.iter().chain(&id_roots).copied().collect();
-    roots.sort_unstable();
-    roots.dedup();
-    let position = |root: &usize| roots.binary_search(root).expect("every requested root is projected");
-    let projection = ProjectionMask::roots(file.metadata.parquet_schema(), roots.iter().copied());
     Ok(FilePlan {
         partition_values: partition_values(&relative_path),
-        feature_positions: feature_roots.iter().map(position).collect(),
-        id_positions: id_roots.iter().map(position).collect(),
-        projection,
+        feature_roots,
+        id_roots,
         relative_path,
         file,
     })

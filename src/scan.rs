@@ -19,7 +19,10 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
 };
+use parquet::column::reader::{ColumnReader, ColumnReaderImpl, get_column_reader};
+use parquet::data_type::{BoolType, DoubleType, FloatType, Int32Type, Int64Type};
 use parquet::errors::ParquetError;
+use parquet::file::serialized_reader::SerializedPageReader;
 
 use crate::util::sha256_hex;
 
@@ -41,6 +44,14 @@ pub enum ScanError {
         #[source]
         source: ParquetError,
     },
+    #[error("cannot decode column `{column}` of row group {row_group} of `{}`", path.display())]
+    DecodeColumn {
+        path: PathBuf,
+        row_group: usize,
+        column: String,
+        #[source]
+        source: DecodeError,
+    },
     #[error("cannot decode row group {row_group} of `{}`", path.display())]
     Decode {
         path: PathBuf,
@@ -57,7 +68,7 @@ pub enum DecodeError {
     Parquet(#[from] ParquetError),
     #[error(transparent)]
     Arrow(#[from] arrow::error::ArrowError),
-    #[error("the footer promises {expected} rows, the pages hold {found}")]
+    #[error("the pages hold {found} rows where the footer promises {expected}")]
     RowCount { expected: usize, found: usize },
 }
 
@@ -153,7 +164,6 @@ impl ParquetFile {
         projection: &ProjectionMask,
         batch_rows: usize,
     ) -> Result<RowGroupBatches<'_>, ScanError> {
-        self.advise_row_group(row_group, projection, PageAdvice::WillNeed);
         let expected = self.row_group_rows(row_group);
         let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(self.bytes.clone(), self.metadata.clone())
             .with_row_groups(vec![row_group])
@@ -174,20 +184,65 @@ impl ParquetFile {
         })
     }
 
-    /// Drops the pages of a decoded row group from this process's memory; the
-    /// data stays in the page cache and would simply be faulted in again.
-    pub fn release_row_group(&self, row_group: usize, projection: &ProjectionMask) {
-        self.advise_row_group(row_group, projection, PageAdvice::DontNeed);
+    /// A reader of one leaf column of one row group that decodes its values
+    /// without building Arrow arrays: the fast path for numeric features.
+    pub fn leaf_reader(&self, row_group: usize, leaf: usize) -> Result<LeafReader, ScanError> {
+        let metadata = self.metadata.metadata();
+        let descriptor = metadata.file_metadata().schema_descr().column(leaf);
+        let chunk = metadata.row_group(row_group).column(leaf);
+        let column = descriptor.path().string();
+        let decode_error = |source: ParquetError| ScanError::DecodeColumn {
+            path: self.path.clone(),
+            row_group,
+            column: column.clone(),
+            source: source.into(),
+        };
+        let pages = SerializedPageReader::new(
+            Arc::new(self.bytes.clone()),
+            chunk,
+            self.row_group_rows(row_group),
+            None,
+        )
+        .map_err(decode_error)?;
+        let nullable = descriptor.max_def_level() > 0;
+        let values = match get_column_reader(descriptor, Box::new(pages)) {
+            ColumnReader::BoolColumnReader(r) => LeafValues::Bool(r, Vec::new()),
+            ColumnReader::Int32ColumnReader(r) => LeafValues::Int32(r, Vec::new()),
+            ColumnReader::Int64ColumnReader(r) => LeafValues::Int64(r, Vec::new()),
+            ColumnReader::FloatColumnReader(r) => LeafValues::Float(r, Vec::new()),
+            ColumnReader::DoubleColumnReader(r) => LeafValues::Double(r, Vec::new()),
+            _ => {
+                return Err(decode_error(ParquetError::General(format!(
+                    "column `{column}` has no fast numeric reader; it should be read through Arrow"
+                ))));
+            }
+        };
+        Ok(LeafReader {
+            path: self.path.clone(),
+            row_group,
+            column,
+            nullable,
+            definition_levels: Vec::new(),
+            values,
+        })
     }
 
-    fn advise_row_group(&self, row_group: usize, projection: &ProjectionMask, advice: PageAdvice) {
+    /// Hints that the pages of these leaf columns of a row group are needed soon.
+    pub fn prefetch_row_group(&self, row_group: usize, leaves: &[usize]) {
+        self.advise_row_group(row_group, leaves, PageAdvice::WillNeed);
+    }
+
+    /// Drops the pages of a decoded row group from this process's memory; the
+    /// data stays in the page cache and would simply be faulted in again.
+    pub fn release_row_group(&self, row_group: usize, leaves: &[usize]) {
+        self.advise_row_group(row_group, leaves, PageAdvice::DontNeed);
+    }
+
+    fn advise_row_group(&self, row_group: usize, leaves: &[usize], advice: PageAdvice) {
         let page = page_size();
         let row_group = self.metadata.metadata().row_group(row_group);
-        for (column_idx, column) in row_group.columns().iter().enumerate() {
-            if !projection.leaf_included(column_idx) {
-                continue;
-            }
-            let (start, len) = column.byte_range();
+        for &leaf in leaves {
+            let (start, len) = row_group.column(leaf).byte_range();
             let start = (start as usize).min(self.mmap.len());
             let end = (start + len as usize).min(self.mmap.len());
             let aligned_start = start / page * page;
@@ -246,6 +301,78 @@ impl Iterator for RowGroupBatches<'_> {
             None => None,
         }
     }
+}
+
+/// The decoded values of one leaf column, a batch at a time: dense non-null
+/// values plus definition levels (1 = present, 0 = null) when the column is
+/// nullable.
+pub struct LeafReader {
+    path: PathBuf,
+    row_group: usize,
+    column: String,
+    nullable: bool,
+    definition_levels: Vec<i16>,
+    values: LeafValues,
+}
+
+/// A typed reader and its batch of dense values.
+pub enum LeafValues {
+    Bool(ColumnReaderImpl<BoolType>, Vec<bool>),
+    Int32(ColumnReaderImpl<Int32Type>, Vec<i32>),
+    Int64(ColumnReaderImpl<Int64Type>, Vec<i64>),
+    Float(ColumnReaderImpl<FloatType>, Vec<f32>),
+    Double(ColumnReaderImpl<DoubleType>, Vec<f64>),
+}
+
+impl LeafReader {
+    /// Decodes the next `n_rows` rows, replacing the previous batch.
+    pub fn read(&mut self, n_rows: usize) -> Result<(), ScanError> {
+        self.definition_levels.clear();
+        let levels = self.nullable.then_some(&mut self.definition_levels);
+        let read = match &mut self.values {
+            LeafValues::Bool(reader, values) => read_exactly(reader, values, levels, n_rows),
+            LeafValues::Int32(reader, values) => read_exactly(reader, values, levels, n_rows),
+            LeafValues::Int64(reader, values) => read_exactly(reader, values, levels, n_rows),
+            LeafValues::Float(reader, values) => read_exactly(reader, values, levels, n_rows),
+            LeafValues::Double(reader, values) => read_exactly(reader, values, levels, n_rows),
+        };
+        read.map_err(|source| ScanError::DecodeColumn {
+            path: self.path.clone(),
+            row_group: self.row_group,
+            column: self.column.clone(),
+            source,
+        })
+    }
+
+    pub fn values(&self) -> &LeafValues {
+        &self.values
+    }
+
+    /// Definition levels of the batch, `None` when the column cannot be null.
+    pub fn definition_levels(&self) -> Option<&[i16]> {
+        self.nullable.then_some(self.definition_levels.as_slice())
+    }
+}
+
+fn read_exactly<T: parquet::data_type::DataType>(
+    reader: &mut ColumnReaderImpl<T>,
+    values: &mut Vec<T::T>,
+    mut levels: Option<&mut Vec<i16>>,
+    n_rows: usize,
+) -> Result<(), DecodeError> {
+    values.clear();
+    let mut rows = 0;
+    while rows < n_rows {
+        let (records, _, _) = reader.read_records(n_rows - rows, levels.as_deref_mut(), None, values)?;
+        if records == 0 {
+            return Err(DecodeError::RowCount {
+                expected: n_rows,
+                found: rows,
+            });
+        }
+        rows += records;
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy)]

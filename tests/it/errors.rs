@@ -145,15 +145,15 @@ fn a_corrupt_footer() {
     assert!(lines[1].starts_with("  Caused by: "), "{lines:?}");
 }
 
-/// Damages the first page header of the `age` column chunk in row group 1.
-fn corrupt_row_group_1(file: &Path) {
+/// Damages the first page header of one column chunk in row group 1.
+fn corrupt_row_group_1(file: &Path, column: &str) {
     let reader = parquet::file::reader::SerializedFileReader::new(std::fs::File::open(file).unwrap()).unwrap();
     let metadata = parquet::file::reader::FileReader::metadata(&reader);
     let row_group = metadata.row_group(1);
     let age = row_group
         .columns()
         .iter()
-        .find(|c| c.column_path().string() == "age")
+        .find(|c| c.column_path().string() == column)
         .unwrap();
     let (start, _) = age.byte_range();
     let mut bytes = std::fs::read(file).unwrap();
@@ -167,14 +167,17 @@ fn corrupt_row_group_1(file: &Path) {
 fn a_corrupt_row_group_is_named_and_nothing_is_published() {
     let case = case();
     let second = case.lake.join("dt=2026-11-25/part-00001.parquet");
-    corrupt_row_group_1(&second);
+    corrupt_row_group_1(&second, "age");
     let before = published(&case.out);
     let run = score(&case.model, &case.lake, &case.out, &["--threads", "2"]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     let lines = run.error_lines();
     assert_eq!(
         lines[0],
-        format!("error: cannot decode row group 1 of `{}`", second.display())
+        format!(
+            "error: cannot decode column `age` of row group 1 of `{}`",
+            second.display()
+        )
     );
     assert!(lines.len() >= 2, "the cause is printed: {lines:?}");
     // Nothing published, nothing staged left behind, the failure on record.
@@ -190,7 +193,29 @@ fn a_corrupt_row_group_is_named_and_nothing_is_published() {
     assert_eq!(runs.len(), 1);
     let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&runs[0]).unwrap()).unwrap();
     assert_eq!(record["status"], "failed");
-    assert!(record["error"].as_str().unwrap().contains("cannot decode row group 1"));
+    assert!(
+        record["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot decode column `age` of row group 1")
+    );
+}
+
+#[test]
+fn a_corrupt_id_column_is_named_by_row_group() {
+    // Id columns are decoded through Arrow, which does not say which column
+    // failed; the row group and file still are.
+    let case = case();
+    let first = file0(&case);
+    corrupt_row_group_1(&first, "customer_id");
+    let before = published(&case.out);
+    let run = score(&case.model, &case.lake, &case.out, &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(
+        run.error_lines()[0],
+        format!("error: cannot decode row group 1 of `{}`", first.display())
+    );
+    assert_eq!(published(&case.out), before);
 }
 
 #[test]

@@ -1,0 +1,40 @@
+#!/usr/bin/env python3
+"""Compares two scored tables per customer_id: same ids, largest score difference.
+
+usage: compare_scores.py LAKESCORE_OUT PEER_OUT PEER_NAME [--tolerance 1e-6]
+Exits 1 when the ids differ or a score differs by more than the tolerance.
+"""
+import argparse, glob, os, sys
+import numpy as np
+import pyarrow.parquet as pq
+
+
+def load(folder):
+    files = sorted(f for f in glob.glob(os.path.join(folder, "**", "*.parquet"), recursive=True)
+                   if "/_" not in f[len(folder):])
+    table = pq.ParquetDataset(files).read(columns=["customer_id", "score"]) if files else None
+    ids = table["customer_id"].to_numpy()
+    order = np.argsort(ids, kind="stable")
+    return ids[order], table["score"].to_numpy().astype(np.float64)[order]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("ours")
+    ap.add_argument("peer")
+    ap.add_argument("name")
+    ap.add_argument("--tolerance", type=float, default=1e-6)
+    a = ap.parse_args()
+    ids, scores = load(a.ours)
+    peer_ids, peer_scores = load(a.peer)
+    if not np.array_equal(ids, peer_ids):
+        print(f"scores vs {a.name}: the customer ids differ ({len(ids)} vs {len(peer_ids)} rows)")
+        sys.exit(1)
+    worst = float(np.max(np.abs(scores - peer_scores))) if len(ids) else 0.0
+    verdict = "ok" if worst <= a.tolerance else "TOO FAR"
+    print(f"scores vs {a.name}: {len(ids)} customers, max |difference| {worst:.3g} ({verdict}, tolerance {a.tolerance:g})")
+    sys.exit(0 if worst <= a.tolerance else 1)
+
+
+if __name__ == "__main__":
+    main()

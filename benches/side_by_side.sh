@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: lakescore beside what a data team would run instead,
+# in one run, on the same generated lake, on this machine.
+#
+#   benches/side_by_side.sh [--rows N] [--repeat R] [--work DIR] [--lakescore-only]
+#
+# Times (wall seconds, median of R runs; peak RSS of the median run):
+#   lakescore score            logistic model, all cores
+#   arrow-rs I/O floor         examples/io_floor.rs: read the same 35 columns, write id + constant
+#   DuckDB SQL                 ../shared/bench/peer_duckdb_logreg.py
+#   pyarrow + numpy            ../shared/bench/peer_score.py logreg
+#   pyarrow I/O floor          ../shared/bench/peer_score.py io
+# then checks lakescore's scores against DuckDB's and numpy's per customer_id.
+#
+# Needs the peer scripts of ../shared/bench (PEERS=dir to point elsewhere) and
+# Python 3 with pip; the peers' packages go to a venv under the work folder.
+# The lake (about 1.6 GB per 10M rows) is generated once and reused.
+set -euo pipefail
+
+ROWS=10000000
+REPEAT=3
+WORK=${WORK:-/tmp/lakescore-side-by-side}
+LAKESCORE_ONLY=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rows) ROWS=$2; shift 2 ;;
+    --repeat) REPEAT=$2; shift 2 ;;
+    --work) WORK=$2; shift 2 ;;
+    --lakescore-only) LAKESCORE_ONLY=1; shift ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+PEERS=${PEERS:-$REPO/../shared/bench}
+THREADS=$(nproc)
+cd "$REPO"
+cargo build --release --quiet --bin lakescore --bin gen-lake --example io_floor
+BIN=$REPO/target/release
+mkdir -p "$WORK"
+
+LAKE=$WORK/customers-$ROWS
+if [ ! -f "$LAKE/.complete" ]; then
+  rm -rf "$LAKE"
+  "$BIN/gen-lake" "$LAKE" --rows "$ROWS" --files 8 --seed 7
+  touch "$LAKE/.complete"
+fi
+
+MODELS=$WORK/models
+if [ ! -f "$MODELS/logreg.json" ]; then
+  if [ "$LAKESCORE_ONLY" = 1 ]; then
+    # The benchmark model's shape without training: fixed weights.
+    mkdir -p "$MODELS"
+    python3 - "$MODELS/logreg.json" <<'PY'
+import json, math, sys
+features = ["age", "tenure_days", "orders_30d", "orders_90d", "orders_365d", "spend_30d", "spend_90d",
+            "spend_365d", "avg_basket", "email_opens_30d", "email_clicks_30d", "days_since_last_order",
+            "app_user", "loyalty_tier"] + [f"b{j:02d}" for j in range(20)]
+json.dump({"format": "linear", "features": features, "weights": [math.sin(j * 0.37) * 0.05 for j in range(34)],
+           "intercept": -0.75, "link": "logistic"}, open(sys.argv[1], "w"))
+PY
+  else
+    VENV=$WORK/venv
+    [ -x "$VENV/bin/python" ] || { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q -r "$PEERS/requirements.txt"; }
+    rm -rf "$WORK/train"
+    "$BIN/gen-lake" "$WORK/train" --rows 400000 --files 1 --seed 1 --label
+    "$VENV/bin/python" "$PEERS/train_models.py" "$WORK/train" "$MODELS"
+  fi
+fi
+P=$WORK/venv/bin/python
+
+# Warm the page cache so that every tool reads from memory.
+cat "$LAKE"/dt=*/*.parquet > /dev/null
+
+RESULTS=$WORK/results.tsv
+: > "$RESULTS"
+# time_it NAME OUTDIR COMMAND...: median wall seconds of $REPEAT runs, and that run's peak RSS.
+time_it() {
+  local name=$1 out=$2; shift 2
+  local runs=()
+  for _ in $(seq "$REPEAT"); do
+    rm -rf "$out"
+    /usr/bin/time -f "%e %M" -o "$WORK/time.txt" "$@" > /dev/null 2> "$WORK/stderr.txt" \
+      || { cat "$WORK/stderr.txt" >&2; echo "$name failed" >&2; exit 1; }
+    runs+=("$(cat "$WORK/time.txt")")
+  done
+  printf '%s\n' "${runs[@]}" | sort -n | sed -n "$(( (REPEAT + 1) / 2 ))p" | \
+    awk -v name="$name" '{ printf "%s\t%.2f\t%.0f\n", name, $1, $2 / 1024 }' >> "$RESULTS"
+}
+
+OUT=$WORK/out
+time_it "lakescore score (logistic)" "$OUT/lakescore" \
+  "$BIN/lakescore" -q score --model "$MODELS/logreg.json" --input "$LAKE" --output "$OUT/lakescore"
+if [ "$LAKESCORE_ONLY" = 0 ]; then
+  time_it "arrow-rs I/O floor (read 35 cols, write id+score)" "$OUT/floor" "$BIN/examples/io_floor" "$LAKE" "$OUT/floor"
+  time_it "DuckDB SQL logistic regression" "$OUT/duckdb" \
+    "$P" "$PEERS/peer_duckdb_logreg.py" "$MODELS" "$LAKE" "$OUT/duckdb" --threads "$THREADS"
+  time_it "pyarrow + numpy logistic regression" "$OUT/numpy" \
+    "$P" "$PEERS/peer_score.py" logreg "$MODELS" "$LAKE" "$OUT/numpy" --threads "$THREADS"
+  time_it "pyarrow read + write only (I/O floor, Python)" "$OUT/pyio" \
+    "$P" "$PEERS/peer_score.py" io "$MODELS" "$LAKE" "$OUT/pyio" --threads "$THREADS"
+fi
+
+echo
+echo "side by side: $ROWS rows, $THREADS cores, median of $REPEAT runs ($(date -u +%Y-%m-%dT%H:%MZ))"
+echo
+awk -F'\t' 'NR == 1 { base = $2 }
+  BEGIN { printf "%-52s %8s %10s %12s\n", "pipeline", "wall s", "peak MB", "lakescore ÷" }
+  { printf "%-52s %8.2f %10.0f %12s\n", $1, $2, $3, (NR == 1 ? "" : sprintf("%.2f", base / $2)) }' "$RESULTS"
+
+if [ "$LAKESCORE_ONLY" = 0 ]; then
+  echo
+  "$P" "$REPO/benches/compare_scores.py" "$OUT/lakescore" "$OUT/duckdb" "DuckDB"
+  "$P" "$REPO/benches/compare_scores.py" "$OUT/lakescore" "$OUT/numpy" "pyarrow + numpy"
+fi
