@@ -21,7 +21,12 @@ const ROWS: usize = 131_072;
 
 fn bench_scan(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let spec = LakeSpec { rows: ROWS as u64, files: 1, row_group_rows: ROWS, ..LakeSpec::default() };
+    let spec = LakeSpec {
+        rows: ROWS as u64,
+        files: 1,
+        row_group_rows: ROWS,
+        ..LakeSpec::default()
+    };
     let path = generate_lake(dir.path(), &spec).unwrap().remove(0);
     let file = ParquetFile::open(&path).unwrap();
     let schema = file.metadata.schema().clone();
@@ -29,7 +34,11 @@ fn bench_scan(c: &mut Criterion) {
     let names = benchmark_features();
     // In the generated table every feature is a top-level primitive column.
     let roots: Vec<usize> = names.iter().map(|n| schema.index_of(n).unwrap()).collect();
-    let leaf_of = |root: usize| (0..descriptor.num_columns()).find(|&l| descriptor.get_column_root_idx(l) == root).unwrap();
+    let leaf_of = |root: usize| {
+        (0..descriptor.num_columns())
+            .find(|&l| descriptor.get_column_root_idx(l) == root)
+            .unwrap()
+    };
     let leaves: Vec<usize> = roots.iter().map(|&r| leaf_of(r)).collect();
     let projection = ProjectionMask::roots(descriptor, roots.iter().copied());
     let read_leaves = || -> Vec<LeafReader> { leaves.iter().map(|&l| file.leaf_reader(0, l).unwrap()).collect() };
@@ -39,8 +48,11 @@ fn bench_scan(c: &mut Criterion) {
     group.sample_size(20);
     group.bench_function("decode 34 columns through Arrow", |b| {
         b.iter(|| {
-            let rows: usize =
-                file.read_row_group(0, &projection, BATCH_ROWS).unwrap().map(|batch| batch.unwrap().num_rows()).sum();
+            let rows: usize = file
+                .read_row_group(0, &projection, BATCH_ROWS)
+                .unwrap()
+                .map(|batch| batch.unwrap().num_rows())
+                .sum();
             black_box(rows)
         })
     });
@@ -68,14 +80,29 @@ fn bench_scan(c: &mut Criterion) {
             conversion: features::leaf_conversion(&descriptor.column(leaf), schema.field(root).data_type()).unwrap(),
         })
         .collect();
-    let features_spec: Vec<Feature> = names.iter().map(|n| Feature { name: n.clone(), missing_value: 0.0 }).collect();
+    let features_spec: Vec<Feature> = names
+        .iter()
+        .map(|n| Feature {
+            name: n.clone(),
+            missing_value: 0.0,
+        })
+        .collect();
     let mut readers = read_leaves();
     for reader in &mut readers {
         reader.read(BATCH_ROWS).unwrap();
     }
     group.throughput(Throughput::Elements(BATCH_ROWS as u64));
     group.bench_function("features: 34 leaf batches to one f64 block", |b| {
-        b.iter(|| black_box(features::build_block(&sources, &[], &readers, &features_spec, 0, BATCH_ROWS)))
+        b.iter(|| {
+            black_box(features::build_block(
+                &sources,
+                &[],
+                &readers,
+                &features_spec,
+                0,
+                BATCH_ROWS,
+            ))
+        })
     });
     group.finish();
 }

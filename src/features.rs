@@ -458,7 +458,15 @@ mod tests {
 
     #[test]
     fn expansion_puts_missing_values_where_levels_say_null() {
-        for pattern in [vec![], vec![0], vec![1], vec![0, 0, 1], vec![1, 0, 1, 1, 0, 0], vec![1; 40], vec![0; 33]] {
+        for pattern in [
+            vec![],
+            vec![0],
+            vec![1],
+            vec![0, 0, 1],
+            vec![1, 0, 1, 1, 0, 0],
+            vec![1; 40],
+            vec![0; 33],
+        ] {
             let mut levels = pattern.clone();
             // Long runs too, to go through the 16-at-a-time path.
             levels.extend(std::iter::repeat_n(1, 37));
