@@ -184,26 +184,48 @@ pub fn build_block(
 pub fn append_leaf(leaf: &LeafReader, conversion: LeafConversion, missing: f64, dst: &mut Vec<f64>) {
     let levels = leaf.definition_levels();
     let float = |v: f64| if v.is_nan() { missing } else { v };
-    match (leaf.values(), conversion) {
-        (LeafValues::Bool(_, values), _) => expand(values, levels, missing, dst, |v| f64::from(u8::from(v))),
-        (LeafValues::Int32(_, values), LeafConversion::UInt32) => {
-            expand(values, levels, missing, dst, |v| v as u32 as f64)
-        }
-        (LeafValues::Int32(_, values), LeafConversion::Decimal { scale }) => {
+    match leaf.values() {
+        LeafValues::Bool(_, values) => expand(values, levels, missing, dst, |v| f64::from(u8::from(v))),
+        LeafValues::Int32(_, values) => expand_integers(
+            values,
+            levels,
+            missing,
+            dst,
+            conversion,
+            |v| v as f64,
+            |v| v as u32 as f64,
+        ),
+        LeafValues::Int64(_, values) => expand_integers(
+            values,
+            levels,
+            missing,
+            dst,
+            conversion,
+            |v| v as f64,
+            |v| v as u64 as f64,
+        ),
+        LeafValues::Float(_, values) => expand(values, levels, missing, dst, |v| float(v as f64)),
+        LeafValues::Double(_, values) => expand(values, levels, missing, dst, float),
+    }
+}
+
+/// INT32 or INT64 values as signed or unsigned integers, or as decimals.
+fn expand_integers<T: Copy>(
+    values: &[T],
+    levels: Option<&[i16]>,
+    missing: f64,
+    dst: &mut Vec<f64>,
+    conversion: LeafConversion,
+    signed: impl Fn(T) -> f64,
+    unsigned: impl Fn(T) -> f64,
+) {
+    match conversion {
+        LeafConversion::UInt32 | LeafConversion::UInt64 => expand(values, levels, missing, dst, unsigned),
+        LeafConversion::Decimal { scale } => {
             let unit = decimal_unit(scale);
-            expand(values, levels, missing, dst, |v| unit.apply(v as f64))
+            expand(values, levels, missing, dst, |v| unit.apply(signed(v)))
         }
-        (LeafValues::Int32(_, values), _) => expand(values, levels, missing, dst, |v| v as f64),
-        (LeafValues::Int64(_, values), LeafConversion::UInt64) => {
-            expand(values, levels, missing, dst, |v| v as u64 as f64)
-        }
-        (LeafValues::Int64(_, values), LeafConversion::Decimal { scale }) => {
-            let unit = decimal_unit(scale);
-            expand(values, levels, missing, dst, |v| unit.apply(v as f64))
-        }
-        (LeafValues::Int64(_, values), _) => expand(values, levels, missing, dst, |v| v as f64),
-        (LeafValues::Float(_, values), _) => expand(values, levels, missing, dst, |v| float(v as f64)),
-        (LeafValues::Double(_, values), _) => expand(values, levels, missing, dst, float),
+        _ => expand(values, levels, missing, dst, signed),
     }
 }
 
