@@ -46,12 +46,12 @@ if [ ! -f "$LAKE/.complete" ]; then
   touch "$LAKE/.complete"
 fi
 
-MODELS=$WORK/models
-if [ ! -f "$MODELS/logreg.json" ]; then
-  if [ "$LAKESCORE_ONLY" = 1 ]; then
-    # The benchmark model's shape without training: fixed weights.
-    mkdir -p "$MODELS"
-    python3 - "$MODELS/logreg.json" <<'PY'
+VENV=$WORK/venv
+if [ "$LAKESCORE_ONLY" = 1 ]; then
+  # The benchmark model's shape without training (no Python packages needed):
+  # fixed weights, in a file of its own.
+  MODEL=$WORK/logreg-fixed.json
+  python3 - "$MODEL" <<'PY'
 import json, math, sys
 features = ["age", "tenure_days", "orders_30d", "orders_90d", "orders_365d", "spend_30d", "spend_90d",
             "spend_365d", "avg_basket", "email_opens_30d", "email_clicks_30d", "days_since_last_order",
@@ -59,15 +59,17 @@ features = ["age", "tenure_days", "orders_30d", "orders_90d", "orders_365d", "sp
 json.dump({"format": "linear", "features": features, "weights": [math.sin(j * 0.37) * 0.05 for j in range(34)],
            "intercept": -0.75, "link": "logistic"}, open(sys.argv[1], "w"))
 PY
-  else
-    VENV=$WORK/venv
-    [ -x "$VENV/bin/python" ] || { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q -r "$PEERS/requirements.txt"; }
+else
+  [ -x "$VENV/bin/python" ] || { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q -r "$PEERS/requirements.txt"; }
+  MODELS=$WORK/models
+  if [ ! -f "$MODELS/logreg.json" ]; then
     rm -rf "$WORK/train"
     "$BIN/gen-lake" "$WORK/train" --rows 400000 --files 1 --seed 1 --label
     "$VENV/bin/python" "$PEERS/train_models.py" "$WORK/train" "$MODELS"
   fi
+  MODEL=$MODELS/logreg.json
 fi
-P=$WORK/venv/bin/python
+P=$VENV/bin/python
 
 # Warm the page cache so that every tool reads from memory.
 cat "$LAKE"/dt=*/*.parquet > /dev/null
@@ -90,7 +92,7 @@ time_it() {
 
 OUT=$WORK/out
 time_it "lakescore score (logistic)" "$OUT/lakescore" \
-  "$BIN/lakescore" -q score --model "$MODELS/logreg.json" --input "$LAKE" --output "$OUT/lakescore"
+  "$BIN/lakescore" -q score --model "$MODEL" --input "$LAKE" --output "$OUT/lakescore"
 if [ "$LAKESCORE_ONLY" = 0 ]; then
   time_it "arrow-rs I/O floor (read 35 cols, write id+score)" "$OUT/floor" "$BIN/examples/io_floor" "$LAKE" "$OUT/floor"
   time_it "DuckDB SQL logistic regression" "$OUT/duckdb" \

@@ -29,16 +29,13 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::test_hooks;
 use crate::util::{fsync_dir, rfc3339_utc, sha256_hex, write_atomically};
 
 /// Folder of lakescore's own bookkeeping inside an output table.
 pub const META_DIR: &str = "_lakescore";
 /// The manifest, whose presence says the table is complete.
 pub const SUCCESS_FILE: &str = "_SUCCESS";
-
-/// Test hook: exit abruptly, like a killed process, after publishing this many
-/// partitions. Lets the tests prove that `--mode resume` recovers.
-pub const CRASH_AFTER_PARTITIONS_ENV: &str = "LAKESCORE_TEST_CRASH_AFTER_PARTITIONS";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
@@ -331,28 +328,22 @@ impl Transaction {
     /// also hold partitions.
     pub fn publish(&mut self, partitions: &[PartitionRecord], all_partitions: &[&Path]) -> Result<(), CommitError> {
         self.remove_success()?;
-        let crash_after: Option<usize> = std::env::var(CRASH_AFTER_PARTITIONS_ENV)
-            .ok()
-            .and_then(|v| v.parse().ok());
         for partition in partitions {
-            if crash_after == Some(self.published_partitions) {
-                // Like SIGKILL: no destructors, no cleanup, no ledger update.
-                // SAFETY: _exit ends the process at once, which is the point.
-                unsafe { libc::_exit(137) };
-            }
+            test_hooks::before_partition(self.published_partitions);
             let dir = &partition.partition;
-            let is_leaf = !dir.as_os_str().is_empty()
-                && !all_partitions
-                    .iter()
-                    .any(|other| *other != dir.as_path() && other.starts_with(dir));
-            if is_leaf {
+            // The old record goes first: if we die between the new files and
+            // the new record, resume finds no record and scores again, rather
+            // than trusting an old key for new files.
+            let record_path = self.partition_record_path(dir);
+            remove_file_durably(&record_path).map_err(io_error("remove old partition record", &record_path))?;
+            if self.is_leaf(dir, all_partitions) {
                 self.publish_folder(dir)?;
             } else {
                 for file in &partition.files {
                     self.publish_file(&file.path)?;
                 }
             }
-            let record_path = self.partition_record_path(dir);
+            test_hooks::before_record(self.published_partitions);
             let record = serde_json::to_vec_pretty(partition).expect("records serialize");
             write_atomically(&record_path, &record).map_err(io_error("write partition record", &record_path))?;
             self.published_partitions += 1;
@@ -360,20 +351,54 @@ impl Transaction {
         Ok(())
     }
 
+    /// A partition folder is published in one step when nothing else lives
+    /// below it: no partition of this run, and no data folder already in OUT
+    /// (which a swap would take away).
+    fn is_leaf(&self, dir: &Path, all_partitions: &[&Path]) -> bool {
+        if dir.as_os_str().is_empty()
+            || all_partitions
+                .iter()
+                .any(|other| *other != dir && other.starts_with(dir))
+        {
+            return false;
+        }
+        let Ok(entries) = fs::read_dir(self.out_root.join(dir)) else {
+            return true;
+        };
+        !entries.flatten().any(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            entry.file_type().is_ok_and(|t| t.is_dir()) && !name.starts_with('_') && !name.starts_with('.')
+        })
+    }
+
     /// Writes the manifest, the last step that makes the table complete, and
     /// closes the run in the ledger.
     pub fn finish(mut self, manifest: &impl Serialize, rows: u64) -> Result<(), CommitError> {
-        self.remove_success()?;
         let path = self.out_root.join(SUCCESS_FILE);
         let bytes = serde_json::to_vec_pretty(manifest).expect("manifests serialize");
-        write_atomically(&path, &bytes).map_err(io_error("write manifest", &path))?;
+        if let Err(error) = self
+            .remove_success()
+            .and_then(|()| write_atomically(&path, &bytes).map_err(io_error("write manifest", &path)))
+        {
+            let _ = self.abort_in_place(&crate::pipeline::error_chain(&error));
+            return Err(error);
+        }
         self.ledger.status = "succeeded".into();
         self.ledger.rows = Some(rows);
-        self.close()
+        // The table is published: failing to tidy up after it is not a failed run.
+        if let Err(error) = self.close() {
+            tracing::warn!(error = %crate::pipeline::error_chain(&error), "the run succeeded but cleaning up after it failed");
+        }
+        Ok(())
     }
 
     /// Ends a failed run: removes what it staged and records the error.
     pub fn abort(mut self, error: &str) -> Result<(), CommitError> {
+        self.abort_in_place(error)
+    }
+
+    fn abort_in_place(&mut self, error: &str) -> Result<(), CommitError> {
         self.ledger.status = "failed".into();
         self.ledger.error = Some(error.to_string());
         self.close()
@@ -471,15 +496,22 @@ impl Drop for Transaction {
 fn exchange_or_replace(staged: &Path, target: &Path, aside: &Path) -> Result<(), CommitError> {
     match exchange(staged, target) {
         Ok(()) => Ok(()),
-        Err(_) => {
-            let aside_parent = aside.parent().expect("aside path has a parent");
-            fs::create_dir_all(aside_parent).map_err(io_error("create folder", aside_parent))?;
-            fs::rename(target, aside).map_err(io_error("move old partition aside", target))?;
-            fs::rename(staged, target).map_err(io_error("publish partition", target))?;
-            // Leave the old version where the caller expects it: at `staged`.
-            fs::rename(aside, staged).map_err(io_error("remove replaced partition", aside))
-        }
+        Err(_) => replace_via_aside(staged, target, aside),
     }
+}
+
+/// The non-atomic swap: old out of the way, new in, old to where `staged` was.
+/// When the new one cannot be moved in, the old one is put back.
+fn replace_via_aside(staged: &Path, target: &Path, aside: &Path) -> Result<(), CommitError> {
+    let aside_parent = aside.parent().expect("aside path has a parent");
+    fs::create_dir_all(aside_parent).map_err(io_error("create folder", aside_parent))?;
+    fs::rename(target, aside).map_err(io_error("move old partition aside", target))?;
+    if let Err(error) = fs::rename(staged, target) {
+        let _ = fs::rename(aside, target);
+        return Err(io_error("publish partition", target)(error));
+    }
+    // Leave the old version where the caller expects it: at `staged`.
+    fs::rename(aside, staged).map_err(io_error("remove replaced partition", aside))
 }
 
 #[cfg(target_os = "linux")]
@@ -510,6 +542,15 @@ fn exchange(a: &Path, b: &Path) -> io::Result<()> {
 #[cfg(not(target_os = "linux"))]
 fn exchange(_a: &Path, _b: &Path) -> io::Result<()> {
     Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+/// Removes a file, if there, and makes the removal durable.
+fn remove_file_durably(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => fsync_dir(path.parent().expect("a file has a parent")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 fn remove_dir_if_exists(path: &Path) -> io::Result<()> {
@@ -574,6 +615,27 @@ mod tests {
         fs::write(b.join("y"), "old").unwrap();
         exchange_or_replace(&a, &b, &dir.path().join("aside")).unwrap();
         assert!(b.join("x").exists() && a.join("y").exists());
+    }
+
+    #[test]
+    fn the_fallback_swap_replaces_and_restores() {
+        let dir = tempfile::tempdir().unwrap();
+        let (staged, target, aside) = (
+            dir.path().join("staged"),
+            dir.path().join("target"),
+            dir.path().join("x/aside"),
+        );
+        fs::create_dir(&staged).unwrap();
+        fs::create_dir(&target).unwrap();
+        fs::write(staged.join("new"), "").unwrap();
+        fs::write(target.join("old"), "").unwrap();
+        replace_via_aside(&staged, &target, &aside).unwrap();
+        assert!(target.join("new").exists() && staged.join("old").exists() && !aside.exists());
+
+        // The new folder is gone: moving it in fails, the old one stays.
+        fs::remove_dir_all(&staged).unwrap();
+        assert!(replace_via_aside(&staged, &target, &aside).is_err());
+        assert!(target.join("new").exists(), "the published version was put back");
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod progress;
 pub mod report;
 pub mod scan;
 pub mod sink;
+pub mod test_hooks;
 pub mod util;
 
 pub use error::{Error, Result};

@@ -135,14 +135,15 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> Result<(), Error> {
     match &cli.command {
         Command::Score(args) => {
-            let (model, options) = load(&args.model_input, cli)?;
-            let outcome = pipeline::score(
-                model.as_ref(),
-                &args.model_input.input,
-                &args.output,
-                args.mode,
-                &options,
-            );
+            let outcome = load(&args.model_input, cli).and_then(|(model, options)| {
+                pipeline::score(
+                    model.as_ref(),
+                    &args.model_input.input,
+                    &args.output,
+                    args.mode,
+                    &options,
+                )
+            });
             let report = match outcome {
                 Ok(report) => report,
                 Err(error) => {

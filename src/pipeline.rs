@@ -11,6 +11,7 @@
 //! writer, which bounds memory whatever the table size.
 
 use std::collections::BTreeMap;
+use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -26,8 +27,9 @@ use crate::model::{FeatureBlock, Model};
 use crate::plan::{self, ColumnRequest, FilePlan, IdColumns, TablePlan, WorkUnit};
 use crate::progress::Progress;
 use crate::report::{InputRecord, Manifest, RunReport, StageSeconds, WallSeconds};
-use crate::scan::{DecodeError, LeafReader, ParquetFile, RowGroupBatches, ScanError};
+use crate::scan::{ColumnList, DecodeError, LeafReader, ParquetFile, RowGroupBatches, ScanError};
 use crate::sink::{self, EncodedRowGroup, OutputLayout, SinkError, StagedFile};
+use crate::test_hooks;
 use crate::util::{compact_utc, peak_rss_bytes, rfc3339_utc, sha256_hex};
 
 /// Rows decoded, turned into features and scored at a time within a row group.
@@ -138,7 +140,8 @@ pub fn score(
         reused_partitions: reused.len(),
         bytes_read: table.plan.files.iter().map(|f| f.file.size_bytes).sum(),
         bytes_written: outputs.iter().map(|f| f.bytes).sum(),
-        rows_per_second: rows as f64 / total.max(1e-9),
+        // Rows this run scored: on resume, reused partitions took no time.
+        rows_per_second: scored.rows as f64 / total.max(1e-9),
         wall_seconds: WallSeconds { total, ..wall_seconds },
         stage_seconds: scored.stages,
         peak_rss_bytes: peak_rss_bytes(),
@@ -500,7 +503,15 @@ fn score_files(
                 worker_stages.lock().unwrap().add(&stages);
             });
         }
-        let written = write_in_order(table, file_indices, &units, &exchange, destination, &progress);
+        let written = panic::catch_unwind(AssertUnwindSafe(|| {
+            write_in_order(table, file_indices, &units, &exchange, destination, &progress)
+        }))
+        .unwrap_or_else(|payload| {
+            Err(Error::Internal(format!(
+                "the output writer panicked: {}",
+                panic_message(&*payload)
+            )))
+        });
         match written {
             Ok((files, seconds)) => {
                 written_files = files;
@@ -548,7 +559,20 @@ fn worker_loop(
                 return;
             }
         }
-        match score_unit(model, table, units[unit_idx], encode, stages) {
+        let unit = units[unit_idx];
+        // A panic (a bug here or in a decoder, on a file it did not expect)
+        // becomes an error like any other, so that the writer and the other
+        // workers stop instead of waiting forever for this unit.
+        let scored = panic::catch_unwind(AssertUnwindSafe(|| score_unit(model, table, unit, encode, stages)))
+            .unwrap_or_else(|payload| {
+                let path = table.plan.files[unit.file_idx].file.path.display();
+                Err(Error::Internal(format!(
+                    "scoring row group {} of `{path}` panicked: {}",
+                    unit.row_group,
+                    panic_message(&*payload)
+                )))
+            });
+        match scored {
             Ok(done) => {
                 let mut state = exchange.state.lock().unwrap();
                 state.ready.insert(unit_idx, done);
@@ -586,6 +610,7 @@ fn score_unit(
         clock = now;
     };
 
+    test_hooks::in_row_group(row_group);
     file.prefetch_row_group(row_group, &scan.leaves);
     let mut batches = match &scan.arrow_projection {
         Some(projection) => Some(file.read_row_group(row_group, projection, BATCH_ROWS)?),
@@ -629,11 +654,18 @@ fn score_unit(
         }
         rows_done += n_rows;
     }
-    if let Some(mut batches) = batches
-        && let Some(extra) = batches.next()
-    {
-        // More rows than the footer promised: `next` reports it as an error.
-        extra?;
+    if let Some(extra) = batches.as_mut().and_then(Iterator::next) {
+        let found = rows_done + extra?.num_rows();
+        return Err(ScanError::Decode {
+            path: file.path.clone(),
+            row_group,
+            columns: ColumnList::default(),
+            source: DecodeError::RowCount {
+                expected: unit.n_rows,
+                found,
+            },
+        }
+        .into());
     }
     file.release_row_group(row_group, &scan.leaves);
     let Some(encoder) = encoder else {
@@ -664,6 +696,7 @@ fn next_batch(
         _ => Err(ScanError::Decode {
             path: file.path.clone(),
             row_group,
+            columns: ColumnList::default(),
             source: DecodeError::RowCount {
                 expected: n_rows,
                 found,
@@ -780,6 +813,14 @@ fn new_run_id(started_at: SystemTime) -> String {
         .map_or(0, |d| d.as_nanos());
     let salt = sha256_hex(format!("{nanos}-{}", std::process::id()).as_bytes());
     format!("{}-{}", compact_utc(started_at), &salt[..8])
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
+        (Some(text), _) => text.to_string(),
+        (_, Some(text)) => text.clone(),
+        _ => "a panic without a message".to_string(),
+    }
 }
 
 /// `error: caused by: ...` on one line, for the ledger.

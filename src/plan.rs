@@ -24,6 +24,12 @@ pub const DEFAULT_ID_COLUMN: &str = "customer_id";
 pub enum PlanError {
     #[error("input `{}` does not exist", path.display())]
     InputNotFound { path: PathBuf },
+    #[error("cannot read input `{}`", path.display())]
+    Inspect {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot list input folder `{}`", path.display())]
     ReadDir {
         path: PathBuf,
@@ -206,8 +212,14 @@ fn plan_file(
 /// Data files under `input`, each with its path relative to `input`, in path
 /// order. A file given directly is its own table, named by its file name.
 pub fn find_data_files(input: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
-    let metadata = fs::metadata(input).map_err(|_| PlanError::InputNotFound {
-        path: input.to_path_buf(),
+    let metadata = fs::metadata(input).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => PlanError::InputNotFound {
+            path: input.to_path_buf(),
+        },
+        _ => PlanError::Inspect {
+            path: input.to_path_buf(),
+            source,
+        },
     })?;
     if metadata.is_file() {
         let name = input
@@ -254,7 +266,8 @@ fn walk(
             continue;
         }
         let path = dir.join(&name);
-        let metadata = fs::metadata(&path).map_err(|source| PlanError::ReadDir {
+        // Follows symbolic links; a dangling one is an error, not a skip.
+        let metadata = fs::metadata(&path).map_err(|source| PlanError::Inspect {
             path: path.clone(),
             source,
         })?;

@@ -52,13 +52,29 @@ pub enum ScanError {
         #[source]
         source: DecodeError,
     },
-    #[error("cannot decode row group {row_group} of `{}`", path.display())]
+    #[error("cannot decode row group {row_group} of `{}`{columns}", path.display())]
     Decode {
         path: PathBuf,
         row_group: usize,
+        /// The columns that were being decoded, when more than one.
+        columns: ColumnList,
         #[source]
         source: DecodeError,
     },
+}
+
+/// ` (one of columns `a`, `b`)`, or nothing when empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ColumnList(pub Vec<String>);
+
+impl std::fmt::Display for ColumnList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = self.0.iter().map(|c| format!("`{c}`")).collect();
+        write!(f, " (one of columns {})", names.join(", "))
+    }
 }
 
 /// Why a row group could not be decoded.
@@ -170,18 +186,42 @@ impl ParquetFile {
             .with_projection(projection.clone())
             .with_batch_size(batch_rows.max(1))
             .build()
-            .map_err(|source| ScanError::Decode {
-                path: self.path.clone(),
-                row_group,
-                source: source.into(),
-            })?;
+            .map_err(|source| self.arrow_decode_error(row_group, projection, source.into()))?;
         Ok(RowGroupBatches {
+            projection: projection.clone(),
             file: self,
             row_group,
             reader,
             expected,
             seen: 0,
         })
+    }
+
+    /// The error for a failure of the Arrow reader, naming the column when it
+    /// was reading only one (as it usually does: the id column).
+    fn arrow_decode_error(&self, row_group: usize, projection: &ProjectionMask, source: DecodeError) -> ScanError {
+        let descriptor = self.metadata.parquet_schema();
+        let mut columns: Vec<String> = Vec::new();
+        for leaf in (0..descriptor.num_columns()).filter(|&leaf| projection.leaf_included(leaf)) {
+            let root = descriptor.get_column_root(leaf).name().to_string();
+            if !columns.contains(&root) {
+                columns.push(root);
+            }
+        }
+        match <[String; 1]>::try_from(columns) {
+            Ok([column]) => ScanError::DecodeColumn {
+                path: self.path.clone(),
+                row_group,
+                column,
+                source,
+            },
+            Err(columns) => ScanError::Decode {
+                path: self.path.clone(),
+                row_group,
+                columns: ColumnList(columns),
+                source,
+            },
+        }
     }
 
     /// A reader of one leaf column of one row group that decodes its values
@@ -244,7 +284,8 @@ impl ParquetFile {
         for &leaf in leaves {
             let (start, len) = row_group.column(leaf).byte_range();
             let start = (start as usize).min(self.mmap.len());
-            let end = (start + len as usize).min(self.mmap.len());
+            // Offsets come from the file: saturate rather than trust them.
+            let end = start.saturating_add(len as usize).min(self.mmap.len());
             let aligned_start = start / page * page;
             if end <= aligned_start {
                 continue;
@@ -270,6 +311,7 @@ impl ParquetFile {
 /// promises.
 pub struct RowGroupBatches<'a> {
     file: &'a ParquetFile,
+    projection: ProjectionMask,
     row_group: usize,
     reader: ParquetRecordBatchReader,
     expected: usize,
@@ -280,11 +322,7 @@ impl Iterator for RowGroupBatches<'_> {
     type Item = Result<RecordBatch, ScanError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let decode_error = |source: DecodeError| ScanError::Decode {
-            path: self.file.path.clone(),
-            row_group: self.row_group,
-            source,
-        };
+        let decode_error = |source: DecodeError| self.file.arrow_decode_error(self.row_group, &self.projection, source);
         match self.reader.next() {
             Some(Ok(batch)) => {
                 self.seen += batch.num_rows();

@@ -33,6 +33,12 @@ pub enum SinkError {
         #[source]
         source: ParquetError,
     },
+    #[error("cannot write output file `{}`", path.display())]
+    Flush {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot make output file `{}` durable", path.display())]
     Sync {
         path: PathBuf,
@@ -227,7 +233,8 @@ impl StagedFile {
             path: self.path.clone(),
             source,
         })?;
-        let file = buffered.into_inner().map_err(|e| SinkError::Sync {
+        // Flushing the last buffered bytes is a write (and where a full disk shows).
+        let file = buffered.into_inner().map_err(|e| SinkError::Flush {
             path: self.path.clone(),
             source: e.into_error(),
         })?;

@@ -102,7 +102,7 @@ fn a_run_stopped_after_k_partitions_resumes_to_identical_bytes() {
     for k in 0..3 {
         let out = dir.path().join(format!("out-{k}"));
         let args = score_args(&model, &lake, &out, &[]);
-        let crashed = lakescore_with_env(&args, &[("LAKESCORE_TEST_CRASH_AFTER_PARTITIONS", &k.to_string())]);
+        let crashed = lakescore_with_env(&args, &[("LAKESCORE_TEST_CRASH_BEFORE_PARTITION", &k.to_string())]);
         assert_eq!(crashed.code, 137, "the test hook stops the run: {}", crashed.stderr);
         // What is visible is k whole partitions and no manifest.
         assert!(!out.join("_SUCCESS").exists());
@@ -154,18 +154,64 @@ fn resume_rescores_partitions_of_another_model() {
     assert_eq!(data_files(&out), data_files(&reference));
 }
 
-fn score_args(model: &Path, input: &Path, output: &Path, extra: &[&str]) -> Vec<std::ffi::OsString> {
-    let mut args: Vec<std::ffi::OsString> = vec![
-        "score".into(),
-        "--model".into(),
-        model.into(),
-        "--input".into(),
-        input.into(),
-        "--output".into(),
-        output.into(),
-    ];
-    args.extend(extra.iter().map(|a| a.into()));
-    args
+#[test]
+fn a_crash_between_files_and_record_never_reuses_the_wrong_scores() {
+    // Model A commits every partition; a run of model B replaces the first
+    // partition's files and dies before recording it. Resuming model A must
+    // score that partition again, not trust A's old record for B's files.
+    let dir = tempfile::tempdir().unwrap();
+    let (lake, _) = lake_and_model(dir.path());
+    // Constant scores: the two models' files differ in content, not in size.
+    let constant = |name: &str, value: f64| {
+        let body = serde_json::json!({"format": "linear", "features": ["age"], "weights": [0.0], "intercept": value});
+        linear_model(dir.path(), name, body)
+    };
+    let (model_a, model_b) = (constant("a.json", 1.0), constant("b.json", 2.0));
+    let reference = dir.path().join("reference");
+    score(&model_a, &lake, &reference, &[]).assert_ok();
+
+    let out = dir.path().join("out");
+    score(&model_a, &lake, &out, &[]).assert_ok();
+    let crashed = lakescore_with_env(
+        score_args(&model_b, &lake, &out, &["--mode", "overwrite"]),
+        &[("LAKESCORE_TEST_CRASH_BEFORE_RECORD", "0")],
+    );
+    assert_eq!(crashed.code, 137, "{}", crashed.stderr);
+    let first = PathBuf::from("dt=2026-11-23/part-00000.parquet");
+    assert_ne!(
+        std::fs::read(out.join(&first)).unwrap(),
+        std::fs::read(reference.join(&first)).unwrap()
+    );
+    assert_eq!(
+        std::fs::metadata(out.join(&first)).unwrap().len(),
+        std::fs::metadata(reference.join(&first)).unwrap().len(),
+        "same sizes: only the record can tell the two apart"
+    );
+
+    score(&model_a, &lake, &out, &["--mode", "resume"]).assert_ok();
+    assert_eq!(data_files(&out), data_files(&reference));
+    assert_eq!(manifest(&out)["reused_partitions"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn overwrite_keeps_partitions_nested_below_the_ones_it_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lake, model) = lake_and_model(dir.path());
+    let out = dir.path().join("out");
+    score(&model, &lake, &out, &[]).assert_ok();
+    let nested = out.join("dt=2026-11-25/hour=03/part-00000.parquet");
+    std::fs::create_dir_all(nested.parent().unwrap()).unwrap();
+    std::fs::write(&nested, "another job's").unwrap();
+    score(&model, &lake, &out, &["--mode", "overwrite"]).assert_ok();
+    assert_eq!(std::fs::read(&nested).unwrap(), b"another job's");
+    let reference = dir.path().join("reference");
+    score(&model, &lake, &reference, &[]).assert_ok();
+    for relative in parquet_files(&reference) {
+        assert_eq!(
+            std::fs::read(out.join(&relative)).unwrap(),
+            std::fs::read(reference.join(&relative)).unwrap()
+        );
+    }
 }
 
 #[test]

@@ -57,7 +57,7 @@ where
     for (key, value) in env {
         command.env(key, value);
     }
-    let output = command.output().expect("the lakescore binary runs");
+    let output = run_with_deadline(command, std::time::Duration::from_secs(300));
     Run {
         code: output.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -65,8 +65,51 @@ where
     }
 }
 
+/// Runs the command to its end; a run that outlives `deadline` is killed and
+/// fails the test (a hang is a bug to report, not to wait for).
+fn run_with_deadline(mut command: Command, deadline: std::time::Duration) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the lakescore binary runs");
+    // Drain the pipes on threads so that a chatty child cannot block on them.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut buffer = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut buffer).map(|_| buffer)
+    });
+    let err = std::thread::spawn(move || {
+        let mut buffer = Vec::new();
+        std::io::Read::read_to_end(&mut stderr, &mut buffer).map(|_| buffer)
+    });
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            panic!("lakescore ran longer than {deadline:?}: {command:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    std::process::Output {
+        status,
+        stdout: out.join().unwrap().unwrap(),
+        stderr: err.join().unwrap().unwrap(),
+    }
+}
+
 /// `lakescore score --model M --input IN --output OUT` plus `extra`.
 pub fn score(model: &Path, input: &Path, output: &Path, extra: &[&str]) -> Run {
+    lakescore(score_args(model, input, output, extra))
+}
+
+/// The arguments of [`score`], for runs that need an environment.
+pub fn score_args(model: &Path, input: &Path, output: &Path, extra: &[&str]) -> Vec<std::ffi::OsString> {
     let mut args: Vec<std::ffi::OsString> = vec![
         "score".into(),
         "--model".into(),
@@ -77,7 +120,7 @@ pub fn score(model: &Path, input: &Path, output: &Path, extra: &[&str]) -> Run {
         output.into(),
     ];
     args.extend(extra.iter().map(|a| a.into()));
-    lakescore(args)
+    args
 }
 
 /// A generated customer lake of `rows` rows under `dir`.

@@ -202,9 +202,9 @@ fn a_corrupt_row_group_is_named_and_nothing_is_published() {
 }
 
 #[test]
-fn a_corrupt_id_column_is_named_by_row_group() {
-    // Id columns are decoded through Arrow, which does not say which column
-    // failed; the row group and file still are.
+fn a_corrupt_id_column_is_named() {
+    // Id columns are decoded through Arrow; with one such column, the error
+    // still names it.
     let case = case();
     let first = file0(&case);
     corrupt_row_group_1(&first, "customer_id");
@@ -213,9 +213,53 @@ fn a_corrupt_id_column_is_named_by_row_group() {
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert_eq!(
         run.error_lines()[0],
-        format!("error: cannot decode row group 1 of `{}`", first.display())
+        format!(
+            "error: cannot decode column `customer_id` of row group 1 of `{}`",
+            first.display()
+        )
     );
     assert_eq!(published(&case.out), before);
+}
+
+#[test]
+fn a_panic_while_scoring_is_an_error_not_a_hang() {
+    let case = case();
+    let before = published(&case.out);
+    let run = lakescore_with_env(
+        score_args(&case.model, &case.lake, &case.out, &["--threads", "2"]),
+        &[("LAKESCORE_TEST_PANIC_IN_ROW_GROUP", "1")],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let first_line = &run.error_lines()[0];
+    assert!(
+        first_line.starts_with("error: internal error: scoring row group 1 of `")
+            && first_line.contains("panicked: test hook LAKESCORE_TEST_PANIC_IN_ROW_GROUP=1")
+            && first_line.ends_with("this is a bug in lakescore, please report it with the command you ran"),
+        "{first_line}"
+    );
+    assert_eq!(published(&case.out), before);
+    assert_eq!(
+        std::fs::read_dir(case.out.join("_lakescore/staging")).unwrap().count(),
+        0
+    );
+}
+
+#[test]
+fn a_dangling_link_in_the_input_is_named() {
+    let case = case();
+    let link = case.lake.join("dt=2026-11-25/part-00009.parquet");
+    std::os::unix::fs::symlink(case.root.join("gone.parquet"), &link).unwrap();
+    assert_fails(
+        &case,
+        &case.model,
+        &case.lake,
+        &[],
+        1,
+        &[
+            format!("error: cannot read input `{}`", link.display()),
+            "  Caused by: No such file or directory (os error 2)".to_string(),
+        ],
+    );
 }
 
 #[test]

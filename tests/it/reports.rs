@@ -64,6 +64,25 @@ fn a_failed_run_still_writes_its_report() {
 }
 
 #[test]
+fn a_model_that_does_not_load_still_gets_a_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = customer_lake(&dir.path().join("lake"), 100, 1, 100, &["2026-11-25"]);
+    let model = dir.path().join("model.json");
+    std::fs::write(&model, "not json").unwrap();
+    let report_path = dir.path().join("report.json");
+    let run = score(
+        &model,
+        &lake,
+        &dir.path().join("out"),
+        &["--report", report_path.to_str().unwrap()],
+    );
+    assert_eq!(run.code, 1);
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    assert_eq!(report["status"], "failed");
+    assert!(report["error"][0].as_str().unwrap().starts_with("model file `"));
+}
+
+#[test]
 fn bench_prints_stages_as_a_table_and_as_json() {
     let dir = tempfile::tempdir().unwrap();
     let lake = customer_lake(&dir.path().join("lake"), 3_000, 1, 1_000, &["2026-11-25"]);

@@ -1,0 +1,55 @@
+//! Fault injection for the tests, through environment variables that no user
+//! sets: they make a run die or panic at a chosen point, so that the tests can
+//! prove what a crash or a bug leaves behind. Read once per process.
+
+use std::sync::OnceLock;
+
+/// Exit like a killed process before publishing partition k (0-based).
+pub const CRASH_BEFORE_PARTITION: &str = "LAKESCORE_TEST_CRASH_BEFORE_PARTITION";
+/// Exit like a killed process after publishing partition k's files, before
+/// its commit record is written.
+pub const CRASH_BEFORE_RECORD: &str = "LAKESCORE_TEST_CRASH_BEFORE_RECORD";
+/// Panic in the worker that scores row group k of any file.
+pub const PANIC_IN_ROW_GROUP: &str = "LAKESCORE_TEST_PANIC_IN_ROW_GROUP";
+
+struct Hooks {
+    crash_before_partition: Option<usize>,
+    crash_before_record: Option<usize>,
+    panic_in_row_group: Option<usize>,
+}
+
+fn hooks() -> &'static Hooks {
+    static HOOKS: OnceLock<Hooks> = OnceLock::new();
+    HOOKS.get_or_init(|| {
+        let read = |name| std::env::var(name).ok().and_then(|v| v.parse().ok());
+        Hooks {
+            crash_before_partition: read(CRASH_BEFORE_PARTITION),
+            crash_before_record: read(CRASH_BEFORE_RECORD),
+            panic_in_row_group: read(PANIC_IN_ROW_GROUP),
+        }
+    })
+}
+
+fn die() -> ! {
+    // Like SIGKILL: no destructors, no cleanup, no ledger update.
+    // SAFETY: _exit ends the process at once, which is the point.
+    unsafe { libc::_exit(137) }
+}
+
+pub(crate) fn before_partition(partition_idx: usize) {
+    if hooks().crash_before_partition == Some(partition_idx) {
+        die();
+    }
+}
+
+pub(crate) fn before_record(partition_idx: usize) {
+    if hooks().crash_before_record == Some(partition_idx) {
+        die();
+    }
+}
+
+pub(crate) fn in_row_group(row_group: usize) {
+    if hooks().panic_in_row_group == Some(row_group) {
+        panic!("test hook {PANIC_IN_ROW_GROUP}={row_group}");
+    }
+}
