@@ -12,7 +12,9 @@ import pyarrow.parquet as pq
 def load(folder):
     files = sorted(f for f in glob.glob(os.path.join(folder, "**", "*.parquet"), recursive=True)
                    if "/_" not in f[len(folder):])
-    table = pq.ParquetDataset(files).read(columns=["customer_id", "score"]) if files else None
+    if not files:
+        sys.exit(f"no Parquet files under {folder}")
+    table = pq.ParquetDataset(files).read(columns=["customer_id", "score"])
     ids = table["customer_id"].to_numpy()
     order = np.argsort(ids, kind="stable")
     return ids[order], table["score"].to_numpy().astype(np.float64)[order]

@@ -28,7 +28,7 @@ use crate::plan::{self, ColumnRequest, FilePlan, IdColumns, TablePlan, WorkUnit}
 use crate::progress::Progress;
 use crate::report::{InputRecord, Manifest, RunReport, StageSeconds, WallSeconds};
 use crate::scan::{ColumnList, DecodeError, LeafReader, ParquetFile, RowGroupBatches, ScanError};
-use crate::sink::{self, EncodedRowGroup, OutputLayout, SinkError, StagedFile};
+use crate::sink::{self, CopiedChunk, EncodedRowGroup, OutputLayout, SinkError, StagedFile};
 use crate::test_hooks;
 use crate::util::{compact_utc, peak_rss_bytes, rfc3339_utc, sha256_hex};
 
@@ -213,21 +213,33 @@ struct PreparedTable {
 
 /// How the columns a run needs are read from one file.
 struct FileScan {
-    /// Columns decoded through Arrow: the id columns (passed through
-    /// untouched) and features without a fast leaf reader.
+    /// Columns decoded through Arrow: id columns that cannot be copied, and
+    /// features without a fast leaf reader.
     arrow_projection: Option<ProjectionMask>,
-    /// Position of each id column in the Arrow batches.
-    id_positions: Vec<usize>,
+    /// Where each id column comes from.
+    id_sources: Vec<IdSource>,
     /// Where each model feature comes from.
     sources: Vec<FeatureSource>,
     /// The leaf column of each leaf reader.
     leaf_readers: Vec<usize>,
-    /// Every leaf column read, for page advice.
+    /// Every leaf column the workers read, for page advice.
     leaves: Vec<usize>,
+    /// Leaf columns the writer copies to the output; it releases their pages
+    /// once they are copied, the workers release the others.
+    copied_leaves: Vec<usize>,
+}
+
+/// How an id column reaches the output.
+#[derive(Debug, Clone, Copy)]
+enum IdSource {
+    /// Its column chunks are copied byte for byte (leaf column `leaf`).
+    Copy { leaf: usize },
+    /// Decoded into column `position` of the Arrow batch, encoded again.
+    Arrow { position: usize },
 }
 
 impl FileScan {
-    fn new(file: &FilePlan) -> Self {
+    fn new(file: &FilePlan, layout: &OutputLayout) -> Self {
         let descriptor = file.file.metadata.parquet_schema();
         let schema = file.file.metadata.schema();
         let leaves_of = |root: usize| -> Vec<usize> {
@@ -235,7 +247,31 @@ impl FileScan {
                 .filter(|&leaf| descriptor.get_column_root_idx(leaf) == root)
                 .collect()
         };
-        let mut arrow_roots: Vec<usize> = file.id_roots.clone();
+        let row_groups = file.file.metadata.metadata().row_groups();
+        let copyable = |id_idx: usize, root: usize| match leaves_of(root)[..] {
+            [leaf]
+                if layout.can_copy_into(id_idx, &descriptor.column(leaf))
+                && descriptor.column(leaf).max_rep_level() == 0
+                // A chunk kept in another file cannot be copied from this one.
+                && row_groups.iter().all(|rg| rg.column(leaf).file_path().is_none()) =>
+            {
+                Some(leaf)
+            }
+            _ => None,
+        };
+        let copied: Vec<Option<usize>> = file
+            .id_roots
+            .iter()
+            .enumerate()
+            .map(|(id_idx, &root)| copyable(id_idx, root))
+            .collect();
+        let mut arrow_roots: Vec<usize> = file
+            .id_roots
+            .iter()
+            .zip(&copied)
+            .filter(|(_, copied)| copied.is_none())
+            .map(|(root, _)| *root)
+            .collect();
         let mut leaf_readers = Vec::new();
         let mut fast = Vec::with_capacity(file.feature_roots.len());
         for &root in &file.feature_roots {
@@ -271,18 +307,45 @@ impl FileScan {
                 })
             })
             .collect();
+        let id_sources = file
+            .id_roots
+            .iter()
+            .zip(&copied)
+            .map(|(&root, copied)| match copied {
+                Some(leaf) => IdSource::Copy { leaf: *leaf },
+                None => IdSource::Arrow {
+                    position: position(root),
+                },
+            })
+            .collect();
+        let copied_leaves: Vec<usize> = copied.iter().flatten().copied().collect();
         let mut leaves: Vec<usize> = arrow_roots.iter().flat_map(|&root| leaves_of(root)).collect();
         leaves.extend(&leaf_readers);
+        leaves.extend(&copied_leaves);
         leaves.sort_unstable();
         leaves.dedup();
         FileScan {
             arrow_projection: (!arrow_roots.is_empty())
                 .then(|| ProjectionMask::roots(descriptor, arrow_roots.iter().copied())),
-            id_positions: file.id_roots.iter().map(|&root| position(root)).collect(),
+            id_sources,
             sources,
             leaf_readers,
             leaves,
+            copied_leaves,
         }
+    }
+
+    /// The output chunks of this row group that are copied, one entry per
+    /// output field (ids, then the score columns, which never are).
+    fn copied_chunks(&self, file: &ParquetFile, row_group: usize, n_outputs: usize) -> Vec<Option<CopiedChunk>> {
+        let ids = self.id_sources.iter().map(|source| match *source {
+            IdSource::Copy { leaf } => {
+                let (source, metadata) = file.column_chunk(row_group, leaf);
+                Some(CopiedChunk { source, metadata })
+            }
+            IdSource::Arrow { .. } => None,
+        });
+        ids.chain(std::iter::repeat_with(|| None).take(n_outputs)).collect()
     }
 }
 
@@ -305,13 +368,14 @@ fn prepare(model: &dyn Model, input: &Path, id_columns: &IdColumns) -> Result<Pr
         for (feature, &root) in request.features.iter().zip(&file.feature_roots) {
             features::check_numeric(&file.file.path, feature, schema.field(root).data_type())?;
         }
-        scans.push(FileScan::new(file));
-        let id_fields = plan
-            .id_columns
+        let id_fields: Vec<_> = file
+            .id_roots
             .iter()
-            .map(|c| Arc::new(schema.field_with_name(c).expect("planned").clone()))
+            .map(|&root| Arc::new(schema.field(root).clone()))
             .collect();
-        layouts.push(OutputLayout::new(&file.file.path, id_fields, &score_columns)?);
+        let layout = OutputLayout::new(&file.file.path, id_fields, &score_columns)?;
+        scans.push(FileScan::new(file, &layout));
+        layouts.push(layout);
     }
     Ok(PreparedTable {
         plan,
@@ -616,13 +680,26 @@ fn score_unit(
         Some(projection) => Some(file.read_row_group(row_group, projection, BATCH_ROWS)?),
         None => None,
     };
+    // Copied chunks are not decoded, but their pages are read and
+    // decompressed, so that a damaged chunk fails the run instead of being
+    // copied into the output.
+    for &leaf in &scan.copied_leaves {
+        file.check_column_chunk(row_group, leaf)?;
+    }
     let mut leaves: Vec<LeafReader> = scan
         .leaf_readers
         .iter()
         .map(|&leaf| file.leaf_reader(row_group, leaf))
         .collect::<Result<_, _>>()?;
     let mut encoder = match encode {
-        true => Some(table.layouts[unit.file_idx].start_row_group().map_err(encode_error)?),
+        true => {
+            let copied = scan.copied_chunks(file, row_group, model.n_outputs());
+            Some(
+                table.layouts[unit.file_idx]
+                    .start_row_group(copied)
+                    .map_err(encode_error)?,
+            )
+        }
         false => None,
     };
     let mut rows_done = 0;
@@ -644,9 +721,12 @@ fn score_unit(
         lap(&mut stages.model);
 
         if let Some(encoder) = encoder.as_mut() {
-            let mut output: Vec<ArrayRef> = Vec::with_capacity(scan.id_positions.len() + scores.len());
-            if let Some(batch) = &batch {
-                output.extend(scan.id_positions.iter().map(|&p| Arc::clone(batch.column(p))));
+            let mut output: Vec<ArrayRef> = Vec::with_capacity(scan.id_sources.len() + scores.len());
+            for source in &scan.id_sources {
+                if let IdSource::Arrow { position } = *source {
+                    let batch = batch.as_ref().expect("Arrow id columns come with an Arrow batch");
+                    output.push(Arc::clone(batch.column(position)));
+                }
             }
             output.extend(scores.into_iter().map(|s| Arc::new(Float32Array::from(s)) as ArrayRef));
             encoder.write(&output).map_err(encode_error)?;
@@ -667,7 +747,13 @@ fn score_unit(
         }
         .into());
     }
-    file.release_row_group(row_group, &scan.leaves);
+    let decoded_only: Vec<usize> = scan
+        .leaves
+        .iter()
+        .filter(|l| !scan.copied_leaves.contains(l))
+        .copied()
+        .collect();
+    file.release_row_group(row_group, &decoded_only);
     let Some(encoder) = encoder else {
         return Ok(EncodedUnit {
             n_rows: rows_done,
@@ -755,6 +841,9 @@ fn write_in_order(
             rows += done.n_rows as u64;
             if let (Some(staged), Some(encoded)) = (staged.as_mut(), done.encoded) {
                 writing.time(|| staged.append(encoded))?;
+                // Copying id chunks touched their input pages; let them go.
+                file.file
+                    .release_row_group(units[unit_idx].row_group, &table.scans[file_idx].copied_leaves);
             }
             progress.add_rows(done.n_rows as u64);
             unit_idx += 1;

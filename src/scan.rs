@@ -19,9 +19,11 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
 };
+use parquet::column::page::PageReader;
 use parquet::column::reader::{ColumnReader, ColumnReaderImpl, get_column_reader};
 use parquet::data_type::{BoolType, DoubleType, FloatType, Int32Type, Int64Type};
 use parquet::errors::ParquetError;
+use parquet::file::metadata::ColumnChunkMetaData;
 use parquet::file::serialized_reader::SerializedPageReader;
 
 use crate::util::sha256_hex;
@@ -265,6 +267,43 @@ impl ParquetFile {
             definition_levels: Vec::new(),
             values,
         })
+    }
+
+    /// Reads every page header of a column chunk and decompresses every page,
+    /// checking that the pages hold the rows the footer promises: the check a
+    /// column chunk gets when it is copied to the output without decoding.
+    pub fn check_column_chunk(&self, row_group: usize, leaf: usize) -> Result<(), ScanError> {
+        let metadata = self.metadata.metadata();
+        let chunk = metadata.row_group(row_group).column(leaf);
+        let expected = self.row_group_rows(row_group);
+        let check_error = |source: DecodeError| ScanError::DecodeColumn {
+            path: self.path.clone(),
+            row_group,
+            column: chunk.column_path().string(),
+            source,
+        };
+        let mut pages = SerializedPageReader::new(Arc::new(self.bytes.clone()), chunk, expected, None)
+            .map_err(|e| check_error(e.into()))?;
+        let mut found = 0;
+        while let Some(page) = pages.get_next_page().map_err(|e| check_error(e.into()))? {
+            if page.page_type() != parquet::basic::PageType::DICTIONARY_PAGE {
+                found += page.num_values() as usize;
+            }
+        }
+        // Values, not rows, for a repeated column; copies are of flat ones.
+        if found != expected {
+            return Err(check_error(DecodeError::RowCount { expected, found }));
+        }
+        Ok(())
+    }
+
+    /// The bytes of the file and the footer's metadata of one column chunk,
+    /// for copying it to the output unchanged.
+    pub fn column_chunk(&self, row_group: usize, leaf: usize) -> (Bytes, ColumnChunkMetaData) {
+        (
+            self.bytes.clone(),
+            self.metadata.metadata().row_group(row_group).column(leaf).clone(),
+        )
     }
 
     /// Hints that the pages of these leaf columns of a row group are needed soon.

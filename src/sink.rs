@@ -3,7 +3,9 @@
 //! Encoding (and compression) of a row group's output columns happens on the
 //! worker that scored it, in parallel; the single writer thread only appends
 //! the encoded column chunks to the file, in input order. Output files hold
-//! the id columns exactly as read, then the Float32 score columns.
+//! the id columns exactly as read, then the Float32 score columns. An id
+//! column whose Parquet type the output keeps as is (the usual case) is not
+//! decoded at all: its column chunks are copied from the input byte for byte.
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -12,12 +14,16 @@ use std::sync::Arc;
 
 use arrow::array::ArrayRef;
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::basic::Compression;
+use parquet::column::writer::ColumnCloseResult;
 use parquet::errors::ParquetError;
+use parquet::file::metadata::ColumnChunkMetaData;
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::types::{ColumnDescriptor, SchemaDescPtr};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -71,6 +77,9 @@ pub fn score_column_names(n_outputs: usize) -> Vec<String> {
 /// The schema and encoder of one output file.
 pub struct OutputLayout {
     pub schema: SchemaRef,
+    /// The Parquet form of `schema`, to check that a copied column chunk
+    /// matches the column it is copied into.
+    parquet_schema: SchemaDescPtr,
     properties: Arc<WriterProperties>,
     column_writers: ArrowRowGroupWriterFactory,
 }
@@ -85,8 +94,8 @@ impl OutputLayout {
                 .map(|name| Arc::new(Field::new(name, DataType::Float32, false))),
         );
         let schema = Arc::new(Schema::new(fields));
-        // Ids and scores are nearly all distinct: a dictionary would be built,
-        // found too large, and thrown away (a fifth of the scoring time).
+        // Scores are nearly all distinct: a dictionary would be built, found
+        // too large, and thrown away (a fifth of the scoring time once).
         let properties = Arc::new(
             WriterProperties::builder()
                 .set_compression(Compression::SNAPPY)
@@ -99,54 +108,104 @@ impl OutputLayout {
         };
         // The factory needs a file writer to copy its Parquet schema from; a
         // writer into the void serves, the real files are opened later.
-        let (_, column_writers) =
+        let (void_writer, column_writers) =
             ArrowWriter::try_new(std::io::sink(), Arc::clone(&schema), Some((*properties).clone()))
                 .and_then(|writer| writer.into_serialized_writer())
                 .map_err(schema_error)?;
+        let parquet_schema = Arc::new(void_writer.schema_descr().clone());
         Ok(OutputLayout {
             schema,
+            parquet_schema,
             properties,
             column_writers,
         })
     }
 
-    /// Starts encoding one output row group.
-    pub fn start_row_group(&self) -> Result<RowGroupEncoder<'_>, ParquetError> {
+    /// Whether output field `field_idx` is a single Parquet column exactly like
+    /// `input` (name, physical and logical type, repetition), so that the
+    /// input's encoded column chunks can be copied into it unchanged.
+    pub fn can_copy_into(&self, field_idx: usize, input: &ColumnDescriptor) -> bool {
+        let leaves: Vec<usize> = (0..self.parquet_schema.num_columns())
+            .filter(|&leaf| self.parquet_schema.get_column_root_idx(leaf) == field_idx)
+            .collect();
+        matches!(leaves[..], [leaf] if *self.parquet_schema.column(leaf) == *input)
+    }
+
+    /// Starts one output row group. `copied` has one entry per output field:
+    /// the input chunk to copy for it, or `None` to encode it from arrays.
+    pub fn start_row_group(&self, copied: Vec<Option<CopiedChunk>>) -> Result<RowGroupEncoder<'_>, ParquetError> {
+        debug_assert_eq!(copied.len(), self.schema.fields().len());
         Ok(RowGroupEncoder {
             layout: self,
             writers: self.column_writers.create_column_writers(0)?,
+            copied,
             n_rows: 0,
         })
     }
 }
 
+/// An input column chunk to be copied byte for byte into the output: how id
+/// columns pass through untouched, without being decoded or encoded.
+pub struct CopiedChunk {
+    /// The input file's bytes (the memory mapping).
+    pub source: Bytes,
+    /// The chunk's metadata in the input footer.
+    pub metadata: ColumnChunkMetaData,
+}
+
+/// One output column chunk, ready to be appended.
+enum OutputChunk {
+    Copied(Box<CopiedChunk>),
+    Encoded(Box<ArrowColumnChunk>),
+}
+
 /// Encodes the output columns of one row group, batch after batch.
 pub struct RowGroupEncoder<'a> {
     layout: &'a OutputLayout,
+    /// One per output leaf column; those of copied fields stay unused.
     writers: Vec<ArrowColumnWriter>,
+    copied: Vec<Option<CopiedChunk>>,
     n_rows: usize,
 }
 
 impl RowGroupEncoder<'_> {
-    /// Encodes one batch of output columns, in schema order.
+    /// Encodes one batch: one array for each output field that is not copied,
+    /// in schema order.
     pub fn write(&mut self, columns: &[ArrayRef]) -> Result<(), ParquetError> {
         let mut next_writer = self.writers.iter_mut();
-        for (field, column) in self.layout.schema.fields().iter().zip(columns) {
+        let mut next_column = columns.iter();
+        for (field, copied) in self.layout.schema.fields().iter().zip(&self.copied) {
+            if copied.is_some() {
+                next_writer.next(); // a copied field is a single leaf
+                continue;
+            }
+            let column = next_column.next().expect("one array per encoded field");
             for leaf in compute_leaves(field, column)? {
                 next_writer.next().expect("one writer per leaf column").write(&leaf)?;
             }
         }
-        self.n_rows += columns.first().map_or(0, |c| c.len());
+        self.n_rows += columns.last().map_or(0, |c| c.len());
         Ok(())
     }
 
     /// The encoded row group, ready for [`StagedFile::append`].
     pub fn finish(self) -> Result<EncodedRowGroup, ParquetError> {
-        let chunks = self
-            .writers
-            .into_iter()
-            .map(|w| w.close())
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut writers = self.writers.into_iter();
+        let mut chunks = Vec::new();
+        for (field, copied) in self.layout.schema.fields().iter().zip(self.copied) {
+            match copied {
+                Some(copied) => {
+                    writers.next();
+                    chunks.push(OutputChunk::Copied(Box::new(copied)));
+                }
+                None => {
+                    let leaves = self.layout.leaf_count(field);
+                    for writer in writers.by_ref().take(leaves) {
+                        chunks.push(OutputChunk::Encoded(Box::new(writer.close()?)));
+                    }
+                }
+            }
+        }
         Ok(EncodedRowGroup {
             n_rows: self.n_rows,
             chunks,
@@ -154,20 +213,19 @@ impl RowGroupEncoder<'_> {
     }
 }
 
-/// The encoded output of one row group.
-pub struct EncodedRowGroup {
-    pub n_rows: usize,
-    chunks: Vec<ArrowColumnChunk>,
+impl OutputLayout {
+    fn leaf_count(&self, field: &Field) -> usize {
+        let field_idx = self.schema.index_of(field.name()).expect("a field of this schema");
+        (0..self.parquet_schema.num_columns())
+            .filter(|&leaf| self.parquet_schema.get_column_root_idx(leaf) == field_idx)
+            .count()
+    }
 }
 
-impl EncodedRowGroup {
-    /// Bytes held by the encoded pages, for memory accounting.
-    pub fn encoded_bytes(&self) -> usize {
-        self.chunks
-            .iter()
-            .map(|c| c.close().metadata.compressed_size() as usize)
-            .sum()
-    }
+/// The output of one row group: encoded and copied column chunks.
+pub struct EncodedRowGroup {
+    pub n_rows: usize,
+    chunks: Vec<OutputChunk>,
 }
 
 /// An output file being written in the staging area.
@@ -219,7 +277,22 @@ impl StagedFile {
         };
         let mut group = self.writer.next_row_group().map_err(write_error)?;
         for chunk in row_group.chunks {
-            chunk.append_to_row_group(&mut group).map_err(write_error)?;
+            match chunk {
+                OutputChunk::Encoded(chunk) => chunk.append_to_row_group(&mut group),
+                OutputChunk::Copied(copied) => {
+                    let CopiedChunk { source, metadata } = *copied;
+                    let close = ColumnCloseResult {
+                        bytes_written: metadata.compressed_size() as u64,
+                        rows_written: row_group.n_rows as u64,
+                        metadata,
+                        bloom_filter: None,
+                        column_index: None,
+                        offset_index: None,
+                    };
+                    group.append_column(&source, close)
+                }
+            }
+            .map_err(write_error)?;
         }
         group.close().map_err(write_error)?;
         self.rows += row_group.n_rows as u64;

@@ -159,3 +159,50 @@ fn zero_rows_give_empty_output_files() {
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("_SUCCESS")).unwrap()).unwrap();
     assert_eq!(manifest["rows"], 0);
 }
+
+/// The bytes of one column chunk of one row group.
+fn chunk_bytes(path: &std::path::Path, row_group: usize, column: &str) -> Vec<u8> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
+    let metadata = reader.metadata().row_group(row_group);
+    let chunk = metadata
+        .columns()
+        .iter()
+        .find(|c| c.column_path().string() == column)
+        .unwrap();
+    let (start, len) = chunk.byte_range();
+    std::fs::read(path).unwrap()[start as usize..(start + len) as usize].to_vec()
+}
+
+#[test]
+fn id_columns_are_copied_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("t.parquet");
+    write_parquet(&input, &[small_table((0..5000).collect())], 2000);
+    let model = linear_model(
+        dir.path(),
+        "m.json",
+        serde_json::json!({"format": "linear", "features": ["x"], "weights": [1.0], "intercept": 0.0}),
+    );
+    let out = dir.path().join("out");
+    score(
+        &model,
+        &input,
+        &out,
+        &["--id-column", "customer_id", "--id-column", "account"],
+    )
+    .assert_ok();
+    let output = out.join("t.parquet");
+    for row_group in 0..3 {
+        for column in ["customer_id", "account"] {
+            assert_eq!(
+                chunk_bytes(&output, row_group, column),
+                chunk_bytes(&input, row_group, column),
+                "{column}"
+            );
+        }
+    }
+    let batch = read_parquet(&output);
+    assert_eq!(ids(&batch), (0..5000).collect::<Vec<i64>>());
+    assert_eq!(scores(&batch, "score"), (0..5000).map(|i| i as f32).collect::<Vec<_>>());
+}
