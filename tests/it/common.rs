@@ -265,3 +265,23 @@ pub fn logistic_model_body(fill: Option<Vec<f64>>) -> serde_json::Value {
     }
     body
 }
+
+/// Where one column chunk of one row group lies in a file: (start, length).
+pub fn chunk_range(path: &Path, row_group: usize, column: &str) -> (usize, usize) {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(File::open(path).unwrap()).unwrap();
+    let metadata = reader.metadata().row_group(row_group);
+    let chunk = metadata
+        .columns()
+        .iter()
+        .find(|c| c.column_path().string() == column)
+        .unwrap();
+    let (start, len) = chunk.byte_range();
+    (start as usize, len as usize)
+}
+
+/// `score = weight * x + intercept`, for tables with a column `x`.
+pub fn model_of_x(dir: &Path, weight: f64, intercept: f64) -> PathBuf {
+    let body = serde_json::json!({"format": "linear", "features": ["x"], "weights": [weight], "intercept": intercept});
+    linear_model(dir, "x.json", body)
+}

@@ -147,19 +147,9 @@ fn a_corrupt_footer() {
 
 /// Damages the first page header of one column chunk in row group 1.
 fn corrupt_row_group_1(file: &Path, column: &str) {
-    let reader = parquet::file::reader::SerializedFileReader::new(std::fs::File::open(file).unwrap()).unwrap();
-    let metadata = parquet::file::reader::FileReader::metadata(&reader);
-    let row_group = metadata.row_group(1);
-    let age = row_group
-        .columns()
-        .iter()
-        .find(|c| c.column_path().string() == column)
-        .unwrap();
-    let (start, _) = age.byte_range();
+    let (start, _) = chunk_range(file, 1, column);
     let mut bytes = std::fs::read(file).unwrap();
-    for b in &mut bytes[start as usize..start as usize + 16] {
-        *b = 0xFF;
-    }
+    bytes[start..start + 16].fill(0xFF);
     std::fs::write(file, bytes).unwrap();
 }
 

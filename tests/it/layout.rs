@@ -90,11 +90,7 @@ fn named_id_columns_are_carried_untouched_in_their_order() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("t.parquet");
     write_parquet(&input, &[small_table(vec![5, 6, 7])], 2);
-    let model = linear_model(
-        dir.path(),
-        "m.json",
-        serde_json::json!({"format": "linear", "features": ["x"], "weights": [1.0], "intercept": 0.0}),
-    );
+    let model = model_of_x(dir.path(), 1.0, 0.0);
     let out = dir.path().join("out");
     score(
         &model,
@@ -121,11 +117,7 @@ fn a_table_without_customer_id_gets_scores_only() {
     let without_id = batch.project(&[0, 2]).unwrap();
     let input = dir.path().join("t.parquet");
     write_parquet(&input, &[without_id], 10);
-    let model = linear_model(
-        dir.path(),
-        "m.json",
-        serde_json::json!({"format": "linear", "features": ["x"], "weights": [2.0], "intercept": 1.0}),
-    );
+    let model = model_of_x(dir.path(), 2.0, 1.0);
     let out = dir.path().join("out");
     score(&model, &input, &out, &[]).assert_ok();
     let output = read_parquet(&out.join("t.parquet"));
@@ -143,11 +135,7 @@ fn zero_rows_give_empty_output_files() {
     let schema = small_table(vec![]).schema();
     let writer = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&empty_writer_file).unwrap(), schema, None);
     writer.unwrap().close().unwrap();
-    let model = linear_model(
-        dir.path(),
-        "m.json",
-        serde_json::json!({"format": "linear", "features": ["x"], "weights": [2.0], "intercept": 1.0}),
-    );
+    let model = model_of_x(dir.path(), 2.0, 1.0);
     let out = dir.path().join("out");
     score(&model, &lake, &out, &[]).assert_ok();
     for name in ["a.parquet", "b.parquet"] {
@@ -162,16 +150,8 @@ fn zero_rows_give_empty_output_files() {
 
 /// The bytes of one column chunk of one row group.
 fn chunk_bytes(path: &std::path::Path, row_group: usize, column: &str) -> Vec<u8> {
-    use parquet::file::reader::{FileReader, SerializedFileReader};
-    let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
-    let metadata = reader.metadata().row_group(row_group);
-    let chunk = metadata
-        .columns()
-        .iter()
-        .find(|c| c.column_path().string() == column)
-        .unwrap();
-    let (start, len) = chunk.byte_range();
-    std::fs::read(path).unwrap()[start as usize..(start + len) as usize].to_vec()
+    let (start, len) = chunk_range(path, row_group, column);
+    std::fs::read(path).unwrap()[start..start + len].to_vec()
 }
 
 #[test]
@@ -179,11 +159,7 @@ fn id_columns_are_copied_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("t.parquet");
     write_parquet(&input, &[small_table((0..5000).collect())], 2000);
-    let model = linear_model(
-        dir.path(),
-        "m.json",
-        serde_json::json!({"format": "linear", "features": ["x"], "weights": [1.0], "intercept": 0.0}),
-    );
+    let model = model_of_x(dir.path(), 1.0, 0.0);
     let out = dir.path().join("out");
     score(
         &model,
