@@ -225,8 +225,10 @@ struct FileScan {
     /// Every leaf column the workers read, for page advice.
     leaves: Vec<usize>,
     /// Leaf columns the writer copies to the output; it releases their pages
-    /// once they are copied, the workers release the others.
+    /// once they are copied.
     copied_leaves: Vec<usize>,
+    /// The other leaves of `leaves`, released by the worker that read them.
+    released_by_workers: Vec<usize>,
 }
 
 /// How an id column reaches the output.
@@ -330,6 +332,7 @@ impl FileScan {
             id_sources,
             sources,
             leaf_readers,
+            released_by_workers: leaves.iter().filter(|l| !copied_leaves.contains(l)).copied().collect(),
             leaves,
             copied_leaves,
         }
@@ -747,13 +750,7 @@ fn score_unit(
         }
         .into());
     }
-    let decoded_only: Vec<usize> = scan
-        .leaves
-        .iter()
-        .filter(|l| !scan.copied_leaves.contains(l))
-        .copied()
-        .collect();
-    file.release_row_group(row_group, &decoded_only);
+    file.release_row_group(row_group, &scan.released_by_workers);
     let Some(encoder) = encoder else {
         return Ok(EncodedUnit {
             n_rows: rows_done,
