@@ -14,7 +14,7 @@ use lakescore::datagen::{LakeSpec, benchmark_features, generate_lake};
 use lakescore::features::{self, FeatureSource};
 use lakescore::model::Feature;
 use lakescore::pipeline::BATCH_ROWS;
-use lakescore::scan::{LeafReader, ParquetFile};
+use lakescore::scan::{LeafReader, ParquetFile, leaves_of_root};
 use parquet::arrow::ProjectionMask;
 
 const ROWS: usize = 131_072;
@@ -34,12 +34,7 @@ fn bench_scan(c: &mut Criterion) {
     let names = benchmark_features();
     // In the generated table every feature is a top-level primitive column.
     let roots: Vec<usize> = names.iter().map(|n| schema.index_of(n).unwrap()).collect();
-    let leaf_of = |root: usize| {
-        (0..descriptor.num_columns())
-            .find(|&l| descriptor.get_column_root_idx(l) == root)
-            .unwrap()
-    };
-    let leaves: Vec<usize> = roots.iter().map(|&r| leaf_of(r)).collect();
+    let leaves: Vec<usize> = roots.iter().map(|&r| leaves_of_root(descriptor, r)[0]).collect();
     let projection = ProjectionMask::roots(descriptor, roots.iter().copied());
     let read_leaves = || -> Vec<LeafReader> { leaves.iter().map(|&l| file.leaf_reader(0, l).unwrap()).collect() };
 
@@ -48,12 +43,14 @@ fn bench_scan(c: &mut Criterion) {
     group.sample_size(20);
     group.bench_function("decode 34 columns through Arrow", |b| {
         b.iter(|| {
-            let rows: usize = file
-                .read_row_group(0, &projection, BATCH_ROWS)
-                .unwrap()
-                .map(|batch| batch.unwrap().num_rows())
-                .sum();
-            black_box(rows)
+            let mut batches = file.read_row_group(0, &projection, BATCH_ROWS).unwrap();
+            let mut rows = 0;
+            while rows < ROWS {
+                let n = BATCH_ROWS.min(ROWS - rows);
+                black_box(batches.read(n).unwrap());
+                rows += n;
+            }
+            batches.finish().unwrap();
         })
     });
     group.bench_function("decode 34 columns through leaf readers", |b| {
@@ -99,7 +96,6 @@ fn bench_scan(c: &mut Criterion) {
                 &[],
                 &readers,
                 &features_spec,
-                0,
                 BATCH_ROWS,
             ))
         })

@@ -293,14 +293,6 @@ impl Transaction {
         Ok(transaction)
     }
 
-    pub fn mode(&self) -> WriteMode {
-        self.mode
-    }
-
-    pub fn out_root(&self) -> &Path {
-        &self.out_root
-    }
-
     /// Where the output file with this relative path is staged.
     pub fn staged_path(&self, relative: &Path) -> PathBuf {
         self.staging_root.join("data").join(relative)

@@ -148,14 +148,13 @@ pub fn leaf_conversion(descriptor: &ColumnDescriptor, data_type: &DataType) -> O
     Some(conversion)
 }
 
-/// The feature block of one batch: rows `offset .. offset + n_rows` of the
-/// Arrow `columns`, and the current batch of each leaf reader.
+/// The feature block of one batch of `n_rows` rows: the Arrow `columns` of the
+/// batch, and the current batch of each leaf reader.
 pub fn build_block(
     sources: &[FeatureSource],
     columns: &[&dyn Array],
     leaves: &[LeafReader],
     features: &[Feature],
-    offset: usize,
     n_rows: usize,
 ) -> FeatureBlock {
     debug_assert_eq!(sources.len(), features.len());
@@ -164,9 +163,7 @@ pub fn build_block(
     for (source, feature) in sources.iter().zip(features) {
         let missing = feature.missing_value;
         match *source {
-            FeatureSource::Arrow { position } => {
-                append_column(columns[position].slice(offset, n_rows).as_ref(), missing, &mut values)
-            }
+            FeatureSource::Arrow { position } => append_column(columns[position], missing, &mut values),
             FeatureSource::Leaf { reader, conversion } => {
                 append_leaf(&leaves[reader], conversion, missing, &mut values)
             }

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Instant, SystemTime};
 
-use arrow::array::{Array, ArrayRef, Float32Array, RecordBatch};
+use arrow::array::{Array, ArrayRef, Float32Array};
 use parquet::arrow::ProjectionMask;
 
 use crate::commit::{self, OutputFileRecord, PartitionRecord, Transaction, WriteMode};
@@ -27,7 +27,7 @@ use crate::model::{FeatureBlock, Model};
 use crate::plan::{self, ColumnRequest, FilePlan, IdColumns, TablePlan, WorkUnit};
 use crate::progress::Progress;
 use crate::report::{InputRecord, Manifest, RunReport, StageSeconds, WallSeconds};
-use crate::scan::{ColumnList, DecodeError, LeafReader, ParquetFile, RowGroupBatches, ScanError};
+use crate::scan::{LeafReader, ParquetFile, leaves_of_root};
 use crate::sink::{self, CopiedChunk, EncodedRowGroup, OutputLayout, SinkError, StagedFile};
 use crate::test_hooks;
 use crate::util::{compact_utc, peak_rss_bytes, rfc3339_utc, sha256_hex};
@@ -244,11 +244,7 @@ impl FileScan {
     fn new(file: &FilePlan, layout: &OutputLayout) -> Self {
         let descriptor = file.file.metadata.parquet_schema();
         let schema = file.file.metadata.schema();
-        let leaves_of = |root: usize| -> Vec<usize> {
-            (0..descriptor.num_columns())
-                .filter(|&leaf| descriptor.get_column_root_idx(leaf) == root)
-                .collect()
-        };
+        let leaves_of = |root: usize| leaves_of_root(descriptor, root);
         let row_groups = file.file.metadata.metadata().row_groups();
         let copyable = |id_idx: usize, root: usize| match leaves_of(root)[..] {
             [leaf]
@@ -685,9 +681,11 @@ fn score_unit(
     };
     // Copied chunks are not decoded, but their pages are read and
     // decompressed, so that a damaged chunk fails the run instead of being
-    // copied into the output.
-    for &leaf in &scan.copied_leaves {
-        file.check_column_chunk(row_group, leaf)?;
+    // copied into the output (no output, no copy: nothing to check).
+    if encode {
+        for &leaf in &scan.copied_leaves {
+            file.check_column_chunk(row_group, leaf)?;
+        }
     }
     let mut leaves: Vec<LeafReader> = scan
         .leaf_readers
@@ -709,7 +707,7 @@ fn score_unit(
     while rows_done < unit.n_rows {
         let n_rows = BATCH_ROWS.min(unit.n_rows - rows_done);
         let batch = match batches.as_mut() {
-            Some(batches) => Some(next_batch(batches, file, row_group, n_rows)?),
+            Some(batches) => Some(batches.read(n_rows)?),
             None => None,
         };
         for leaf in &mut leaves {
@@ -718,7 +716,7 @@ fn score_unit(
         lap(&mut stages.decode);
 
         let columns: Vec<&dyn Array> = batch.iter().flat_map(|b| b.columns()).map(|c| c.as_ref()).collect();
-        let block = features::build_block(&scan.sources, &columns, &leaves, model.features(), 0, n_rows);
+        let block = features::build_block(&scan.sources, &columns, &leaves, model.features(), n_rows);
         lap(&mut stages.features);
         let scores = predict_checked(model, block)?;
         lap(&mut stages.model);
@@ -737,18 +735,8 @@ fn score_unit(
         }
         rows_done += n_rows;
     }
-    if let Some(extra) = batches.as_mut().and_then(Iterator::next) {
-        let found = rows_done + extra?.num_rows();
-        return Err(ScanError::Decode {
-            path: file.path.clone(),
-            row_group,
-            columns: ColumnList::default(),
-            source: DecodeError::RowCount {
-                expected: unit.n_rows,
-                found,
-            },
-        }
-        .into());
+    if let Some(batches) = batches {
+        batches.finish()?;
     }
     file.release_row_group(row_group, &scan.released_by_workers);
     let Some(encoder) = encoder else {
@@ -763,30 +751,6 @@ fn score_unit(
         n_rows: rows_done,
         encoded: Some(encoded),
     })
-}
-
-/// The next Arrow batch of a row group, which must hold `n_rows` rows.
-fn next_batch(
-    batches: &mut RowGroupBatches<'_>,
-    file: &ParquetFile,
-    row_group: usize,
-    n_rows: usize,
-) -> Result<RecordBatch> {
-    let batch = batches.next().transpose()?;
-    let found = batch.as_ref().map_or(0, RecordBatch::num_rows);
-    match batch {
-        Some(batch) if found == n_rows => Ok(batch),
-        _ => Err(ScanError::Decode {
-            path: file.path.clone(),
-            row_group,
-            columns: ColumnList::default(),
-            source: DecodeError::RowCount {
-                expected: n_rows,
-                found,
-            },
-        }
-        .into()),
-    }
 }
 
 /// The model's scores for a block, checked to be one column per output of one

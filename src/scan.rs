@@ -25,6 +25,7 @@ use parquet::data_type::{BoolType, DoubleType, FloatType, Int32Type, Int64Type};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::ColumnChunkMetaData;
 use parquet::file::serialized_reader::SerializedPageReader;
+use parquet::schema::types::SchemaDescriptor;
 
 use crate::util::sha256_hex;
 
@@ -182,7 +183,6 @@ impl ParquetFile {
         projection: &ProjectionMask,
         batch_rows: usize,
     ) -> Result<RowGroupBatches<'_>, ScanError> {
-        let expected = self.row_group_rows(row_group);
         let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(self.bytes.clone(), self.metadata.clone())
             .with_row_groups(vec![row_group])
             .with_projection(projection.clone())
@@ -194,8 +194,7 @@ impl ParquetFile {
             file: self,
             row_group,
             reader,
-            expected,
-            seen: 0,
+            rows_read: 0,
         })
     }
 
@@ -346,38 +345,55 @@ impl ParquetFile {
     }
 }
 
-/// The batches of one row group, checked against the row count its footer
-/// promises.
+/// The Arrow batches of one row group, read in the same steps as the leaf
+/// readers, so that a file whose pages hold more or fewer rows than its footer
+/// says is an error, never a misaligned row.
 pub struct RowGroupBatches<'a> {
     file: &'a ParquetFile,
     projection: ProjectionMask,
     row_group: usize,
     reader: ParquetRecordBatchReader,
-    expected: usize,
-    seen: usize,
+    rows_read: usize,
 }
 
-impl Iterator for RowGroupBatches<'_> {
-    type Item = Result<RecordBatch, ScanError>;
+impl RowGroupBatches<'_> {
+    /// The next `n_rows` rows, as one batch (at most the reader's batch size).
+    pub fn read(&mut self, n_rows: usize) -> Result<RecordBatch, ScanError> {
+        let expected = self.rows_read + n_rows;
+        let found = match self.reader.next() {
+            Some(Ok(batch)) if batch.num_rows() == n_rows => {
+                self.rows_read = expected;
+                return Ok(batch);
+            }
+            Some(Ok(batch)) => self.rows_read + batch.num_rows(),
+            Some(Err(error)) => return Err(self.error(error.into())),
+            None => self.rows_read,
+        };
+        Err(self.error(DecodeError::RowCount { expected, found }))
+    }
 
-    fn next(&mut self) -> Option<Self::Item> {
-        let decode_error = |source: DecodeError| self.file.arrow_decode_error(self.row_group, &self.projection, source);
+    /// Checks that the pages hold no rows beyond those read.
+    pub fn finish(mut self) -> Result<(), ScanError> {
         match self.reader.next() {
-            Some(Ok(batch)) => {
-                self.seen += batch.num_rows();
-                Some(Ok(batch))
-            }
-            Some(Err(error)) => Some(Err(decode_error(error.into()))),
-            None if self.seen != self.expected => {
-                let found = std::mem::replace(&mut self.seen, self.expected);
-                Some(Err(decode_error(DecodeError::RowCount {
-                    expected: self.expected,
-                    found,
-                })))
-            }
-            None => None,
+            None => Ok(()),
+            Some(Ok(batch)) => Err(self.error(DecodeError::RowCount {
+                expected: self.rows_read,
+                found: self.rows_read + batch.num_rows(),
+            })),
+            Some(Err(error)) => Err(self.error(error.into())),
         }
     }
+
+    fn error(&self, source: DecodeError) -> ScanError {
+        self.file.arrow_decode_error(self.row_group, &self.projection, source)
+    }
+}
+
+/// The leaf columns (in order) of top-level column `root`.
+pub fn leaves_of_root(schema: &SchemaDescriptor, root: usize) -> Vec<usize> {
+    (0..schema.num_columns())
+        .filter(|&leaf| schema.get_column_root_idx(leaf) == root)
+        .collect()
 }
 
 /// The decoded values of one leaf column, a batch at a time: dense non-null

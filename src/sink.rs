@@ -25,6 +25,8 @@ use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::{ColumnDescriptor, SchemaDescPtr};
 
+use crate::scan::leaves_of_root;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("cannot create output file `{}`", path.display())]
@@ -80,6 +82,8 @@ pub struct OutputLayout {
     /// The Parquet form of `schema`, to check that a copied column chunk
     /// matches the column it is copied into.
     parquet_schema: SchemaDescPtr,
+    /// The Parquet leaf columns of each field of `schema`.
+    field_leaves: Vec<Vec<usize>>,
     properties: Arc<WriterProperties>,
     column_writers: ArrowRowGroupWriterFactory,
 }
@@ -113,9 +117,13 @@ impl OutputLayout {
                 .and_then(|writer| writer.into_serialized_writer())
                 .map_err(schema_error)?;
         let parquet_schema = Arc::new(void_writer.schema_descr().clone());
+        let field_leaves = (0..schema.fields().len())
+            .map(|field| leaves_of_root(&parquet_schema, field))
+            .collect();
         Ok(OutputLayout {
             schema,
             parquet_schema,
+            field_leaves,
             properties,
             column_writers,
         })
@@ -125,10 +133,7 @@ impl OutputLayout {
     /// `input` (name, physical and logical type, repetition), so that the
     /// input's encoded column chunks can be copied into it unchanged.
     pub fn can_copy_into(&self, field_idx: usize, input: &ColumnDescriptor) -> bool {
-        let leaves: Vec<usize> = (0..self.parquet_schema.num_columns())
-            .filter(|&leaf| self.parquet_schema.get_column_root_idx(leaf) == field_idx)
-            .collect();
-        matches!(leaves[..], [leaf] if *self.parquet_schema.column(leaf) == *input)
+        matches!(self.field_leaves[field_idx][..], [leaf] if *self.parquet_schema.column(leaf) == *input)
     }
 
     /// Starts one output row group. `copied` has one entry per output field:
@@ -192,15 +197,14 @@ impl RowGroupEncoder<'_> {
     pub fn finish(self) -> Result<EncodedRowGroup, ParquetError> {
         let mut writers = self.writers.into_iter();
         let mut chunks = Vec::new();
-        for (field, copied) in self.layout.schema.fields().iter().zip(self.copied) {
+        for (leaves, copied) in self.layout.field_leaves.iter().zip(self.copied) {
             match copied {
                 Some(copied) => {
-                    writers.next();
+                    writers.next(); // a copied field is a single leaf
                     chunks.push(OutputChunk::Copied(Box::new(copied)));
                 }
                 None => {
-                    let leaves = self.layout.leaf_count(field);
-                    for writer in writers.by_ref().take(leaves) {
+                    for writer in writers.by_ref().take(leaves.len()) {
                         chunks.push(OutputChunk::Encoded(Box::new(writer.close()?)));
                     }
                 }
@@ -210,15 +214,6 @@ impl RowGroupEncoder<'_> {
             n_rows: self.n_rows,
             chunks,
         })
-    }
-}
-
-impl OutputLayout {
-    fn leaf_count(&self, field: &Field) -> usize {
-        let field_idx = self.schema.index_of(field.name()).expect("a field of this schema");
-        (0..self.parquet_schema.num_columns())
-            .filter(|&leaf| self.parquet_schema.get_column_root_idx(leaf) == field_idx)
-            .count()
     }
 }
 

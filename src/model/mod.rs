@@ -92,12 +92,6 @@ pub struct FeatureBlock {
     pub values: Vec<f64>,
 }
 
-impl FeatureBlock {
-    pub fn feature(&self, feature_idx: usize) -> &[f64] {
-        &self.values[feature_idx * self.n_rows..(feature_idx + 1) * self.n_rows]
-    }
-}
-
 /// Model outputs for a run of rows: one column per output.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scores {
