@@ -19,7 +19,7 @@ fn bench_linear(c: &mut Criterion) {
     let path = dir.path().join("logistic.json");
     let body = serde_json::json!({"format": "linear", "features": features, "weights": weights, "intercept": -0.75, "link": "logistic"});
     std::fs::write(&path, body.to_string()).unwrap();
-    let model = model::load(&path, &candle_core::Device::Cpu).unwrap();
+    let model = model::load(&path, &candle_core::Device::Cpu, &Default::default()).unwrap();
     let values: Vec<f64> = (0..BATCH_ROWS * k).map(|i| (i % 97) as f64 * 0.5).collect();
 
     let mut group = c.benchmark_group("model");

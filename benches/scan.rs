@@ -82,6 +82,7 @@ fn bench_scan(c: &mut Criterion) {
         .map(|n| Feature {
             name: n.clone(),
             missing_value: 0.0,
+            categories: None,
         })
         .collect();
     let mut readers = read_leaves();

@@ -23,11 +23,23 @@ use num_traits::ToPrimitive;
 use parquet::basic::Type as PhysicalType;
 use parquet::schema::types::ColumnDescriptor;
 
-use crate::model::{Feature, FeatureBlock};
+use crate::model::{Categories, Feature, FeatureBlock};
 use crate::scan::{LeafReader, LeafValues};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FeatureError {
+    #[error(
+        "column `{column}` of `{}`, row group {row_group}, holds category {category:?}, which is not in the training set \
+         of the model (XGBoost refuses unseen categories; the model knows {known})",
+        path.display()
+    )]
+    UnknownCategory {
+        path: PathBuf,
+        row_group: usize,
+        column: String,
+        category: String,
+        known: usize,
+    },
     #[error(
         "column `{column}` of `{}` has type `{data_type}`, which cannot be a numeric model feature{hint}",
         path.display()
@@ -76,6 +88,82 @@ pub fn is_numeric(data_type: &DataType) -> bool {
         Dictionary(_, value) => !matches!(**value, Dictionary(_, _)) && is_numeric(value),
         _ => false,
     }
+}
+
+/// Whether a column holds strings, directly or through a dictionary.
+pub fn holds_strings(data_type: &DataType) -> bool {
+    use DataType::*;
+    match data_type {
+        Utf8 | LargeUtf8 | Utf8View => true,
+        Dictionary(_, value) => matches!(value.as_ref(), Utf8 | LargeUtf8 | Utf8View),
+        _ => false,
+    }
+}
+
+/// Checks that a column of `data_type` can feed `feature`: a number, or
+/// strings when the model knows the feature's categories by name.
+pub fn check_feature_column(
+    path: &std::path::Path,
+    feature: &Feature,
+    data_type: &DataType,
+) -> Result<(), FeatureError> {
+    let named_categories = feature.categories.as_ref().is_some_and(|c| !c.are_numbers());
+    if named_categories && holds_strings(data_type) {
+        return Ok(());
+    }
+    check_numeric(path, &feature.name, data_type)
+}
+
+/// Appends the codes of a string column's categories: a category's position
+/// in the model's list; nulls are missing, and so are unknown categories
+/// unless they are an error (then `Err(category)`).
+pub fn append_categories(
+    array: &dyn Array,
+    categories: &Categories,
+    missing: f64,
+    dst: &mut Vec<f64>,
+) -> Result<(), String> {
+    let code = |name: Option<&str>| match name {
+        None => Ok(missing),
+        Some(name) => match categories.code_of_name(name) {
+            Some(code) => Ok(code),
+            None if categories.unknown_is_error => Err(name.to_string()),
+            None => Ok(missing),
+        },
+    };
+    let strings: Box<dyn Iterator<Item = Option<&str>>> = match array.data_type() {
+        DataType::Utf8 => Box::new(array.as_string::<i32>().iter()),
+        DataType::LargeUtf8 => Box::new(array.as_string::<i64>().iter()),
+        DataType::Utf8View => Box::new(array.as_string_view().iter()),
+        DataType::Dictionary(_, _) => {
+            let dictionary = array.as_any_dictionary();
+            // Each dictionary entry is looked up once, not once per row; an
+            // unknown entry that no row uses is no error.
+            let values = dictionary.values();
+            let entries: Vec<Option<&str>> = match values.data_type() {
+                DataType::Utf8 => values.as_string::<i32>().iter().collect(),
+                DataType::LargeUtf8 => values.as_string::<i64>().iter().collect(),
+                DataType::Utf8View => values.as_string_view().iter().collect(),
+                other => unreachable!("dictionary of {other} passed holds_strings"),
+            };
+            let entry_codes: Vec<Result<f64, String>> = entries.into_iter().map(code).collect();
+            let keys = dictionary.normalized_keys();
+            let nulls = array.logical_nulls();
+            for (row, &key) in keys.iter().enumerate() {
+                if nulls.as_ref().is_some_and(|n| n.is_null(row)) {
+                    dst.push(missing);
+                } else {
+                    dst.push(entry_codes.get(key).cloned().unwrap_or(Ok(missing))?);
+                }
+            }
+            return Ok(());
+        }
+        other => unreachable!("append_categories called with {other}; check_feature_column runs at plan time"),
+    };
+    for name in strings {
+        dst.push(code(name)?);
+    }
+    Ok(())
 }
 
 /// Checks that `data_type` can feed a numeric feature, naming the file and
@@ -148,6 +236,26 @@ pub fn leaf_conversion(descriptor: &ColumnDescriptor, data_type: &DataType) -> O
     Some(conversion)
 }
 
+/// A category the model does not know, where that is an error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnknownCategory {
+    pub column: String,
+    pub category: String,
+    pub known: usize,
+}
+
+impl UnknownCategory {
+    pub fn at(self, path: &std::path::Path, row_group: usize) -> FeatureError {
+        FeatureError::UnknownCategory {
+            path: path.to_path_buf(),
+            row_group,
+            column: self.column,
+            category: self.category,
+            known: self.known,
+        }
+    }
+}
+
 /// The feature block of one batch of `n_rows` rows: the Arrow `columns` of the
 /// batch, and the current batch of each leaf reader.
 pub fn build_block(
@@ -156,25 +264,59 @@ pub fn build_block(
     leaves: &[LeafReader],
     features: &[Feature],
     n_rows: usize,
-) -> FeatureBlock {
+) -> Result<FeatureBlock, UnknownCategory> {
     debug_assert_eq!(sources.len(), features.len());
     // Appending (rather than zeroing, then overwriting) touches each value once.
     let mut values = Vec::with_capacity(n_rows * features.len());
     for (source, feature) in sources.iter().zip(features) {
         let missing = feature.missing_value;
+        let start = values.len();
         match *source {
-            FeatureSource::Arrow { position } => append_column(columns[position], missing, &mut values),
+            FeatureSource::Arrow { position } => match &feature.categories {
+                Some(categories) if holds_strings(columns[position].data_type()) => {
+                    append_categories(columns[position], categories, missing, &mut values).map_err(|category| {
+                        UnknownCategory {
+                            column: feature.name.clone(),
+                            category,
+                            known: categories.len(),
+                        }
+                    })?
+                }
+                _ => append_column(columns[position], missing, &mut values),
+            },
             FeatureSource::Leaf { reader, conversion } => {
                 append_leaf(&leaves[reader], conversion, missing, &mut values)
             }
         }
+        // Categories that are numbers (a pandas category of ints): the
+        // column holds the category values, the model wants their codes.
+        if let Some(categories) = &feature.categories
+            && categories.are_numbers()
+        {
+            for v in &mut values[start..] {
+                if v.is_nan() {
+                    continue;
+                }
+                match categories.code_of_number(*v) {
+                    Some(code) => *v = code,
+                    None if categories.unknown_is_error => {
+                        return Err(UnknownCategory {
+                            column: feature.name.clone(),
+                            category: v.to_string(),
+                            known: categories.len(),
+                        });
+                    }
+                    None => *v = missing,
+                }
+            }
+        }
     }
     debug_assert_eq!(values.len(), n_rows * features.len());
-    FeatureBlock {
+    Ok(FeatureBlock {
         n_rows,
         n_features: features.len(),
         values,
-    }
+    })
 }
 
 /// Appends a leaf reader's current batch as f64.

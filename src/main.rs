@@ -78,6 +78,10 @@ struct ModelInput {
     /// Column carried from input to output (repeatable; default `customer_id` when present).
     #[arg(long = "id-column", value_name = "C")]
     id_columns: Vec<String>,
+    /// Tree ensembles: write the raw margin (XGBoost `output_margin`, LightGBM
+    /// `raw_score`) instead of the transformed prediction.
+    #[arg(long)]
+    output_margin: bool,
 }
 
 #[derive(Args)]
@@ -182,7 +186,10 @@ fn run(cli: &Cli) -> Result<(), Error> {
 
 fn load(args: &ModelInput, cli: &Cli) -> Result<(Box<dyn lakescore::model::Model>, RunOptions), Error> {
     let device = args.device.open()?;
-    let model = lakescore::model::load(&args.model, &device)?;
+    let load_options = lakescore::model::LoadOptions {
+        output_margin: args.output_margin,
+    };
+    let model = lakescore::model::load(&args.model, &device, &load_options)?;
     let id_columns = match args.id_columns.is_empty() {
         true => IdColumns::Default,
         false => IdColumns::Named(args.id_columns.clone()),

@@ -364,8 +364,8 @@ fn prepare(model: &dyn Model, input: &Path, id_columns: &IdColumns) -> Result<Pr
     let mut scans = Vec::with_capacity(plan.files.len());
     for file in &plan.files {
         let schema = file.file.metadata.schema();
-        for (feature, &root) in request.features.iter().zip(&file.feature_roots) {
-            features::check_numeric(&file.file.path, feature, schema.field(root).data_type())?;
+        for (feature, &root) in model.features().iter().zip(&file.feature_roots) {
+            features::check_feature_column(&file.file.path, feature, schema.field(root).data_type())?;
         }
         let id_fields: Vec<_> = file
             .id_roots
@@ -716,7 +716,8 @@ fn score_unit(
         lap(&mut stages.decode);
 
         let columns: Vec<&dyn Array> = batch.iter().flat_map(|b| b.columns()).map(|c| c.as_ref()).collect();
-        let block = features::build_block(&scan.sources, &columns, &leaves, model.features(), n_rows);
+        let block = features::build_block(&scan.sources, &columns, &leaves, model.features(), n_rows)
+            .map_err(|unknown| unknown.at(&file.path, row_group))?;
         lap(&mut stages.features);
         let scores = predict_checked(model, block)?;
         lap(&mut stages.model);

@@ -154,7 +154,11 @@ impl LinearModel {
             .features
             .into_iter()
             .zip(fill)
-            .map(|(name, missing_value)| Feature { name, missing_value })
+            .map(|(name, missing_value)| Feature {
+                name,
+                missing_value,
+                categories: None,
+            })
             .collect();
         Ok(LinearModel {
             info: identity(file.name, file.version),

@@ -6,8 +6,12 @@
 //! list, and returns [`Scores`].
 
 pub mod linear;
+pub mod trees;
+pub mod ubjson;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::Device;
 
@@ -51,14 +55,31 @@ pub enum ModelError {
 pub enum ModelFormat {
     /// `{"format": "linear", ...}`: linear and logistic regression.
     Linear,
+    /// XGBoost `save_model` JSON.
+    XgboostJson,
+    /// XGBoost `save_model` UBJSON (`.ubj`).
+    XgboostUbjson,
+    /// LightGBM text model.
+    LightgbmText,
 }
 
 impl std::fmt::Display for ModelFormat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             ModelFormat::Linear => "linear",
+            ModelFormat::XgboostJson => "xgboost-json",
+            ModelFormat::XgboostUbjson => "xgboost-ubjson",
+            ModelFormat::LightgbmText => "lightgbm-text",
         })
     }
+}
+
+/// How a model is loaded.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Produce the raw margin instead of the transformed prediction (tree
+    /// ensembles: XGBoost's `output_margin`, LightGBM's `raw_score`).
+    pub output_margin: bool,
 }
 
 /// What identifies a model in reports, manifests and logs.
@@ -80,6 +101,82 @@ pub struct Feature {
     /// The value a missing entry (null or NaN) takes; NaN keeps it missing for
     /// models that handle missing values themselves.
     pub missing_value: f64,
+    /// For a categorical feature whose model knows its training categories:
+    /// the category -> code mapping that string (or dictionary) columns are
+    /// read through. Unknown categories and nulls become missing.
+    pub categories: Option<Arc<Categories>>,
+}
+
+/// A categorical feature's training categories; a category's code is its
+/// position.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Categories {
+    names: Vec<String>,
+    by_name: HashMap<String, u32>,
+    /// For categories that are numbers (a pandas category of ints): value
+    /// bits -> code.
+    by_number: HashMap<u64, u32>,
+    /// Whether a category the model never saw is an error (XGBoost refuses
+    /// such input) rather than a missing value (LightGBM).
+    pub unknown_is_error: bool,
+}
+
+impl Categories {
+    pub fn from_strings(names: Vec<String>) -> Categories {
+        let by_name = names.iter().enumerate().map(|(i, n)| (n.clone(), i as u32)).collect();
+        Categories {
+            names,
+            by_name,
+            by_number: HashMap::new(),
+            unknown_is_error: false,
+        }
+    }
+
+    pub fn from_numbers(values: Vec<f64>) -> Categories {
+        let by_number = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (number_key(*v), i as u32))
+            .collect();
+        Categories {
+            names: values.iter().map(|v| v.to_string()).collect(),
+            by_name: HashMap::new(),
+            by_number,
+            unknown_is_error: false,
+        }
+    }
+
+    /// Whether the categories are numbers (read from numeric columns by value).
+    pub fn are_numbers(&self) -> bool {
+        !self.by_number.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The code of a string category, if the model knows it.
+    pub fn code_of_name(&self, name: &str) -> Option<f64> {
+        self.by_name.get(name).map(|&c| c as f64)
+    }
+
+    /// The code of a numeric category, if the model knows it.
+    pub fn code_of_number(&self, value: f64) -> Option<f64> {
+        self.by_number.get(&number_key(value)).map(|&c| c as f64)
+    }
+}
+
+/// 1 and 1.0 (and 0 and -0) are the same category.
+fn number_key(v: f64) -> u64 {
+    if v == 0.0 { 0 } else { v.to_bits() }
 }
 
 /// Feature values for a run of rows, feature-major: the values of feature `j`
@@ -116,7 +213,7 @@ pub trait Model: Send + Sync + std::fmt::Debug {
 
 /// Loads the model at `path` onto `device`, detecting its format from the
 /// file's content.
-pub fn load(path: &Path, device: &Device) -> Result<Box<dyn Model>, ModelError> {
+pub fn load(path: &Path, device: &Device, options: &LoadOptions) -> Result<Box<dyn Model>, ModelError> {
     let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
         path: path.to_path_buf(),
         source,
@@ -134,39 +231,81 @@ pub fn load(path: &Path, device: &Device) -> Result<Box<dyn Model>, ModelError> 
         path: path.to_path_buf(),
         sha256,
     };
-    match format {
-        ModelFormat::Linear => Ok(Box::new(linear::LinearModel::from_json(
+    if format == ModelFormat::Linear {
+        if options.output_margin {
+            return Err(ModelError::Invalid {
+                path: path.to_path_buf(),
+                field: "`--output-margin`".into(),
+                problem: "applies to tree ensembles; for a linear model set `\"link\": \"identity\"`".into(),
+            });
+        }
+        return Ok(Box::new(linear::LinearModel::from_json(
             path, &bytes, identity, device,
-        )?)),
+        )?));
     }
+    let ensemble = match format {
+        ModelFormat::XgboostJson | ModelFormat::XgboostUbjson => {
+            let document = if format == ModelFormat::XgboostJson {
+                trees::xgboost::parse_json(&bytes).map_err(|source| ModelError::Parse {
+                    path: path.to_path_buf(),
+                    what: "XGBoost JSON",
+                    source,
+                })?
+            } else {
+                ubjson::parse(&bytes).map_err(|e| ModelError::Invalid {
+                    path: path.to_path_buf(),
+                    field: "the UBJSON document".into(),
+                    problem: e.to_string(),
+                })?
+            };
+            trees::xgboost::ensemble_from_document(path, &document)?
+        }
+        ModelFormat::LightgbmText => trees::lightgbm::ensemble_from_text(path, &bytes)?,
+        ModelFormat::Linear => unreachable!("handled above"),
+    };
+    Ok(Box::new(trees::TreeModel::new(
+        identity(None, None),
+        ensemble,
+        options.output_margin,
+        device,
+    )?))
 }
 
 /// The format of a model file, from its content alone (extensions lie).
 pub fn detect_format(path: &Path, bytes: &[u8]) -> Result<ModelFormat, ModelError> {
-    let unknown = |hint: &str| ModelError::UnknownFormat {
+    const SUPPORTED: &str = "linear JSON, XGBoost JSON or UBJSON, LightGBM text";
+    let unknown = |hint: String| ModelError::UnknownFormat {
         path: path.to_path_buf(),
-        hint: hint.to_string(),
+        hint,
     };
-    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-    if first != Some(&b'{') {
-        return Err(unknown(" (supported: linear JSON)"));
+    if trees::lightgbm::looks_like(bytes) {
+        return Ok(ModelFormat::LightgbmText);
     }
-    #[derive(serde::Deserialize)]
-    struct FormatTag {
-        format: Option<serde_json::Value>,
+    let mut significant = bytes.iter().filter(|b| !b.is_ascii_whitespace());
+    if significant.next() != Some(&b'{') {
+        return Err(unknown(format!(" (supported: {SUPPORTED})")));
     }
-    let tag: FormatTag = serde_json::from_slice(bytes).map_err(|source| ModelError::Parse {
+    // UBJSON: `{` then a key length marker (`i`, `U`, `I`, `l`, `L`) or an
+    // optimised-container marker (`$`, `#`), where JSON has `"` or `}`.
+    if bytes[0] == b'{' && matches!(bytes.get(1), Some(b'i' | b'U' | b'I' | b'l' | b'L' | b'$' | b'#')) {
+        return Ok(ModelFormat::XgboostUbjson);
+    }
+    // XGBoost's JSON may hold bare NaN, which strict JSON parsers reject.
+    let document = trees::xgboost::parse_json(bytes).map_err(|source| ModelError::Parse {
         path: path.to_path_buf(),
         what: "JSON",
         source,
     })?;
-    match tag.format.as_ref().and_then(|f| f.as_str()) {
+    if document.get("learner").is_some() {
+        return Ok(ModelFormat::XgboostJson);
+    }
+    match document.get("format").and_then(|f| f.as_str()) {
         Some("linear") => Ok(ModelFormat::Linear),
-        Some(other) => Err(unknown(&format!(
+        Some(other) => Err(unknown(format!(
             ": JSON with `\"format\": \"{other}\"`; expected `\"linear\"`"
         ))),
-        None => Err(unknown(
-            ": JSON without a `format` field; a linear model has `\"format\": \"linear\"`",
-        )),
+        None => Err(unknown(format!(
+            ": JSON without a `format` field (a linear model) or a `learner` (an XGBoost model); supported: {SUPPORTED}"
+        ))),
     }
 }

@@ -9,4 +9,5 @@ mod layout;
 mod parity;
 mod reports;
 mod scoring;
+mod trees;
 mod types;

@@ -1,0 +1,360 @@
+//! Tree ensembles (XGBoost, LightGBM): each library's model file is read into
+//! one [`Ensemble`] that states the library's prediction semantics exactly,
+//! then compiled into the fast evaluator ([`eval`]), which runs as a candle
+//! custom op: feature tensor in, margin tensor out.
+//!
+//! ```text
+//! xgboost.rs / lightgbm.rs --(Ensemble)--> eval::Compiled --(candle op)--> margins --(objective)--> scores
+//! ```
+
+pub mod eval;
+pub mod lightgbm;
+pub mod objective;
+pub mod xgboost;
+
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor};
+
+use super::{Feature, FeatureBlock, Model, ModelError, ModelInfo, Scores};
+use eval::Compiled;
+use objective::Transform;
+
+/// Whose arithmetic a model follows. The evaluator is generic over it: XGBoost
+/// compares and sums in float32, LightGBM in float64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Library {
+    XGBoost,
+    LightGBM,
+}
+
+/// A tree ensemble as its library defines it, before compilation.
+#[derive(Debug, Clone)]
+pub struct Ensemble {
+    pub library: Library,
+    pub features: Vec<Feature>,
+    pub trees: Vec<Tree>,
+    /// Outputs of the raw margin: classes or targets (1 for most models).
+    pub n_groups: usize,
+    /// Per group, the margin every row starts from (XGBoost's base score
+    /// through the objective's link; 0 for LightGBM).
+    pub base_margin: Vec<f64>,
+    /// LightGBM's `average_output` (random-forest mode): the summed margin is
+    /// divided by this many iterations before the transform (the raw score
+    /// stays the sum, as LightGBM's `raw_score`).
+    pub average_over: Option<usize>,
+    /// Margin -> prediction.
+    pub transform: Transform,
+}
+
+/// One tree; its root is `nodes[0]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tree {
+    /// The output group (class or target) the tree adds to.
+    pub group: usize,
+    pub nodes: Vec<Node>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Node {
+    /// The tree's value for rows reaching here, already scaled by the tree's
+    /// weight (DART) in the library's precision.
+    Leaf { value: f64 },
+    Split {
+        feature: usize,
+        test: Test,
+        left: usize,
+        right: usize,
+    },
+}
+
+/// A split's decision, one variant per library rule.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Test {
+    /// XGBoost numeric: `(float)x < threshold` goes left; missing (NaN) goes
+    /// to the default side.
+    XgbLess { threshold: f32, default_left: bool },
+    /// XGBoost categorical: the category (x truncated to an integer) in the
+    /// set goes right; not in the set, negative or out of range goes left;
+    /// missing goes to the default side.
+    XgbCategory { right_set: Bitset, default_left: bool },
+    /// LightGBM numeric: `x <= threshold` goes left, after the missing rule.
+    LgbLessEq {
+        threshold: f64,
+        default_left: bool,
+        missing: LgbMissing,
+    },
+    /// LightGBM categorical: the category in the set goes left; NaN, negative
+    /// or not in the set goes right.
+    LgbCategory { left_set: Bitset },
+}
+
+/// LightGBM's missing-value type of a numeric split (`decision_type` bits 2-3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LgbMissing {
+    /// NaN is treated as 0.0.
+    None,
+    /// 0 (|x| <= 1e-35f) and NaN go to the default side.
+    Zero,
+    /// NaN goes to the default side.
+    NaN,
+}
+
+/// Category set: bit `c` of word `c / 32`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Bitset(pub Vec<u32>);
+
+impl Bitset {
+    pub fn from_categories(categories: impl IntoIterator<Item = u32>) -> Bitset {
+        let mut words = Vec::new();
+        for c in categories {
+            let word = (c / 32) as usize;
+            if words.len() <= word {
+                words.resize(word + 1, 0);
+            }
+            words[word] |= 1 << (c % 32);
+        }
+        Bitset(words)
+    }
+
+    pub fn contains(&self, category: u32) -> bool {
+        self.0
+            .get((category / 32) as usize)
+            .is_some_and(|w| w >> (category % 32) & 1 == 1)
+    }
+}
+
+impl Ensemble {
+    /// Checks the structure every loader must produce: node references in
+    /// range, no cycles (children after parents), features in range.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.base_margin.len() != self.n_groups {
+            return Err(format!(
+                "{} base margins for {} output groups",
+                self.base_margin.len(),
+                self.n_groups
+            ));
+        }
+        for (t, tree) in self.trees.iter().enumerate() {
+            if tree.group >= self.n_groups {
+                return Err(format!("tree {t} adds to output {} of {}", tree.group, self.n_groups));
+            }
+            if tree.nodes.is_empty() {
+                return Err(format!("tree {t} has no nodes"));
+            }
+            for (i, node) in tree.nodes.iter().enumerate() {
+                if let Node::Split {
+                    feature, left, right, ..
+                } = node
+                {
+                    if *feature >= self.features.len() {
+                        return Err(format!(
+                            "tree {t} node {i} splits on feature {feature}, but the model has {}",
+                            self.features.len()
+                        ));
+                    }
+                    for child in [left, right] {
+                        if *child <= i || *child >= tree.nodes.len() {
+                            return Err(format!(
+                                "tree {t} node {i} has child {child}, which is not a later node"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The margins of one row, walking the trees node by node: the reference
+    /// the compiled evaluator is tested against.
+    pub fn reference_margins(&self, row: &[f64]) -> Vec<f64> {
+        match self.library {
+            Library::XGBoost => {
+                let mut acc: Vec<f32> = self.base_margin.iter().map(|&b| b as f32).collect();
+                for tree in &self.trees {
+                    acc[tree.group] += tree.reference_leaf(row) as f32;
+                }
+                acc.into_iter().map(f64::from).collect()
+            }
+            Library::LightGBM => {
+                let mut acc = self.base_margin.clone();
+                for tree in &self.trees {
+                    acc[tree.group] += tree.reference_leaf(row);
+                }
+                acc
+            }
+        }
+    }
+}
+
+/// LightGBM's `kZeroThreshold` (a float literal, compared in double).
+pub const LGB_ZERO_THRESHOLD: f64 = 1e-35f32 as f64;
+
+impl Tree {
+    fn reference_leaf(&self, row: &[f64]) -> f64 {
+        let mut i = 0;
+        loop {
+            match &self.nodes[i] {
+                Node::Leaf { value } => return *value,
+                Node::Split {
+                    feature,
+                    test,
+                    left,
+                    right,
+                } => {
+                    i = if test.goes_left(row[*feature]) { *left } else { *right };
+                }
+            }
+        }
+    }
+}
+
+impl Test {
+    /// The library's decision for one value, written as directly as the
+    /// library's own code.
+    pub fn goes_left(&self, x: f64) -> bool {
+        match self {
+            Test::XgbLess {
+                threshold,
+                default_left,
+            } => {
+                let x = x as f32;
+                if x.is_nan() { *default_left } else { x < *threshold }
+            }
+            Test::XgbCategory {
+                right_set,
+                default_left,
+            } => {
+                let x = x as f32;
+                if x.is_nan() {
+                    *default_left
+                } else if !(0.0..XGB_MAX_CATEGORY).contains(&x) {
+                    true
+                } else {
+                    !right_set.contains(x as u32)
+                }
+            }
+            Test::LgbLessEq {
+                threshold,
+                default_left,
+                missing,
+            } => {
+                // LightGBM makes dense input sparse first: |x| <= 1e-35 is 0.
+                let mut x = if (-LGB_ZERO_THRESHOLD..=LGB_ZERO_THRESHOLD).contains(&x) {
+                    0.0
+                } else {
+                    x
+                };
+                if x.is_nan() && *missing != LgbMissing::NaN {
+                    x = 0.0;
+                }
+                let is_zero = (-LGB_ZERO_THRESHOLD..=LGB_ZERO_THRESHOLD).contains(&x);
+                if (*missing == LgbMissing::Zero && is_zero) || (*missing == LgbMissing::NaN && x.is_nan()) {
+                    *default_left
+                } else {
+                    x <= *threshold
+                }
+            }
+            Test::LgbCategory { left_set } => {
+                // C++ `static_cast<int>(fval)`: truncation, so -0.5 is
+                // category 0; values beyond i32 are not in any set.
+                let x = x.trunc();
+                if x.is_nan() || x < 0.0 {
+                    return false;
+                }
+                let c = x as i64;
+                c <= i32::MAX as i64 && left_set.contains(c as u32)
+            }
+        }
+    }
+}
+
+/// XGBoost treats category values at or beyond this as invalid (they go left):
+/// the largest integer a float32 holds exactly, 2^24.
+pub const XGB_MAX_CATEGORY: f32 = 16_777_216.0;
+
+/// A compiled tree ensemble behind the [`Model`] trait.
+#[derive(Debug)]
+pub struct TreeModel {
+    info: ModelInfo,
+    ensemble: Arc<Ensemble>,
+    compiled: Arc<Compiled>,
+    output_margin: bool,
+    device: Device,
+}
+
+impl TreeModel {
+    pub fn new(
+        info: ModelInfo,
+        ensemble: Ensemble,
+        output_margin: bool,
+        device: &Device,
+    ) -> Result<TreeModel, ModelError> {
+        if let Err(problem) = ensemble.validate() {
+            return Err(ModelError::Invalid {
+                path: info.path.clone(),
+                field: "the trees".into(),
+                problem,
+            });
+        }
+        let compiled = Arc::new(Compiled::new(&ensemble));
+        Ok(TreeModel {
+            info,
+            ensemble: Arc::new(ensemble),
+            compiled,
+            output_margin,
+            device: device.clone(),
+        })
+    }
+
+    pub fn ensemble(&self) -> &Ensemble {
+        &self.ensemble
+    }
+
+    fn margins(&self, block: FeatureBlock) -> candle_core::Result<Vec<f64>> {
+        let features = Tensor::from_vec(block.values, (block.n_features, block.n_rows), &self.device)?;
+        let margins = eval::evaluate(&self.compiled, &features)?;
+        margins
+            .flatten_all()?
+            .to_dtype(candle_core::DType::F64)?
+            .to_vec1::<f64>()
+    }
+}
+
+impl Model for TreeModel {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn features(&self) -> &[Feature] {
+        &self.ensemble.features
+    }
+
+    fn n_outputs(&self) -> usize {
+        if self.output_margin {
+            self.ensemble.n_groups
+        } else {
+            self.ensemble.transform.n_outputs(self.ensemble.n_groups)
+        }
+    }
+
+    fn predict(&self, block: FeatureBlock) -> Result<Scores, ModelError> {
+        let n_rows = block.n_rows;
+        let margins = self.margins(block).map_err(|source| ModelError::Compute {
+            model: self.info.name.clone(),
+            device: format!("{:?}", self.device),
+            source: Box::new(source),
+        })?;
+        let outputs = if self.output_margin {
+            objective::margin_columns(&margins, n_rows, self.ensemble.n_groups)
+        } else {
+            let mut margins = margins;
+            if let Some(n) = self.ensemble.average_over {
+                margins.iter_mut().for_each(|m| *m /= n as f64);
+            }
+            self.ensemble.transform.apply(&margins, n_rows, self.ensemble.n_groups)
+        };
+        Ok(Scores { n_rows, outputs })
+    }
+}

@@ -1,0 +1,214 @@
+//! Tree-ensemble parity: every fixture in `tests/fixtures/trees/` (models,
+//! inputs and predictions made by the real xgboost and lightgbm, see its
+//! README) scored by the binary, transformed and as raw margins.
+//!
+//! XGBoost is float32 arithmetic in a fixed order, so its predictions must be
+//! bit-exact (for DART the fixtures hold `Booster.predict`, see their README).
+//! LightGBM's float64 results must agree within 1e-6 relative after rounding
+//! to the float32 output.
+
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, Float32Array, Float64Array, Int64Array};
+use arrow::record_batch::RecordBatch;
+
+use crate::common::{lakescore, parquet_files, read_parquet};
+
+#[derive(serde::Deserialize)]
+struct Case {
+    name: String,
+    library: String,
+    model: String,
+    n_pred: usize,
+    n_margin: usize,
+    expect_error: Option<String>,
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/trees")
+}
+
+fn cases() -> Vec<Case> {
+    let text = std::fs::read_to_string(fixtures().join("cases.json")).expect("tests/fixtures/trees/cases.json");
+    serde_json::from_str(&text).expect("cases.json parses")
+}
+
+/// Scores a case's input; the output batch, or the failed run's stderr.
+fn run_case(case: &Case, output_margin: bool) -> Result<RecordBatch, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let input = fixtures().join(&case.name).join("input.parquet");
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "-q".into(),
+        "score".into(),
+        "--model".into(),
+        fixtures().join(&case.model).into(),
+        "--input".into(),
+        input.into(),
+        "--output".into(),
+        out.clone().into(),
+        "--id-column".into(),
+        "row_id".into(),
+    ];
+    if output_margin {
+        args.push("--output-margin".into());
+    }
+    let run = lakescore(args);
+    if run.code != 0 {
+        return Err(format!("exit {}: {}", run.code, run.stderr));
+    }
+    let files = parquet_files(&out);
+    assert_eq!(files.len(), 1, "{}: one output file", case.name);
+    Ok(read_parquet(&out.join(&files[0])))
+}
+
+fn f32_column(batch: &RecordBatch, name: &str) -> Vec<f32> {
+    let column = batch.column_by_name(name).unwrap_or_else(|| panic!("no column {name}"));
+    column
+        .as_any()
+        .downcast_ref::<Float32Array>()
+        .unwrap()
+        .values()
+        .to_vec()
+}
+
+/// Expected values in the library's own precision.
+enum Expected {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+fn expected_column(batch: &RecordBatch, name: &str) -> Expected {
+    let column = batch
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("expected.parquet has no {name}"));
+    if let Some(a) = column.as_any().downcast_ref::<Float32Array>() {
+        Expected::F32(a.values().to_vec())
+    } else if let Some(a) = column.as_any().downcast_ref::<Float64Array>() {
+        Expected::F64(a.values().to_vec())
+    } else {
+        panic!("{name} is {:?}", column.data_type())
+    }
+}
+
+/// Compares one output column; `Err` describes the worst row.
+fn compare(ours: &[f32], expected: &Expected, bit_exact: bool) -> Result<usize, String> {
+    let mut exact = 0;
+    let mut worst: Option<(usize, f64, f64, f64)> = None;
+    let n = match expected {
+        Expected::F32(e) => e.len(),
+        Expected::F64(e) => e.len(),
+    };
+    if ours.len() != n {
+        return Err(format!("{} rows, expected {n}", ours.len()));
+    }
+    for (row, &ours) in ours.iter().enumerate() {
+        let (expected, same_bits) = match expected {
+            Expected::F32(e) => (
+                e[row] as f64,
+                e[row].to_bits() == ours.to_bits() || (e[row].is_nan() && ours.is_nan()),
+            ),
+            Expected::F64(e) => (e[row], (e[row] as f32).to_bits() == ours.to_bits()),
+        };
+        exact += same_bits as usize;
+        let ours = ours as f64;
+        let error = (ours - expected).abs();
+        let ok = if bit_exact {
+            same_bits
+        } else {
+            error <= 1e-6 * expected.abs().max(1e-30) || same_bits
+        };
+        if !ok && worst.is_none_or(|w| error > w.3) {
+            worst = Some((row, ours, expected, error));
+        }
+    }
+    match worst {
+        None => Ok(exact),
+        Some((row, ours, expected, error)) => Err(format!(
+            "row {row}: lakescore {ours:e}, library {expected:e} (error {error:e}); {exact}/{n} bit-exact"
+        )),
+    }
+}
+
+#[test]
+fn every_fixture_matches_its_library() {
+    let cases = cases();
+    assert!(
+        cases.len() >= 60,
+        "the fixture set is incomplete: {} cases",
+        cases.len()
+    );
+    let mut failures = Vec::new();
+    let (mut columns_checked, mut exact_rows, mut rows) = (0, 0, 0);
+    for case in &cases {
+        if let Some(needle) = &case.expect_error {
+            match run_case(case, false) {
+                Ok(_) => failures.push(format!("{}: scored, but should fail with {needle:?}", case.name)),
+                Err(stderr) if !stderr.contains("exit 1:") || !stderr.contains(needle.as_str()) => {
+                    failures.push(format!("{}: expected exit 1 and {needle:?}, got {stderr}", case.name))
+                }
+                Err(_) => {}
+            }
+            continue;
+        }
+        let expected = read_parquet(&fixtures().join(&case.name).join("expected.parquet"));
+        let bit_exact = case.library == "xgboost";
+        for (output_margin, prefix, n) in [(false, "pred", case.n_pred), (true, "margin", case.n_margin)] {
+            let batch = match run_case(case, output_margin) {
+                Ok(batch) => batch,
+                Err(stderr) => {
+                    failures.push(format!("{} ({prefix}): {stderr}", case.name));
+                    continue;
+                }
+            };
+            let row_ids = |b: &RecordBatch| {
+                b.column_by_name("row_id")
+                    .unwrap()
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec()
+            };
+            assert_eq!(
+                row_ids(&batch),
+                row_ids(&expected),
+                "{}: rows in input order",
+                case.name
+            );
+            for k in 0..n {
+                let ours_name = if n == 1 {
+                    "score".to_string()
+                } else {
+                    format!("score_{k}")
+                };
+                let ours = f32_column(&batch, &ours_name);
+                match compare(&ours, &expected_column(&expected, &format!("{prefix}_{k}")), bit_exact) {
+                    Ok(exact) => {
+                        columns_checked += 1;
+                        exact_rows += exact;
+                        rows += ours.len();
+                    }
+                    Err(problem) => failures.push(format!("{} {prefix}_{k}: {problem}", case.name)),
+                }
+            }
+        }
+    }
+    eprintln!("{columns_checked} output columns match; {exact_rows} of {rows} values bit-exact");
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn output_margin_is_refused_for_linear_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = crate::common::model_of_x(dir.path(), 1.0, 0.0);
+    let input = fixtures().join("xgb_binary_nan/input.parquet");
+    let run = crate::common::score(&model, &input, &dir.path().join("out"), &["--output-margin"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("tree ensembles"), "{}", run.stderr);
+}
