@@ -10,6 +10,8 @@
 pub mod eval;
 pub mod lightgbm;
 pub mod objective;
+pub mod simd;
+pub mod synthetic;
 pub mod xgboost;
 
 use std::sync::Arc;

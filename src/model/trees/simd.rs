@@ -1,0 +1,301 @@
+//! The AVX-512 kernel for float32 trees (XGBoost) of depth 8 or less: each
+//! tree padded to a perfect tree, 16 rows walked at once.
+//!
+//! Node `i` of a perfect tree has children `2i+1` and `2i+2`, so a row's
+//! position needs no child pointers: `pos = 2 * pos + (went second)`. The
+//! thresholds and view numbers of the first six levels (63 nodes) live in
+//! registers, looked up with one permute per level; deeper levels are
+//! gathered. The only other memory access per level is the gather of each
+//! row's view value. Comparison semantics are the scalar evaluator's
+//! (`x <= threshold` goes first, NaN goes second), so results are identical.
+//!
+//! Chosen at run time (`is_x86_feature_detected!`): the binary runs on any
+//! x86-64 and uses this only where the CPU has AVX-512F.
+
+use super::eval::{PerfectSource, SimdTrees};
+
+/// Deepest tree the kernel pads (a depth-8 tree is 255 nodes, 1 KB).
+pub const MAX_DEPTH: u32 = 8;
+
+#[derive(Debug, Clone, Copy)]
+struct PerfectTree {
+    depth: u32,
+    /// Offset of node 0 in `thresholds`/`views`; leaves at `leaf_offset`.
+    offset: usize,
+    leaf_offset: usize,
+}
+
+/// The perfect-tree layout of every tree the kernel takes.
+#[derive(Debug)]
+pub struct PerfectForest {
+    trees: Vec<Option<PerfectTree>>,
+    thresholds: Vec<f32>,
+    views: Vec<i32>,
+    leaves: Vec<f32>,
+}
+
+impl PerfectForest {
+    /// The layout, when this CPU can run the kernel and some tree fits it.
+    pub fn new(source: &dyn PerfectSource) -> Option<PerfectForest> {
+        if !cpu_has_avx512() {
+            return None;
+        }
+        let mut forest = PerfectForest {
+            trees: Vec::with_capacity(source.n_trees()),
+            thresholds: Vec::new(),
+            views: Vec::new(),
+            leaves: Vec::new(),
+        };
+        for t in 0..source.n_trees() {
+            let tree = source
+                .tree_shape(t)
+                .filter(|&depth| (1..=MAX_DEPTH).contains(&depth))
+                .map(|depth| {
+                    let n_nodes = (1usize << depth) - 1;
+                    let tree = PerfectTree {
+                        depth,
+                        offset: forest.thresholds.len(),
+                        leaf_offset: forest.leaves.len(),
+                    };
+                    // Padding: the kernel loads up to 16 lanes past a level's start.
+                    forest.thresholds.resize(tree.offset + n_nodes + 16, f32::INFINITY);
+                    forest
+                        .views
+                        .resize(tree.offset + n_nodes + 16, source.zero_view() as i32);
+                    // The kernel loads 64 leaves into registers whatever the depth.
+                    forest.leaves.resize(tree.leaf_offset + (1usize << depth).max(64), 0.0);
+                    forest.fill(source, &tree, 0, source.root(t), 0);
+                    tree
+                });
+            forest.trees.push(tree);
+        }
+        forest.trees.iter().any(Option::is_some).then_some(forest)
+    }
+
+    /// Places step `slot` at perfect node `node` (level `level`); a leaf
+    /// above the last level fills its whole subtree (padding nodes always go
+    /// first: `0 <= +inf` on the zero view).
+    fn fill(&mut self, source: &dyn PerfectSource, tree: &PerfectTree, node: usize, slot: u32, level: u32) {
+        let step = source.step(slot);
+        if level == tree.depth {
+            // The leaf under this slot (a leaf of the source tree).
+            let first_leaf = (1usize << tree.depth) - 1;
+            self.leaves[tree.leaf_offset + node - first_leaf] = source.leaf_value(slot);
+            return;
+        }
+        let (threshold, view, first) = match step {
+            Some(step) => step,
+            None => (f32::INFINITY, source.zero_view(), slot),
+        };
+        self.thresholds[tree.offset + node] = threshold;
+        self.views[tree.offset + node] = view as i32;
+        let (left, right) = if step.is_some() {
+            (first, first + 1)
+        } else {
+            (slot, slot)
+        };
+        self.fill(source, tree, 2 * node + 1, left, level + 1);
+        self.fill(source, tree, 2 * node + 2, right, level + 1);
+    }
+}
+
+fn cpu_has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+impl SimdTrees<f32> for PerfectForest {
+    fn run(&self, tree: usize, views: &[f32], n_views: usize, sums: &mut [f32]) -> bool {
+        let Some(tree) = self.trees[tree] else {
+            return false;
+        };
+        debug_assert_eq!(views.len(), sums.len() * n_views);
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: `new` only builds a forest when the CPU has AVX-512F;
+            // the layout's offsets, padding and view numbers (< n_views, as
+            // the scalar evaluator's) keep every load and gather in bounds.
+            unsafe {
+                let kernel = match tree.depth {
+                    1 => avx512::run::<1>,
+                    2 => avx512::run::<2>,
+                    3 => avx512::run::<3>,
+                    4 => avx512::run::<4>,
+                    5 => avx512::run::<5>,
+                    6 => avx512::run::<6>,
+                    7 => avx512::run::<7>,
+                    _ => avx512::run::<8>,
+                };
+                let full = sums.len() / 16 * 16;
+                kernel(
+                    &self.thresholds[tree.offset..],
+                    &self.views[tree.offset..],
+                    &self.leaves[tree.leaf_offset..],
+                    views,
+                    n_views,
+                    &mut sums[..full],
+                );
+                // The last rows, fewer than 16: the same walk, one at a time.
+                for r in full..sums.len() {
+                    let row = &views[r * n_views..][..n_views];
+                    let mut node = 0usize;
+                    for _ in 0..tree.depth {
+                        let x = row[self.views[tree.offset + node] as usize];
+                        let second = super::eval::goes_second(x, self.thresholds[tree.offset + node]);
+                        node = 2 * node + 1 + usize::from(second);
+                    }
+                    sums[r] += self.leaves[tree.leaf_offset + node - ((1 << tree.depth) - 1)];
+                }
+            }
+            true
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (views, n_views, sums);
+            false
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// Adds one depth-`D` perfect tree's leaf to `sums[r]` for each row `r`
+    /// (a multiple of 16 rows) of the row-major `views`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn run<const D: usize>(
+        thresholds: &[f32],
+        view_of: &[i32],
+        leaves: &[f32],
+        views: &[f32],
+        n_views: usize,
+        sums: &mut [f32],
+    ) {
+        unsafe {
+            let thr = thresholds.as_ptr();
+            let vix = view_of.as_ptr();
+            // Levels 0-4 (1-16 nodes): one register each; level 5 (32 nodes): two.
+            let mut level_thr = [_mm512_setzero_ps(); 7];
+            let mut level_view = [_mm512_setzero_si512(); 7];
+            for l in 0..D.min(5) {
+                let (offset, mask) = ((1usize << l) - 1, ((1u32 << (1 << l)) - 1) as u16);
+                level_thr[l] = _mm512_maskz_loadu_ps(mask, thr.add(offset));
+                level_view[l] = _mm512_maskz_loadu_epi32(mask, vix.add(offset));
+            }
+            if D > 5 {
+                level_thr[5] = _mm512_loadu_ps(thr.add(31));
+                level_thr[6] = _mm512_loadu_ps(thr.add(47));
+                level_view[5] = _mm512_loadu_si512(vix.add(31) as *const _);
+                level_view[6] = _mm512_loadu_si512(vix.add(47) as *const _);
+            }
+            // Leaves: up to 64 in registers.
+            let lp = leaves.as_ptr();
+            let leaf_regs = [
+                _mm512_loadu_ps(lp),
+                _mm512_loadu_ps(lp.add(16)),
+                _mm512_loadu_ps(lp.add(32)),
+                _mm512_loadu_ps(lp.add(48)),
+            ];
+            let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            let stride = _mm512_set1_epi32(n_views as i32);
+            let one = _mm512_set1_epi32(1);
+            let block = views.as_ptr();
+            // `C` chunks of 16 rows walk together: a level's gathers take tens
+            // of cycles to arrive, and independent chunks fill that wait.
+            let row_offsets_at =
+                |r: usize| _mm512_mullo_epi32(_mm512_add_epi32(lanes, _mm512_set1_epi32(r as i32)), stride);
+            let mut r = 0;
+            const C: usize = 8;
+            while r + 16 * C <= sums.len() {
+                let row_offsets: [__m512i; C] = std::array::from_fn(|c| row_offsets_at(r + 16 * c));
+                let mut pos = [_mm512_setzero_si512(); C];
+                for l in 0..D {
+                    for (p, &offsets) in pos.iter_mut().zip(&row_offsets) {
+                        *p = level_step::<D>(l, *p, offsets, &level_thr, &level_view, thr, vix, block, one);
+                    }
+                }
+                for (c, &p) in pos.iter().enumerate() {
+                    let leaf = leaf_of::<D>(p, &leaf_regs, lp);
+                    let out = sums.as_mut_ptr().add(r + 16 * c);
+                    _mm512_storeu_ps(out, _mm512_add_ps(_mm512_loadu_ps(out), leaf));
+                }
+                r += 16 * C;
+            }
+            while r < sums.len() {
+                let mut pos = _mm512_setzero_si512();
+                let row_offsets = row_offsets_at(r);
+                for l in 0..D {
+                    pos = level_step::<D>(l, pos, row_offsets, &level_thr, &level_view, thr, vix, block, one);
+                }
+                let leaf = leaf_of::<D>(pos, &leaf_regs, lp);
+                let out = sums.as_mut_ptr().add(r);
+                _mm512_storeu_ps(out, _mm512_add_ps(_mm512_loadu_ps(out), leaf));
+                r += 16;
+            }
+        }
+    }
+
+    /// One level of 16 rows' walk: look up each row's split, gather its view
+    /// value, and step to the first child (`x <= t`, NaN fails) or second.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn level_step<const D: usize>(
+        l: usize,
+        pos: __m512i,
+        row_offsets: __m512i,
+        level_thr: &[__m512; 7],
+        level_view: &[__m512i; 7],
+        thr: *const f32,
+        vix: *const i32,
+        block: *const f32,
+        one: __m512i,
+    ) -> __m512i {
+        unsafe {
+            let (t, v) = match l {
+                0..=4 => (
+                    _mm512_permutexvar_ps(pos, level_thr[l]),
+                    _mm512_permutexvar_epi32(pos, level_view[l]),
+                ),
+                5 => (
+                    _mm512_permutex2var_ps(level_thr[5], pos, level_thr[6]),
+                    _mm512_permutex2var_epi32(level_view[5], pos, level_view[6]),
+                ),
+                _ => {
+                    let index = _mm512_add_epi32(pos, _mm512_set1_epi32((1 << l) - 1));
+                    (
+                        _mm512_i32gather_ps::<4>(index, thr),
+                        _mm512_i32gather_epi32::<4>(index, vix),
+                    )
+                }
+            };
+            let x = _mm512_i32gather_ps::<4>(_mm512_add_epi32(row_offsets, v), block);
+            let first = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(x, t);
+            let pos = _mm512_add_epi32(pos, pos);
+            _mm512_mask_add_epi32(pos, !first, pos, one)
+        }
+    }
+
+    /// The leaf values at 16 rows' final positions.
+    #[inline(always)]
+    unsafe fn leaf_of<const D: usize>(pos: __m512i, leaf_regs: &[__m512; 4], leaves: *const f32) -> __m512 {
+        unsafe {
+            match D {
+                0..=4 => _mm512_permutexvar_ps(pos, leaf_regs[0]),
+                5 => _mm512_permutex2var_ps(leaf_regs[0], pos, leaf_regs[1]),
+                6 => {
+                    let low = _mm512_permutex2var_ps(leaf_regs[0], pos, leaf_regs[1]);
+                    let high = _mm512_permutex2var_ps(leaf_regs[2], pos, leaf_regs[3]);
+                    _mm512_mask_blend_ps(_mm512_test_epi32_mask(pos, _mm512_set1_epi32(32)), low, high)
+                }
+                _ => _mm512_i32gather_ps::<4>(pos, leaves),
+            }
+        }
+    }
+}

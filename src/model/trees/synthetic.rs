@@ -1,0 +1,144 @@
+//! Random tree ensembles of a given shape, for the evaluator's tests and
+//! benchmarks: the evaluator must agree with [`Ensemble::reference_margins`]
+//! on any ensemble, not only on those a library happened to train.
+
+use super::objective::Transform;
+use super::{Bitset, Ensemble, LgbMissing, Library, Node, Test, Tree};
+use crate::datagen::Rng;
+use crate::model::Feature;
+
+/// The shape of a random ensemble.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    pub library: Library,
+    pub n_trees: usize,
+    pub n_features: usize,
+    pub n_groups: usize,
+    /// Leaves per tree.
+    pub leaves: usize,
+    /// Grow every leaf of a level before the next (XGBoost's depth-wise
+    /// trees: `leaves` should be a power of two) or split a random leaf each
+    /// time (LightGBM's leaf-wise trees, deep and unbalanced).
+    pub balanced: bool,
+    /// Share of splits that are categorical.
+    pub categorical_share: f64,
+    pub seed: u64,
+}
+
+/// Feature values: standard normal-ish, `nan_share` of them NaN, and small
+/// integers (usable as categories) in features divisible by 5.
+pub fn random_rows(n_rows: usize, n_features: usize, nan_share: f64, seed: u64) -> Vec<f64> {
+    let mut rng = Rng::new(seed);
+    let mut values = Vec::with_capacity(n_rows * n_features);
+    for j in 0..n_features {
+        for _ in 0..n_rows {
+            let v = if rng.uniform() < nan_share {
+                f64::NAN
+            } else if j % 5 == 0 {
+                (rng.uniform() * 12.0).floor() - 1.0
+            } else {
+                rng.normal(0.0, 1.0)
+            };
+            values.push(v);
+        }
+    }
+    values
+}
+
+pub fn random_ensemble(shape: &Shape) -> Ensemble {
+    let mut rng = Rng::new(shape.seed);
+    let trees = (0..shape.n_trees)
+        .map(|t| Tree {
+            group: t % shape.n_groups,
+            nodes: random_tree(shape, &mut rng),
+        })
+        .collect();
+    Ensemble {
+        library: shape.library,
+        features: (0..shape.n_features)
+            .map(|j| Feature {
+                name: format!("f{j}"),
+                missing_value: f64::NAN,
+                categories: None,
+            })
+            .collect(),
+        trees,
+        n_groups: shape.n_groups,
+        base_margin: vec![0.25; shape.n_groups],
+        average_over: None,
+        transform: Transform::Identity,
+    }
+}
+
+fn random_tree(shape: &Shape, rng: &mut Rng) -> Vec<Node> {
+    // Grow as a list of leaves, then renumber breadth-first.
+    #[derive(Clone)]
+    enum Grow {
+        Leaf,
+        Split(usize, Test, usize, usize),
+    }
+    let mut nodes = vec![Grow::Leaf];
+    let mut open = vec![0usize];
+    while open.len() < shape.leaves.max(1) {
+        let pick = if shape.balanced {
+            0
+        } else {
+            rng.below(open.len() as u64) as usize
+        };
+        let at = open.remove(pick);
+        let feature = rng.below(shape.n_features as u64) as usize;
+        let categorical = rng.uniform() < shape.categorical_share;
+        let test = random_test(shape.library, categorical, rng);
+        let (l, r) = (nodes.len(), nodes.len() + 1);
+        nodes.push(Grow::Leaf);
+        nodes.push(Grow::Leaf);
+        nodes[at] = Grow::Split(feature, test, l, r);
+        open.push(l);
+        open.push(r);
+    }
+    let mut out = Vec::with_capacity(nodes.len());
+    let mut queue = std::collections::VecDeque::from([0usize]);
+    while let Some(i) = queue.pop_front() {
+        match &nodes[i] {
+            Grow::Leaf => out.push(Node::Leaf {
+                value: match shape.library {
+                    Library::XGBoost => (rng.normal(0.0, 1.0) * 0.1) as f32 as f64,
+                    Library::LightGBM => rng.normal(0.0, 1.0) * 0.1,
+                },
+            }),
+            Grow::Split(feature, test, l, r) => {
+                let first = out.len() + queue.len() + 1;
+                out.push(Node::Split {
+                    feature: *feature,
+                    test: test.clone(),
+                    left: first,
+                    right: first + 1,
+                });
+                queue.push_back(*l);
+                queue.push_back(*r);
+            }
+        }
+    }
+    out
+}
+
+fn random_test(library: Library, categorical: bool, rng: &mut Rng) -> Test {
+    let default_left = rng.uniform() < 0.5;
+    let set = |rng: &mut Rng| Bitset::from_categories((0..12).filter(|_| rng.uniform() < 0.4).collect::<Vec<_>>());
+    match (library, categorical) {
+        (Library::XGBoost, false) => Test::XgbLess {
+            threshold: rng.normal(0.0, 1.0) as f32,
+            default_left,
+        },
+        (Library::XGBoost, true) => Test::XgbCategory {
+            right_set: set(rng),
+            default_left,
+        },
+        (Library::LightGBM, false) => Test::LgbLessEq {
+            threshold: rng.normal(0.0, 1.0),
+            default_left,
+            missing: [LgbMissing::None, LgbMissing::Zero, LgbMissing::NaN][rng.below(3) as usize],
+        },
+        (Library::LightGBM, true) => Test::LgbCategory { left_set: set(rng) },
+    }
+}
