@@ -32,9 +32,14 @@ def main():
     if not np.array_equal(ids, peer_ids):
         print(f"scores vs {a.name}: the customer ids differ ({len(ids)} vs {len(peer_ids)} rows)")
         sys.exit(1)
-    worst = float(np.max(np.abs(scores - peer_scores))) if len(ids) else 0.0
-    verdict = "ok" if worst <= a.tolerance else "TOO FAR"
+    diff = np.abs(scores - peer_scores)
+    worst = float(np.max(diff)) if len(ids) else 0.0
+    beyond = int(np.sum(diff > a.tolerance))
+    verdict = "ok" if worst <= a.tolerance else f"TOO FAR in {beyond} rows"
     print(f"scores vs {a.name}: {len(ids)} customers, max |difference| {worst:.3g} ({verdict}, tolerance {a.tolerance:g})")
+    if beyond:
+        for i in np.argsort(-diff)[:3]:
+            print(f"  customer_id {ids[i]}: lakescore {scores[i]:.9g}, {a.name} {peer_scores[i]:.9g}")
     sys.exit(0 if worst <= a.tolerance else 1)
 
 

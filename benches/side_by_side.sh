@@ -2,15 +2,18 @@
 # Side-by-side benchmark: lakescore beside what a data team would run instead,
 # in one run, on the same generated lake, on this machine.
 #
-#   benches/side_by_side.sh [--rows N] [--repeat R] [--work DIR] [--lakescore-only]
+#   benches/side_by_side.sh [--rows N] [--repeat R] [--work DIR] [--models "logreg xgb lgbm"]
+#                           [--lakescore-only]
 #
 # Times (wall seconds, median of R runs; peak RSS of the median run):
-#   lakescore score            logistic model, all cores
-#   arrow-rs I/O floor         examples/io_floor.rs: read the same 35 columns, write id + constant
-#   DuckDB SQL                 ../shared/bench/peer_duckdb_logreg.py
-#   pyarrow + numpy            ../shared/bench/peer_score.py logreg
-#   pyarrow I/O floor          ../shared/bench/peer_score.py io
-# then checks lakescore's scores against DuckDB's and numpy's per customer_id.
+#   logreg: lakescore score    logistic model, all cores
+#           arrow-rs I/O floor examples/io_floor.rs: read the same 35 columns, write id + constant
+#           DuckDB SQL         ../shared/bench/peer_duckdb_logreg.py
+#           pyarrow + numpy    ../shared/bench/peer_score.py logreg
+#           pyarrow I/O floor  ../shared/bench/peer_score.py io
+#   xgb:    lakescore score and pyarrow + xgboost inplace_predict (peer_score.py xgb), 300 trees depth 6
+#   lgbm:   lakescore score and pyarrow + lightgbm predict (peer_score.py lgbm), 300 trees 63 leaves
+# then checks lakescore's scores against each peer's per customer_id.
 #
 # Needs the peer scripts of ../shared/bench (PEERS=dir to point elsewhere) and
 # Python 3 with pip; the peers' packages go to a venv under the work folder.
@@ -21,8 +24,10 @@ ROWS=10000000
 REPEAT=3
 WORK=${WORK:-/tmp/lakescore-side-by-side}
 LAKESCORE_ONLY=0
+MODEL_SET="logreg xgb lgbm"
 while [ $# -gt 0 ]; do
   case "$1" in
+    --models) MODEL_SET=$2; shift 2 ;;
     --rows) ROWS=$2; shift 2 ;;
     --repeat) REPEAT=$2; shift 2 ;;
     --work) WORK=$2; shift 2 ;;
@@ -91,9 +96,13 @@ time_it() {
 }
 
 OUT=$WORK/out
+has() { [[ " $MODEL_SET " == *" $1 "* ]]; }
+[ "$LAKESCORE_ONLY" = 1 ] && MODEL_SET=logreg
+if has logreg; then
 time_it "lakescore score (logistic)" "$OUT/lakescore" \
   "$BIN/lakescore" -q score --model "$MODEL" --input "$LAKE" --output "$OUT/lakescore"
-if [ "$LAKESCORE_ONLY" = 0 ]; then
+fi
+if [ "$LAKESCORE_ONLY" = 0 ] && has logreg; then
   time_it "arrow-rs I/O floor (read 35 cols, write id+score)" "$OUT/floor" "$BIN/examples/io_floor" "$LAKE" "$OUT/floor"
   time_it "DuckDB SQL logistic regression" "$OUT/duckdb" \
     "$P" "$PEERS/peer_duckdb_logreg.py" "$MODELS" "$LAKE" "$OUT/duckdb" --threads "$THREADS"
@@ -103,15 +112,47 @@ if [ "$LAKESCORE_ONLY" = 0 ]; then
     "$P" "$PEERS/peer_score.py" io "$MODELS" "$LAKE" "$OUT/pyio" --threads "$THREADS"
 fi
 
+# Tree models: lakescore and the library on the same lake, back to back.
+TREES=$WORK/trees.tsv
+: > "$TREES"
+for m in xgb lgbm; do
+  has "$m" || continue
+  [ "$m" = xgb ] && file=xgb.json || file=lgbm.txt
+  RESULTS=$TREES
+  time_it "lakescore $m" "$OUT/lakescore-$m" \
+    "$BIN/lakescore" -q score --model "$MODELS/$file" --input "$LAKE" --output "$OUT/lakescore-$m"
+  time_it "pyarrow + $m" "$OUT/peer-$m" "$P" "$PEERS/peer_score.py" "$m" "$MODELS" "$LAKE" "$OUT/peer-$m" \
+    --threads "$THREADS"
+done
+RESULTS=$WORK/results.tsv
+
 echo
 echo "side by side: $ROWS rows, $THREADS cores, median of $REPEAT runs ($(date -u +%Y-%m-%dT%H:%MZ))"
-echo
-awk -F'\t' 'NR == 1 { base = $2 }
-  BEGIN { printf "%-52s %8s %10s %12s\n", "pipeline", "wall s", "peak MB", "lakescore ÷" }
-  { printf "%-52s %8.2f %10.0f %12s\n", $1, $2, $3, (NR == 1 ? "" : sprintf("%.2f", base / $2)) }' "$RESULTS"
+if [ -s "$RESULTS" ]; then
+  echo
+  awk -F'\t' 'NR == 1 { base = $2 }
+    BEGIN { printf "%-52s %8s %10s %12s\n", "pipeline", "wall s", "peak MB", "lakescore ÷" }
+    { printf "%-52s %8.2f %10.0f %12s\n", $1, $2, $3, (NR == 1 ? "" : sprintf("%.2f", base / $2)) }' "$RESULTS"
+fi
+if [ -s "$TREES" ]; then
+  echo
+  # Rows come in pairs: lakescore, then its peer. Targets from issue 3.
+  awk -F'\t' 'BEGIN { printf "%-8s %12s %10s %12s %10s %8s %8s\n", "model", "lakescore s", "peak MB", "library s", "peak MB", "ratio", "target"
+                      target["xgb"] = "1/6"; target["lgbm"] = "1/10" }
+    NR % 2 == 1 { m = $1; sub("lakescore ", "", m); ours = $2; ours_mb = $3; next }
+    { printf "%-8s %12.2f %10.0f %12.2f %10.0f %8.3f %8s\n", m, ours, ours_mb, $2, $3, ours / $2, target[m] }' "$TREES"
+fi
 
 if [ "$LAKESCORE_ONLY" = 0 ]; then
   echo
-  "$P" "$REPO/benches/compare_scores.py" "$OUT/lakescore" "$OUT/duckdb" "DuckDB"
-  "$P" "$REPO/benches/compare_scores.py" "$OUT/lakescore" "$OUT/numpy" "pyarrow + numpy"
+  status=0
+  if has logreg; then
+    "$P" "$REPO/benches/compare_scores.py" "$OUT/lakescore" "$OUT/duckdb" "DuckDB" || status=1
+    "$P" "$REPO/benches/compare_scores.py" "$OUT/lakescore" "$OUT/numpy" "pyarrow + numpy" || status=1
+  fi
+  for m in xgb lgbm; do
+    has "$m" || continue
+    "$P" "$REPO/benches/compare_scores.py" "$OUT/lakescore-$m" "$OUT/peer-$m" "pyarrow + $m" || status=1
+  done
+  exit $status
 fi
