@@ -6,6 +6,12 @@
                           labelled 200,000-row table, in lakescore's linear format
   expected_scores.parquet (customer_id, score as float64) computed by numpy from
                           the sample table: the parity oracle of tests/it/parity.rs
+  xgb.ubj, lgbm.txt       XGBoost (100 trees, depth 4, binary:logistic, UBJSON) and
+                          LightGBM (100 trees, 15 leaves, binary) models trained on the
+                          same labelled table, NaN kept as missing
+  expected_scores_xgb.parquet, expected_scores_lgbm.parquet
+                          (customer_id, score) by xgboost inplace_predict (float32) and
+                          lightgbm predict (float64) on the sample's float64 features
 
 usage (from the repository root):
   python3 -m venv /tmp/sample-venv && /tmp/sample-venv/bin/pip install -r datasets/requirements.txt
@@ -63,7 +69,27 @@ def main():
     scores = 1.0 / (1.0 + np.exp(-z))
     pq.write_table(pa.table({"customer_id": table["customer_id"], "score": pa.array(scores, pa.float64())}),
                    os.path.join(SAMPLE, "expected_scores.parquet"))
-    print(f"sample: {table.num_rows} rows; model trained by scikit-learn {sklearn.__version__}")
+    # Tree models: trained on the raw features (NaN is missing for both).
+    import xgboost as xgb
+    import lightgbm as lgb
+    Xraw, Xs = features(train), features(table)
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": 4, "eta": 0.2, "tree_method": "hist",
+                         "nthread": 2, "seed": 1}, xgb.DMatrix(Xraw, label=y, feature_names=FEATURES), 100)
+    booster.save_model(os.path.join(SAMPLE, "xgb.ubj"))
+    reloaded = xgb.Booster(model_file=os.path.join(SAMPLE, "xgb.ubj"))
+    pq.write_table(pa.table({"customer_id": table["customer_id"],
+                             "score": pa.array(reloaded.inplace_predict(Xs), pa.float32())}),
+                   os.path.join(SAMPLE, "expected_scores_xgb.parquet"))
+    gbm = lgb.train({"objective": "binary", "num_leaves": 15, "learning_rate": 0.2, "num_threads": 2,
+                     "verbose": -1, "seed": 1, "deterministic": True},
+                    lgb.Dataset(Xraw, label=y, feature_name=FEATURES), 100)
+    gbm.save_model(os.path.join(SAMPLE, "lgbm.txt"))
+    reloaded = lgb.Booster(model_file=os.path.join(SAMPLE, "lgbm.txt"))
+    pq.write_table(pa.table({"customer_id": table["customer_id"],
+                             "score": pa.array(reloaded.predict(Xs), pa.float64())}),
+                   os.path.join(SAMPLE, "expected_scores_lgbm.parquet"))
+    print(f"sample: {table.num_rows} rows; models trained by scikit-learn {sklearn.__version__}, "
+          f"xgboost {xgb.__version__}, lightgbm {lgb.__version__}")
 
 
 if __name__ == "__main__":

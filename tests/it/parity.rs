@@ -1,6 +1,8 @@
 //! Parity with the real libraries on the sample data shipped in `datasets/`:
-//! the sample model was trained by scikit-learn and the expected scores were
-//! computed by numpy, in float64 (`datasets/make_sample.py`).
+//! the sample models were trained by scikit-learn, xgboost and lightgbm, and
+//! the expected scores computed by numpy (float64), xgboost (float32) and
+//! lightgbm (float64) (`datasets/make_sample.py`). The tree models' own
+//! fixtures, case by case, are in `trees.rs`.
 
 use std::path::Path;
 
@@ -8,11 +10,26 @@ use crate::common::*;
 
 #[test]
 fn sample_scores_match_numpy_within_1e_6() {
+    assert_sample_scores("model.json", "expected_scores.parquet", 1e-6);
+}
+
+/// XGBoost is float32 math in a fixed order: the same bits.
+#[test]
+fn sample_xgboost_scores_are_xgboosts_bit_for_bit() {
+    assert_sample_scores("xgb.ubj", "expected_scores_xgb.parquet", 0.0);
+}
+
+#[test]
+fn sample_lightgbm_scores_match_lightgbm_within_1e_6() {
+    assert_sample_scores("lgbm.txt", "expected_scores_lgbm.parquet", 1e-6);
+}
+
+fn assert_sample_scores(model: &str, expected: &str, tolerance: f64) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/sample");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("scores");
-    score(&root.join("model.json"), &root.join("customers"), &out, &[]).assert_ok();
-    let expected = read_parquet(&root.join("expected_scores.parquet"));
+    score(&root.join(model), &root.join("customers"), &out, &[]).assert_ok();
+    let expected = read_parquet(&root.join(expected));
     let expected_ids = ids(&expected);
     let expected_scores = column_f64(&expected, "score");
 
@@ -28,5 +45,5 @@ fn sample_scores_match_numpy_within_1e_6() {
         assert_eq!(id, expected_id);
         worst = worst.max((f64::from(*score) - expected.unwrap()).abs());
     }
-    assert!(worst <= 1e-6, "worst difference {worst}");
+    assert!(worst <= tolerance, "{model}: worst difference {worst}");
 }

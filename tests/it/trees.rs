@@ -212,3 +212,71 @@ fn output_margin_is_refused_for_linear_models() {
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("tree ensembles"), "{}", run.stderr);
 }
+
+/// Bad tree models: exit 1 with an error that names the file and the field.
+#[test]
+fn broken_tree_models_are_named_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixtures().join("xgb_binary_nan/input.parquet");
+    let fails_with = |model: &Path, needles: &[&str]| {
+        let run = crate::common::score(model, &input, &dir.path().join("out"), &["--id-column", "row_id"]);
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        let error = run.error_lines().join("\n");
+        assert!(error.contains(&model.display().to_string()), "{error}");
+        for needle in needles {
+            assert!(error.contains(needle), "{needle:?} not in: {error}");
+        }
+        assert!(!dir.path().join("out").exists(), "nothing published");
+    };
+
+    let ubj = std::fs::read(fixtures().join("xgb_binary_nan_ubj/model.ubj")).unwrap();
+    let truncated = dir.path().join("truncated.ubj");
+    std::fs::write(&truncated, &ubj[..ubj.len() / 2]).unwrap();
+    fails_with(&truncated, &["UBJSON at byte", "unexpected end of data"]);
+
+    let json = std::fs::read_to_string(fixtures().join("xgb_binary_nan/model.json")).unwrap();
+    let objective = dir.path().join("objective.json");
+    std::fs::write(&objective, json.replace("binary:logistic", "binary:made_up")).unwrap();
+    fails_with(&objective, &["`learner.objective.name`", "binary:made_up"]);
+
+    let mut document: serde_json::Value = serde_json::from_str(&json).unwrap();
+    document["learner"]["gradient_booster"]["model"]["trees"][1]["left_children"][0] = serde_json::json!(100000);
+    let child = dir.path().join("child.json");
+    std::fs::write(&child, document.to_string()).unwrap();
+    fails_with(&child, &["`trees[1]`", "child 100000, out of range"]);
+
+    let text = std::fs::read_to_string(fixtures().join("lgb_binary_nan/model.txt")).unwrap();
+    let lgb = dir.path().join("model.txt");
+    let broken = text.replacen("decision_type=", "decision_type=x ", 1);
+    std::fs::write(&lgb, broken).unwrap();
+    fails_with(&lgb, &["Tree=0", "`decision_type` has `x`, not a number"]);
+}
+
+#[test]
+fn a_string_column_needs_the_models_categories() {
+    // The categorical model without its `pandas_categorical` line cannot
+    // read string columns: the column, the file and why.
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixtures().join("lgb_cat_pandas/input.parquet");
+    let text = std::fs::read_to_string(fixtures().join("lgb_cat_pandas/model.txt")).unwrap();
+    let stripped: Vec<&str> = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("pandas_categorical:") {
+                "pandas_categorical:null"
+            } else {
+                l
+            }
+        })
+        .collect();
+    let model = dir.path().join("model.txt");
+    std::fs::write(&model, stripped.join("\n")).unwrap();
+    let run = crate::common::score(&model, &input, &dir.path().join("out"), &["--id-column", "row_id"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let error = run.error_lines().join("\n");
+    assert!(
+        error.contains("cannot be a numeric model feature (it holds strings)"),
+        "{error}"
+    );
+    assert!(error.contains("lgb_cat_pandas/input.parquet"), "{error}");
+}
