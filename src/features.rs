@@ -671,4 +671,88 @@ mod tests {
         let numeric_dict = DataType::Dictionary(Box::new(DataType::UInt8), Box::new(DataType::Float32));
         assert!(check_numeric(path, "x", &numeric_dict).is_ok());
     }
+
+    fn colours(unknown_is_error: bool) -> Categories {
+        let mut c = Categories::from_strings(vec!["blue".into(), "green".into(), "red".into()]);
+        c.unknown_is_error = unknown_is_error;
+        c
+    }
+
+    #[test]
+    fn string_categories_become_their_codes_in_every_string_type() {
+        let plain = StringArray::from(vec![Some("red"), None, Some("blue"), Some("teal")]);
+        let large = LargeStringArray::from(vec![Some("red"), None, Some("blue"), Some("teal")]);
+        let view = StringViewArray::from(vec![Some("red"), None, Some("blue"), Some("teal")]);
+        let dictionary: DictionaryArray<Int32Type> = vec![Some("red"), None, Some("blue"), Some("teal")]
+            .into_iter()
+            .collect();
+        for array in [&plain as &dyn Array, &large, &view, &dictionary] {
+            let mut dst = Vec::new();
+            append_categories(array, &colours(false), f64::NAN, &mut dst).unwrap();
+            assert_eq!(dst[0], 2.0, "{:?}", array.data_type());
+            assert!(dst[1].is_nan(), "null is missing");
+            assert_eq!(dst[2], 0.0);
+            assert!(dst[3].is_nan(), "unknown is missing when that is the model's rule");
+            let err = append_categories(array, &colours(true), f64::NAN, &mut Vec::new()).unwrap_err();
+            assert_eq!(err, "teal");
+        }
+    }
+
+    #[test]
+    fn unused_unknown_dictionary_entries_are_no_error() {
+        // The dictionary holds "teal", but no row uses it.
+        let keys = Int32Array::from(vec![Some(0), None, Some(0)]);
+        let values = Arc::new(StringArray::from(vec!["green", "teal"]));
+        let dictionary = DictionaryArray::<Int32Type>::try_new(keys, values).unwrap();
+        let mut dst = Vec::new();
+        append_categories(&dictionary, &colours(true), -1.0, &mut dst).unwrap();
+        assert_eq!(dst, vec![1.0, -1.0, 1.0]);
+    }
+
+    #[test]
+    fn string_columns_pass_only_for_features_with_named_categories() {
+        let path = std::path::Path::new("t.parquet");
+        let mut feature = Feature {
+            name: "colour".into(),
+            missing_value: f64::NAN,
+            categories: None,
+        };
+        assert!(check_feature_column(path, &feature, &DataType::Utf8).is_err());
+        feature.categories = Some(Arc::new(colours(false)));
+        assert!(check_feature_column(path, &feature, &DataType::Utf8).is_ok());
+        let dict = DataType::Dictionary(Box::new(DataType::Int8), Box::new(DataType::LargeUtf8));
+        assert!(check_feature_column(path, &feature, &dict).is_ok());
+        assert!(
+            check_feature_column(path, &feature, &DataType::Float64).is_ok(),
+            "codes"
+        );
+        feature.categories = Some(Arc::new(Categories::from_numbers(vec![3.0, 7.0])));
+        assert!(check_feature_column(path, &feature, &DataType::Utf8).is_err());
+    }
+
+    #[test]
+    fn numeric_categories_map_values_to_codes() {
+        let values = Float64Array::from(vec![Some(7.0), None, Some(3.0), Some(5.0)]);
+        let columns: Vec<&dyn Array> = vec![&values];
+        let mut categories = Categories::from_numbers(vec![3.0, 7.0]);
+        let feature = |categories: &Categories| Feature {
+            name: "size".into(),
+            missing_value: f64::NAN,
+            categories: Some(Arc::new(categories.clone())),
+        };
+        let sources = [FeatureSource::Arrow { position: 0 }];
+        let block = build_block(&sources, &columns, &[], &[feature(&categories)], 4).unwrap();
+        assert_eq!(block.values[0], 1.0);
+        assert!(
+            block.values[1].is_nan() && block.values[3].is_nan(),
+            "null and unknown are missing"
+        );
+        assert_eq!(block.values[2], 0.0);
+        categories.unknown_is_error = true;
+        let err = build_block(&sources, &columns, &[], &[feature(&categories)], 4).unwrap_err();
+        assert_eq!(
+            (err.column.as_str(), err.category.as_str(), err.known),
+            ("size", "5", 2)
+        );
+    }
 }
