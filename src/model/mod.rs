@@ -74,6 +74,10 @@ impl std::fmt::Display for ModelFormat {
     }
 }
 
+/// The most features a model may declare (a count beyond any real table is a
+/// corrupt file, and would otherwise size allocations).
+pub const MAX_FEATURES: usize = 1 << 20;
+
 /// How a model is loaded.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
@@ -219,7 +223,7 @@ pub fn load(path: &Path, device: &Device, options: &LoadOptions) -> Result<Box<d
         source,
     })?;
     let sha256 = sha256_hex(&bytes);
-    let format = detect_format(path, &bytes)?;
+    let (format, parsed_json) = detect(path, &bytes)?;
     let default_name = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -245,12 +249,8 @@ pub fn load(path: &Path, device: &Device, options: &LoadOptions) -> Result<Box<d
     }
     let ensemble = match format {
         ModelFormat::XgboostJson | ModelFormat::XgboostUbjson => {
-            let document = if format == ModelFormat::XgboostJson {
-                trees::xgboost::parse_json(&bytes).map_err(|source| ModelError::Parse {
-                    path: path.to_path_buf(),
-                    what: "XGBoost JSON",
-                    source,
-                })?
+            let document = if let Some(document) = parsed_json {
+                document
             } else {
                 ubjson::parse(&bytes).map_err(|e| ModelError::Invalid {
                     path: path.to_path_buf(),
@@ -273,13 +273,19 @@ pub fn load(path: &Path, device: &Device, options: &LoadOptions) -> Result<Box<d
 
 /// The format of a model file, from its content alone (extensions lie).
 pub fn detect_format(path: &Path, bytes: &[u8]) -> Result<ModelFormat, ModelError> {
+    detect(path, bytes).map(|(format, _)| format)
+}
+
+/// The format, and for JSON the parsed document (parsed once: XGBoost files
+/// run to megabytes).
+fn detect(path: &Path, bytes: &[u8]) -> Result<(ModelFormat, Option<serde_json::Value>), ModelError> {
     const SUPPORTED: &str = "linear JSON, XGBoost JSON or UBJSON, LightGBM text";
     let unknown = |hint: String| ModelError::UnknownFormat {
         path: path.to_path_buf(),
         hint,
     };
     if trees::lightgbm::looks_like(bytes) {
-        return Ok(ModelFormat::LightgbmText);
+        return Ok((ModelFormat::LightgbmText, None));
     }
     let mut significant = bytes.iter().filter(|b| !b.is_ascii_whitespace());
     if significant.next() != Some(&b'{') {
@@ -288,7 +294,7 @@ pub fn detect_format(path: &Path, bytes: &[u8]) -> Result<ModelFormat, ModelErro
     // UBJSON: `{` then a key length marker (`i`, `U`, `I`, `l`, `L`) or an
     // optimised-container marker (`$`, `#`), where JSON has `"` or `}`.
     if bytes[0] == b'{' && matches!(bytes.get(1), Some(b'i' | b'U' | b'I' | b'l' | b'L' | b'$' | b'#')) {
-        return Ok(ModelFormat::XgboostUbjson);
+        return Ok((ModelFormat::XgboostUbjson, None));
     }
     // XGBoost's JSON may hold bare NaN, which strict JSON parsers reject.
     let document = trees::xgboost::parse_json(bytes).map_err(|source| ModelError::Parse {
@@ -297,10 +303,10 @@ pub fn detect_format(path: &Path, bytes: &[u8]) -> Result<ModelFormat, ModelErro
         source,
     })?;
     if document.get("learner").is_some() {
-        return Ok(ModelFormat::XgboostJson);
+        return Ok((ModelFormat::XgboostJson, Some(document)));
     }
     match document.get("format").and_then(|f| f.as_str()) {
-        Some("linear") => Ok(ModelFormat::Linear),
+        Some("linear") => Ok((ModelFormat::Linear, None)),
         Some(other) => Err(unknown(format!(
             ": JSON with `\"format\": \"{other}\"`; expected `\"linear\"`"
         ))),

@@ -146,7 +146,15 @@ impl Reader<'_> {
         let mut element_type = None;
         if self.bytes.get(self.pos) == Some(&b'$') {
             self.pos += 1;
-            element_type = Some(self.take::<1>()?[0]);
+            let t = self.take::<1>()?[0];
+            // Markers without a payload would let a tiny file claim any count.
+            if matches!(t, b'Z' | b'T' | b'F' | b'N') {
+                return Err(self.error(format!(
+                    "typed container of {:?} (no payload) is not supported",
+                    t as char
+                )));
+            }
+            element_type = Some(t);
             if self.bytes.get(self.pos) != Some(&b'#') {
                 return Err(self.error("a typed container must give its count".into()));
             }
@@ -284,6 +292,9 @@ mod tests {
         assert!(parse(b"TT").unwrap_err().problem.contains("after the end"));
         let deep = vec![b'['; 1000];
         assert!(parse(&deep).unwrap_err().problem.contains("nest deeper"));
+        let mut nulls = vec![b'[', b'$', b'Z', b'#', b'L'];
+        nulls.extend(i64::MAX.to_be_bytes());
+        assert!(parse(&nulls).unwrap_err().problem.contains("no payload"));
     }
 
     #[test]

@@ -30,7 +30,7 @@ use super::{Ensemble, LGB_ZERO_THRESHOLD, LgbMissing, Library, Node, Test, XGB_M
 
 /// Rows per block: the block's views (rows x views x 4-8 bytes) stay in L1/L2
 /// while every tree runs over it.
-const BLOCK_ROWS: usize = 128;
+pub(crate) const BLOCK_ROWS: usize = 128;
 
 /// Rows whose steps are interleaved: independent dependency chains that keep
 /// the core busy while one row waits on a load.
@@ -171,6 +171,8 @@ struct Program<T> {
     words: Vec<u32>,
     trees: Vec<TreeCode>,
     base_margin: Vec<T>,
+    /// The constant-zero view that leaves loop on.
+    zero_view: u32,
 }
 
 /// A compiled ensemble, in its library's precision.
@@ -201,6 +203,7 @@ pub trait PerfectSource {
     fn step(&self, slot: u32) -> Option<(f32, u32, u32)>;
     fn leaf_value(&self, slot: u32) -> f32;
     fn zero_view(&self) -> u32;
+    fn n_views(&self) -> usize;
 }
 
 impl PerfectSource for Program<f32> {
@@ -222,12 +225,18 @@ impl PerfectSource for Program<f32> {
         self.leaf_values[slot as usize]
     }
     fn zero_view(&self) -> u32 {
-        0
+        self.zero_view
+    }
+    fn n_views(&self) -> usize {
+        self.views.len()
     }
 }
 
 impl Compiled {
+    /// Compiles a valid ensemble ([`Ensemble::validate`]; loaders and
+    /// `TreeModel::new` check it).
     pub fn new(ensemble: &Ensemble) -> Compiled {
+        debug_assert_eq!(ensemble.validate(), Ok(()));
         Compiled(match ensemble.library {
             Library::XGBoost => {
                 let program = Program::compile(ensemble);
@@ -276,6 +285,7 @@ impl<T: Scalar> Program<T> {
             words: Vec::new(),
             trees: Vec::with_capacity(ensemble.trees.len()),
             base_margin: ensemble.base_margin.iter().map(|&b| T::from_f64(b)).collect(),
+            zero_view: 0,
         };
         let mut view_index = std::collections::HashMap::new();
         let mut view = |program: &mut Program<T>, feature: usize, kind: ViewKind| -> u32 {
@@ -289,6 +299,7 @@ impl<T: Scalar> Program<T> {
             })
         };
         let zero_view = view(&mut program, 0, ViewKind::Zero);
+        program.zero_view = zero_view;
 
         for tree in &ensemble.trees {
             let root = program.steps.len() as u32;
@@ -423,6 +434,11 @@ impl<T: Scalar> Program<T> {
             let rows = BLOCK_ROWS.min(n_rows - start);
             // Transpose into row-major views: one row's views share cache lines.
             for (v, view) in self.views.iter().enumerate() {
+                if view.kind == ViewKind::Zero {
+                    // Reads no feature (a model may have none).
+                    (0..rows).for_each(|r| views[r * n_views + v] = T::ZERO);
+                    continue;
+                }
                 let column = &features[view.feature as usize * n_rows + start..][..rows];
                 for (r, &x) in column.iter().enumerate() {
                     views[r * n_views + v] = view.compute(x);
@@ -620,8 +636,11 @@ mod tests {
             .unwrap()
     }
 
-    /// Every shape the evaluator has a path for, against the node-by-node
-    /// reference, bit for bit, on rows with NaN, zeros and category codes.
+    /// Every shape the evaluator has a path for (every depth of the SIMD
+    /// kernel, deep unbalanced trees, categorical splits, several groups),
+    /// against the node-by-node reference, bit for bit, on rows with NaN,
+    /// zeros, values on and one step beside thresholds, and category probes.
+    /// (Where the CPU lacks AVX-512F, both runs take the scalar paths.)
     #[test]
     fn compiled_trees_match_the_reference_walk() {
         let mut shapes = Vec::new();

@@ -90,10 +90,16 @@ pub fn ensemble_from_text(path: &Path, bytes: &[u8]) -> Result<Ensemble, ModelEr
     let n_features = header
         .get("max_feature_idx")
         .and_then(|v| v.parse::<i64>().ok())
-        .map(|m| (m + 1).max(0) as usize)
-        .ok_or_else(|| invalid("`max_feature_idx`", "is missing or not a number".into()))?;
-    if per_iteration == 0 {
-        return Err(invalid("`num_tree_per_iteration`", "is 0".into()));
+        .and_then(|m| usize::try_from(m).ok()?.checked_add(1))
+        .filter(|&n| n <= crate::model::MAX_FEATURES)
+        .ok_or_else(|| {
+            invalid(
+                "`max_feature_idx`",
+                "is missing, negative or beyond any real table".into(),
+            )
+        })?;
+    if per_iteration == 0 || per_iteration > 1 << 16 {
+        return Err(invalid("`num_tree_per_iteration`", format!("is {per_iteration}")));
     }
     let names: Vec<String> = match header.get("feature_names") {
         Some(names) => names.split(' ').map(str::to_string).collect(),
@@ -364,15 +370,24 @@ fn pandas_categories(
         Ok(Value::Array(lists)) => lists,
         _ => return Err("is not a JSON list of category lists".into()),
     };
-    let categorical: Vec<usize> = match header.get("feature_infos") {
-        Some(infos) => infos
-            .split(' ')
-            .enumerate()
-            .filter(|(_, info)| !info.starts_with('[') && *info != "none")
-            .map(|(i, _)| i)
-            .collect(),
-        None => Vec::new(),
-    };
+    // A categorical feature's info lists the category codes it saw
+    // (`0:1:3`); a numeric one a range (`[0:1]`), an unused one `none`.
+    let infos: Vec<&str> = header
+        .get("feature_infos")
+        .map(|i| i.split(' ').collect())
+        .unwrap_or_default();
+    if infos.len() != n_features {
+        return Err(format!(
+            "needs `feature_infos` with one entry per feature ({n_features}), found {}",
+            infos.len()
+        ));
+    }
+    let categorical: Vec<(usize, &str)> = infos
+        .iter()
+        .enumerate()
+        .filter(|(_, info)| !info.starts_with('[') && **info != "none")
+        .map(|(i, info)| (i, *info))
+        .collect();
     if categorical.len() != lists.len() {
         return Err(format!(
             "lists {} category columns, but the model has {} categorical features",
@@ -380,10 +395,22 @@ fn pandas_categories(
             categorical.len()
         ));
     }
-    for (feature, list) in categorical.into_iter().zip(lists) {
+    for ((feature, info), list) in categorical.into_iter().zip(lists) {
         let Value::Array(values) = list else {
             return Err(format!("the entry for feature {feature} is not a list"));
         };
+        // Every code the feature was trained on must name a category, or the
+        // lists are paired with the wrong features.
+        let beyond = info
+            .split(':')
+            .filter_map(|c| c.parse::<i64>().ok())
+            .find(|&c| c >= values.len() as i64);
+        if let Some(code) = beyond {
+            return Err(format!(
+                "has {} categories for feature {feature}, which was trained on code {code}",
+                values.len()
+            ));
+        }
         let categories = if values.iter().all(Value::is_string) {
             Categories::from_strings(
                 values

@@ -128,7 +128,8 @@ impl Bitset {
 
 impl Ensemble {
     /// Checks the structure every loader must produce: node references in
-    /// range, no cycles (children after parents), features in range.
+    /// range, no cycles (children after parents), each node reached from one
+    /// parent only, features in range.
     pub fn validate(&self) -> Result<(), String> {
         if self.base_margin.len() != self.n_groups {
             return Err(format!(
@@ -144,6 +145,7 @@ impl Ensemble {
             if tree.nodes.is_empty() {
                 return Err(format!("tree {t} has no nodes"));
             }
+            let mut parents = vec![0u8; tree.nodes.len()];
             for (i, node) in tree.nodes.iter().enumerate() {
                 if let Node::Split {
                     feature, left, right, ..
@@ -160,6 +162,10 @@ impl Ensemble {
                             return Err(format!(
                                 "tree {t} node {i} has child {child}, which is not a later node"
                             ));
+                        }
+                        parents[*child] += 1;
+                        if parents[*child] > 1 {
+                            return Err(format!("tree {t} node {child} has two parents"));
                         }
                     }
                 }

@@ -92,7 +92,11 @@ impl Transform {
             }
             Transform::LgbLogOnePlusExp => each(margin, out, |x| x.exp().ln_1p()),
             Transform::LgbExp => each(margin, out, f64::exp),
-            Transform::LgbSquare => each(margin, out, |x| x.signum() * x * x),
+            // LightGBM's `Common::Sign` is an integer: 0 for ±0.
+            Transform::LgbSquare => each(margin, out, |x| {
+                let sign = f64::from(i32::from(x > 0.0) - i32::from(x < 0.0));
+                sign * x * x
+            }),
         }
     }
 }

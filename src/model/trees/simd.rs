@@ -37,7 +37,8 @@ pub struct PerfectForest {
 impl PerfectForest {
     /// The layout, when this CPU can run the kernel and some tree fits it.
     pub fn new(source: &dyn PerfectSource) -> Option<PerfectForest> {
-        if !cpu_has_avx512() {
+        // Gather offsets (row x views + view) are 32-bit.
+        if !cpu_has_avx512() || source.n_views().saturating_mul(super::eval::BLOCK_ROWS) >= 1 << 31 {
             return None;
         }
         let mut forest = PerfectForest {
@@ -57,7 +58,8 @@ impl PerfectForest {
                         offset: forest.thresholds.len(),
                         leaf_offset: forest.leaves.len(),
                     };
-                    // Padding: the kernel loads up to 16 lanes past a level's start.
+                    // Levels 0-4 load with masks and level 5 as nodes 31..63 of a
+                    // tree of depth >= 6, all inside the tree; the padding is slack.
                     forest.thresholds.resize(tree.offset + n_nodes + 16, f32::INFINITY);
                     forest
                         .views
@@ -167,6 +169,9 @@ impl SimdTrees<f32> for PerfectForest {
 mod avx512 {
     use std::arch::x86_64::*;
 
+    /// Registers holding levels 0-5: one per level up to 4, two for level 5.
+    const LEVEL_REGISTERS: usize = 7;
+
     /// Adds one depth-`D` perfect tree's leaf to `sums[r]` for each row `r`
     /// (a multiple of 16 rows) of the row-major `views`.
     #[target_feature(enable = "avx512f")]
@@ -181,9 +186,10 @@ mod avx512 {
         unsafe {
             let thr = thresholds.as_ptr();
             let vix = view_of.as_ptr();
-            // Levels 0-4 (1-16 nodes): one register each; level 5 (32 nodes): two.
-            let mut level_thr = [_mm512_setzero_ps(); 7];
-            let mut level_view = [_mm512_setzero_si512(); 7];
+            // Levels 0-4 (1-16 nodes): registers 0-4; level 5 (32 nodes):
+            // registers 5 and 6 (its first and second 16 nodes).
+            let mut level_thr = [_mm512_setzero_ps(); LEVEL_REGISTERS];
+            let mut level_view = [_mm512_setzero_si512(); LEVEL_REGISTERS];
             for l in 0..D.min(5) {
                 let (offset, mask) = ((1usize << l) - 1, ((1u32 << (1 << l)) - 1) as u16);
                 level_thr[l] = _mm512_maskz_loadu_ps(mask, thr.add(offset));
@@ -250,8 +256,8 @@ mod avx512 {
         l: usize,
         pos: __m512i,
         row_offsets: __m512i,
-        level_thr: &[__m512; 7],
-        level_view: &[__m512i; 7],
+        level_thr: &[__m512; LEVEL_REGISTERS],
+        level_view: &[__m512i; LEVEL_REGISTERS],
         thr: *const f32,
         vix: *const i32,
         block: *const f32,

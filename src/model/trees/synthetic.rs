@@ -25,17 +25,43 @@ pub struct Shape {
     pub seed: u64,
 }
 
-/// Feature values: standard normal-ish, `nan_share` of them NaN, and small
-/// integers (usable as categories) in features divisible by 5.
+/// Feature values, feature-major: standard normal, `nan_share` of them NaN;
+/// a fifth on the threshold grid (see [`random_ensemble`]) or one float32 or
+/// float64 step beside it, where `<` and `<=` and the roundings differ; small
+/// integers (categories) in features divisible by 5, with probes that
+/// categorical rules treat specially (-0.5, 2.5, 2^24, 1e10, ±inf).
 pub fn random_rows(n_rows: usize, n_features: usize, nan_share: f64, seed: u64) -> Vec<f64> {
+    const PROBES: [f64; 7] = [
+        -0.5,
+        2.5,
+        16_777_216.0,
+        16_777_217.0,
+        1e10,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    ];
     let mut rng = Rng::new(seed);
     let mut values = Vec::with_capacity(n_rows * n_features);
     for j in 0..n_features {
         for _ in 0..n_rows {
-            let v = if rng.uniform() < nan_share {
+            let u = rng.uniform();
+            let v = if u < nan_share {
                 f64::NAN
             } else if j % 5 == 0 {
-                (rng.uniform() * 12.0).floor() - 1.0
+                if rng.uniform() < 0.05 {
+                    PROBES[rng.below(PROBES.len() as u64) as usize]
+                } else {
+                    (rng.uniform() * 12.0).floor() - 1.0
+                }
+            } else if u < nan_share + 0.2 {
+                let on_grid = grid_value(&mut rng);
+                match rng.below(5) {
+                    0 => on_grid,
+                    1 => f64::from((on_grid as f32).next_up()),
+                    2 => f64::from((on_grid as f32).next_down()),
+                    3 => on_grid.next_up(),
+                    _ => on_grid.next_down(),
+                }
             } else {
                 rng.normal(0.0, 1.0)
             };
@@ -43,6 +69,11 @@ pub fn random_rows(n_rows: usize, n_features: usize, nan_share: f64, seed: u64) 
         }
     }
     values
+}
+
+/// A multiple of 1/4 around 0: thresholds and values meet there.
+fn grid_value(rng: &mut Rng) -> f64 {
+    (rng.normal(0.0, 1.0) * 4.0).round() / 4.0
 }
 
 pub fn random_ensemble(shape: &Shape) -> Ensemble {
@@ -122,12 +153,21 @@ fn random_tree(shape: &Shape, rng: &mut Rng) -> Vec<Node> {
     out
 }
 
+/// Half on the grid that [`random_rows`] also draws from, half anywhere.
+fn threshold(rng: &mut Rng) -> f64 {
+    if rng.uniform() < 0.5 {
+        grid_value(rng)
+    } else {
+        rng.normal(0.0, 1.0)
+    }
+}
+
 fn random_test(library: Library, categorical: bool, rng: &mut Rng) -> Test {
     let default_left = rng.uniform() < 0.5;
     let set = |rng: &mut Rng| Bitset::from_categories((0..12).filter(|_| rng.uniform() < 0.4).collect::<Vec<_>>());
     match (library, categorical) {
         (Library::XGBoost, false) => Test::XgbLess {
-            threshold: rng.normal(0.0, 1.0) as f32,
+            threshold: threshold(rng) as f32,
             default_left,
         },
         (Library::XGBoost, true) => Test::XgbCategory {
@@ -135,7 +175,7 @@ fn random_test(library: Library, categorical: bool, rng: &mut Rng) -> Test {
             default_left,
         },
         (Library::LightGBM, false) => Test::LgbLessEq {
-            threshold: rng.normal(0.0, 1.0),
+            threshold: threshold(rng),
             default_left,
             missing: [LgbMissing::None, LgbMissing::Zero, LgbMissing::NaN][rng.below(3) as usize],
         },

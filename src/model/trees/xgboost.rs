@@ -68,6 +68,9 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, serde_json::Error> {
     }
 }
 
+/// More output groups than this is a corrupt file, not a model.
+const MAX_GROUPS: usize = 1 << 16;
+
 /// Reads an XGBoost JSON or UBJSON document (already decoded).
 pub fn ensemble_from_document(path: &Path, document: &Value) -> Result<Ensemble, ModelError> {
     let invalid = |field: &str, problem: String| ModelError::Invalid {
@@ -90,6 +93,23 @@ pub fn ensemble_from_document(path: &Path, document: &Value) -> Result<Ensemble,
     let num_target = count_param(param, "num_target").map_err(|p| invalid("learner_model_param.num_target", p))?;
     let num_feature = count_param(param, "num_feature").map_err(|p| invalid("learner_model_param.num_feature", p))?;
     let n_groups = num_class.max(num_target).max(1);
+    if n_groups > MAX_GROUPS {
+        return Err(invalid(
+            "learner_model_param.num_class",
+            format!("asks for {n_groups} outputs"),
+        ));
+    }
+    if num_feature > crate::model::MAX_FEATURES {
+        return Err(invalid(
+            "learner_model_param.num_feature",
+            format!(
+                "is {num_feature}, more than lakescore reads ({})",
+                crate::model::MAX_FEATURES
+            ),
+        ));
+    }
+    // From xgboost 2.0 the right child is always read as left + 1.
+    let major_version = document.pointer("/version/0").and_then(Value::as_u64).unwrap_or(1);
 
     let booster = learner
         .get("gradient_booster")
@@ -179,7 +199,8 @@ pub fn ensemble_from_document(path: &Path, document: &Value) -> Result<Ensemble,
                 )
             })?;
         let weight = weights.as_ref().map(|w| w[t]);
-        let nodes = tree_nodes(tree, weight).map_err(|problem| invalid(&format!("trees[{t}]"), problem))?;
+        let nodes = tree_nodes(tree, weight, num_feature, major_version >= 2)
+            .map_err(|problem| invalid(&format!("learner.gradient_booster.model.trees[{t}]"), problem))?;
         trees.push(Tree { group, nodes });
     }
 
@@ -353,9 +374,10 @@ fn stored_categories(model: &Value, num_feature: usize) -> Result<Vec<Option<Arc
                 (_, None) => Ok(None),
                 (_, Some(v)) if v.is_empty() => Ok(None),
                 (Some(offsets), Some(values)) => {
+                    // UTF-8 bytes, written as signed int8 by xgboost.
                     let bytes: Vec<u8> = values
                         .iter()
-                        .map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+                        .map(|b| b.as_i64().filter(|b| (-128..=255).contains(b)).map(|b| b as u8))
                         .collect::<Option<_>>()
                         .ok_or_else(|| format!("enc[{i}].values must be bytes"))?;
                     let offsets: Vec<usize> = offsets
@@ -395,7 +417,12 @@ fn stored_categories(model: &Value, num_feature: usize) -> Result<Vec<Option<Arc
 /// root (so children follow parents and deleted nodes, which no split
 /// reaches, drop out). `weight` is the DART weight, applied to each leaf in
 /// float32 as XGBoost does.
-fn tree_nodes(tree: &Value, weight: Option<f32>) -> Result<Vec<Node>, String> {
+fn tree_nodes(
+    tree: &Value,
+    weight: Option<f32>,
+    num_feature: usize,
+    right_is_left_plus_one: bool,
+) -> Result<Vec<Node>, String> {
     let field = |name: &str| tree.get(name).ok_or_else(|| format!("has no `{name}`"));
     let leaf_vector = tree
         .pointer("/tree_param/size_leaf_vector")
@@ -416,11 +443,16 @@ fn tree_nodes(tree: &Value, weight: Option<f32>) -> Result<Vec<Node>, String> {
     let condition = numbers_f32(Some(field("split_conditions")?)).ok_or("`split_conditions` must be numbers")?;
     let default_left = integers(Some(field("default_left")?)).ok_or("`default_left` must be 0/1 values")?;
     let n = left.len();
+    let split_type = match tree.get("split_type") {
+        Some(v) => integers(Some(v)).ok_or("`split_type` must be integers")?,
+        None => vec![0; n],
+    };
     for (name, len) in [
         ("right_children", right.len()),
         ("split_indices", split_index.len()),
         ("split_conditions", condition.len()),
         ("default_left", default_left.len()),
+        ("split_type", split_type.len()),
     ] {
         if len != n {
             return Err(format!("`{name}` has {len} entries, `left_children` {n}"));
@@ -429,30 +461,35 @@ fn tree_nodes(tree: &Value, weight: Option<f32>) -> Result<Vec<Node>, String> {
     if n == 0 {
         return Err("has no nodes".into());
     }
-    let split_type = match tree.get("split_type") {
-        Some(v) => integers(Some(v)).ok_or("`split_type` must be integers")?,
-        None => vec![0; n],
-    };
     // Categorical splits: node -> the categories that go right.
     let mut right_sets = std::collections::HashMap::new();
     if split_type.contains(&1) {
-        let nodes = integers(tree.get("categories_nodes")).ok_or("`categories_nodes` must be integers")?;
-        let segments = integers(tree.get("categories_segments")).ok_or("`categories_segments` must be integers")?;
-        let sizes = integers(tree.get("categories_sizes")).ok_or("`categories_sizes` must be integers")?;
-        let categories = integers(tree.get("categories")).ok_or("`categories` must be integers")?;
+        let list = |name: &str| match tree.get(name) {
+            None => Err(format!("has categorical splits but no `{name}`")),
+            Some(v) => integers(Some(v)).ok_or_else(|| format!("`{name}` must be integers")),
+        };
+        let (nodes, segments) = (list("categories_nodes")?, list("categories_segments")?);
+        let (sizes, categories) = (list("categories_sizes")?, list("categories")?);
         if segments.len() != nodes.len() || sizes.len() != nodes.len() {
             return Err("`categories_nodes`, `categories_segments` and `categories_sizes` differ in length".into());
         }
         for k in 0..nodes.len() {
-            let (start, size) = (segments[k] as usize, sizes[k] as usize);
-            let set = categories
-                .get(start..start + size)
+            let range = usize::try_from(segments[k])
+                .ok()
+                .zip(usize::try_from(sizes[k]).ok())
+                .and_then(|(start, size)| Some(start..start.checked_add(size)?));
+            let set = range
+                .and_then(|range| categories.get(range))
                 .ok_or_else(|| format!("categorical node {} reads past `categories`", nodes[k]))?;
             let set = set
                 .iter()
                 .map(|&c| u32::try_from(c).map_err(|_| format!("category {c} is not a valid category")))
                 .collect::<Result<Vec<_>, _>>()?;
-            right_sets.insert(nodes[k] as usize, Bitset::from_categories(set));
+            // Categories at or beyond 2^24 never match in XGBoost (such
+            // input goes left), so they are left out of the set.
+            let set = set.into_iter().filter(|&c| (c as f32) < super::XGB_MAX_CATEGORY);
+            let node = usize::try_from(nodes[k]).map_err(|_| format!("categorical node {} is not a node", nodes[k]))?;
+            right_sets.insert(node, Bitset::from_categories(set));
         }
     }
 
@@ -481,9 +518,22 @@ fn tree_nodes(tree: &Value, weight: Option<f32>) -> Result<Vec<Node>, String> {
                 .filter(|&c| c < n)
                 .ok_or_else(|| format!("node {i} has child {c}, out of range"))
         };
-        let (l, r) = (child(left[i])?, child(right[i])?);
-        let feature =
-            usize::try_from(split_index[i]).map_err(|_| format!("node {i} splits on feature {}", split_index[i]))?;
+        let l = child(left[i])?;
+        let r = if right_is_left_plus_one {
+            // What xgboost >= 2 reads, whatever `right_children` says.
+            child(left[i] + 1)?
+        } else {
+            child(right[i])?
+        };
+        let feature = usize::try_from(split_index[i])
+            .ok()
+            .filter(|&f| f < num_feature)
+            .ok_or_else(|| {
+                format!(
+                    "node {i} splits on feature {}, but the model has {num_feature}",
+                    split_index[i]
+                )
+            })?;
         let default_left = default_left[i] != 0;
         let test = match split_type[i] {
             0 => Test::XgbLess {
