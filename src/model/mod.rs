@@ -115,7 +115,6 @@ pub struct Feature {
 /// position.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Categories {
-    names: Vec<String>,
     by_name: HashMap<String, u32>,
     /// For categories that are numbers (a pandas category of ints): value
     /// bits -> code.
@@ -127,9 +126,8 @@ pub struct Categories {
 
 impl Categories {
     pub fn from_strings(names: Vec<String>) -> Categories {
-        let by_name = names.iter().enumerate().map(|(i, n)| (n.clone(), i as u32)).collect();
+        let by_name = names.into_iter().enumerate().map(|(i, n)| (n, i as u32)).collect();
         Categories {
-            names,
             by_name,
             by_number: HashMap::new(),
             unknown_is_error: false,
@@ -143,7 +141,6 @@ impl Categories {
             .map(|(i, v)| (number_key(*v), i as u32))
             .collect();
         Categories {
-            names: values.iter().map(|v| v.to_string()).collect(),
             by_name: HashMap::new(),
             by_number,
             unknown_is_error: false,
@@ -156,15 +153,11 @@ impl Categories {
     }
 
     pub fn len(&self) -> usize {
-        self.names.len()
+        self.by_name.len() + self.by_number.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
-    }
-
-    pub fn names(&self) -> &[String] {
-        &self.names
+        self.len() == 0
     }
 
     /// The code of a string category, if the model knows it.

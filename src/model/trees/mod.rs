@@ -316,10 +316,6 @@ impl TreeModel {
         })
     }
 
-    pub fn ensemble(&self) -> &Ensemble {
-        &self.ensemble
-    }
-
     fn margins(&self, block: FeatureBlock) -> candle_core::Result<Vec<f64>> {
         let features = Tensor::from_vec(block.values, (block.n_features, block.n_rows), &self.device)?;
         let margins = eval::evaluate(&self.compiled, &features)?;
