@@ -131,22 +131,12 @@ pub fn append_categories(
             None => Ok(missing),
         },
     };
-    let strings: Box<dyn Iterator<Item = Option<&str>>> = match array.data_type() {
-        DataType::Utf8 => Box::new(array.as_string::<i32>().iter()),
-        DataType::LargeUtf8 => Box::new(array.as_string::<i64>().iter()),
-        DataType::Utf8View => Box::new(array.as_string_view().iter()),
+    let strings = match array.data_type() {
         DataType::Dictionary(_, _) => {
             let dictionary = array.as_any_dictionary();
             // Each dictionary entry is looked up once, not once per row; an
             // unknown entry that no row uses is no error.
-            let values = dictionary.values();
-            let entries: Vec<Option<&str>> = match values.data_type() {
-                DataType::Utf8 => values.as_string::<i32>().iter().collect(),
-                DataType::LargeUtf8 => values.as_string::<i64>().iter().collect(),
-                DataType::Utf8View => values.as_string_view().iter().collect(),
-                other => unreachable!("dictionary of {other} passed holds_strings"),
-            };
-            let entry_codes: Vec<Result<f64, String>> = entries.into_iter().map(code).collect();
+            let entry_codes: Vec<Result<f64, String>> = strings_of(dictionary.values().as_ref()).map(code).collect();
             let keys = dictionary.normalized_keys();
             let nulls = array.logical_nulls();
             for (row, &key) in keys.iter().enumerate() {
@@ -158,12 +148,22 @@ pub fn append_categories(
             }
             return Ok(());
         }
-        other => unreachable!("append_categories called with {other}; check_feature_column runs at plan time"),
+        _ => strings_of(array),
     };
     for name in strings {
         dst.push(code(name)?);
     }
     Ok(())
+}
+
+/// The values of a string column (plain, large or view).
+fn strings_of(array: &dyn Array) -> Box<dyn Iterator<Item = Option<&str>> + '_> {
+    match array.data_type() {
+        DataType::Utf8 => Box::new(array.as_string::<i32>().iter()),
+        DataType::LargeUtf8 => Box::new(array.as_string::<i64>().iter()),
+        DataType::Utf8View => Box::new(array.as_string_view().iter()),
+        other => unreachable!("{other} is not strings; check_feature_column runs at plan time"),
+    }
 }
 
 /// Checks that `data_type` can feed a numeric feature, naming the file and

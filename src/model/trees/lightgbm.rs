@@ -29,7 +29,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::objective::Transform;
-use super::{Bitset, Ensemble, LgbMissing, Library, Node, Test, Tree};
+use super::{Bitset, Ensemble, FileNode, LgbMissing, Library, Node, Test, Tree, breadth_first};
 use crate::model::{Categories, Feature, ModelError};
 
 /// Whether `bytes` look like a LightGBM text model.
@@ -275,24 +275,21 @@ fn tree_nodes(fields: &HashMap<&str, &str>, n_features: usize) -> Result<Vec<Nod
         (Vec::new(), Vec::new())
     };
 
-    // Breadth-first from the root (internal node 0); references:
-    // `>= 0` internal node, `< 0` leaf `!c`.
-    let mut nodes = Vec::with_capacity(2 * num_leaves - 1);
-    let mut queue = std::collections::VecDeque::from([0i64]);
-    let mut next_slot = 1;
-    let mut visited = 0usize;
-    while let Some(reference) = queue.pop_front() {
-        visited += 1;
-        if visited > 2 * num_leaves {
-            return Err("its children form a cycle".into());
+    // References: `>= 0` internal node, `< 0` leaf `!c`.
+    let key = |reference: i64| {
+        if reference < 0 {
+            n_internal.saturating_add((!reference) as usize)
+        } else {
+            reference as usize
         }
+    };
+    breadth_first(0i64, n_internal + num_leaves, key, |reference| {
         if reference < 0 {
             let leaf = (!reference) as usize;
             let value = *leaf_value
                 .get(leaf)
                 .ok_or_else(|| format!("refers to leaf {leaf} of {num_leaves}"))?;
-            nodes.push(Node::Leaf { value });
-            continue;
+            return Ok(FileNode::Leaf(value));
         }
         let i = reference as usize;
         if i >= n_internal {
@@ -325,17 +322,13 @@ fn tree_nodes(fields: &HashMap<&str, &str>, n_features: usize) -> Result<Vec<Nod
                 },
             }
         };
-        nodes.push(Node::Split {
+        Ok(FileNode::Split {
             feature,
             test,
-            left: next_slot,
-            right: next_slot + 1,
-        });
-        next_slot += 2;
-        queue.push_back(left[i]);
-        queue.push_back(right[i]);
-    }
-    Ok(nodes)
+            left: left[i],
+            right: right[i],
+        })
+    })
 }
 
 fn parse_list<T: std::str::FromStr>(fields: &HashMap<&str, &str>, key: &str) -> Result<Vec<T>, String> {

@@ -196,6 +196,62 @@ impl Ensemble {
     }
 }
 
+/// One node of a model file's tree, as a loader reads it: a leaf, or a split
+/// and the file's references to its children.
+pub enum FileNode<R> {
+    Leaf(f64),
+    Split {
+        feature: usize,
+        test: Test,
+        left: R,
+        right: R,
+    },
+}
+
+/// A tree's nodes renumbered breadth-first from `root`, so that children
+/// follow their parents and nodes no split reaches (XGBoost's deleted ones)
+/// drop out. `read` turns a file reference into its node (and rejects
+/// references out of range); `key` numbers references `0..n_keys` for the
+/// cycle check.
+pub fn breadth_first<R: Copy>(
+    root: R,
+    n_keys: usize,
+    key: impl Fn(R) -> usize,
+    mut read: impl FnMut(R) -> Result<FileNode<R>, String>,
+) -> Result<Vec<Node>, String> {
+    let mut nodes = Vec::new();
+    let mut queue = std::collections::VecDeque::from([root]);
+    let mut seen = vec![false; n_keys];
+    // The slot of each queued node is its position in the output.
+    let mut next_slot = 1;
+    while let Some(reference) = queue.pop_front() {
+        let k = key(reference);
+        if k < n_keys && std::mem::replace(&mut seen[k], true) {
+            return Err("a node is reached twice: the tree has a cycle".into());
+        }
+        match read(reference)? {
+            FileNode::Leaf(value) => nodes.push(Node::Leaf { value }),
+            FileNode::Split {
+                feature,
+                test,
+                left,
+                right,
+            } => {
+                nodes.push(Node::Split {
+                    feature,
+                    test,
+                    left: next_slot,
+                    right: next_slot + 1,
+                });
+                next_slot += 2;
+                queue.push_back(left);
+                queue.push_back(right);
+            }
+        }
+    }
+    Ok(nodes)
+}
+
 /// LightGBM's `kZeroThreshold` (a float literal, compared in double).
 pub const LGB_ZERO_THRESHOLD: f64 = 1e-35f32 as f64;
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::objective::Transform;
-use super::{Bitset, Ensemble, Library, Node, Test, Tree};
+use super::{Bitset, Ensemble, FileNode, Library, Node, Test, Tree, breadth_first};
 use crate::model::{Categories, Feature, ModelError};
 
 /// Parses XGBoost's JSON, which is not quite JSON: xgboost 1.7 and 2.x write
@@ -493,72 +493,62 @@ fn tree_nodes(
         }
     }
 
-    let mut nodes = Vec::new();
-    let mut queue = std::collections::VecDeque::from([0usize]);
-    let mut seen = vec![false; n];
-    // Slot reserved for each queued source node, in queue order.
-    let mut next_slot = 1;
-    while let Some(i) = queue.pop_front() {
-        if std::mem::replace(&mut seen[i], true) {
-            return Err(format!(
-                "node {i} is reached twice: the tree has a cycle or shared node"
-            ));
-        }
-        if left[i] == -1 {
-            let value = match weight {
-                Some(w) => condition[i] * w,
-                None => condition[i],
+    breadth_first(
+        0usize,
+        n,
+        |i| i,
+        |i| {
+            if left[i] == -1 {
+                let value = match weight {
+                    Some(w) => condition[i] * w,
+                    None => condition[i],
+                };
+                return Ok(FileNode::Leaf(value as f64));
+            }
+            let child = |c: i64| {
+                usize::try_from(c)
+                    .ok()
+                    .filter(|&c| c < n)
+                    .ok_or_else(|| format!("node {i} has child {c}, out of range"))
             };
-            nodes.push(Node::Leaf { value: value as f64 });
-            continue;
-        }
-        let child = |c: i64| {
-            usize::try_from(c)
-                .ok()
-                .filter(|&c| c < n)
-                .ok_or_else(|| format!("node {i} has child {c}, out of range"))
-        };
-        let l = child(left[i])?;
-        let r = if right_is_left_plus_one {
+            let left_child = child(left[i])?;
             // What xgboost >= 2 reads, whatever `right_children` says.
-            child(left[i] + 1)?
-        } else {
-            child(right[i])?
-        };
-        let feature = usize::try_from(split_index[i])
-            .ok()
-            .filter(|&f| f < num_feature)
-            .ok_or_else(|| {
-                format!(
-                    "node {i} splits on feature {}, but the model has {num_feature}",
-                    split_index[i]
-                )
-            })?;
-        let default_left = default_left[i] != 0;
-        let test = match split_type[i] {
-            0 => Test::XgbLess {
-                threshold: condition[i],
-                default_left,
-            },
-            1 => Test::XgbCategory {
-                right_set: right_sets
-                    .remove(&i)
-                    .ok_or_else(|| format!("categorical node {i} has no categories"))?,
-                default_left,
-            },
-            other => return Err(format!("node {i} has split type {other}")),
-        };
-        nodes.push(Node::Split {
-            feature,
-            test,
-            left: next_slot,
-            right: next_slot + 1,
-        });
-        next_slot += 2;
-        queue.push_back(l);
-        queue.push_back(r);
-    }
-    Ok(nodes)
+            let right_child = if right_is_left_plus_one {
+                child(left[i] + 1)?
+            } else {
+                child(right[i])?
+            };
+            let feature = usize::try_from(split_index[i])
+                .ok()
+                .filter(|&f| f < num_feature)
+                .ok_or_else(|| {
+                    format!(
+                        "node {i} splits on feature {}, but the model has {num_feature}",
+                        split_index[i]
+                    )
+                })?;
+            let default_left = default_left[i] != 0;
+            let test = match split_type[i] {
+                0 => Test::XgbLess {
+                    threshold: condition[i],
+                    default_left,
+                },
+                1 => Test::XgbCategory {
+                    right_set: right_sets
+                        .remove(&i)
+                        .ok_or_else(|| format!("categorical node {i} has no categories"))?,
+                    default_left,
+                },
+                other => return Err(format!("node {i} has split type {other}")),
+            };
+            Ok(FileNode::Split {
+                feature,
+                test,
+                left: left_child,
+                right: right_child,
+            })
+        },
+    )
 }
 
 fn integers(value: Option<&Value>) -> Option<Vec<i64>> {
