@@ -16,7 +16,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 
-use super::{Feature, FeatureBlock, Model, ModelError, ModelInfo, Scores};
+use super::{Feature, FeatureBlock, Model, ModelError, ModelInfo, Scores, describe_device};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -194,13 +194,6 @@ impl LinearModel {
 
 fn numbers(value: &serde_json::Value) -> Option<Vec<f64>> {
     value.as_array()?.iter().map(|v| v.as_f64()).collect()
-}
-
-fn describe_device(device: &Device) -> String {
-    match device {
-        Device::Cpu => "cpu".to_string(),
-        other => format!("{other:?}"),
-    }
 }
 
 impl Model for LinearModel {

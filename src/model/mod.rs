@@ -78,6 +78,14 @@ impl std::fmt::Display for ModelFormat {
 /// corrupt file, and would otherwise size allocations).
 pub const MAX_FEATURES: usize = 1 << 20;
 
+/// A device as errors name it (`cpu`, or candle's description).
+pub(crate) fn describe_device(device: &Device) -> String {
+    match device {
+        Device::Cpu => "cpu".to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
 /// How a model is loaded.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {

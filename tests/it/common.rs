@@ -189,9 +189,13 @@ pub fn scores(batch: &RecordBatch, name: &str) -> Vec<f32> {
 }
 
 pub fn ids(batch: &RecordBatch) -> Vec<i64> {
+    int64_column(batch, "customer_id")
+}
+
+pub fn int64_column(batch: &RecordBatch, name: &str) -> Vec<i64> {
     batch
-        .column_by_name("customer_id")
-        .unwrap()
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"))
         .as_any()
         .downcast_ref::<Int64Array>()
         .unwrap()

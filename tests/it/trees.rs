@@ -10,10 +10,10 @@
 
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, Float32Array, Float64Array, Int64Array};
+use arrow::array::{Array, Float32Array, Float64Array};
 use arrow::record_batch::RecordBatch;
 
-use crate::common::{lakescore, parquet_files, read_parquet};
+use crate::common::{int64_column, lakescore, parquet_files, read_parquet};
 
 #[derive(serde::Deserialize)]
 struct Case {
@@ -155,18 +155,9 @@ fn every_fixture_matches_its_library() {
                     continue;
                 }
             };
-            let row_ids = |b: &RecordBatch| {
-                b.column_by_name("row_id")
-                    .unwrap()
-                    .as_any()
-                    .downcast_ref::<Int64Array>()
-                    .unwrap()
-                    .values()
-                    .to_vec()
-            };
             assert_eq!(
-                row_ids(&batch),
-                row_ids(&expected),
+                int64_column(&batch, "row_id"),
+                int64_column(&expected, "row_id"),
                 "{}: rows in input order",
                 case.name
             );

@@ -403,7 +403,7 @@ impl Model for TreeModel {
         let n_rows = block.n_rows;
         let margins = self.margins(block).map_err(|source| ModelError::Compute {
             model: self.info.name.clone(),
-            device: format!("{:?}", self.device),
+            device: super::describe_device(&self.device),
             source: Box::new(source),
         })?;
         let outputs = if self.output_margin {

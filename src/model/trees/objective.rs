@@ -64,12 +64,7 @@ impl Transform {
             Transform::XgbHinge => each(margin, out, |x| if x as f32 > 0.0 { 1.0 } else { 0.0 }),
             Transform::XgbExp => each(margin, out, |x| (x as f32).exp() as f64),
             Transform::XgbExpInDouble => each(margin, out, |x| ((x as f32) as f64).exp() as f32 as f64),
-            Transform::XgbSoftmax => {
-                let m: Vec<f32> = margin.iter().map(|&x| x as f32).collect();
-                for (o, p) in out.iter_mut().zip(xgb_softmax(&m)) {
-                    *o = p as f64;
-                }
-            }
+            Transform::XgbSoftmax => xgb_softmax(margin, out),
             Transform::XgbArgmax => {
                 // XGBoost keeps the first of equal maxima.
                 let mut best = 0;
@@ -115,12 +110,19 @@ pub fn xgb_sigmoid(x: f32) -> f32 {
     1.0 / denominator
 }
 
-/// XGBoost's `common::Softmax`: float32 exponentials, summed in double.
-pub fn xgb_softmax(margin: &[f32]) -> Vec<f32> {
-    let max = margin.iter().copied().fold(margin[0], f32::max);
-    let exps: Vec<f32> = margin.iter().map(|&x| (x - max).exp()).collect();
-    let sum: f64 = exps.iter().map(|&e| e as f64).sum();
-    exps.iter().map(|&e| e / sum as f32).collect()
+/// XGBoost's `common::Softmax` of float32 margins (held as f64), into `out`:
+/// float32 exponentials, summed in double, divided in float32. No
+/// allocation: it runs once per row.
+pub fn xgb_softmax(margin: &[f64], out: &mut [f64]) {
+    let max = margin.iter().fold(margin[0] as f32, |m, &x| m.max(x as f32));
+    let mut sum = 0.0f64;
+    for (o, &x) in out.iter_mut().zip(margin) {
+        let e = (x as f32 - max).exp();
+        sum += e as f64;
+        *o = e as f64;
+    }
+    let sum = sum as f32;
+    out.iter_mut().for_each(|o| *o = (*o as f32 / sum) as f64);
 }
 
 /// Columns of the raw margins.
