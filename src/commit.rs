@@ -262,7 +262,8 @@ impl Transaction {
         }
         remove_leftover_staging(&meta.join("staging"));
         let staging_root = meta.join("staging").join(run_id);
-        fs::create_dir_all(&staging_root).map_err(io_error("create folder", &staging_root))?;
+        let side = staging_root.join("side");
+        fs::create_dir_all(&side).map_err(io_error("create folder", &side))?;
         let ledger = LedgerRecord {
             run_id: run_id.to_string(),
             status: "running".into(),
@@ -296,6 +297,25 @@ impl Transaction {
     /// Where the output file with this relative path is staged.
     pub fn staged_path(&self, relative: &Path) -> PathBuf {
         self.staging_root.join("data").join(relative)
+    }
+
+    /// Where a side output of the run (its quarantine table, its profile) is
+    /// staged until [`Transaction::publish_side`].
+    pub fn staged_side_path(&self, name: &str) -> PathBuf {
+        self.staging_root.join("side").join(name)
+    }
+
+    /// Moves a staged side output to `OUT/_lakescore/<folder>/<name>`, where
+    /// it stays with the run's ledger record; it is published before
+    /// `_SUCCESS`, so a published table always has its side outputs.
+    pub fn publish_side(&self, name: &str, folder: &str, target_name: &str) -> Result<PathBuf, CommitError> {
+        let staged = self.staged_side_path(name);
+        let dir = self.out_root.join(META_DIR).join(folder);
+        fs::create_dir_all(&dir).map_err(io_error("create folder", &dir))?;
+        let target = dir.join(target_name);
+        fs::rename(&staged, &target).map_err(io_error("publish", &target))?;
+        fsync_dir(&dir).map_err(io_error("sync folder", &dir))?;
+        Ok(target)
     }
 
     /// In `--mode resume`, the record of a partition committed earlier with the

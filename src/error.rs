@@ -9,6 +9,7 @@ pub use crate::commit::CommitError;
 pub use crate::device::DeviceError;
 pub use crate::features::FeatureError;
 pub use crate::model::ModelError;
+pub use crate::package::PackageError;
 pub use crate::plan::PlanError;
 pub use crate::scan::ScanError;
 pub use crate::sink::SinkError;
@@ -30,6 +31,8 @@ pub enum Error {
     Commit(#[from] CommitError),
     #[error(transparent)]
     Device(#[from] DeviceError),
+    #[error(transparent)]
+    Package(#[from] PackageError),
     /// A command-line value that is well-formed but cannot be used.
     #[error("{0}")]
     Usage(String),

@@ -4,21 +4,31 @@
 //! The data flows one way through the modules, each named after its stage:
 //!
 //! ```text
-//! plan -> scan -> features -> model -> sink -> commit
+//! plan -> scan -> features -> contract -> model -> contract -> sink -> commit
+//!                             (rules,              (guards,
+//!                              profiles)            score profiles)
 //! ```
+//!
+//! A model comes from a [`package`] (artifact, contract, reference profile);
+//! [`profile`] and [`drift`] hold the statistics the [`contract`] judges by.
 //!
 //! [`pipeline`] is the only module that knows both the lake (Arrow, Parquet) and
 //! the models; models see only [`model::FeatureBlock`]s of plain numbers.
 //! See ARCHITECTURE.md for the map and the invariants.
 
 pub mod commit;
+pub mod contract;
 pub mod datagen;
 pub mod device;
+pub mod drift;
 pub mod error;
 pub mod features;
+pub mod html;
 pub mod model;
+pub mod package;
 pub mod pipeline;
 pub mod plan;
+pub mod profile;
 pub mod progress;
 pub mod report;
 pub mod scan;

@@ -8,9 +8,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use lakescore::commit::WriteMode;
 use lakescore::device::DeviceSpec;
 use lakescore::error::{Error, exit_code};
+use lakescore::package::{self, Package};
 use lakescore::pipeline::{self, RunOptions};
 use lakescore::plan::IdColumns;
-use lakescore::report::FailureReport;
+use lakescore::report::{FailureReport, RunReport};
 
 // Arrow decoding allocates and frees row-group-sized buffers all the time;
 // mimalloc reuses them where glibc keeps returning them to the kernel.
@@ -22,7 +23,8 @@ Exit codes:
   0  done: the output is published
   1  failed: nothing was half-published (bad input, bad model, I/O error)
   2  usage: the command line cannot be used as given
-  3  a data contract or guard said no: nothing was published";
+  3  a data contract, guard or drift threshold said no: nothing was published
+     (`check`: a failing rule says stop)";
 
 #[derive(Parser)]
 #[command(
@@ -59,11 +61,30 @@ enum Command {
     /// Time the whole pipeline on a table, per stage.
     #[command(after_help = EXIT_CODES)]
     Bench(BenchArgs),
+    /// Check a table against a model package's data contract, without scoring.
+    #[command(after_help = EXIT_CODES)]
+    Check(CheckArgs),
+    /// Write the profile of a table (or merge profiles of its parts).
+    #[command(after_help = EXIT_CODES)]
+    Profile(ProfileArgs),
+    /// Inspect or build model packages.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Print a package (or bare model): identity, features and their contract,
+    /// guards, drift thresholds, reference.
+    Inspect(InspectArgs),
+    /// Write a package from a bare model and a reference table.
+    Package(PackageArgs),
 }
 
 #[derive(Args)]
 struct ModelInput {
-    /// Model file; its format is detected from its content.
+    /// Model package folder (with `lakescore.toml`) or a bare model file,
+    /// whose format is detected from its content.
     #[arg(long, value_name = "M")]
     model: PathBuf,
     /// A Parquet file or a folder (Hive `k=v/` partitions welcome).
@@ -97,6 +118,80 @@ struct ScoreArgs {
     /// Write a JSON run report to FILE.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// Write a static HTML run report to FILE.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+    /// The clock freshness rules judge by (`2026-11-26T02:00:00Z`; default now).
+    #[arg(long, value_name = "TIME", value_parser = parse_instant)]
+    as_of: Option<i64>,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    model_input: ModelInput,
+    /// Write a JSON report to FILE.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Write a static HTML report to FILE.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// The clock freshness rules judge by (`2026-11-26T02:00:00Z`; default now).
+    #[arg(long, value_name = "TIME", value_parser = parse_instant)]
+    as_of: Option<i64>,
+}
+
+#[derive(Args)]
+struct ProfileArgs {
+    /// The table to profile.
+    #[arg(long, value_name = "IN", required_unless_present = "merge", conflicts_with = "merge")]
+    input: Option<PathBuf>,
+    /// Profile the features this model (package or file) reads, and its
+    /// scores; without it, every numeric column.
+    #[arg(long, value_name = "M")]
+    model: Option<PathBuf>,
+    /// Merge these profiles (of parts of one table) instead.
+    #[arg(long, value_name = "PROFILE", num_args = 1..)]
+    merge: Vec<PathBuf>,
+    /// Where to write the profile (JSON).
+    #[arg(long, value_name = "FILE")]
+    output: PathBuf,
+    /// Worker threads (default: one per core).
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    threads: usize,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// Package folder or bare model file.
+    #[arg(value_name = "M")]
+    model: PathBuf,
+}
+
+#[derive(Args)]
+struct PackageArgs {
+    /// The bare model file.
+    #[arg(long, value_name = "FILE")]
+    model: PathBuf,
+    /// A table the model is known to score well: its profile becomes the drift
+    /// reference, and its ranges the starting contract.
+    #[arg(long, value_name = "TABLE")]
+    reference: PathBuf,
+    /// The package folder to write.
+    #[arg(long, value_name = "DIR")]
+    output: PathBuf,
+    /// Package name (default: the model file's stem).
+    #[arg(long)]
+    name: Option<String>,
+    /// Package version.
+    #[arg(long, default_value = "0.1.0")]
+    version: String,
+    /// Worker threads (default: one per core).
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    threads: usize,
 }
 
 #[derive(Args)]
@@ -109,6 +204,14 @@ struct BenchArgs {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Leave out the contract's checks and the profiles (to measure what they cost).
+    #[arg(long)]
+    no_checks: bool,
+}
+
+fn parse_instant(text: &str) -> Result<i64, String> {
+    lakescore::util::parse_instant(text)
+        .ok_or_else(|| format!("`{text}` is not a date (`2026-11-26`) or an RFC 3339 time (`2026-11-26T02:00:00Z`)"))
 }
 
 fn parse_device(text: &str) -> Result<DeviceSpec, String> {
@@ -123,7 +226,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
     match run(&cli) {
-        Ok(()) => ExitCode::from(exit_code::DONE as u8),
+        Ok(Outcome::Done) => ExitCode::from(exit_code::DONE as u8),
+        Ok(Outcome::Rejected) => ExitCode::from(exit_code::REJECTED as u8),
         Err(error) => {
             eprintln!("error: {error}");
             let mut source = std::error::Error::source(&error);
@@ -136,17 +240,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: &Cli) -> Result<(), Error> {
+/// What a finished command tells the process: done, or rejected by the contract.
+enum Outcome {
+    Done,
+    Rejected,
+}
+
+fn run(cli: &Cli) -> Result<Outcome, Error> {
     match &cli.command {
         Command::Score(args) => {
-            let outcome = load(&args.model_input, cli).and_then(|(model, options)| {
-                pipeline::score(
-                    model.as_ref(),
-                    &args.model_input.input,
-                    &args.output,
-                    args.mode,
-                    &options,
-                )
+            let outcome = load(&args.model_input, cli, args.as_of).and_then(|(package, options)| {
+                pipeline::score(&package, &args.model_input.input, &args.output, args.mode, &options)
             });
             let report = match outcome {
                 Ok(report) => report,
@@ -160,47 +264,213 @@ fn run(cli: &Cli) -> Result<(), Error> {
                     return Err(error);
                 }
             };
+            write_reports(&report, args.report.as_deref(), args.html.as_deref())?;
+            if report.status == "rejected" {
+                eprintln!(
+                    "rejected: nothing was published to `{}`: {}",
+                    args.output.display(),
+                    report.judgement.rejection_summary()
+                );
+                return Ok(Outcome::Rejected);
+            }
             tracing::info!(
                 rows = report.rows,
+                quarantined = report.rows_quarantined,
+                flagged = report.rows_flagged,
                 seconds = format!("{:.3}", report.wall_seconds.total),
                 output = %args.output.display(),
                 "published"
             );
-            if let Some(path) = &args.report {
-                write_report(path, &report)?;
-            }
-            Ok(())
+            warn_about(&report);
+            Ok(Outcome::Done)
         }
         Command::Bench(args) => {
-            let (model, options) = load(&args.model_input, cli)?;
-            let report = pipeline::bench(model.as_ref(), &args.model_input.input, !args.no_write, &options)?;
+            let (package, options) = load(&args.model_input, cli, None)?;
+            let report = pipeline::bench(
+                &package,
+                &args.model_input.input,
+                !args.no_write,
+                !args.no_checks,
+                &options,
+            )?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report).expect("reports serialize"));
             } else {
                 print!("{}", report.render_table());
             }
-            Ok(())
+            Ok(Outcome::Done)
+        }
+        Command::Check(args) => {
+            let (package, options) = load(&args.model_input, cli, args.as_of)?;
+            let report = pipeline::check(&package, &args.model_input.input, &options)?;
+            write_reports(&report, args.report.as_deref(), args.html.as_deref())?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report).expect("reports serialize"));
+            } else {
+                print!("{}", report.render_checks());
+            }
+            Ok(match report.status {
+                "rejected" => Outcome::Rejected,
+                _ => Outcome::Done,
+            })
+        }
+        Command::Profile(args) => {
+            let profile = if args.merge.is_empty() {
+                let input = args.input.as_ref().expect("clap requires --input without --merge");
+                let options = run_options(cli, args.threads, Vec::new(), "cpu".into(), None);
+                let (package, scores) = match &args.model {
+                    Some(model) => (open_package(model, &lakescore::device::DeviceSpec::Cpu, false)?, true),
+                    None => (columns_package(input)?, false),
+                };
+                let scores = scores && package.model.n_outputs() > 0;
+                pipeline::profile(&package, input, scores, &options)?
+            } else {
+                merge_profiles(&args.merge)?
+            };
+            lakescore::util::write_atomically(&args.output, &profile.to_json()).map_err(|source| Error::Output {
+                what: "profile",
+                path: args.output.clone(),
+                source,
+            })?;
+            eprintln!(
+                "wrote the profile of {} rows, {} columns, to `{}` ({} bytes)",
+                profile.rows,
+                profile.columns.len(),
+                args.output.display(),
+                profile.to_json().len()
+            );
+            Ok(Outcome::Done)
+        }
+        Command::Model(ModelCommand::Inspect(args)) => {
+            let package = open_package(&args.model, &lakescore::device::DeviceSpec::Cpu, false)?;
+            print!("{}", lakescore::package::describe(&package));
+            Ok(Outcome::Done)
+        }
+        Command::Model(ModelCommand::Package(args)) => {
+            let bare = open_package(&args.model, &lakescore::device::DeviceSpec::Cpu, false)?;
+            if bare.folder.is_some() {
+                return Err(Error::Usage(format!(
+                    "`{}` is already a package; `--model` takes a bare model file",
+                    args.model.display()
+                )));
+            }
+            let options = run_options(cli, args.threads, Vec::new(), "cpu".into(), None);
+            let reference = pipeline::profile(&bare, &args.reference, bare.model.n_outputs() > 0, &options)?;
+            let manifest = package::starting_manifest(&bare, &args.model, args.name.clone(), &args.version, &reference);
+            package::write(&args.output, &args.model, &manifest, Some(&reference))?;
+            eprintln!(
+                "wrote package `{}` ({} {}), reference of {} rows",
+                args.output.display(),
+                manifest.name,
+                manifest.version,
+                reference.rows
+            );
+            Ok(Outcome::Done)
         }
     }
 }
 
-fn load(args: &ModelInput, cli: &Cli) -> Result<(Box<dyn lakescore::model::Model>, RunOptions), Error> {
-    let device = args.device.open()?;
-    let load_options = lakescore::model::LoadOptions {
-        output_margin: args.output_margin,
-    };
-    let model = lakescore::model::load(&args.model, &device, &load_options)?;
-    let id_columns = match args.id_columns.is_empty() {
-        true => IdColumns::Default,
-        false => IdColumns::Named(args.id_columns.clone()),
-    };
-    let options = RunOptions {
-        threads: args.threads,
-        id_columns,
+/// Logs warnings the judgement raised on a published run.
+fn warn_about(report: &RunReport) {
+    use lakescore::drift::Status;
+    if let Some(checks) = &report.judgement.checks {
+        for rule in checks.rules.iter().filter(|r| r.status == Status::Warn) {
+            tracing::warn!(rule = %rule.id, policy = rule.policy, failing = rule.failing, "{}", rule.detail);
+        }
+    }
+    if let Some(drift) = &report.judgement.drift {
+        for column in drift.columns.iter().filter(|c| c.status == Status::Warn) {
+            tracing::warn!(column = %column.name, psi = column.psi, js = column.js, "drift");
+        }
+    }
+}
+
+fn write_reports(
+    report: &RunReport,
+    json: Option<&std::path::Path>,
+    html: Option<&std::path::Path>,
+) -> Result<(), Error> {
+    if let Some(path) = json {
+        write_report(path, report)?;
+    }
+    if let Some(path) = html {
+        let value = serde_json::to_value(report).expect("reports serialize");
+        let page = lakescore::html::render(&value);
+        lakescore::util::write_atomically(path, page.as_bytes()).map_err(|source| Error::Output {
+            what: "HTML report",
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+fn merge_profiles(paths: &[PathBuf]) -> Result<lakescore::profile::TableProfile, Error> {
+    let mut merged: Option<lakescore::profile::TableProfile> = None;
+    for path in paths {
+        let bytes = std::fs::read(path).map_err(|source| {
+            Error::Package(lakescore::package::PackageError::Read {
+                path: path.clone(),
+                source,
+            })
+        })?;
+        let profile = lakescore::profile::TableProfile::from_json(&bytes)
+            .map_err(|problem| Error::Usage(format!("`{}` is not a lakescore profile: {problem}", path.display())))?;
+        match merged.as_mut() {
+            Some(merged) => merged.merge(&profile),
+            None => merged = Some(profile),
+        }
+    }
+    merged.ok_or_else(|| Error::Usage("`--merge` needs at least one profile".into()))
+}
+
+/// A package around the stand-in model of a table's numeric columns.
+fn columns_package(input: &std::path::Path) -> Result<Package, Error> {
+    let model = pipeline::TableColumns::of(input)?;
+    let manifest = lakescore::package::Manifest::default();
+    let contract =
+        lakescore::contract::Contract::compile(&manifest, input, lakescore::model::Model::features(&model), 0, None)?;
+    Ok(Package {
+        model: Box::new(model),
+        manifest,
+        contract,
+        folder: None,
+        reference: None,
+    })
+}
+
+fn open_package(path: &std::path::Path, device: &DeviceSpec, output_margin: bool) -> Result<Package, Error> {
+    let device = device.open()?;
+    let load_options = lakescore::model::LoadOptions { output_margin };
+    package::open(path, &device, &load_options).map_err(|error| match error {
+        package::OpenError::Package(e) => Error::Package(e),
+        package::OpenError::Model(e) => Error::Model(e),
+    })
+}
+
+fn run_options(cli: &Cli, threads: usize, id_columns: Vec<String>, device: String, as_of: Option<i64>) -> RunOptions {
+    RunOptions {
+        threads,
+        id_columns: match id_columns.is_empty() {
+            true => IdColumns::Default,
+            false => IdColumns::Named(id_columns),
+        },
         progress: !cli.quiet,
-        device: args.device.to_string(),
-    };
-    Ok((model, options))
+        device,
+        as_of,
+    }
+}
+
+fn load(args: &ModelInput, cli: &Cli, as_of: Option<i64>) -> Result<(Package, RunOptions), Error> {
+    let package = open_package(&args.model, &args.device, args.output_margin)?;
+    let options = run_options(
+        cli,
+        args.threads,
+        args.id_columns.clone(),
+        args.device.to_string(),
+        as_of,
+    );
+    Ok((package, options))
 }
 
 fn write_report(path: &std::path::Path, report: &impl serde::Serialize) -> Result<(), Error> {

@@ -1,36 +1,41 @@
 //! Pipeline: the one place that knows both the lake and the models. It plans
-//! the table, scores row groups in parallel on one rayon pool, writes the
-//! output in input order, and commits it.
+//! the table, scores row groups in parallel on one rayon pool, checks and
+//! profiles them in the same pass, writes the output in input order, judges
+//! the run by its contract, and commits it or publishes nothing.
 //!
 //! Work distribution: each worker of the pool takes the next row group in
 //! output order (an atomic counter), and goes through it [`BATCH_ROWS`] rows at
-//! a time: decode, features, model, encode. The calling thread is the single
-//! writer: it
-//! appends encoded row groups to their files strictly in order. Workers never
-//! run more than [`IN_FLIGHT_PER_THREAD`] x threads row groups ahead of the
-//! writer, which bounds memory whatever the table size.
+//! a time: decode, features, checks, model, encode. The calling thread is the
+//! single writer: it appends encoded row groups to their files strictly in
+//! order. Workers never run more than [`IN_FLIGHT_PER_THREAD`] x threads row
+//! groups ahead of the writer, which bounds memory whatever the table size.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Instant, SystemTime};
 
-use arrow::array::{Array, ArrayRef, Float32Array};
-use parquet::arrow::ProjectionMask;
+use arrow::array::{Array, ArrayRef, BooleanArray, Float32Array, Int32Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 
 use crate::commit::{self, OutputFileRecord, PartitionRecord, Transaction, WriteMode};
+use crate::contract::{self, Contract, Inspection, RowMarks, TableFacts};
+use crate::drift::Status;
 use crate::error::{Error, Result};
 use crate::features::{self, FeatureSource};
-use crate::model::{FeatureBlock, Model};
+use crate::model::{Feature, FeatureBlock, Model, ModelError, ModelInfo, Scores};
+use crate::package::{ColumnKind, Package};
 use crate::plan::{self, ColumnRequest, FilePlan, IdColumns, TablePlan, WorkUnit};
+use crate::profile::TableProfile;
 use crate::progress::Progress;
-use crate::report::{InputRecord, Manifest, RunReport, StageSeconds, WallSeconds};
+use crate::report::{InputRecord, Judgement, Manifest, RunReport, StageSeconds, WallSeconds};
 use crate::scan::{LeafReader, ParquetFile, leaves_of_root};
 use crate::sink::{self, CopiedChunk, EncodedRowGroup, OutputLayout, SinkError, StagedFile};
 use crate::test_hooks;
-use crate::util::{compact_utc, peak_rss_bytes, rfc3339_utc, sha256_hex};
+use crate::util::{compact_utc, rfc3339_utc, sha256_hex};
 
 /// Rows decoded, turned into features and scored at a time within a row group.
 /// The feature block (2048 rows x 34 features x 8 bytes = 557 KB) then stays in
@@ -42,7 +47,7 @@ pub const BATCH_ROWS: usize = 2048;
 /// How many row groups each worker may be ahead of the writer.
 pub const IN_FLIGHT_PER_THREAD: usize = 2;
 
-/// Settings shared by `score` and `bench`.
+/// Settings shared by the commands.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Worker threads; 0 means one per core.
@@ -52,6 +57,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// The device the model was loaded on, for reports.
     pub device: String,
+    /// The run's clock for freshness rules, seconds since the epoch (default: now).
+    pub as_of: Option<i64>,
 }
 
 impl RunOptions {
@@ -62,11 +69,32 @@ impl RunOptions {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         }
     }
+
+    fn as_of(&self) -> i64 {
+        self.as_of.unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64)
+        })
+    }
 }
 
-/// `lakescore score`: scores `input` into `output` and commits it.
+/// What a pass does besides decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PassKind {
+    /// Run the model.
+    predict: bool,
+    /// Check the contract and profile features and scores.
+    inspect: bool,
+    /// Encode output row groups.
+    encode: bool,
+}
+
+/// `lakescore score`: scores `input` into `output`, checks it against the
+/// package's contract in the same pass, and commits it, or, when a rule or
+/// guard says no, publishes nothing and reports why (status `rejected`).
 pub fn score(
-    model: &dyn Model,
+    package: &Package,
     input: &Path,
     output: &Path,
     mode: WriteMode,
@@ -77,18 +105,55 @@ pub fn score(
     let run_id = new_run_id(started_at);
     let threads = options.thread_count();
     let pool = build_pool(threads)?;
+    let model = package.model.as_ref();
+    let pass = PassKind {
+        predict: true,
+        inspect: true,
+        encode: true,
+    };
 
     // Everything that can be checked before touching OUT is checked here, so
     // that bad input or a bad model leaves OUT exactly as it was.
-    let table = pool.install(|| prepare(model, input, &options.id_columns))?;
+    let table = pool.install(|| prepare(package, input, &options.id_columns, pass))?;
     commit::check_separate(input, output)?;
+    let facts = table_facts(&pool, &table, &package.contract, options)?;
     let plan_seconds = clock.elapsed().as_secs_f64();
+    let mut report = RunReport::new("score", &run_id, started_at, model.info(), input, options, threads);
+    report.output = Some(output.to_path_buf());
+    describe_table(&mut report, &table.plan);
+    if let Some(checks) = rejected_by_schema(&package.contract, &facts) {
+        report.judgement.checks = Some(checks);
+        return Ok(report.finish_rejected(clock));
+    }
     let info = model.info();
     let mut transaction = Transaction::begin(output, mode, &run_id, started_at, input, &info.name, &info.sha256)?;
     tracing::info!(run_id = %run_id, model = %info.name, input = %input.display(), output = %output.display(), "scoring");
 
-    let outcome = score_and_publish(&pool, model, &table, &mut transaction, options);
-    let (scored, partitions, reused) = match outcome {
+    let outcome = stage_and_judge(&pool, package, &table, &facts, &mut transaction, options);
+    let (scored, staged, reused) = match outcome {
+        Ok(done) => done,
+        Err(error) => {
+            if let Err(abort_error) = transaction.abort(&error_chain(&error)) {
+                tracing::warn!(error = %abort_error, "could not clean up after the failed run");
+            }
+            return Err(error);
+        }
+    };
+    report.rows_quarantined = scored.inspection_rows(|i| i.rows_quarantined);
+    report.rows_flagged = scored.inspection_rows(|i| i.rows_flagged);
+    report.judgement = scored.judgement.clone();
+    if report.judgement.rejects() {
+        let why = report.judgement.rejection_summary();
+        if let Err(abort_error) = transaction.abort(&format!("rejected: {why}")) {
+            tracing::warn!(error = %abort_error, "could not clean up after the rejected run");
+        }
+        report.rows_scored = scored.rows;
+        report.stage_seconds = scored.stages;
+        return Ok(report.finish_rejected(clock));
+    }
+
+    let published = publish(&scored, staged, &reused, &table, &mut transaction);
+    let (partitions, side_outputs) = match published {
         Ok(done) => done,
         Err(error) => {
             if let Err(abort_error) = transaction.abort(&error_chain(&error)) {
@@ -119,45 +184,42 @@ pub fn score(
         score_columns: table.score_columns.clone(),
         inputs: input_records(&table.plan),
         outputs: outputs.clone(),
-        reused_partitions: reused.clone(),
+        reused_partitions: reused.iter().map(|(partition, _)| partition.clone()).collect(),
         rows,
+        rows_quarantined: report.rows_quarantined,
+        quarantine: side_outputs.quarantine.clone(),
+        profile: side_outputs.profile.clone(),
         wall_seconds,
     };
     transaction.finish(&manifest, rows)?;
-    let total = clock.elapsed().as_secs_f64();
-    Ok(RunReport {
-        run_id,
-        status: "succeeded",
-        model: info.clone(),
-        input: input.to_path_buf(),
-        output: Some(output.to_path_buf()),
-        device: options.device.clone(),
-        threads,
-        files: table.plan.files.len(),
-        row_groups: table.plan.total_row_groups(),
-        rows,
-        rows_scored: scored.rows,
-        reused_partitions: reused.len(),
-        bytes_read: table.plan.files.iter().map(|f| f.file.size_bytes).sum(),
-        bytes_written: outputs.iter().map(|f| f.bytes).sum(),
-        // Rows this run scored: on resume, reused partitions took no time.
-        rows_per_second: scored.rows as f64 / total.max(1e-9),
-        wall_seconds: WallSeconds { total, ..wall_seconds },
-        stage_seconds: scored.stages,
-        peak_rss_bytes: peak_rss_bytes(),
-    })
+    report.status = "succeeded";
+    report.rows_scored = scored.rows;
+    report.reused_partitions = reused.len();
+    report.bytes_written = outputs.iter().map(|f| f.bytes).sum();
+    report.quarantine = side_outputs.quarantine;
+    report.profile = side_outputs.profile;
+    report.wall_seconds = wall_seconds;
+    report.stage_seconds = scored.stages;
+    Ok(report.finish(clock))
 }
 
 /// `lakescore bench`: the whole pipeline, timed per stage. With `write`, the
 /// output goes to a scratch folder that is removed afterwards; without, the
-/// scores are computed and dropped (no encode, no write).
-pub fn bench(model: &dyn Model, input: &Path, write: bool, options: &RunOptions) -> Result<RunReport> {
+/// scores are computed and dropped (no encode, no write). With `checks`, the
+/// contract and profiles run as in `score` (and are reported, never acted on).
+pub fn bench(package: &Package, input: &Path, write: bool, checks: bool, options: &RunOptions) -> Result<RunReport> {
     let started_at = SystemTime::now();
     let clock = Instant::now();
     let run_id = new_run_id(started_at);
     let threads = options.thread_count();
     let pool = build_pool(threads)?;
-    let table = pool.install(|| prepare(model, input, &options.id_columns))?;
+    let pass = PassKind {
+        predict: true,
+        inspect: checks,
+        encode: write,
+    };
+    let table = pool.install(|| prepare(package, input, &options.id_columns, pass))?;
+    let facts = table_facts(&pool, &table, &package.contract, options)?;
     let plan_seconds = clock.elapsed().as_secs_f64();
 
     let scratch = std::env::temp_dir().join(format!("lakescore-bench-{run_id}"));
@@ -165,50 +227,204 @@ pub fn bench(model: &dyn Model, input: &Path, write: bool, options: &RunOptions)
     let all_files: Vec<usize> = (0..table.plan.files.len()).collect();
     let scored = score_files(
         &pool,
-        model,
+        package,
         &table,
         &all_files,
         write.then_some(&destination),
+        None,
         options.progress,
     );
     let _ = std::fs::remove_dir_all(&scratch);
-    let scored = scored?;
-    let total = clock.elapsed().as_secs_f64();
-    Ok(RunReport {
-        run_id,
-        status: "succeeded",
-        model: model.info().clone(),
-        input: input.to_path_buf(),
-        output: None,
-        device: options.device.clone(),
+    let scored = judge(package, &table, &facts, scored?);
+    let mut report = RunReport::new(
+        "bench",
+        &run_id,
+        started_at,
+        package.model.info(),
+        input,
+        options,
         threads,
-        files: table.plan.files.len(),
-        row_groups: table.plan.total_row_groups(),
-        rows: scored.rows,
-        rows_scored: scored.rows,
-        reused_partitions: 0,
-        bytes_read: table.plan.files.iter().map(|f| f.file.size_bytes).sum(),
-        bytes_written: scored.files.iter().map(|(_, bytes)| bytes).sum(),
-        rows_per_second: scored.rows as f64 / total.max(1e-9),
-        wall_seconds: WallSeconds {
-            plan: plan_seconds,
-            score: scored.seconds,
-            commit: 0.0,
-            total,
-        },
-        stage_seconds: scored.stages,
-        peak_rss_bytes: peak_rss_bytes(),
+    );
+    describe_table(&mut report, &table.plan);
+    report.status = "succeeded";
+    report.rows_scored = scored.rows;
+    report.rows_quarantined = scored.inspection_rows(|i| i.rows_quarantined);
+    report.rows_flagged = scored.inspection_rows(|i| i.rows_flagged);
+    report.bytes_written = scored.files.iter().map(|(_, bytes)| bytes).sum();
+    report.judgement = scored.judgement.clone();
+    report.wall_seconds = WallSeconds {
+        plan: plan_seconds,
+        score: scored.seconds,
+        commit: 0.0,
+        total: 0.0,
+    };
+    report.stage_seconds = scored.stages;
+    Ok(report.finish(clock))
+}
+
+/// `lakescore check`: the contract alone, in one streaming pass, no model run
+/// and nothing written. Status `rejected` when a failing rule says stop.
+pub fn check(package: &Package, input: &Path, options: &RunOptions) -> Result<RunReport> {
+    let started_at = SystemTime::now();
+    let clock = Instant::now();
+    let run_id = new_run_id(started_at);
+    let threads = options.thread_count();
+    let pool = build_pool(threads)?;
+    let pass = PassKind {
+        predict: false,
+        inspect: true,
+        encode: false,
+    };
+    let table = pool.install(|| prepare(package, input, &options.id_columns, pass))?;
+    let facts = table_facts(&pool, &table, &package.contract, options)?;
+    let mut report = RunReport::new(
+        "check",
+        &run_id,
+        started_at,
+        package.model.info(),
+        input,
+        options,
+        threads,
+    );
+    describe_table(&mut report, &table.plan);
+    if let Some(checks) = rejected_by_schema(&package.contract, &facts) {
+        report.judgement.checks = Some(checks);
+        return Ok(report.finish_rejected(clock));
+    }
+    let all_files: Vec<usize> = (0..table.plan.files.len()).collect();
+    let scored = score_files(&pool, package, &table, &all_files, None, None, options.progress)?;
+    let scored = judge(package, &table, &facts, scored);
+    report.judgement = scored.judgement.clone();
+    report.rows_quarantined = scored.inspection_rows(|i| i.rows_quarantined);
+    report.rows_flagged = scored.inspection_rows(|i| i.rows_flagged);
+    report.stage_seconds = scored.stages;
+    Ok(match report.judgement.rejects() {
+        true => report.finish_rejected(clock),
+        false => {
+            report.status = "succeeded";
+            report.finish(clock)
+        }
     })
 }
 
-/// A planned table with everything checked that can be checked from footers.
-struct PreparedTable {
-    plan: TablePlan,
-    /// How to read each input file.
-    scans: Vec<FileScan>,
-    /// One output layout per input file.
-    layouts: Vec<OutputLayout>,
-    score_columns: Vec<String>,
+/// `lakescore profile`: the profile of a table's model features (and, with
+/// `scores`, of the model's scores), in one pass.
+pub fn profile(package: &Package, input: &Path, scores: bool, options: &RunOptions) -> Result<TableProfile> {
+    let pool = build_pool(options.thread_count())?;
+    let pass = PassKind {
+        predict: scores,
+        inspect: true,
+        encode: false,
+    };
+    let table = pool.install(|| prepare(package, input, &options.id_columns, pass))?;
+    let all_files: Vec<usize> = (0..table.plan.files.len()).collect();
+    let scored = score_files(&pool, package, &table, &all_files, None, None, options.progress)?;
+    let inspection = scored.inspection.expect("profiling inspects");
+    Ok(inspection.profile(
+        &package.contract,
+        package.model.features(),
+        &input.display().to_string(),
+        scores,
+    ))
+}
+
+/// A stand-in model whose features are every numeric column of a table, for
+/// profiling a table without a model.
+#[derive(Debug)]
+pub struct TableColumns {
+    info: ModelInfo,
+    features: Vec<Feature>,
+}
+
+impl TableColumns {
+    /// The numeric top-level columns of the first file of `input` (string and
+    /// nested columns are left out: they have no model categories to count by).
+    pub fn of(input: &Path) -> Result<TableColumns> {
+        let files = plan::find_data_files(input)?;
+        let Some((path, _)) = files.first() else {
+            return Err(Error::Usage(format!("`{}` holds no Parquet files", input.display())));
+        };
+        let file = ParquetFile::open(path)?;
+        let features = file
+            .metadata
+            .schema()
+            .fields()
+            .iter()
+            .filter(|f| features::is_numeric(f.data_type()))
+            .map(|f| Feature {
+                name: f.name().clone(),
+                missing_value: f64::NAN,
+                categories: None,
+            })
+            .collect();
+        Ok(TableColumns {
+            info: ModelInfo {
+                name: "columns".into(),
+                version: None,
+                format: crate::model::ModelFormat::Linear,
+                path: input.to_path_buf(),
+                sha256: String::new(),
+            },
+            features,
+        })
+    }
+}
+
+impl Model for TableColumns {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn info_mut(&mut self) -> &mut ModelInfo {
+        &mut self.info
+    }
+
+    fn features(&self) -> &[Feature] {
+        &self.features
+    }
+
+    fn n_outputs(&self) -> usize {
+        0
+    }
+
+    fn predict(&self, block: FeatureBlock) -> Result<Scores, ModelError> {
+        Ok(Scores {
+            n_rows: block.n_rows,
+            outputs: Vec::new(),
+        })
+    }
+}
+
+fn describe_table(report: &mut RunReport, plan: &TablePlan) {
+    report.files = plan.files.len();
+    report.row_groups = plan.total_row_groups();
+    report.rows = plan.total_rows();
+    report.bytes_read = plan.files.iter().map(|f| f.file.size_bytes).sum();
+}
+
+/// The checks of a table whose schema already breaks a failing type rule:
+/// the pass would be pointless (or impossible), so the run stops here.
+fn rejected_by_schema(contract: &Contract, facts: &TableFacts) -> Option<contract::Checks> {
+    let failing = facts
+        .types
+        .iter()
+        .any(|(rule, passed, _)| !passed && contract.rules[*rule].policy == "fail");
+    if !failing {
+        return None;
+    }
+    let inspection = contract.inspection(&[], 0);
+    let profile = TableProfile {
+        format: crate::profile::PROFILE_FORMAT.into(),
+        source: String::new(),
+        rows: 0,
+        columns: Vec::new(),
+    };
+    let mut checks = contract::judge_rules(contract, &inspection, &profile, facts, None, &|_| String::new());
+    checks
+        .rules
+        .retain(|r| r.kind == "type" || r.kind == "min_rows" || r.kind == "freshness");
+    checks.verdict = Status::Fail;
+    Some(checks)
 }
 
 /// How the columns a run needs are read from one file.
@@ -241,14 +457,17 @@ enum IdSource {
 }
 
 impl FileScan {
-    fn new(file: &FilePlan, layout: &OutputLayout) -> Self {
+    /// `copy_ids`: id columns whose chunks can be copied are; otherwise (rows
+    /// are dropped by quarantine, or ids are needed as values) all are decoded.
+    fn new(file: &FilePlan, layout: &OutputLayout, copy_ids: bool) -> Self {
         let descriptor = file.file.metadata.parquet_schema();
         let schema = file.file.metadata.schema();
         let leaves_of = |root: usize| leaves_of_root(descriptor, root);
         let row_groups = file.file.metadata.metadata().row_groups();
         let copyable = |id_idx: usize, root: usize| match leaves_of(root)[..] {
             [leaf]
-                if layout.can_copy_into(id_idx, &descriptor.column(leaf))
+                if copy_ids
+                && layout.can_copy_into(id_idx, &descriptor.column(leaf))
                 && descriptor.column(leaf).max_rep_level() == 0
                 // A chunk kept in another file cannot be copied from this one.
                 && row_groups.iter().all(|rg| rg.column(leaf).file_path().is_none()) =>
@@ -348,53 +567,323 @@ impl FileScan {
     }
 }
 
-fn prepare(model: &dyn Model, input: &Path, id_columns: &IdColumns) -> Result<PreparedTable> {
+/// A planned table with everything checked that can be checked from footers.
+struct PreparedTable {
+    plan: TablePlan,
+    pass: PassKind,
+    /// How to read each input file.
+    scans: Vec<FileScan>,
+    /// One output layout per input file.
+    layouts: Vec<OutputLayout>,
+    score_columns: Vec<String>,
+    /// The model's features as the feature block is built: with NaN for
+    /// missing values when the pass inspects them (rules see every null).
+    block_features: Vec<Feature>,
+    /// (feature, fill value) of features whose missing value is not NaN,
+    /// filled in after inspection.
+    fills: Vec<(usize, f64)>,
+    /// Positions among the id columns of the columns that must be unique.
+    unique_ids: Option<Vec<usize>>,
+    /// The contract can quarantine rows or flag them.
+    quarantines: bool,
+    flags: bool,
+    /// The schema of the quarantine table.
+    quarantine_schema: SchemaRef,
+}
+
+/// Columns of the quarantine table after the id columns.
+const QUARANTINE_COLUMNS: [&str; 4] = [
+    "lakescore_file",
+    "lakescore_row_group",
+    "lakescore_row",
+    "lakescore_reasons",
+];
+
+fn prepare(package: &Package, input: &Path, id_columns: &IdColumns, pass: PassKind) -> Result<PreparedTable> {
+    let model = package.model.as_ref();
+    let contract = &package.contract;
     let request = ColumnRequest {
-        features: model.features().iter().map(|f| f.name.clone()).collect(),
+        features: contract.columns.clone(),
         id_columns: id_columns.clone(),
     };
     let plan = plan::plan_table(input, &request)?;
-    let score_columns = sink::score_column_names(model.n_outputs());
-    if let Some(clash) = plan.id_columns.iter().find(|c| score_columns.contains(c)) {
+    let score_columns = match pass.predict {
+        true => contract.score_columns.clone(),
+        false => Vec::new(),
+    };
+    let mut output_columns = score_columns.clone();
+    let flags = pass.inspect && pass.predict && contract.flags();
+    if flags {
+        output_columns.push(sink::FLAGS_COLUMN.to_string());
+    }
+    if let Some(clash) = plan.id_columns.iter().find(|c| output_columns.contains(c)) {
         return Err(Error::Usage(format!(
-            "id column `{clash}` has the name of a score column; rename it or leave it out of `--id-column`"
+            "id column `{clash}` has the name of an output column; rename it or leave it out of `--id-column`"
         )));
     }
+    let unique_ids =
+        match (&contract.unique, pass.inspect) {
+            (Some((_, columns)), true) => {
+                Some(
+                    columns
+                        .iter()
+                        .map(|column| {
+                            plan.id_columns.iter().position(|c| c == column).ok_or_else(|| {
+                        Error::Usage(format!(
+                            "the contract's `table.unique` names `{column}`, which is not an id column of this run \
+                             (id columns: {}); add `--id-column {column}`",
+                            if plan.id_columns.is_empty() { "none".to_string() } else { plan.id_columns.join(", ") }
+                        ))
+                    })
+                        })
+                        .collect::<Result<Vec<usize>>>()?,
+                )
+            }
+            _ => None,
+        };
+    let quarantines = pass.inspect && pass.predict && contract.quarantines();
+    let copy_ids = !quarantines && unique_ids.is_none();
     let mut layouts = Vec::with_capacity(plan.files.len());
     let mut scans = Vec::with_capacity(plan.files.len());
     for file in &plan.files {
         let schema = file.file.metadata.schema();
-        for (feature, &root) in model.features().iter().zip(&file.feature_roots) {
-            features::check_feature_column(&file.file.path, feature, schema.field(root).data_type())?;
+        for ((feature, &root), column) in model.features().iter().zip(&file.feature_roots).zip(&contract.columns) {
+            let as_read = Feature {
+                name: column.clone(),
+                ..feature.clone()
+            };
+            features::check_feature_column(&file.file.path, &as_read, schema.field(root).data_type())?;
         }
         let id_fields: Vec<_> = file
             .id_roots
             .iter()
             .map(|&root| Arc::new(schema.field(root).clone()))
             .collect();
-        let layout = OutputLayout::new(&file.file.path, id_fields, &score_columns)?;
-        scans.push(FileScan::new(file, &layout));
+        let layout = OutputLayout::new(&file.file.path, id_fields, &score_columns, flags)?;
+        scans.push(FileScan::new(file, &layout, copy_ids));
         layouts.push(layout);
     }
+    let mut quarantine_fields: Vec<Field> = match plan.files.first() {
+        Some(file) => {
+            let schema = file.file.metadata.schema();
+            file.id_roots
+                .iter()
+                .map(|&root| schema.field(root).clone().with_nullable(true))
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    quarantine_fields.extend([
+        Field::new(QUARANTINE_COLUMNS[0], DataType::Utf8, false),
+        Field::new(QUARANTINE_COLUMNS[1], DataType::Int32, false),
+        Field::new(QUARANTINE_COLUMNS[2], DataType::Int64, false),
+        Field::new(QUARANTINE_COLUMNS[3], DataType::Utf8, false),
+    ]);
+    let block_features: Vec<Feature> = model
+        .features()
+        .iter()
+        .map(|f| Feature {
+            missing_value: if pass.inspect { f64::NAN } else { f.missing_value },
+            ..f.clone()
+        })
+        .collect();
+    let fills = match pass.inspect {
+        true => model
+            .features()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| !f.missing_value.is_nan())
+            .map(|(j, f)| (j, f.missing_value))
+            .collect(),
+        false => Vec::new(),
+    };
     Ok(PreparedTable {
         plan,
+        pass,
         scans,
         layouts,
         score_columns,
+        block_features,
+        fills,
+        unique_ids,
+        quarantines,
+        flags,
+        quarantine_schema: Arc::new(Schema::new(quarantine_fields)),
     })
 }
 
-/// Scores what resume cannot reuse, then publishes it. Returns what was
-/// scored, every partition's record, and the reused partitions.
-fn score_and_publish(
+/// What the contract needs to know beyond the pass: column types from the
+/// footers, the row count, and the table's newest date.
+fn table_facts(
     pool: &rayon::ThreadPool,
-    model: &dyn Model,
     table: &PreparedTable,
+    contract: &Contract,
+    options: &RunOptions,
+) -> Result<TableFacts> {
+    let mut facts = TableFacts {
+        rows: table.plan.total_rows(),
+        as_of: options.as_of(),
+        ..TableFacts::default()
+    };
+    for &(rule, feature, kind) in &contract.type_rules {
+        let column = &contract.columns[feature];
+        let mismatch = table.plan.files.iter().find_map(|file| {
+            let root = file.feature_roots[feature];
+            let data_type = file.file.metadata.schema().field(root).data_type().clone();
+            (!is_kind(&data_type, kind)).then(|| (file.relative_path.clone(), data_type))
+        });
+        let (passed, detail) = match mismatch {
+            None => (true, format!("`{column}` is {} in every file", kind_name(kind))),
+            Some((path, data_type)) => (
+                false,
+                format!(
+                    "`{column}` is {data_type} in `{}`; the contract says {}",
+                    path.display(),
+                    kind_name(kind)
+                ),
+            ),
+        };
+        facts.types.push((rule, passed, detail));
+    }
+    if let Some(freshness) = &contract.freshness {
+        facts.newest = match &freshness.source {
+            contract::FreshnessSource::Partition(key) => newest_partition(&table.plan, key),
+            contract::FreshnessSource::Column(column) => pool.install(|| newest_in_column(&table.plan, column))?,
+        };
+    }
+    Ok(facts)
+}
+
+fn kind_name(kind: ColumnKind) -> &'static str {
+    match kind {
+        ColumnKind::Integer => "integer",
+        ColumnKind::Float => "float",
+        ColumnKind::Numeric => "numeric",
+        ColumnKind::Boolean => "boolean",
+        ColumnKind::String => "string",
+    }
+}
+
+fn is_kind(data_type: &DataType, kind: ColumnKind) -> bool {
+    use DataType::*;
+    match data_type {
+        Dictionary(_, values) => is_kind(values, kind),
+        _ => match kind {
+            ColumnKind::Integer => data_type.is_integer(),
+            ColumnKind::Float => {
+                data_type.is_floating()
+                    || matches!(
+                        data_type,
+                        Decimal32(..) | Decimal64(..) | Decimal128(..) | Decimal256(..)
+                    )
+            }
+            ColumnKind::Numeric => features::is_numeric(data_type),
+            ColumnKind::Boolean => matches!(data_type, Boolean),
+            ColumnKind::String => matches!(data_type, Utf8 | LargeUtf8 | Utf8View),
+        },
+    }
+}
+
+/// The newest value of Hive key `key` over all files, as a date or timestamp.
+fn newest_partition(plan: &TablePlan, key: &str) -> Option<(i64, String)> {
+    let mut newest: Option<(i64, String)> = None;
+    for file in &plan.files {
+        let value = file.partition_values.iter().find(|(k, _)| k == key).map(|(_, v)| v)?;
+        let instant = crate::util::parse_instant(value)?;
+        if newest.as_ref().is_none_or(|(n, _)| instant > *n) {
+            newest = Some((instant, format!("partition {key}={value}")));
+        }
+    }
+    newest
+}
+
+/// The newest value of a date or timestamp column, over every row group.
+fn newest_in_column(plan: &TablePlan, column: &str) -> Result<Option<(i64, String)>> {
+    use rayon::prelude::*;
+    let units = plan.work_units();
+    let newest_per_unit = units
+        .par_iter()
+        .map(|unit| {
+            let file = &plan.files[unit.file_idx].file;
+            let schema = file.metadata.schema();
+            let Ok(root) = schema.index_of(column) else {
+                return Err(Error::Usage(format!(
+                    "the contract's freshness column `{column}` is not in `{}`",
+                    file.path.display()
+                )));
+            };
+            let projection = ProjectionMask::roots(file.metadata.parquet_schema(), [root]);
+            let mut batches = file.read_row_group(unit.row_group, &projection, unit.n_rows.max(1))?;
+            if unit.n_rows == 0 {
+                return Ok(None);
+            }
+            let batch = batches.read(unit.n_rows)?;
+            let seconds = arrow::compute::cast(
+                batch.column(0),
+                &DataType::Timestamp(arrow::datatypes::TimeUnit::Second, None),
+            )
+            .and_then(|t| arrow::compute::cast(&t, &DataType::Int64))
+            .map_err(|e| {
+                Error::Usage(format!(
+                    "the contract's freshness column `{column}` in `{}` is {}, not a date or timestamp: {e}",
+                    file.path.display(),
+                    schema.field(root).data_type()
+                ))
+            })?;
+            let seconds = seconds.as_any().downcast_ref::<Int64Array>().expect("cast to Int64");
+            Ok(arrow::compute::max(seconds))
+        })
+        .collect::<Result<Vec<Option<i64>>>>()?;
+    Ok(newest_per_unit.into_iter().flatten().max().map(|newest| {
+        (
+            newest,
+            format!("`{column}` {}", crate::util::rfc3339_from_epoch(newest)),
+        )
+    }))
+}
+
+/// What a pass did: counts, the writer's results, and the inspection.
+struct Scored {
+    rows: u64,
+    /// (rows, bytes) per scored file, in the order asked for.
+    files: Vec<(u64, u64)>,
+    stages: StageSeconds,
+    seconds: f64,
+    /// The work units of the pass, in order (positions in examples index it).
+    units: Vec<WorkUnit>,
+    inspection: Option<Inspection>,
+    /// The key of every row's unique columns, in table order.
+    keys: Vec<u64>,
+    /// Rows written to the staged quarantine table.
+    quarantined_rows: u64,
+    judgement: Judgement,
+    profile: Option<TableProfile>,
+}
+
+impl Scored {
+    fn inspection_rows(&self, count: impl Fn(&Inspection) -> u64) -> u64 {
+        self.inspection.as_ref().map_or(0, count)
+    }
+}
+
+/// Partitions `--mode resume` keeps, with their records.
+type ReusedPartitions = Vec<(PathBuf, PartitionRecord)>;
+
+/// Scores what resume cannot reuse into staging, and judges it. Returns the
+/// pass, the staged partitions' records, and the reused partitions.
+fn stage_and_judge(
+    pool: &rayon::ThreadPool,
+    package: &Package,
+    table: &PreparedTable,
+    facts: &TableFacts,
     transaction: &mut Transaction,
     options: &RunOptions,
-) -> Result<(Scored, Vec<PartitionRecord>, Vec<PathBuf>)> {
+) -> Result<(Scored, Vec<PartitionRecord>, ReusedPartitions)> {
     let plan = &table.plan;
-    let output_options = format!("ids={:?};scores={:?}", plan.id_columns, table.score_columns);
+    let output_options = format!(
+        "ids={:?};scores={:?};flags={}",
+        plan.id_columns, table.score_columns, table.flags
+    );
     let files_by_partition = commit::partitions_of(plan.files.iter().map(|f| f.relative_path.as_path()));
     let file_index: BTreeMap<&Path, usize> = plan
         .files
@@ -404,7 +893,6 @@ fn score_and_publish(
         .collect();
 
     let mut reused = Vec::new();
-    let mut reused_records = Vec::new();
     let mut to_score = Vec::new(); // (partition, key, file indices)
     for (partition, files) in &files_by_partition {
         let indices: Vec<usize> = files.iter().map(|f| file_index[f.as_path()]).collect();
@@ -419,12 +907,11 @@ fn score_and_publish(
                 )
             })
             .collect();
-        let key = commit::partition_key(&model.info().sha256, &output_options, &inputs);
+        let key = commit::partition_key(&package.model.info().sha256, &output_options, &inputs);
         match transaction.reusable_partition(partition, &key) {
             Some(record) => {
                 tracing::info!(partition = %partition.display(), "partition already committed; reusing it");
-                reused.push(partition.clone());
-                reused_records.push(record);
+                reused.push((partition.clone(), record));
             }
             None => to_score.push((partition.clone(), key, indices)),
         }
@@ -435,9 +922,26 @@ fn score_and_publish(
         .flat_map(|(_, _, indices)| indices.iter().copied())
         .collect();
     let destination = |relative: &Path| transaction.staged_path(relative);
-    let scored = score_files(pool, model, table, &files, Some(&destination), options.progress)?;
+    let quarantine_path = transaction.staged_side_path("quarantine.parquet");
+    let scored = score_files(
+        pool,
+        package,
+        table,
+        &files,
+        Some(&destination),
+        Some(&quarantine_path),
+        options.progress,
+    )?;
+    let mut scored = judge(package, table, facts, scored);
+    if let Some(profile) = &scored.profile {
+        let path = transaction.staged_side_path("profile.json");
+        crate::util::write_atomically(&path, &profile.to_json()).map_err(|source| Error::Output {
+            what: "run profile",
+            path,
+            source,
+        })?;
+    }
     let written: BTreeMap<usize, (u64, u64)> = files.iter().copied().zip(scored.files.iter().copied()).collect();
-
     let run_id = transaction.run_id().to_string();
     let staged: Vec<PartitionRecord> = to_score
         .into_iter()
@@ -455,21 +959,163 @@ fn score_and_publish(
                 .collect(),
         })
         .collect();
-    let all_partitions: Vec<&Path> = files_by_partition.keys().map(PathBuf::as_path).collect();
-    transaction.publish(&staged, &all_partitions)?;
-    let mut records = staged;
-    records.extend(reused_records);
-    records.sort_by(|a, b| a.partition.cmp(&b.partition));
-    Ok((scored, records, reused))
+    scored.files.clear();
+    Ok((scored, staged, reused))
 }
 
-/// What [`score_files`] did.
-struct Scored {
-    rows: u64,
-    /// (rows, bytes) per scored file, in the order asked for.
-    files: Vec<(u64, u64)>,
-    stages: StageSeconds,
-    seconds: f64,
+/// Side outputs a published run leaves in `OUT/_lakescore/`.
+struct SideOutputs {
+    quarantine: Option<PathBuf>,
+    profile: Option<PathBuf>,
+}
+
+/// Publishes the staged partitions, then the side outputs. Returns every
+/// partition's record (reused ones included) and where the side outputs went.
+fn publish(
+    scored: &Scored,
+    staged: Vec<PartitionRecord>,
+    reused: &[(PathBuf, PartitionRecord)],
+    table: &PreparedTable,
+    transaction: &mut Transaction,
+) -> Result<(Vec<PartitionRecord>, SideOutputs)> {
+    let files_by_partition = commit::partitions_of(table.plan.files.iter().map(|f| f.relative_path.as_path()));
+    let all_partitions: Vec<&Path> = files_by_partition.keys().map(PathBuf::as_path).collect();
+    transaction.publish(&staged, &all_partitions)?;
+    let run_id = transaction.run_id().to_string();
+    let quarantine = match scored.quarantined_rows {
+        0 => None,
+        _ => Some(transaction.publish_side("quarantine.parquet", "quarantine", &format!("{run_id}.parquet"))?),
+    };
+    let profile = match scored.profile {
+        Some(_) => Some(transaction.publish_side("profile.json", "profiles", &format!("{run_id}.json"))?),
+        None => None,
+    };
+    let mut records = staged;
+    records.extend(reused.iter().map(|(_, record)| record.clone()));
+    records.sort_by(|a, b| a.partition.cmp(&b.partition));
+    Ok((records, SideOutputs { quarantine, profile }))
+}
+
+/// Turns a pass's inspection into the run's judgement: rules, guards, drift,
+/// the score histogram, and the run's profile.
+fn judge(package: &Package, table: &PreparedTable, facts: &TableFacts, mut scored: Scored) -> Scored {
+    let Some(inspection) = scored.inspection.take() else {
+        return scored;
+    };
+    let contract = &package.contract;
+    let features = package.model.features();
+    let profile = inspection.clone().profile(
+        contract,
+        features,
+        &table.plan.input.display().to_string(),
+        table.pass.predict,
+    );
+    let unique = table.unique_ids.as_ref().map(|_| {
+        let (repeats, positions) = contract::duplicates(&scored.keys);
+        let positions: Vec<(usize, usize)> = positions
+            .into_iter()
+            .map(|global| unit_position(&scored.units, global))
+            .collect();
+        (repeats, positions)
+    });
+    let mut wanted: Vec<(usize, usize)> = inspection.tallies.iter().flat_map(|t| t.examples.clone()).collect();
+    if let Some((_, positions)) = &unique {
+        wanted.extend(positions.iter().copied());
+    }
+    let ids = describe_rows(table, &scored.units, &wanted);
+    let example = |position: (usize, usize)| ids.get(&position).cloned().unwrap_or_default();
+    let unique = unique.map(|(repeats, positions)| (repeats, positions.into_iter().map(example).collect()));
+    let checks = contract::judge_rules(contract, &inspection, &profile, facts, unique, &example);
+    let mut judgement = Judgement {
+        checks: Some(checks),
+        ..Judgement::default()
+    };
+    if table.pass.predict {
+        judgement.guards = Some(contract::judge_guards(
+            contract,
+            &inspection,
+            &profile,
+            package.reference.as_ref(),
+        ));
+        judgement.score_histogram = contract::score_histogram(&profile, package.reference.as_ref());
+    }
+    if let Some(reference) = &package.reference {
+        judgement.drift = Some(contract::judge_drift(
+            contract,
+            &profile,
+            reference,
+            &package.reference_name(),
+        ));
+    }
+    scored.judgement = judgement;
+    scored.inspection = Some(inspection);
+    scored.profile = Some(profile);
+    scored
+}
+
+/// (unit, row within it) of the `global`-th row of the pass.
+fn unit_position(units: &[WorkUnit], global: usize) -> (usize, usize) {
+    let mut first = 0;
+    for (index, unit) in units.iter().enumerate() {
+        if global < first + unit.n_rows {
+            return (index, global - first);
+        }
+        first += unit.n_rows;
+    }
+    (units.len(), 0)
+}
+
+/// How reports name a few rows: their id values (`customer_id=17`), read
+/// again from the input, or their place in it when the run has no ids.
+fn describe_rows(
+    table: &PreparedTable,
+    units: &[WorkUnit],
+    positions: &[(usize, usize)],
+) -> HashMap<(usize, usize), String> {
+    let mut by_unit: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for &(unit, row) in positions {
+        by_unit.entry(unit).or_default().push(row);
+    }
+    let mut names = HashMap::new();
+    for (unit_idx, rows) in by_unit {
+        let Some(unit) = units.get(unit_idx) else { continue };
+        let file = &table.plan.files[unit.file_idx];
+        let place = |row: usize| {
+            format!(
+                "{} row group {} row {row}",
+                file.relative_path.display(),
+                unit.row_group
+            )
+        };
+        let ids = (!file.id_roots.is_empty())
+            .then(|| {
+                let projection =
+                    ProjectionMask::roots(file.file.metadata.parquet_schema(), file.id_roots.iter().copied());
+                let mut batches = file
+                    .file
+                    .read_row_group(unit.row_group, &projection, unit.n_rows.max(1))
+                    .ok()?;
+                batches.read(unit.n_rows).ok()
+            })
+            .flatten();
+        for row in rows {
+            let name = match &ids {
+                Some(batch) => {
+                    let values: Vec<String> = (0..batch.num_columns())
+                        .map(|c| {
+                            let value = arrow::util::display::array_value_to_string(batch.column(c), row)
+                                .unwrap_or_else(|_| "?".into());
+                            format!("{}={value}", batch.schema().field(c).name())
+                        })
+                        .collect();
+                    values.join(",")
+                }
+                None => place(row),
+            };
+            names.insert((unit_idx, row), name);
+        }
+    }
+    names
 }
 
 /// The writer's and workers' meeting point.
@@ -488,8 +1134,13 @@ struct ExchangeState {
 }
 
 struct EncodedUnit {
-    n_rows: usize,
+    /// Rows in the output (quarantined rows left out).
+    rows_out: usize,
     encoded: Option<EncodedRowGroup>,
+    /// The unique-column key of every row, in order.
+    keys: Vec<u64>,
+    /// Quarantined rows, as rows of the quarantine table.
+    quarantine: Vec<RecordBatch>,
 }
 
 impl Exchange {
@@ -525,13 +1176,15 @@ impl Exchange {
 type Destination<'a> = &'a (dyn Fn(&Path) -> PathBuf + Sync);
 
 /// Scores the files `file_indices` of the table, writing each to
-/// `destination(relative path)` (or nowhere).
+/// `destination(relative path)` (or nowhere), and quarantined rows to
+/// `quarantine` (or nowhere).
 fn score_files(
     pool: &rayon::ThreadPool,
-    model: &dyn Model,
+    package: &Package,
     table: &PreparedTable,
     file_indices: &[usize],
     destination: Option<Destination<'_>>,
+    quarantine: Option<&Path>,
     show_progress: bool,
 ) -> Result<Scored> {
     let clock = Instant::now();
@@ -554,20 +1207,46 @@ fn score_files(
     };
     let next_unit = AtomicUsize::new(0);
     let worker_stages = Mutex::new(StageSeconds::default());
-    let encode = destination.is_some();
+    let inspected: Mutex<Option<Inspection>> = Mutex::new(None);
+    let encode = destination.is_some() && table.pass.encode;
 
-    let mut written_files = Vec::with_capacity(file_indices.len());
-    let mut write_seconds = 0.0;
+    let mut written = Written::default();
     pool.in_place_scope(|scope| {
         for _ in 0..pool.current_num_threads() {
             scope.spawn(|_| {
                 let mut stages = StageSeconds::default();
-                worker_loop(model, table, &units, &next_unit, &exchange, window, encode, &mut stages);
+                let mut inspection = table.pass.inspect.then(|| {
+                    package
+                        .contract
+                        .inspection(package.model.features(), package.model.n_outputs())
+                });
+                let worker = Worker {
+                    package,
+                    table,
+                    units: &units,
+                    encode,
+                };
+                worker.run(&next_unit, &exchange, window, &mut stages, inspection.as_mut());
                 worker_stages.lock().unwrap().add(&stages);
+                if let Some(mine) = inspection {
+                    let mut all = inspected.lock().unwrap();
+                    match all.as_mut() {
+                        Some(all) => all.merge(&mine),
+                        None => *all = Some(mine),
+                    }
+                }
             });
         }
-        let written = panic::catch_unwind(AssertUnwindSafe(|| {
-            write_in_order(table, file_indices, &units, &exchange, destination, &progress)
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+            write_in_order(
+                table,
+                file_indices,
+                &units,
+                &exchange,
+                destination,
+                quarantine,
+                &progress,
+            )
         }))
         .unwrap_or_else(|payload| {
             Err(Error::Internal(format!(
@@ -575,11 +1254,8 @@ fn score_files(
                 panic_message(&*payload)
             )))
         });
-        match written {
-            Ok((files, seconds)) => {
-                written_files = files;
-                write_seconds = seconds;
-            }
+        match outcome {
+            Ok(done) => written = done,
             Err(error) => exchange.fail(usize::MAX, error),
         }
     });
@@ -588,170 +1264,353 @@ fn score_files(
         return Err(error);
     }
     let mut stages = worker_stages.into_inner().unwrap();
-    stages.write = write_seconds;
+    stages.write = written.seconds;
     Ok(Scored {
         rows: total_rows,
-        files: written_files,
+        files: written.files,
         stages,
         seconds: clock.elapsed().as_secs_f64(),
+        units,
+        inspection: inspected.into_inner().unwrap(),
+        keys: written.keys,
+        quarantined_rows: written.quarantined_rows,
+        judgement: Judgement::default(),
+        profile: None,
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn worker_loop(
-    model: &dyn Model,
-    table: &PreparedTable,
-    units: &[WorkUnit],
-    next_unit: &AtomicUsize,
-    exchange: &Exchange,
-    window: usize,
+/// One worker thread's view of the pass.
+struct Worker<'a> {
+    package: &'a Package,
+    table: &'a PreparedTable,
+    units: &'a [WorkUnit],
     encode: bool,
-    stages: &mut StageSeconds,
-) {
-    loop {
-        let unit_idx = next_unit.fetch_add(1, Ordering::Relaxed);
-        if unit_idx >= units.len() {
-            return;
-        }
-        {
-            let mut state = exchange.state.lock().unwrap();
-            while state.failure.is_none() && unit_idx >= state.written + window {
-                state = exchange.changed.wait(state).unwrap();
-            }
-            if state.failure.is_some() {
+}
+
+impl Worker<'_> {
+    fn run(
+        &self,
+        next_unit: &AtomicUsize,
+        exchange: &Exchange,
+        window: usize,
+        stages: &mut StageSeconds,
+        mut inspection: Option<&mut Inspection>,
+    ) {
+        loop {
+            let unit_idx = next_unit.fetch_add(1, Ordering::Relaxed);
+            if unit_idx >= self.units.len() {
                 return;
             }
-        }
-        let unit = units[unit_idx];
-        // A panic (a bug here or in a decoder, on a file it did not expect)
-        // becomes an error like any other, so that the writer and the other
-        // workers stop instead of waiting forever for this unit.
-        let scored = panic::catch_unwind(AssertUnwindSafe(|| score_unit(model, table, unit, encode, stages)))
+            {
+                let mut state = exchange.state.lock().unwrap();
+                while state.failure.is_none() && unit_idx >= state.written + window {
+                    state = exchange.changed.wait(state).unwrap();
+                }
+                if state.failure.is_some() {
+                    return;
+                }
+            }
+            let unit = self.units[unit_idx];
+            // A panic (a bug here or in a decoder, on a file it did not expect)
+            // becomes an error like any other, so that the writer and the other
+            // workers stop instead of waiting forever for this unit.
+            let scored = panic::catch_unwind(AssertUnwindSafe(|| {
+                self.score_unit(unit_idx, stages, inspection.as_deref_mut())
+            }))
             .unwrap_or_else(|payload| {
-                let path = table.plan.files[unit.file_idx].file.path.display();
+                let path = self.table.plan.files[unit.file_idx].file.path.display();
                 Err(Error::Internal(format!(
                     "scoring row group {} of `{path}` panicked: {}",
                     unit.row_group,
                     panic_message(&*payload)
                 )))
             });
-        match scored {
-            Ok(done) => {
-                let mut state = exchange.state.lock().unwrap();
-                state.ready.insert(unit_idx, done);
-                exchange.changed.notify_all();
+            match scored {
+                Ok(done) => {
+                    let mut state = exchange.state.lock().unwrap();
+                    state.ready.insert(unit_idx, done);
+                    exchange.changed.notify_all();
+                }
+                Err(error) => {
+                    exchange.fail(unit_idx, error);
+                    return;
+                }
             }
-            Err(error) => {
-                exchange.fail(unit_idx, error);
-                return;
+        }
+    }
+
+    /// Decode, features, checks, model and encode for one row group, a batch
+    /// of [`BATCH_ROWS`] rows at a time.
+    fn score_unit(
+        &self,
+        unit_idx: usize,
+        stages: &mut StageSeconds,
+        mut inspection: Option<&mut Inspection>,
+    ) -> Result<EncodedUnit> {
+        let (table, model, contract) = (self.table, self.package.model.as_ref(), &self.package.contract);
+        let unit = self.units[unit_idx];
+        let file_plan = &table.plan.files[unit.file_idx];
+        let file = &file_plan.file;
+        let scan = &table.scans[unit.file_idx];
+        let row_group = unit.row_group;
+        let encode_error = |source| SinkError::Encode {
+            path: file.path.clone(),
+            row_group,
+            source,
+        };
+        let mut clock = Instant::now();
+        let mut lap = |slot: &mut f64| {
+            let now = Instant::now();
+            *slot += (now - clock).as_secs_f64();
+            clock = now;
+        };
+
+        test_hooks::in_row_group(row_group);
+        file.prefetch_row_group(row_group, &scan.leaves);
+        let mut batches = match &scan.arrow_projection {
+            Some(projection) => Some(file.read_row_group(row_group, projection, BATCH_ROWS)?),
+            None => None,
+        };
+        // Copied chunks are not decoded, but their pages are read and
+        // decompressed, so that a damaged chunk fails the run instead of being
+        // copied into the output (no output, no copy: nothing to check).
+        if self.encode {
+            for &leaf in &scan.copied_leaves {
+                file.check_column_chunk(row_group, leaf)?;
+            }
+        }
+        let mut leaves: Vec<LeafReader> = scan
+            .leaf_readers
+            .iter()
+            .map(|&leaf| file.leaf_reader(row_group, leaf))
+            .collect::<Result<_, _>>()?;
+        let n_values = table.layouts[unit.file_idx].schema.fields().len() - scan.id_sources.len();
+        let mut encoder = match self.encode {
+            true => {
+                let copied = scan.copied_chunks(file, row_group, n_values);
+                Some(
+                    table.layouts[unit.file_idx]
+                        .start_row_group(copied)
+                        .map_err(encode_error)?,
+                )
+            }
+            false => None,
+        };
+        let mut done = EncodedUnit {
+            rows_out: 0,
+            encoded: None,
+            keys: Vec::new(),
+            quarantine: Vec::new(),
+        };
+        let mut marks = RowMarks::default();
+        let mut rows_done = 0;
+        while rows_done < unit.n_rows {
+            let n_rows = BATCH_ROWS.min(unit.n_rows - rows_done);
+            let batch = match batches.as_mut() {
+                Some(batches) => Some(batches.read(n_rows)?),
+                None => None,
+            };
+            for leaf in &mut leaves {
+                leaf.read(n_rows)?;
+            }
+            lap(&mut stages.decode);
+
+            let columns: Vec<&dyn Array> = batch.iter().flat_map(|b| b.columns()).map(|c| c.as_ref()).collect();
+            let mut block = features::build_block(&scan.sources, &columns, &leaves, &table.block_features, n_rows)
+                .map_err(|unknown| unknown.at(&file.path, row_group))?;
+            lap(&mut stages.features);
+            let ids: Vec<ArrayRef> = scan
+                .id_sources
+                .iter()
+                .filter_map(|source| match *source {
+                    IdSource::Arrow { position } => Some(Arc::clone(
+                        batch.as_ref().expect("Arrow ids come with a batch").column(position),
+                    )),
+                    IdSource::Copy { .. } => None,
+                })
+                .collect();
+            if let Some(inspection) = inspection.as_deref_mut() {
+                inspection.inspect_features(contract, &block, unit_idx, rows_done, &mut marks);
+                fill_missing(&mut block, &table.fills);
+                if let Some(unique) = &table.unique_ids {
+                    let key_columns: Vec<&ArrayRef> = unique.iter().map(|&i| &ids[i]).collect();
+                    done.keys.extend(row_keys(&key_columns, n_rows)?);
+                }
+                lap(&mut stages.checks);
+            }
+            if !table.pass.predict {
+                rows_done += n_rows;
+                continue;
+            }
+            let keep = marks
+                .any_quarantined
+                .then(|| BooleanArray::from_iter(marks.quarantined.iter().map(|&q| Some(!q))));
+            if let Some(keep) = &keep {
+                block = drop_rows(block, &marks.quarantined);
+                if table.quarantines {
+                    done.quarantine.push(quarantine_rows(
+                        table, file_plan, row_group, rows_done, &ids, &marks, contract, keep,
+                    )?);
+                }
+            }
+            let rows_out = block.n_rows;
+            let scores = predict_checked(model, block)?;
+            if let Some(inspection) = inspection.as_deref_mut() {
+                inspection.inspect_scores(contract, &scores);
+            }
+            lap(&mut stages.model);
+
+            if let Some(encoder) = encoder.as_mut() {
+                let mut output: Vec<ArrayRef> = Vec::with_capacity(ids.len() + scores.len() + 1);
+                for id in &ids {
+                    output.push(match &keep {
+                        Some(keep) => arrow::compute::filter(id, keep).map_err(|e| encode_error(e.into()))?,
+                        None => Arc::clone(id),
+                    });
+                }
+                output.extend(scores.into_iter().map(|s| Arc::new(Float32Array::from(s)) as ArrayRef));
+                if table.flags {
+                    output.push(flags_column(&marks, contract, n_rows));
+                }
+                encoder.write(&output).map_err(encode_error)?;
+                lap(&mut stages.encode);
+            }
+            done.rows_out += rows_out;
+            rows_done += n_rows;
+        }
+        if let Some(batches) = batches {
+            batches.finish()?;
+        }
+        file.release_row_group(row_group, &scan.released_by_workers);
+        if let Some(encoder) = encoder {
+            done.encoded = Some(encoder.finish().map_err(encode_error)?);
+            lap(&mut stages.encode);
+        }
+        Ok(done)
+    }
+}
+
+/// Puts each feature's fill value where the inspection saw NaN.
+fn fill_missing(block: &mut FeatureBlock, fills: &[(usize, f64)]) {
+    let n = block.n_rows;
+    for &(feature, fill) in fills {
+        for v in &mut block.values[feature * n..(feature + 1) * n] {
+            if v.is_nan() {
+                *v = fill;
             }
         }
     }
 }
 
-/// Decode, features, model and encode for one row group, a batch of
-/// [`BATCH_ROWS`] rows at a time.
-fn score_unit(
-    model: &dyn Model,
+/// The block without the rows marked `drop`.
+fn drop_rows(block: FeatureBlock, drop: &[bool]) -> FeatureBlock {
+    let n = block.n_rows;
+    let kept = drop.iter().filter(|&&d| !d).count();
+    let mut values = Vec::with_capacity(kept * block.n_features);
+    for column in block.values.chunks_exact(n.max(1)).take(block.n_features) {
+        values.extend(column.iter().zip(drop).filter(|(_, d)| !**d).map(|(v, _)| *v));
+    }
+    FeatureBlock {
+        n_rows: kept,
+        n_features: block.n_features,
+        values,
+    }
+}
+
+/// The flag rules each scored row broke (null for none), for the kept rows.
+fn flags_column(marks: &RowMarks, contract: &Contract, n_rows: usize) -> ArrayRef {
+    let is_flag = |id: &str| contract.rules.iter().any(|r| r.id == id && r.policy == "flag");
+    let values: StringArray = (0..n_rows)
+        .filter(|&row| marks.quarantined.get(row).is_none_or(|q| !q))
+        .map(|row| match marks.any_flagged {
+            true => marks.reason_text(row, &contract.rules, is_flag),
+            false => None,
+        })
+        .collect();
+    Arc::new(values)
+}
+
+/// The quarantined rows of a batch as rows of the quarantine table.
+#[allow(clippy::too_many_arguments)]
+fn quarantine_rows(
     table: &PreparedTable,
-    unit: WorkUnit,
-    encode: bool,
-    stages: &mut StageSeconds,
-) -> Result<EncodedUnit> {
-    let file = &table.plan.files[unit.file_idx].file;
-    let scan = &table.scans[unit.file_idx];
-    let row_group = unit.row_group;
-    let encode_error = |source| SinkError::Encode {
-        path: file.path.clone(),
-        row_group,
-        source,
-    };
-    let mut clock = Instant::now();
-    let mut lap = |slot: &mut f64| {
-        let now = Instant::now();
-        *slot += (now - clock).as_secs_f64();
-        clock = now;
-    };
-
-    test_hooks::in_row_group(row_group);
-    file.prefetch_row_group(row_group, &scan.leaves);
-    let mut batches = match &scan.arrow_projection {
-        Some(projection) => Some(file.read_row_group(row_group, projection, BATCH_ROWS)?),
-        None => None,
-    };
-    // Copied chunks are not decoded, but their pages are read and
-    // decompressed, so that a damaged chunk fails the run instead of being
-    // copied into the output (no output, no copy: nothing to check).
-    if encode {
-        for &leaf in &scan.copied_leaves {
-            file.check_column_chunk(row_group, leaf)?;
-        }
-    }
-    let mut leaves: Vec<LeafReader> = scan
-        .leaf_readers
+    file: &FilePlan,
+    row_group: usize,
+    first_row: usize,
+    ids: &[ArrayRef],
+    marks: &RowMarks,
+    contract: &Contract,
+    keep: &BooleanArray,
+) -> Result<RecordBatch> {
+    let dropped = arrow::compute::not(keep).map_err(|e| Error::Internal(e.to_string()))?;
+    let rows: Vec<usize> = (0..marks.quarantined.len()).filter(|&r| marks.quarantined[r]).collect();
+    let mut columns: Vec<ArrayRef> = ids
         .iter()
-        .map(|&leaf| file.leaf_reader(row_group, leaf))
-        .collect::<Result<_, _>>()?;
-    let mut encoder = match encode {
-        true => {
-            let copied = scan.copied_chunks(file, row_group, model.n_outputs());
-            Some(
-                table.layouts[unit.file_idx]
-                    .start_row_group(copied)
-                    .map_err(encode_error)?,
-            )
-        }
-        false => None,
-    };
-    let mut rows_done = 0;
-    while rows_done < unit.n_rows {
-        let n_rows = BATCH_ROWS.min(unit.n_rows - rows_done);
-        let batch = match batches.as_mut() {
-            Some(batches) => Some(batches.read(n_rows)?),
-            None => None,
-        };
-        for leaf in &mut leaves {
-            leaf.read(n_rows)?;
-        }
-        lap(&mut stages.decode);
-
-        let columns: Vec<&dyn Array> = batch.iter().flat_map(|b| b.columns()).map(|c| c.as_ref()).collect();
-        let block = features::build_block(&scan.sources, &columns, &leaves, model.features(), n_rows)
-            .map_err(|unknown| unknown.at(&file.path, row_group))?;
-        lap(&mut stages.features);
-        let scores = predict_checked(model, block)?;
-        lap(&mut stages.model);
-
-        if let Some(encoder) = encoder.as_mut() {
-            let mut output: Vec<ArrayRef> = Vec::with_capacity(scan.id_sources.len() + scores.len());
-            for source in &scan.id_sources {
-                if let IdSource::Arrow { position } = *source {
-                    let batch = batch.as_ref().expect("Arrow id columns come with an Arrow batch");
-                    output.push(Arc::clone(batch.column(position)));
-                }
-            }
-            output.extend(scores.into_iter().map(|s| Arc::new(Float32Array::from(s)) as ArrayRef));
-            encoder.write(&output).map_err(encode_error)?;
-            lap(&mut stages.encode);
-        }
-        rows_done += n_rows;
-    }
-    if let Some(batches) = batches {
-        batches.finish()?;
-    }
-    file.release_row_group(row_group, &scan.released_by_workers);
-    let Some(encoder) = encoder else {
-        return Ok(EncodedUnit {
-            n_rows: rows_done,
-            encoded: None,
-        });
-    };
-    let encoded = encoder.finish().map_err(encode_error)?;
-    lap(&mut stages.encode);
-    Ok(EncodedUnit {
-        n_rows: rows_done,
-        encoded: Some(encoded),
+        .map(|id| arrow::compute::filter(id, &dropped))
+        .collect::<Result<_, _>>()
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let path = file.relative_path.display().to_string();
+    columns.push(Arc::new(StringArray::from(vec![path; rows.len()])));
+    columns.push(Arc::new(Int32Array::from(vec![row_group as i32; rows.len()])));
+    columns.push(Arc::new(Int64Array::from_iter_values(
+        rows.iter().map(|&r| (first_row + r) as i64),
+    )));
+    let is_quarantine = |id: &str| contract.rules.iter().any(|r| r.id == id && r.policy == "quarantine");
+    columns.push(Arc::new(StringArray::from_iter_values(rows.iter().map(|&r| {
+        marks.reason_text(r, &contract.rules, is_quarantine).unwrap_or_default()
+    }))));
+    RecordBatch::try_new(Arc::clone(&table.quarantine_schema), columns).map_err(|e| {
+        Error::Usage(format!(
+            "the id columns of `{}` differ in type from the first file's, so its quarantined rows cannot join one \
+             quarantine table: {e}",
+            file.file.path.display()
+        ))
     })
+}
+
+/// A 64-bit key per row for the uniqueness rule: the value itself for one
+/// integer column (exact; a null id takes one fixed key), otherwise a hash of
+/// the row's values in Arrow's row format (two different ids share a key with
+/// odds of about n^2 / 2^65, and the examples then show both).
+fn row_keys(columns: &[&ArrayRef], n_rows: usize) -> Result<Vec<u64>> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Int32Type, Int64Type};
+    use std::hash::{Hash, Hasher};
+    const NULL_KEY: u64 = 0x9E37_79B9_7F4A_7C15;
+    if let [column] = columns {
+        let exact = |i: usize, value: i64| if column.is_null(i) { NULL_KEY } else { value as u64 };
+        match column.data_type() {
+            DataType::Int64 => {
+                let values = column.as_primitive::<Int64Type>().values();
+                return Ok(values.iter().enumerate().map(|(i, &v)| exact(i, v)).collect());
+            }
+            DataType::Int32 => {
+                let values = column.as_primitive::<Int32Type>().values();
+                return Ok(values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| exact(i, i64::from(v)))
+                    .collect());
+            }
+            _ => {}
+        }
+    }
+    let fields = columns
+        .iter()
+        .map(|c| arrow::row::SortField::new(c.data_type().clone()))
+        .collect();
+    let arrays: Vec<ArrayRef> = columns.iter().map(|c| Arc::clone(c)).collect();
+    let rows = arrow::row::RowConverter::new(fields)
+        .and_then(|converter| converter.convert_columns(&arrays))
+        .map_err(|e| Error::Usage(format!("the unique columns cannot be compared: {e}")))?;
+    Ok((0..n_rows)
+        .map(|i| {
+            // SipHash with fixed keys: the same on every run and thread.
+            let mut hasher = std::hash::DefaultHasher::new();
+            rows.row(i).as_ref().hash(&mut hasher);
+            hasher.finish()
+        })
+        .collect())
 }
 
 /// The model's scores for a block, checked to be one column per output of one
@@ -773,41 +1632,62 @@ fn predict_checked(model: &dyn Model, block: FeatureBlock) -> Result<Vec<Vec<f32
     Ok(scores.outputs)
 }
 
-/// The writer: takes units in order and appends them to their files. Returns
-/// (rows, bytes) per file and the seconds spent writing.
+/// What the writer did.
+#[derive(Default)]
+struct Written {
+    /// (rows, bytes) per file, in the order asked for.
+    files: Vec<(u64, u64)>,
+    seconds: f64,
+    /// Every row's unique-column key, in table order.
+    keys: Vec<u64>,
+    quarantined_rows: u64,
+}
+
+/// The writer: takes units in order and appends them to their files, and
+/// quarantined rows to the quarantine table.
 fn write_in_order(
     table: &PreparedTable,
     file_indices: &[usize],
     units: &[WorkUnit],
     exchange: &Exchange,
     destination: Option<Destination<'_>>,
+    quarantine_path: Option<&Path>,
     progress: &Progress,
-) -> Result<(Vec<(u64, u64)>, f64)> {
+) -> Result<Written> {
     let mut writing = Stopwatch::default();
-    let mut results = Vec::with_capacity(file_indices.len());
+    let mut written = Written::default();
+    let mut quarantine: Option<ArrowWriter<std::fs::File>> = None;
     let mut unit_idx = 0;
     for &file_idx in file_indices {
         let file = &table.plan.files[file_idx];
         let mut staged = match destination {
-            Some(destination) => {
+            Some(destination) if table.pass.encode => {
                 Some(writing.time(|| StagedFile::create(&destination(&file.relative_path), &table.layouts[file_idx]))?)
             }
-            None => None,
+            _ => None,
         };
         let mut rows = 0;
         while unit_idx < units.len() && units[unit_idx].file_idx == file_idx {
             let Some(done) = exchange.take_in_order(unit_idx) else {
                 // A worker failed; its error is the one to report.
-                return Ok((results, writing.seconds));
+                written.seconds = writing.seconds;
+                return Ok(written);
             };
-            rows += done.n_rows as u64;
+            rows += done.rows_out as u64;
+            written.keys.extend_from_slice(&done.keys);
             if let (Some(staged), Some(encoded)) = (staged.as_mut(), done.encoded) {
                 writing.time(|| staged.append(encoded))?;
                 // Copying id chunks touched their input pages; let them go.
                 file.file
                     .release_row_group(units[unit_idx].row_group, &table.scans[file_idx].copied_leaves);
             }
-            progress.add_rows(done.n_rows as u64);
+            if let Some(path) = quarantine_path {
+                for batch in done.quarantine {
+                    written.quarantined_rows += batch.num_rows() as u64;
+                    writing.time(|| append_quarantine(&mut quarantine, path, &table.quarantine_schema, &batch))?;
+                }
+            }
+            progress.add_rows(units[unit_idx].n_rows as u64);
             unit_idx += 1;
             exchange.mark_written(unit_idx);
         }
@@ -815,9 +1695,55 @@ fn write_in_order(
             Some(staged) => writing.time(|| staged.finish())?.1,
             None => 0,
         };
-        results.push((rows, bytes));
+        written.files.push((rows, bytes));
     }
-    Ok((results, writing.seconds))
+    if let (Some(writer), Some(path)) = (quarantine, quarantine_path) {
+        writing.time(|| finish_quarantine(writer, path))?;
+    }
+    written.seconds = writing.seconds;
+    Ok(written)
+}
+
+fn quarantine_error(path: &Path, source: parquet::errors::ParquetError) -> Error {
+    Error::Sink(SinkError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Appends quarantined rows, creating the staged quarantine file on first use.
+fn append_quarantine(
+    writer: &mut Option<ArrowWriter<std::fs::File>>,
+    path: &Path,
+    schema: &SchemaRef,
+    batch: &RecordBatch,
+) -> Result<()> {
+    if writer.is_none() {
+        let io_error = |source| {
+            Error::Sink(SinkError::Create {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io_error)?;
+        }
+        let file = std::fs::File::create(path).map_err(io_error)?;
+        *writer = Some(ArrowWriter::try_new(file, Arc::clone(schema), None).map_err(|e| quarantine_error(path, e))?);
+    }
+    let writer = writer.as_mut().expect("created above");
+    writer.write(batch).map_err(|e| quarantine_error(path, e))
+}
+
+/// Closes the quarantine table and makes it durable before it is published.
+fn finish_quarantine(writer: ArrowWriter<std::fs::File>, path: &Path) -> Result<()> {
+    let file = writer.into_inner().map_err(|e| quarantine_error(path, e))?;
+    file.sync_all().map_err(|source| {
+        Error::Sink(SinkError::Sync {
+            path: path.to_path_buf(),
+            source,
+        })
+    })
 }
 
 /// Adds up the time spent in the closures it runs.

@@ -1,12 +1,17 @@
-//! What a run tells the world: the `_SUCCESS` manifest, the `--report` JSON,
-//! and the `bench` table.
+//! What a run tells the world: the `_SUCCESS` manifest, the `--report` JSON
+//! (with the contract's judgement), and the `bench` and `check` tables.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 
 use crate::commit::OutputFileRecord;
+use crate::contract::{Checks, Drift, Guards, ScoreHistogram};
+use crate::drift::Status;
 use crate::model::ModelInfo;
+use crate::pipeline::RunOptions;
+use crate::util::{peak_rss_bytes, rfc3339_utc};
 
 /// Seconds spent in each stage of the per-row-group work, summed over the
 /// worker threads (so they can add up to more than the wall time).
@@ -14,6 +19,8 @@ use crate::model::ModelInfo;
 pub struct StageSeconds {
     pub decode: f64,
     pub features: f64,
+    /// Contract rules and profiles of features (and keys for uniqueness).
+    pub checks: f64,
     pub model: f64,
     pub encode: f64,
     pub write: f64,
@@ -23,15 +30,17 @@ impl StageSeconds {
     pub fn add(&mut self, other: &StageSeconds) {
         self.decode += other.decode;
         self.features += other.features;
+        self.checks += other.checks;
         self.model += other.model;
         self.encode += other.encode;
         self.write += other.write;
     }
 
-    pub fn rows(&self) -> [(&'static str, f64); 5] {
+    pub fn rows(&self) -> [(&'static str, f64); 6] {
         [
             ("decode", self.decode),
             ("features", self.features),
+            ("checks", self.checks),
             ("model", self.model),
             ("encode", self.encode),
             ("write", self.write),
@@ -77,14 +86,77 @@ pub struct Manifest {
     /// Partitions `--mode resume` found committed and kept.
     pub reused_partitions: Vec<PathBuf>,
     pub rows: u64,
+    /// Rows the contract kept out of the output.
+    pub rows_quarantined: u64,
+    /// The quarantine table of this run, when rows were quarantined.
+    pub quarantine: Option<PathBuf>,
+    /// The profile of this run's features and scores.
+    pub profile: Option<PathBuf>,
     pub wall_seconds: WallSeconds,
+}
+
+/// What the contract, the guards and the drift measures said about a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Judgement {
+    pub checks: Option<Checks>,
+    pub guards: Option<Guards>,
+    pub drift: Option<Drift>,
+    pub score_histogram: Option<ScoreHistogram>,
+}
+
+impl Judgement {
+    /// Whether anything says the output must not be published.
+    pub fn rejects(&self) -> bool {
+        self.checks.as_ref().is_some_and(|c| c.verdict == Status::Fail)
+            || self.guards.as_ref().is_some_and(|g| g.verdict == Status::Fail)
+            || self.drift.as_ref().is_some_and(|d| d.verdict == Status::Fail)
+    }
+
+    /// The failing rules, guards and drift measures, in one line.
+    pub fn rejection_summary(&self) -> String {
+        let mut failing: Vec<String> = Vec::new();
+        if let Some(checks) = &self.checks {
+            failing.extend(
+                checks
+                    .rules
+                    .iter()
+                    .filter(|r| r.status == Status::Fail)
+                    .map(|r| format!("rule {} ({})", r.id, r.detail)),
+            );
+        }
+        if let Some(guards) = &self.guards {
+            failing.extend(
+                guards
+                    .guards
+                    .iter()
+                    .filter(|g| g.status == Status::Fail)
+                    .map(|g| format!("guard {} ({})", g.id, g.detail)),
+            );
+        }
+        if let Some(drift) = &self.drift {
+            failing.extend(
+                drift
+                    .columns
+                    .iter()
+                    .filter(|c| c.status == Status::Fail)
+                    .map(|c| format!("drift of `{}` (PSI {:.3}, JS {:.3})", c.name, c.psi, c.js)),
+            );
+        }
+        failing.join("; ")
+    }
 }
 
 /// `--report FILE`: the run in numbers.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
+    /// `score`, `check` or `bench`.
+    pub command: &'static str,
     pub run_id: String,
+    /// `succeeded`, or `rejected` when a rule, guard or drift threshold said no
+    /// (nothing was published).
     pub status: &'static str,
+    pub started_at: String,
+    pub finished_at: String,
     pub model: ModelInfo,
     pub input: PathBuf,
     pub output: Option<PathBuf>,
@@ -95,6 +167,10 @@ pub struct RunReport {
     pub rows: u64,
     /// Rows scored by this run (reused partitions excluded).
     pub rows_scored: u64,
+    /// Rows not scored, sent to the quarantine table by the contract.
+    pub rows_quarantined: u64,
+    /// Rows scored with flags in `lakescore_flags`.
+    pub rows_flagged: u64,
     pub reused_partitions: usize,
     pub bytes_read: u64,
     pub bytes_written: u64,
@@ -102,6 +178,70 @@ pub struct RunReport {
     pub wall_seconds: WallSeconds,
     pub stage_seconds: StageSeconds,
     pub peak_rss_bytes: u64,
+    pub quarantine: Option<PathBuf>,
+    pub profile: Option<PathBuf>,
+    #[serde(flatten)]
+    pub judgement: Judgement,
+}
+
+impl RunReport {
+    /// A report of a run that has just started.
+    pub fn new(
+        command: &'static str,
+        run_id: &str,
+        started_at: SystemTime,
+        model: &ModelInfo,
+        input: &Path,
+        options: &RunOptions,
+        threads: usize,
+    ) -> RunReport {
+        RunReport {
+            command,
+            run_id: run_id.to_string(),
+            status: "running",
+            started_at: rfc3339_utc(started_at),
+            finished_at: String::new(),
+            model: model.clone(),
+            input: input.to_path_buf(),
+            output: None,
+            device: options.device.clone(),
+            threads,
+            files: 0,
+            row_groups: 0,
+            rows: 0,
+            rows_scored: 0,
+            rows_quarantined: 0,
+            rows_flagged: 0,
+            reused_partitions: 0,
+            bytes_read: 0,
+            bytes_written: 0,
+            rows_per_second: 0.0,
+            wall_seconds: WallSeconds::default(),
+            stage_seconds: StageSeconds::default(),
+            peak_rss_bytes: 0,
+            quarantine: None,
+            profile: None,
+            judgement: Judgement::default(),
+        }
+    }
+
+    /// Stamps the end of the run: total time, rate, memory.
+    pub fn finish(mut self, clock: Instant) -> RunReport {
+        let total = clock.elapsed().as_secs_f64();
+        self.finished_at = rfc3339_utc(SystemTime::now());
+        self.wall_seconds.total = total;
+        // Rows this run scored: on resume, reused partitions took no time.
+        self.rows_per_second = self.rows_scored as f64 / total.max(1e-9);
+        self.peak_rss_bytes = peak_rss_bytes();
+        self
+    }
+
+    /// The end of a run the contract rejected: nothing was published.
+    pub fn finish_rejected(mut self, clock: Instant) -> RunReport {
+        self.status = "rejected";
+        self.bytes_written = 0;
+        self.finish(clock)
+    }
 }
 
 /// `--report FILE` of a run that failed: enough for a pipeline to say why.
@@ -168,6 +308,57 @@ impl RunReport {
             group_thousands(self.rows_per_second as u64),
             self.peak_rss_bytes as f64 / (1024.0 * 1024.0),
         ));
+        out
+    }
+}
+
+impl RunReport {
+    /// The `lakescore check` table: every rule, worst first.
+    pub fn render_checks(&self) -> String {
+        let mut out = format!(
+            "{} against model {} {}: {} rows in {} files\n\n",
+            self.input.display(),
+            self.model.name,
+            self.model.version.as_deref().unwrap_or(""),
+            group_thousands(self.rows),
+            self.files
+        );
+        let Some(checks) = &self.judgement.checks else {
+            out.push_str("no rules were run\n");
+            return out;
+        };
+        if checks.rules.is_empty() {
+            out.push_str("the contract has no rules\n");
+        }
+        let mut rules: Vec<_> = checks.rules.iter().collect();
+        rules.sort_by_key(|r| std::cmp::Reverse(r.status));
+        out.push_str(&format!(
+            "{:<6} {:<28} {:<10} {:>12}  detail\n",
+            "status", "rule", "policy", "failing"
+        ));
+        for rule in rules {
+            let status = match rule.status {
+                Status::Pass => "pass",
+                Status::Warn => "WARN",
+                Status::Fail => "FAIL",
+            };
+            out.push_str(&format!(
+                "{status:<6} {:<28} {:<10} {:>12}  {}\n",
+                rule.id,
+                rule.policy,
+                group_thousands(rule.failing),
+                rule.detail
+            ));
+            if !rule.examples.is_empty() {
+                out.push_str(&format!("{:<58}e.g. {}\n", "", rule.examples.join("; ")));
+            }
+        }
+        let verdict = match checks.verdict {
+            Status::Pass => "all rules pass",
+            Status::Warn => "rules warn; nothing says stop",
+            Status::Fail => "a failing rule says stop",
+        };
+        out.push_str(&format!("\n{verdict}\n"));
         out
     }
 }

@@ -68,6 +68,10 @@ pub enum SinkError {
     },
 }
 
+/// The output column that lists the flag rules a row broke (comma-separated
+/// rule ids; null when none).
+pub const FLAGS_COLUMN: &str = "lakescore_flags";
+
 /// Names of the score columns: `score` for one output, `score_0 ..` for more.
 pub fn score_column_names(n_outputs: usize) -> Vec<String> {
     match n_outputs {
@@ -89,14 +93,23 @@ pub struct OutputLayout {
 }
 
 impl OutputLayout {
-    /// Output of `id_fields` (as the input has them) followed by the scores.
-    pub fn new(for_input: &Path, id_fields: Vec<FieldRef>, score_names: &[String]) -> Result<Self, SinkError> {
+    /// Output of `id_fields` (as the input has them) followed by the scores,
+    /// and, with `flags`, the [`FLAGS_COLUMN`] of the contract's flag rules.
+    pub fn new(
+        for_input: &Path,
+        id_fields: Vec<FieldRef>,
+        score_names: &[String],
+        flags: bool,
+    ) -> Result<Self, SinkError> {
         let mut fields = id_fields;
         fields.extend(
             score_names
                 .iter()
                 .map(|name| Arc::new(Field::new(name, DataType::Float32, false))),
         );
+        if flags {
+            fields.push(Arc::new(Field::new(FLAGS_COLUMN, DataType::Utf8, true)));
+        }
         let schema = Arc::new(Schema::new(fields));
         // Scores are nearly all distinct: a dictionary would be built, found
         // too large, and thrown away (a fifth of the scoring time once).

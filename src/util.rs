@@ -86,6 +86,47 @@ pub fn compact_utc(time: SystemTime) -> String {
     format!("{}T{hour:02}{minute:02}{second:02}Z", date.replace('-', ""))
 }
 
+/// RFC 3339 for a count of seconds since the epoch (clamped at the epoch).
+pub fn rfc3339_from_epoch(seconds: i64) -> String {
+    rfc3339_utc(UNIX_EPOCH + std::time::Duration::from_secs(seconds.max(0) as u64))
+}
+
+/// Seconds since the epoch of `2026-11-26`, `2026-11-26T09:30:00Z` or
+/// `2026-11-26T09:30:00+01:00` (also with a space for `T`, and fractions of a
+/// second, which are dropped).
+pub fn parse_instant(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let days = crate::datagen::days_since_epoch(text.get(..10)?)? as i64;
+    let rest = &text[10..];
+    if rest.is_empty() {
+        return Some(days * 86_400);
+    }
+    let rest = rest.strip_prefix(['T', 't', ' '])?;
+    let number = |range: std::ops::Range<usize>| rest.get(range)?.parse::<i64>().ok();
+    let (hour, minute, second) = (number(0..2)?, number(3..5)?, number(6..8)?);
+    if rest.get(2..3)? != ":" || rest.get(5..6)? != ":" || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let mut zone = &rest[8..];
+    if let Some(fraction) = zone.strip_prefix('.') {
+        zone = fraction.trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    let offset = match zone {
+        "Z" | "z" | "" => 0,
+        _ => {
+            let sign = match zone.get(..1)? {
+                "+" => 1,
+                "-" => -1,
+                _ => return None,
+            };
+            let hours: i64 = zone.get(1..3)?.parse().ok()?;
+            let minutes: i64 = zone.get(4..6)?.parse().ok()?;
+            sign * (hours * 3600 + minutes * 60)
+        }
+    };
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second - offset)
+}
+
 fn civil_utc(time: SystemTime) -> (String, (u64, u64, u64)) {
     let secs = time.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let days = (secs / 86_400) as i64;
@@ -132,6 +173,17 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn instants_parse() {
+        assert_eq!(parse_instant("1970-01-02"), Some(86_400));
+        assert_eq!(parse_instant("2026-11-26T09:30:00Z"), Some(1_795_685_400));
+        assert_eq!(parse_instant("2026-11-26 10:30:00.25+01:00"), Some(1_795_685_400));
+        assert_eq!(rfc3339_from_epoch(1_795_685_400), "2026-11-26T09:30:00Z");
+        for bad in ["yesterday", "2026-13-01", "2026-11-26T9:30", "2026-11-26T09:30:00 UTC"] {
+            assert_eq!(parse_instant(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn suggests_case_insensitive_match_first() {

@@ -201,12 +201,23 @@ impl Model for LinearModel {
         &self.info
     }
 
+    fn info_mut(&mut self) -> &mut ModelInfo {
+        &mut self.info
+    }
+
     fn features(&self) -> &[Feature] {
         &self.features
     }
 
     fn n_outputs(&self) -> usize {
         self.weight_rows.len()
+    }
+
+    fn output_range(&self) -> Option<(f64, f64)> {
+        match self.link {
+            Link::Identity => None,
+            Link::Logistic | Link::Softmax => Some((0.0, 1.0)),
+        }
     }
 
     fn predict(&self, block: FeatureBlock) -> Result<Scores, ModelError> {

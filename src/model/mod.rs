@@ -168,6 +168,18 @@ impl Categories {
         self.len() == 0
     }
 
+    /// Each code's category as text, in code order.
+    pub fn names(&self) -> Vec<String> {
+        let mut names = vec![String::new(); self.len()];
+        for (name, &code) in &self.by_name {
+            names[code as usize] = name.clone();
+        }
+        for (&bits, &code) in &self.by_number {
+            names[code as usize] = f64::from_bits(bits).to_string();
+        }
+        names
+    }
+
     /// The code of a string category, if the model knows it.
     pub fn code_of_name(&self, name: &str) -> Option<f64> {
         self.by_name.get(name).map(|&c| c as f64)
@@ -205,6 +217,9 @@ pub struct Scores {
 pub trait Model: Send + Sync + std::fmt::Debug {
     fn info(&self) -> &ModelInfo;
 
+    /// For a package to give the model its name and version.
+    fn info_mut(&mut self) -> &mut ModelInfo;
+
     /// The features the model reads, in the order of [`FeatureBlock`] rows.
     fn features(&self) -> &[Feature];
 
@@ -214,6 +229,13 @@ pub trait Model: Send + Sync + std::fmt::Debug {
     /// Scores for every row of `block`. Takes the block by value so that a
     /// model can hand its buffer to the device without copying.
     fn predict(&self, block: FeatureBlock) -> Result<Scores, ModelError>;
+
+    /// The closed range every score falls in, when the model's output
+    /// function bounds it (probabilities, classes, exponentials); a score
+    /// outside it is a wrongly computed one.
+    fn output_range(&self) -> Option<(f64, f64)> {
+        None
+    }
 }
 
 /// Loads the model at `path` onto `device`, detecting its format from the

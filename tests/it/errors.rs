@@ -446,7 +446,7 @@ fn an_id_column_named_like_a_score_column() {
         &["--id-column", "score"],
         2,
         &[
-            "error: id column `score` has the name of a score column; rename it or leave it out of `--id-column`"
+            "error: id column `score` has the name of an output column; rename it or leave it out of `--id-column`"
                 .to_string(),
         ],
     );

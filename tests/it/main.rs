@@ -2,8 +2,10 @@
 //! `lakescore` binary on tables made by the seeded generator or written here,
 //! and read the output back with the parquet crate.
 
+mod browser;
 mod commit;
 mod common;
+mod contract;
 mod errors;
 mod layout;
 mod parity;

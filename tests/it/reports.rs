@@ -135,7 +135,7 @@ fn help_documents_the_exit_codes() {
             "0  done",
             "1  failed",
             "2  usage",
-            "3  a data contract or guard said no",
+            "3  a data contract, guard or drift threshold said no",
         ] {
             assert!(run.stdout.contains(line), "{args:?} lacks {line}");
         }

@@ -387,6 +387,10 @@ impl Model for TreeModel {
         &self.info
     }
 
+    fn info_mut(&mut self) -> &mut ModelInfo {
+        &mut self.info
+    }
+
     fn features(&self) -> &[Feature] {
         &self.ensemble.features
     }
@@ -396,6 +400,13 @@ impl Model for TreeModel {
             self.ensemble.n_groups
         } else {
             self.ensemble.transform.n_outputs(self.ensemble.n_groups)
+        }
+    }
+
+    fn output_range(&self) -> Option<(f64, f64)> {
+        match self.output_margin {
+            true => None,
+            false => self.ensemble.transform.range(self.ensemble.n_groups),
         }
     }
 

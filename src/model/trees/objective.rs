@@ -33,6 +33,19 @@ pub enum Transform {
 }
 
 impl Transform {
+    /// The range every transformed score lies in, where the transform bounds it.
+    pub fn range(self, n_groups: usize) -> Option<(f64, f64)> {
+        match self {
+            Transform::XgbSigmoid | Transform::XgbHinge | Transform::XgbSoftmax => Some((0.0, 1.0)),
+            Transform::LgbSigmoid { .. } | Transform::LgbSoftmax => Some((0.0, 1.0)),
+            Transform::XgbArgmax => Some((0.0, n_groups.saturating_sub(1) as f64)),
+            Transform::XgbExp | Transform::XgbExpInDouble | Transform::LgbExp | Transform::LgbLogOnePlusExp => {
+                Some((0.0, f64::INFINITY))
+            }
+            Transform::Identity | Transform::LgbSquare => None,
+        }
+    }
+
     /// Columns of the prediction for `n_groups` margin groups.
     pub fn n_outputs(self, n_groups: usize) -> usize {
         match self {

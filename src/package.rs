@@ -1,0 +1,741 @@
+//! Model packages: a folder holding a model artifact and `lakescore.toml`,
+//! which names the model, pins the artifact by SHA-256, and carries its data
+//! contract, output columns, guards and drift reference. A bare model file is
+//! a package with every setting at its default.
+//!
+//! ```toml
+//! name = "churn"
+//! version = "1.2.0"
+//! format = "xgboost-json"          # optional: checked against the content
+//! artifact = "model.json"
+//! sha256 = "9f2c..."               # verified before the artifact is parsed
+//! reference = "reference.json"     # a `lakescore profile`, for drift
+//!
+//! [output]
+//! columns = ["churn_probability"]  # names of the score columns
+//! range = [0.0, 1.0]               # default: the model's own output range
+//!
+//! [table]
+//! min_rows = 100000
+//! unique = ["customer_id"]
+//! freshness = { column = "signup_date", max_age = "2d" }   # or partition = "dt"
+//!
+//! [features.age]
+//! column = "age_years"             # the table column the feature reads
+//! type = "integer"
+//! nullable = false
+//! min = 0
+//! max = 120
+//! policy = "quarantine"            # fail | warn | quarantine | flag
+//!
+//! [guards]
+//! max_missing_share = 0.2
+//! max_mean_shift = 0.05
+//!
+//! [drift]
+//! psi_warn = 0.1
+//! psi_fail = 0.25
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::contract::Contract;
+use crate::drift::Thresholds;
+use crate::model::{self, LoadOptions, Model, ModelError, ModelFormat};
+use crate::profile::TableProfile;
+use crate::util::sha256_hex;
+
+/// The manifest's file name inside a package.
+pub const MANIFEST_FILE: &str = "lakescore.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PackageError {
+    #[error("cannot read `{}`", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{}` is not a valid package manifest", path.display())]
+    Manifest {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("`{}`: {field}: {problem}", path.display())]
+    Invalid {
+        path: PathBuf,
+        field: String,
+        problem: String,
+    },
+    #[error(
+        "artifact `{}` does not match its package: its SHA-256 is {actual}, `{}` says {expected}",
+        artifact.display(),
+        manifest.display()
+    )]
+    Checksum {
+        artifact: PathBuf,
+        manifest: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("cannot write `{}`", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `lakescore.toml`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub name: String,
+    pub version: String,
+    /// `linear`, `xgboost-json`, `xgboost-ubjson` or `lightgbm-text`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// The model file, relative to the package folder.
+    pub artifact: PathBuf,
+    pub sha256: String,
+    /// The reference profile, relative to the package folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<PathBuf>,
+    #[serde(default)]
+    pub output: OutputSpec,
+    #[serde(default)]
+    pub table: TableSpec,
+    #[serde(default)]
+    pub features: BTreeMap<String, FeatureSpec>,
+    #[serde(default)]
+    pub guards: GuardSpec,
+    #[serde(default)]
+    pub drift: DriftSpec,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    /// Score column names, one per model output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Vec<String>>,
+    /// Every score must lie in `[low, high]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<[f64; 2]>,
+}
+
+/// What happens to rows that break a row rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RowPolicy {
+    /// Nothing is published.
+    Fail,
+    /// Reported only.
+    Warn,
+    /// Not scored; written to the quarantine table with the rule's id.
+    Quarantine,
+    /// Scored, with the rule's id in the `lakescore_flags` column.
+    Flag,
+}
+
+/// What happens when a table rule is broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TablePolicy {
+    Fail,
+    Warn,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_rows: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_rows_policy: Option<TablePolicy>,
+    /// Columns whose values together must be unique (id columns of the run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique_policy: Option<TablePolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freshness: Option<FreshnessSpec>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FreshnessSpec {
+    /// A date or timestamp column whose newest value is checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    /// Or a Hive partition key (`dt=2026-11-25`) whose newest value is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    /// `90m`, `36h`, `2d`, `1w`.
+    pub max_age: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<TablePolicy>,
+}
+
+/// The physical kinds a feature column may be required to have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnKind {
+    /// Signed or unsigned integers of any width.
+    Integer,
+    /// Floating point of any width, or decimals.
+    Float,
+    /// Any number (integer, float, decimal, boolean).
+    Numeric,
+    Boolean,
+    /// Strings or dictionaries of strings.
+    String,
+}
+
+/// A category value in a contract: a name, or a number for numeric columns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CategoryValue {
+    Name(String),
+    Number(f64),
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureSpec {
+    /// The table column the feature is read from (default: its name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ColumnKind>,
+    /// `false`: every null is a broken row rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nullable: Option<bool>,
+    /// A table rule: the share of nulls may not exceed this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_null_share: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub categories: Option<Vec<CategoryValue>>,
+    /// The policy of this feature's row rules (default `fail`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<RowPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub null_policy: Option<RowPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range_policy: Option<RowPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub categories_policy: Option<RowPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub null_share_policy: Option<TablePolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub type_policy: Option<TablePolicy>,
+    /// Drift thresholds for this feature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<Thresholds>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardSpec {
+    /// Rows with at least one missing feature may be at most this share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_missing_share: Option<f64>,
+    /// The mean score may move at most this far from the reference's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_mean_shift: Option<f64>,
+    /// The share of scores >= 0.5 may move at most this far from the reference's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_positive_rate_shift: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriftSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psi_warn: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psi_fail: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub js_warn: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub js_fail: Option<f64>,
+    /// Thresholds for the score columns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<Thresholds>,
+}
+
+impl DriftSpec {
+    /// The global thresholds, defaults filled in.
+    pub fn global(&self) -> Thresholds {
+        Thresholds {
+            psi_warn: self.psi_warn,
+            psi_fail: self.psi_fail,
+            js_warn: self.js_warn,
+            js_fail: self.js_fail,
+        }
+        .or(Thresholds::DEFAULT)
+    }
+}
+
+/// A loaded package: the model, its manifest compiled into a contract, its
+/// reference.
+pub struct Package {
+    pub model: Box<dyn Model>,
+    pub manifest: Manifest,
+    pub contract: Contract,
+    /// The folder, or `None` for a bare model file.
+    pub folder: Option<PathBuf>,
+    pub reference: Option<TableProfile>,
+}
+
+impl Package {
+    /// How reports name the reference profile.
+    pub fn reference_name(&self) -> String {
+        match (&self.folder, &self.manifest.reference) {
+            (Some(folder), Some(relative)) => folder.join(relative).display().to_string(),
+            _ => String::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Package {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Package")
+            .field("model", &self.model.info().name)
+            .field("folder", &self.folder)
+            .finish()
+    }
+}
+
+/// The stable names of model formats used in manifests.
+pub fn format_name(format: ModelFormat) -> &'static str {
+    match format {
+        ModelFormat::Linear => "linear",
+        ModelFormat::XgboostJson => "xgboost-json",
+        ModelFormat::XgboostUbjson => "xgboost-ubjson",
+        ModelFormat::LightgbmText => "lightgbm-text",
+    }
+}
+
+/// Errors of [`open`]: the package's, or the model's.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Package(#[from] PackageError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+/// Opens a package folder, or a bare model file as a package of defaults.
+pub fn open(path: &Path, device: &Device, options: &LoadOptions) -> Result<Package, OpenError> {
+    if !path.is_dir() {
+        let model = model::load(path, device, options)?;
+        let info = model.info();
+        let manifest = Manifest {
+            name: info.name.clone(),
+            version: info.version.clone().unwrap_or_default(),
+            format: Some(format_name(info.format).into()),
+            artifact: path.to_path_buf(),
+            sha256: info.sha256.clone(),
+            ..Manifest::default()
+        };
+        let contract = Contract::compile(
+            &manifest,
+            path,
+            model.features(),
+            model.n_outputs(),
+            model.output_range(),
+        )?;
+        return Ok(Package {
+            model,
+            manifest,
+            contract,
+            folder: None,
+            reference: None,
+        });
+    }
+    let manifest_path = path.join(MANIFEST_FILE);
+    let manifest = read_manifest(&manifest_path)?;
+    let artifact = path.join(&manifest.artifact);
+    let invalid = |field: &str, problem: String| PackageError::Invalid {
+        path: manifest_path.clone(),
+        field: field.into(),
+        problem,
+    };
+    if manifest.artifact.is_absolute() || manifest.artifact.components().any(|c| c.as_os_str() == "..") {
+        return Err(invalid("artifact", "must be a path inside the package folder".into()).into());
+    }
+    // The checksum is verified before the artifact is parsed: a swapped or
+    // truncated file must never be interpreted as a model.
+    let bytes = std::fs::read(&artifact).map_err(|source| PackageError::Read {
+        path: artifact.clone(),
+        source,
+    })?;
+    let actual = sha256_hex(&bytes);
+    if !actual.eq_ignore_ascii_case(manifest.sha256.trim()) {
+        return Err(PackageError::Checksum {
+            artifact,
+            manifest: manifest_path,
+            expected: manifest.sha256.clone(),
+            actual,
+        }
+        .into());
+    }
+    drop(bytes);
+    let mut model = model::load(&artifact, device, options)?;
+    let detected = format_name(model.info().format);
+    if let Some(format) = &manifest.format
+        && format != detected
+    {
+        return Err(invalid("format", format!("says `{format}` but the artifact is `{detected}`")).into());
+    }
+    let info = model.info_mut();
+    info.name = manifest.name.clone();
+    info.version = Some(manifest.version.clone());
+    if let Some(columns) = &manifest.output.columns
+        && columns.len() != model.n_outputs()
+    {
+        return Err(invalid(
+            "output.columns",
+            format!(
+                "names {} columns but the model writes {} outputs",
+                columns.len(),
+                model.n_outputs()
+            ),
+        )
+        .into());
+    }
+    for name in manifest.features.keys() {
+        if !model.features().iter().any(|f| &f.name == name) {
+            let known: Vec<&str> = model.features().iter().map(|f| f.name.as_str()).collect();
+            let hint = crate::util::Suggestion::closest(name, known.iter().copied());
+            return Err(invalid(
+                &format!("features.{name}"),
+                format!("the model has no feature `{name}`{hint}"),
+            )
+            .into());
+        }
+    }
+    let reference = match &manifest.reference {
+        Some(relative) => {
+            let reference_path = path.join(relative);
+            let bytes = std::fs::read(&reference_path).map_err(|source| PackageError::Read {
+                path: reference_path.clone(),
+                source,
+            })?;
+            Some(
+                TableProfile::from_json(&bytes).map_err(|problem| PackageError::Invalid {
+                    path: reference_path,
+                    field: "the reference profile".into(),
+                    problem,
+                })?,
+            )
+        }
+        None => None,
+    };
+    let contract = Contract::compile(
+        &manifest,
+        &manifest_path,
+        model.features(),
+        model.n_outputs(),
+        model.output_range(),
+    )?;
+    Ok(Package {
+        model,
+        manifest,
+        contract,
+        folder: Some(path.to_path_buf()),
+        reference,
+    })
+}
+
+fn read_manifest(path: &Path) -> Result<Manifest, PackageError> {
+    let text = std::fs::read_to_string(path).map_err(|source| PackageError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| PackageError::Manifest {
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    })
+}
+
+/// Writes a package folder: the artifact copied in, the reference profile,
+/// and a manifest with a starting contract derived from the reference (every
+/// rule at `warn`, for a person to tighten).
+pub fn write(
+    folder: &Path,
+    artifact: &Path,
+    manifest: &Manifest,
+    reference: Option<&TableProfile>,
+) -> Result<(), PackageError> {
+    let write_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| PackageError::Write { path, source }
+    };
+    std::fs::create_dir_all(folder).map_err(write_error(folder))?;
+    let artifact_target = folder.join(&manifest.artifact);
+    std::fs::copy(artifact, &artifact_target).map_err(write_error(&artifact_target))?;
+    if let (Some(reference), Some(relative)) = (reference, &manifest.reference) {
+        let path = folder.join(relative);
+        crate::util::write_atomically(&path, &reference.to_json()).map_err(write_error(&path))?;
+    }
+    let path = folder.join(MANIFEST_FILE);
+    let text = toml::to_string(manifest).map_err(|e| PackageError::Invalid {
+        path: path.clone(),
+        field: "manifest".into(),
+        problem: e.to_string(),
+    })?;
+    crate::util::write_atomically(&path, text.as_bytes()).map_err(write_error(&path))
+}
+
+/// A starting manifest for `lakescore model package`: identity, the model's
+/// output range, and per feature the reference's range and null rule, all at
+/// `warn`, for a person to tighten into `fail`, `quarantine` or `flag`.
+pub fn starting_manifest(
+    bare: &Package,
+    artifact: &Path,
+    name: Option<String>,
+    version: &str,
+    reference: &TableProfile,
+) -> Manifest {
+    let info = bare.model.info();
+    let artifact_name = artifact
+        .file_name()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "model".into());
+    let mut features = BTreeMap::new();
+    for feature in bare.model.features() {
+        let Some(profile) = reference.column(&feature.name, crate::profile::Role::Feature) else {
+            continue;
+        };
+        let mut spec = FeatureSpec {
+            policy: Some(RowPolicy::Warn),
+            ..FeatureSpec::default()
+        };
+        if profile.nulls == 0 {
+            spec.nullable = Some(false);
+        } else {
+            spec.max_null_share = Some((profile.null_share() * 2.0).min(1.0));
+            spec.null_share_policy = Some(TablePolicy::Warn);
+        }
+        if feature.categories.is_none() {
+            spec.min = profile.min;
+            spec.max = profile.max;
+        }
+        features.insert(feature.name.clone(), spec);
+    }
+    let global = Thresholds::DEFAULT;
+    Manifest {
+        name: name.unwrap_or_else(|| info.name.clone()),
+        version: version.to_string(),
+        format: Some(format_name(info.format).into()),
+        artifact: artifact_name,
+        sha256: info.sha256.clone(),
+        reference: Some("reference.json".into()),
+        output: OutputSpec {
+            columns: None,
+            range: bare
+                .model
+                .output_range()
+                .map(|(lo, hi)| [lo, hi])
+                .filter(|[_, hi]| hi.is_finite()),
+        },
+        table: TableSpec::default(),
+        features,
+        guards: GuardSpec::default(),
+        drift: DriftSpec {
+            psi_warn: global.psi_warn,
+            psi_fail: global.psi_fail,
+            js_warn: global.js_warn,
+            js_fail: global.js_fail,
+            score: None,
+        },
+    }
+}
+
+/// `lakescore model inspect`: the package in words.
+pub fn describe(package: &Package) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let info = package.model.info();
+    let manifest = &package.manifest;
+    let _ = writeln!(out, "model     {} {}", info.name, info.version.as_deref().unwrap_or(""));
+    let _ = writeln!(out, "format    {}", format_name(info.format));
+    match &package.folder {
+        Some(folder) => {
+            let _ = writeln!(out, "package   {}", folder.display());
+            let _ = writeln!(
+                out,
+                "artifact  {} (sha256 {}, verified)",
+                manifest.artifact.display(),
+                info.sha256
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "artifact  {} (sha256 {}; a bare model file, every setting at its default)",
+                info.path.display(),
+                info.sha256
+            );
+        }
+    }
+    let contract = &package.contract;
+    let range = match contract.score_range {
+        Some((lo, hi)) => format!(" in [{lo}, {hi}]"),
+        None => String::new(),
+    };
+    let _ = writeln!(out, "outputs   {}{range}", contract.score_columns.join(", "));
+    match &package.reference {
+        Some(reference) => {
+            let _ = writeln!(
+                out,
+                "reference {} ({} rows, {} columns)",
+                package.reference_name(),
+                reference.rows,
+                reference.columns.len()
+            );
+        }
+        None => {
+            let _ = writeln!(out, "reference none (no drift measures)");
+        }
+    }
+    let _ = writeln!(out, "\nfeatures ({}):", package.model.features().len());
+    let _ = writeln!(out, "  {:<24} {:<24} {:<12} contract", "feature", "column", "kind");
+    for (feature, column) in package.model.features().iter().zip(&contract.columns) {
+        let kind = match &feature.categories {
+            Some(categories) => format!("{} categories", categories.len()),
+            None => "number".into(),
+        };
+        let rules: Vec<String> = contract
+            .rules
+            .iter()
+            .filter(|r| r.target == feature.name)
+            .map(|r| format!("{} [{}]", r.requirement, r.policy))
+            .collect();
+        let rules = if rules.is_empty() {
+            "-".to_string()
+        } else {
+            rules.join("; ")
+        };
+        let _ = writeln!(out, "  {:<24} {:<24} {:<12} {rules}", feature.name, column, kind);
+    }
+    let table_rules: Vec<String> = contract
+        .rules
+        .iter()
+        .filter(|r| r.target == "table")
+        .map(|r| format!("{} [{}]", r.requirement, r.policy))
+        .collect();
+    let _ = writeln!(
+        out,
+        "\ntable rules: {}",
+        if table_rules.is_empty() {
+            "none".into()
+        } else {
+            table_rules.join("; ")
+        }
+    );
+    let mut guards = vec!["finite scores".to_string()];
+    if let Some((lo, hi)) = contract.score_range {
+        guards.push(format!("scores in [{lo}, {hi}]"));
+    }
+    if let Some(share) = contract.max_missing_share {
+        guards.push(format!("rows missing a feature <= {share}"));
+    }
+    if let Some(shift) = contract.max_mean_shift {
+        guards.push(format!("mean score within {shift} of the reference"));
+    }
+    if let Some(shift) = contract.max_positive_rate_shift {
+        guards.push(format!("share of scores >= 0.5 within {shift} of the reference"));
+    }
+    let _ = writeln!(out, "guards: {}", guards.join("; "));
+    let drift = manifest.drift.global();
+    let bound = |b: Option<f64>| b.map_or("-".to_string(), |b| b.to_string());
+    let _ = writeln!(
+        out,
+        "drift thresholds: PSI warn {} fail {}, JS warn {} fail {}",
+        bound(drift.psi_warn),
+        bound(drift.psi_fail),
+        bound(drift.js_warn),
+        bound(drift.js_fail)
+    );
+    out
+}
+
+/// Parses `90s`, `15m`, `36h`, `2d`, `1w` into seconds.
+pub fn parse_age(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not an age such as `36h` or `2d`"))?;
+    let unit_seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(format!("`{text}`: the unit must be s, m, h, d or w")),
+    };
+    Ok(number * unit_seconds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_parse() {
+        assert_eq!(parse_age("90s"), Ok(90));
+        assert_eq!(parse_age("36h"), Ok(36 * 3600));
+        assert_eq!(parse_age("2d"), Ok(172_800));
+        assert!(parse_age("2 days").unwrap_err().contains("unit"));
+        assert!(parse_age("h").is_err());
+    }
+
+    #[test]
+    fn unknown_manifest_keys_are_errors() {
+        let text = "name = \"m\"\nversion = \"1\"\nartifact = \"m.json\"\nsha256 = \"x\"\n[features.age]\nmaxx = 3\n";
+        let error = toml::from_str::<Manifest>(text).unwrap_err().to_string();
+        assert!(error.contains("maxx"), "{error}");
+        let text =
+            "name = \"m\"\nversion = \"1\"\nartifact = \"m.json\"\nsha256 = \"x\"\n[features.age]\npolicy = \"drop\"\n";
+        assert!(toml::from_str::<Manifest>(text).is_err());
+    }
+
+    #[test]
+    fn manifests_round_trip() {
+        let mut manifest = Manifest {
+            name: "churn".into(),
+            version: "1.0.0".into(),
+            artifact: "model.json".into(),
+            sha256: "ab".into(),
+            ..Manifest::default()
+        };
+        manifest.features.insert(
+            "age".into(),
+            FeatureSpec {
+                min: Some(0.0),
+                max: Some(120.0),
+                categories: Some(vec![CategoryValue::Name("a".into()), CategoryValue::Number(3.0)]),
+                policy: Some(RowPolicy::Quarantine),
+                ..FeatureSpec::default()
+            },
+        );
+        let text = toml::to_string(&manifest).unwrap();
+        let back: Manifest = toml::from_str(&text).unwrap();
+        assert_eq!(back.features["age"].policy, Some(RowPolicy::Quarantine));
+        assert_eq!(back.features["age"].categories, manifest.features["age"].categories);
+    }
+}

@@ -1,0 +1,792 @@
+//! Profiles: compact, mergeable summaries of a table's columns (features and
+//! scores), built in the scoring pass and stored as the drift reference.
+//!
+//! A numeric column keeps exact counts, min, max and sum, and a quantile
+//! sketch: a histogram over the column's values keyed by the top 16 bits of
+//! each value's total-order bit pattern (sign, exponent, 4 mantissa bits), so
+//! every bucket spans 1/16 of a power of two (a quantile is within 3.2% of
+//! its true value), and values nearer zero than 2^-20 share zero's bucket
+//! (which bounds the buckets a column can fill). The key is one shift, which
+//! keeps profiling cheap enough to run on every row, and buckets of two
+//! profiles line up exactly, so merging is adding counts: the profile of a
+//! table's parts merged equals the profile of the whole.
+//!
+//! The drift bins are derived from the sketch: edges at bucket boundaries near
+//! the deciles, so the count of any profile's values in a bin is exact, and a
+//! run's sketch gives its counts in the reference's bins without another pass.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// What a profile file says it is.
+pub const PROFILE_FORMAT: &str = "lakescore-profile/1";
+
+/// Bits of the 64-bit order key dropped to form a bucket key.
+const KEY_SHIFT: u32 = 48;
+/// Values nearer zero than this count as zero.
+const TINY: f64 = 1.0 / (1u64 << 20) as f64;
+/// Number of distinct bucket keys.
+const KEY_SPACE: u32 = 1 << (64 - KEY_SHIFT);
+/// Distinct categories kept per column; the rest are counted as `other`.
+pub const MAX_CATEGORIES: usize = 1000;
+/// Drift bins a numeric reference aims for (deciles).
+const TARGET_BINS: usize = 10;
+
+/// The bucket key of `x` (not NaN): monotone in `x`.
+#[inline]
+pub fn key_of(x: f64) -> u32 {
+    let x = if x.abs() < TINY { 0.0 } else { x };
+    let bits = x.to_bits();
+    let ordered = if bits >> 63 == 1 { !bits } else { bits | (1 << 63) };
+    (ordered >> KEY_SHIFT) as u32
+}
+
+/// The smallest value whose bucket key is `key`.
+pub fn key_lower_bound(key: u32) -> f64 {
+    let ordered = u64::from(key) << KEY_SHIFT;
+    let bits = if ordered >> 63 == 1 {
+        ordered & !(1 << 63)
+    } else {
+        !ordered
+    };
+    f64::from_bits(bits)
+}
+
+/// Counts of values per bucket key over a window of keys.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(into = "StoredSketch", try_from = "StoredSketch")]
+pub struct Sketch {
+    /// The key of `counts[0]`.
+    offset: u32,
+    counts: Vec<u64>,
+}
+
+/// A sketch as stored: counts from `offset` on, each run of `n` empty
+/// buckets written as `-n`, so that a sketch is a few kilobytes.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredSketch {
+    offset: u32,
+    counts: Vec<i64>,
+}
+
+impl From<Sketch> for StoredSketch {
+    fn from(sketch: Sketch) -> StoredSketch {
+        let sketch = sketch.trimmed();
+        let mut counts = Vec::new();
+        let mut zeros = 0i64;
+        for &n in &sketch.counts {
+            if n == 0 {
+                zeros += 1;
+                continue;
+            }
+            if zeros > 0 {
+                counts.push(-zeros);
+                zeros = 0;
+            }
+            counts.push(n as i64);
+        }
+        StoredSketch {
+            offset: sketch.offset,
+            counts,
+        }
+    }
+}
+
+impl TryFrom<StoredSketch> for Sketch {
+    type Error = String;
+
+    fn try_from(stored: StoredSketch) -> Result<Sketch, String> {
+        let mut counts = Vec::new();
+        for n in stored.counts {
+            match n {
+                n if n >= 0 => counts.push(n as u64),
+                gap => counts.extend(std::iter::repeat_n(0, gap.unsigned_abs() as usize)),
+            }
+        }
+        if u64::from(stored.offset) + counts.len() as u64 > u64::from(KEY_SPACE) {
+            return Err(format!("a sketch runs past the last bucket ({KEY_SPACE})"));
+        }
+        Ok(Sketch {
+            offset: stored.offset,
+            counts,
+        })
+    }
+}
+
+impl Sketch {
+    #[inline]
+    pub fn add(&mut self, x: f64) {
+        let key = key_of(x);
+        let slot = key.wrapping_sub(self.offset) as usize;
+        match self.counts.get_mut(slot) {
+            Some(count) => *count += 1,
+            None => self.add_outside(key, 1),
+        }
+    }
+
+    /// Grows the window to hold `key`, with room to spare so that growing is
+    /// rare, then counts it.
+    #[cold]
+    fn add_outside(&mut self, key: u32, n: u64) {
+        const SLACK: u32 = 64;
+        if self.counts.is_empty() {
+            self.offset = key.saturating_sub(SLACK);
+            self.counts = vec![0; ((key - self.offset) + SLACK).min(KEY_SPACE - self.offset) as usize];
+        } else if key < self.offset {
+            let new_offset = key.saturating_sub(SLACK);
+            let mut counts = vec![0; (self.offset - new_offset) as usize];
+            counts.extend_from_slice(&self.counts);
+            self.offset = new_offset;
+            self.counts = counts;
+        } else {
+            let end = (key + SLACK).min(KEY_SPACE - 1) + 1;
+            self.counts.resize((end - self.offset) as usize, 0);
+        }
+        self.counts[(key - self.offset) as usize] += n;
+    }
+
+    pub fn merge(&mut self, other: &Sketch) {
+        for (i, &n) in other.counts.iter().enumerate() {
+            if n == 0 {
+                continue;
+            }
+            let key = other.offset + i as u32;
+            match self.counts.get_mut(key.wrapping_sub(self.offset) as usize) {
+                Some(count) => *count += n,
+                None => self.add_outside(key, n),
+            }
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// (key, count) of every non-empty bucket, in key order.
+    pub fn buckets(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.counts
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, n)| (self.offset + i as u32, *n))
+    }
+
+    /// How many values have a key below `key`.
+    pub fn count_below(&self, key: u32) -> u64 {
+        let end = (key.saturating_sub(self.offset) as usize).min(self.counts.len());
+        self.counts[..end].iter().sum()
+    }
+
+    /// Counts in the bins `[-inf, edges[0]), [edges[0], edges[1]), ..,
+    /// [edges[last], inf)`, `edges` being bucket keys in increasing order.
+    pub fn counts_in_bins(&self, edge_keys: &[u32]) -> Vec<u64> {
+        let mut counts = vec![0; edge_keys.len() + 1];
+        for (key, n) in self.buckets() {
+            counts[edge_keys.partition_point(|&edge| edge <= key)] += n;
+        }
+        counts
+    }
+
+    /// The key of the bucket that holds the `rank`-th value (0-based).
+    fn key_at_rank(&self, rank: u64) -> Option<u32> {
+        let mut seen = 0;
+        self.buckets().find_map(|(key, n)| {
+            seen += n;
+            (seen > rank).then_some(key)
+        })
+    }
+
+    /// Drops zero counts at both ends, so the stored form is short.
+    fn trimmed(mut self) -> Sketch {
+        let first = self.counts.iter().position(|&n| n > 0).unwrap_or(self.counts.len());
+        let last = self.counts.iter().rposition(|&n| n > 0).map_or(first, |i| i + 1);
+        self.counts = self.counts[first..last].to_vec();
+        self.offset = if self.counts.is_empty() {
+            0
+        } else {
+            self.offset + first as u32
+        };
+        self
+    }
+}
+
+/// What a column is to the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// A model feature, read from `column`.
+    Feature,
+    /// A score column the model writes.
+    Score,
+}
+
+/// Fixed bins of a reference numeric column: bin `i` holds values whose
+/// bucket key is in `[keys[i-1], keys[i])` (open at both ends).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bins {
+    /// The edges as values (the smallest value of each edge bucket), for people.
+    pub edges: Vec<f64>,
+    /// The edges as bucket keys, which is what binning uses.
+    pub keys: Vec<u32>,
+    /// Non-null, finite values per bin (`keys.len() + 1` bins).
+    pub counts: Vec<u64>,
+}
+
+/// Approximate quantiles (bucket midpoints, clamped to min and max).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quantiles {
+    pub p01: f64,
+    pub p05: f64,
+    pub p25: f64,
+    pub p50: f64,
+    pub p75: f64,
+    pub p95: f64,
+    pub p99: f64,
+}
+
+/// Counts per category value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CategoryCounts {
+    pub counts: BTreeMap<String, u64>,
+    /// Values beyond the [`MAX_CATEGORIES`] most frequent.
+    pub other: u64,
+}
+
+impl CategoryCounts {
+    fn merge(&mut self, other: &CategoryCounts) {
+        for (name, n) in &other.counts {
+            *self.counts.entry(name.clone()).or_default() += n;
+        }
+        self.other += other.other;
+        self.cap();
+    }
+
+    /// Keeps the most frequent categories (ties by name), counting the rest
+    /// as other.
+    fn cap(&mut self) {
+        if self.counts.len() <= MAX_CATEGORIES {
+            return;
+        }
+        let mut by_count: Vec<(String, u64)> = std::mem::take(&mut self.counts).into_iter().collect();
+        by_count.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        self.other += by_count[MAX_CATEGORIES..].iter().map(|(_, n)| n).sum::<u64>();
+        by_count.truncate(MAX_CATEGORIES);
+        self.counts = by_count.into_iter().collect();
+    }
+}
+
+/// The profile of one column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnProfile {
+    /// The feature or score column name.
+    pub name: String,
+    pub role: Role,
+    /// The table column a feature is read from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    /// Rows seen, nulls included.
+    pub rows: u64,
+    /// Null or NaN values.
+    pub nulls: u64,
+    /// Infinite values (kept out of min, max, mean and the sketch).
+    #[serde(default)]
+    pub infinite: u64,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    /// Sum of the finite values, so that merged means are exact sums.
+    pub sum: f64,
+    pub mean: Option<f64>,
+    /// Scores only: values >= 0.5 (the positive rate of a probability).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_least_half: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantiles: Option<Quantiles>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bins: Option<Bins>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sketch: Option<Sketch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub categories: Option<CategoryCounts>,
+}
+
+impl ColumnProfile {
+    pub fn null_share(&self) -> f64 {
+        if self.rows == 0 {
+            0.0
+        } else {
+            self.nulls as f64 / self.rows as f64
+        }
+    }
+
+    /// Share of scores >= 0.5, when counted.
+    pub fn positive_share(&self) -> Option<f64> {
+        let finite = self.rows - self.nulls - self.infinite;
+        self.at_least_half
+            .filter(|_| finite > 0)
+            .map(|n| n as f64 / finite as f64)
+    }
+
+    /// Adds `other` (the same column of another part of the table).
+    pub fn merge(&mut self, other: &ColumnProfile) {
+        self.rows += other.rows;
+        self.nulls += other.nulls;
+        self.infinite += other.infinite;
+        self.min = min_of(self.min, other.min);
+        self.max = max_of(self.max, other.max);
+        self.sum += other.sum;
+        if let (Some(a), Some(b)) = (self.at_least_half.as_mut(), other.at_least_half) {
+            *a += b;
+        }
+        match (self.sketch.as_mut(), other.sketch.as_ref()) {
+            (Some(a), Some(b)) => a.merge(b),
+            (None, Some(b)) => self.sketch = Some(b.clone()),
+            _ => {}
+        }
+        match (self.categories.as_mut(), other.categories.as_ref()) {
+            (Some(a), Some(b)) => a.merge(b),
+            (None, Some(b)) => self.categories = Some(b.clone()),
+            _ => {}
+        }
+        self.derive();
+    }
+
+    /// Mean, quantiles and drift bins from the exact counts and the sketch.
+    pub fn derive(&mut self) {
+        let finite = self.rows - self.nulls - self.infinite;
+        self.mean = (finite > 0).then(|| self.sum / finite as f64);
+        let Some(sketch) = self.sketch.take() else {
+            return;
+        };
+        let sketch = sketch.trimmed();
+        let (min, max) = (self.min.unwrap_or(f64::NAN), self.max.unwrap_or(f64::NAN));
+        let quantile = |q: f64| {
+            let rank = ((q * finite as f64) as u64).min(finite.saturating_sub(1));
+            sketch.key_at_rank(rank).map(|key| {
+                let mid = 0.5 * (key_lower_bound(key) + key_lower_bound(key + 1));
+                mid.clamp(min, max)
+            })
+        };
+        self.quantiles = (finite > 0).then(|| Quantiles {
+            p01: quantile(0.01).unwrap_or(f64::NAN),
+            p05: quantile(0.05).unwrap_or(f64::NAN),
+            p25: quantile(0.25).unwrap_or(f64::NAN),
+            p50: quantile(0.50).unwrap_or(f64::NAN),
+            p75: quantile(0.75).unwrap_or(f64::NAN),
+            p95: quantile(0.95).unwrap_or(f64::NAN),
+            p99: quantile(0.99).unwrap_or(f64::NAN),
+        });
+        self.bins = (finite > 0).then(|| {
+            let keys = decile_edges(&sketch, finite);
+            Bins {
+                edges: keys.iter().map(|&k| key_lower_bound(k)).collect(),
+                counts: sketch.counts_in_bins(&keys),
+                keys,
+            }
+        });
+        self.sketch = Some(sketch);
+    }
+}
+
+/// Bucket keys that split the sketch's values near its deciles: each edge is
+/// the first key whose bucket starts at or after the quantile's bucket ends,
+/// so a bucket is never split. Repeated edges (few distinct values) collapse.
+fn decile_edges(sketch: &Sketch, finite: u64) -> Vec<u32> {
+    let first = sketch.buckets().next().map(|(k, _)| k);
+    let mut edges: Vec<u32> = (1..TARGET_BINS)
+        .filter_map(|i| {
+            let rank = (i as u64 * finite) / TARGET_BINS as u64;
+            sketch.key_at_rank(rank)
+        })
+        .filter(|&k| Some(k) != first)
+        .collect();
+    edges.dedup();
+    edges
+}
+
+fn min_of(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn max_of(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The profile of a table: its features, then its scores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableProfile {
+    /// [`PROFILE_FORMAT`].
+    pub format: String,
+    /// What was profiled (a path, or several joined by `+` after a merge).
+    pub source: String,
+    pub rows: u64,
+    pub columns: Vec<ColumnProfile>,
+}
+
+impl TableProfile {
+    pub fn column(&self, name: &str, role: Role) -> Option<&ColumnProfile> {
+        self.columns.iter().find(|c| c.name == name && c.role == role)
+    }
+
+    /// Adds the profile of another part of the same table. Columns are
+    /// matched by name and role; a column only one side has is kept as is.
+    pub fn merge(&mut self, other: &TableProfile) {
+        self.rows += other.rows;
+        self.source = format!("{} + {}", self.source, other.source);
+        for column in &other.columns {
+            match self
+                .columns
+                .iter_mut()
+                .find(|c| c.name == column.name && c.role == column.role)
+            {
+                Some(mine) => mine.merge(column),
+                None => self.columns.push(column.clone()),
+            }
+        }
+    }
+
+    /// Reads a profile file written by [`TableProfile::to_json`].
+    pub fn from_json(bytes: &[u8]) -> Result<TableProfile, String> {
+        let profile: TableProfile = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if profile.format != PROFILE_FORMAT {
+            return Err(format!("`format` is `{}`, expected `{PROFILE_FORMAT}`", profile.format));
+        }
+        Ok(profile)
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("profiles serialize")
+    }
+}
+
+/// Accumulates a numeric column's profile, batch by batch, on one thread.
+#[derive(Debug, Clone)]
+pub struct NumericAccumulator {
+    rows: u64,
+    nulls: u64,
+    infinite: u64,
+    min: f64,
+    max: f64,
+    sum: f64,
+    at_least_half: Option<u64>,
+    sketch: Sketch,
+}
+
+impl NumericAccumulator {
+    /// `count_positive`: also count values >= 0.5 (score columns).
+    pub fn new(count_positive: bool) -> Self {
+        NumericAccumulator {
+            rows: 0,
+            nulls: 0,
+            infinite: 0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            sum: 0.0,
+            at_least_half: count_positive.then_some(0),
+            sketch: Sketch::default(),
+        }
+    }
+
+    /// Adds a batch of values; NaN is a null.
+    pub fn add(&mut self, values: impl ExactSizeIterator<Item = f64> + Clone) {
+        self.rows += values.len() as u64;
+        // Moments first, in a loop the compiler can vectorise; the sketch,
+        // which is a scatter, in a second.
+        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+        let mut sum = 0.0;
+        let mut nulls = 0u64;
+        let mut infinite = 0u64;
+        let mut positive = 0u64;
+        for v in values.clone() {
+            let finite = v.is_finite();
+            nulls += u64::from(v.is_nan());
+            infinite += u64::from(v.is_infinite());
+            let kept = if finite { v } else { 0.0 };
+            sum += kept;
+            lo = lo.min(if finite { v } else { f64::INFINITY });
+            hi = hi.max(if finite { v } else { f64::NEG_INFINITY });
+            positive += u64::from(v >= 0.5 && finite);
+        }
+        self.nulls += nulls;
+        self.infinite += infinite;
+        self.sum += sum;
+        self.min = self.min.min(lo);
+        self.max = self.max.max(hi);
+        if let Some(n) = self.at_least_half.as_mut() {
+            *n += positive;
+        }
+        for v in values {
+            if v.is_finite() {
+                self.sketch.add(v);
+            }
+        }
+    }
+
+    pub fn merge(&mut self, other: &NumericAccumulator) {
+        self.rows += other.rows;
+        self.nulls += other.nulls;
+        self.infinite += other.infinite;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.sum += other.sum;
+        if let (Some(a), Some(b)) = (self.at_least_half.as_mut(), other.at_least_half) {
+            *a += b;
+        }
+        self.sketch.merge(&other.sketch);
+    }
+
+    pub fn finish(self, name: &str, role: Role, column: Option<&str>) -> ColumnProfile {
+        let finite = self.rows - self.nulls - self.infinite;
+        let mut profile = ColumnProfile {
+            name: name.to_string(),
+            role,
+            column: column.map(str::to_string),
+            rows: self.rows,
+            nulls: self.nulls,
+            infinite: self.infinite,
+            min: (finite > 0).then_some(self.min),
+            max: (finite > 0).then_some(self.max),
+            sum: self.sum,
+            mean: None,
+            at_least_half: self.at_least_half,
+            quantiles: None,
+            bins: None,
+            sketch: Some(self.sketch),
+            categories: None,
+        };
+        profile.derive();
+        profile
+    }
+}
+
+/// Accumulates a categorical feature's profile from its category codes.
+#[derive(Debug, Clone)]
+pub struct CategoryAccumulator {
+    rows: u64,
+    nulls: u64,
+    /// Count per code.
+    per_code: Vec<u64>,
+}
+
+impl CategoryAccumulator {
+    pub fn new(n_categories: usize) -> Self {
+        CategoryAccumulator {
+            rows: 0,
+            nulls: 0,
+            per_code: vec![0; n_categories],
+        }
+    }
+
+    /// Adds a batch of codes; NaN (missing or unknown) is a null.
+    pub fn add(&mut self, codes: impl ExactSizeIterator<Item = f64>) {
+        self.rows += codes.len() as u64;
+        for code in codes {
+            match self.per_code.get_mut(code as usize) {
+                Some(n) if code >= 0.0 => *n += 1,
+                _ => self.nulls += 1,
+            }
+        }
+    }
+
+    pub fn merge(&mut self, other: &CategoryAccumulator) {
+        self.rows += other.rows;
+        self.nulls += other.nulls;
+        for (a, b) in self.per_code.iter_mut().zip(&other.per_code) {
+            *a += b;
+        }
+    }
+
+    /// `names[code]` names each code.
+    pub fn finish(self, name: &str, column: Option<&str>, names: &[String]) -> ColumnProfile {
+        let mut categories = CategoryCounts::default();
+        for (code, &n) in self.per_code.iter().enumerate() {
+            if n > 0 {
+                let label = names.get(code).cloned().unwrap_or_else(|| code.to_string());
+                *categories.counts.entry(label).or_default() += n;
+            }
+        }
+        categories.cap();
+        ColumnProfile {
+            name: name.to_string(),
+            role: Role::Feature,
+            column: column.map(str::to_string),
+            rows: self.rows,
+            nulls: self.nulls,
+            infinite: 0,
+            min: None,
+            max: None,
+            sum: 0.0,
+            mean: None,
+            at_least_half: None,
+            quantiles: None,
+            bins: None,
+            sketch: None,
+            categories: Some(categories),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile_of(values: &[f64]) -> ColumnProfile {
+        let mut acc = NumericAccumulator::new(true);
+        acc.add(values.iter().copied());
+        acc.finish("x", Role::Feature, None)
+    }
+
+    #[test]
+    fn keys_are_monotone_and_bounds_are_in_their_bucket() {
+        let values = [
+            f64::NEG_INFINITY,
+            -1e300,
+            -3.5,
+            -1.0,
+            -1e-5,
+            0.0,
+            1e-5,
+            0.75,
+            1.0,
+            1.01,
+            2.0,
+            1e300,
+            f64::INFINITY,
+        ];
+        for pair in values.windows(2) {
+            assert!(key_of(pair[0]) <= key_of(pair[1]), "{pair:?}");
+        }
+        for &v in &values[1..values.len() - 1] {
+            let key = key_of(v);
+            let lower = key_lower_bound(key);
+            assert_eq!(key_of(lower), key, "{v}");
+            assert!(lower <= v, "{v}: lower bound {lower}");
+            // (-0.0's bucket ends where +0.0's starts, and the two are equal.)
+            assert!(key_lower_bound(key + 1) > v || v == 0.0, "{v}");
+        }
+        // Buckets are 1/16 of an octave: 1.0 and 1.05 share one, 1.07 does not.
+        assert_eq!(key_of(1.0), key_of(1.05));
+        assert_ne!(key_of(1.0), key_of(1.07));
+        // Values nearer zero than 2^-20 are zero's.
+        assert_eq!(key_of(1e-7), key_of(0.0));
+        assert_eq!(key_of(-1e-7), key_of(0.0));
+        assert_ne!(key_of(1e-5), key_of(0.0));
+    }
+
+    #[test]
+    fn exact_moments_and_close_quantiles() {
+        let values: Vec<f64> = (0..100_000).map(|i| i as f64 / 10.0).collect();
+        let mut with_nulls = values.clone();
+        with_nulls.extend([f64::NAN, f64::NAN, f64::INFINITY]);
+        let p = profile_of(&with_nulls);
+        assert_eq!((p.rows, p.nulls, p.infinite), (100_003, 2, 1));
+        assert_eq!((p.min, p.max), (Some(0.0), Some(9999.9)));
+        assert!((p.mean.unwrap() - 4999.95).abs() < 1e-6);
+        let q = p.quantiles.as_ref().unwrap();
+        for (got, want) in [(q.p01, 100.0), (q.p25, 2500.0), (q.p50, 5000.0), (q.p99, 9900.0)] {
+            assert!((got - want).abs() / want < 0.035, "{got} vs {want}");
+        }
+        assert_eq!(p.at_least_half, Some(100_000 - 5));
+    }
+
+    #[test]
+    fn decile_bins_hold_a_tenth_each_and_count_exactly() {
+        let values: Vec<f64> = (0..50_000).map(|i| (i as f64 * 0.37).sin() * 100.0).collect();
+        let p = profile_of(&values);
+        let bins = p.bins.as_ref().unwrap();
+        assert_eq!(bins.counts.iter().sum::<u64>(), 50_000);
+        let exact: Vec<u64> = (0..=bins.keys.len())
+            .map(|bin| {
+                values
+                    .iter()
+                    .filter(|&&v| {
+                        let key = key_of(v);
+                        (bin == 0 || key >= bins.keys[bin - 1]) && (bin == bins.keys.len() || key < bins.keys[bin])
+                    })
+                    .count() as u64
+            })
+            .collect();
+        assert_eq!(bins.counts, exact);
+        assert!(bins.keys.len() >= 8, "{:?}", bins.keys);
+        for &n in &bins.counts {
+            assert!((3_000..8_000).contains(&n), "{:?}", bins.counts);
+        }
+    }
+
+    #[test]
+    fn few_distinct_values_collapse_to_few_bins() {
+        let values: Vec<f64> = (0..1000).map(|i| (i % 2) as f64).collect();
+        let bins = profile_of(&values).bins.unwrap();
+        assert_eq!(bins.counts, vec![500, 500]);
+    }
+
+    #[test]
+    fn merged_parts_equal_the_whole() {
+        let values: Vec<f64> = (0..30_000).map(|i| ((i * 7919) % 10_007) as f64 - 5000.0).collect();
+        let whole = profile_of(&values);
+        let mut merged = profile_of(&values[..10_000]);
+        merged.merge(&profile_of(&values[10_000..25_000]));
+        merged.merge(&profile_of(&values[25_000..]));
+        assert_eq!(merged.sketch, whole.sketch);
+        assert_eq!(merged.bins, whole.bins);
+        assert_eq!(merged.quantiles, whole.quantiles);
+        assert_eq!(
+            (merged.rows, merged.nulls, merged.min, merged.max),
+            (whole.rows, whole.nulls, whole.min, whole.max)
+        );
+        assert!((merged.mean.unwrap() - whole.mean.unwrap()).abs() < 1e-9);
+    }
+
+    #[test]
+    fn categories_count_codes_and_cap() {
+        let mut acc = CategoryAccumulator::new(3);
+        acc.add([0.0, 1.0, 1.0, f64::NAN, 2.0].into_iter());
+        let names = ["a".to_string(), "b".to_string(), "c".to_string()];
+        let p = acc.finish("colour", None, &names);
+        let counts = p.categories.unwrap().counts;
+        assert_eq!(counts["b"], 2);
+        assert_eq!(p.nulls, 1);
+
+        let mut many = CategoryCounts::default();
+        for i in 0..MAX_CATEGORIES + 5 {
+            many.counts.insert(format!("c{i:05}"), 1 + (i % 3) as u64);
+        }
+        many.cap();
+        assert_eq!(many.counts.len(), MAX_CATEGORIES);
+        assert_eq!(many.other, 5);
+    }
+
+    #[test]
+    fn profiles_round_trip_through_json() {
+        let profile = TableProfile {
+            format: PROFILE_FORMAT.into(),
+            source: "t".into(),
+            rows: 3,
+            columns: vec![profile_of(&[1.0, 2.0, f64::NAN])],
+        };
+        let back = TableProfile::from_json(&profile.to_json()).unwrap();
+        assert_eq!(back, profile);
+        // Empty buckets are stored as runs: a sketch over a wide range stays small.
+        let spread: Vec<f64> = (0..10_000).map(|i| if i % 2 == 0 { 1e-3 } else { 1e6 }).collect();
+        let json = serde_json::to_string(&profile_of(&spread).sketch).unwrap();
+        assert!(json.len() < 60, "{json}");
+        let wrong = br#"{"format":"other","source":"t","rows":0,"columns":[]}"#;
+        assert!(
+            TableProfile::from_json(wrong)
+                .unwrap_err()
+                .contains("lakescore-profile/1")
+        );
+    }
+}
