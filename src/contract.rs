@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::drift::{self, ColumnDrift, Status, Thresholds};
 use crate::model::{Feature, FeatureBlock};
 use crate::package::{CategoryValue, ColumnKind, Manifest, PackageError, RowPolicy, TablePolicy};
-use crate::profile::{CategoryAccumulator, ColumnProfile, NumericAccumulator, PROFILE_FORMAT, Role, TableProfile};
+use crate::profile::{BatchSummary, CategoryAccumulator, ColumnProfile, NumericAccumulator, PROFILE_FORMAT, Role, TableProfile};
 
 /// Example rows kept per rule.
 pub const EXAMPLES: usize = 5;
@@ -372,6 +372,7 @@ impl Contract {
             rows_quarantined: 0,
             rows_flagged: 0,
             scores_out_of_range: 0,
+            batch: Vec::with_capacity(features.len()),
         }
     }
 }
@@ -469,6 +470,8 @@ pub struct Inspection {
     pub rows_quarantined: u64,
     pub rows_flagged: u64,
     pub scores_out_of_range: u64,
+    /// Nulls and range per feature in the batch being inspected.
+    batch: Vec<BatchSummary>,
 }
 
 impl Inspection {
@@ -482,22 +485,61 @@ impl Inspection {
         first_row: usize,
         marks: &mut RowMarks,
     ) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            unsafe { self.inspect_features_avx2(contract, block, unit, first_row, marks) };
+            return;
+        }
+        self.inspect_features_portable(contract, block, unit, first_row, marks);
+    }
+
+    /// The counting loops below vectorise with AVX2; the build targets
+    /// baseline x86-64, so this copy is compiled for CPUs that have it.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn inspect_features_avx2(
+        &mut self,
+        contract: &Contract,
+        block: &FeatureBlock,
+        unit: usize,
+        first_row: usize,
+        marks: &mut RowMarks,
+    ) {
+        self.inspect_features_portable(contract, block, unit, first_row, marks);
+    }
+
+    #[inline(always)]
+    fn inspect_features_portable(
+        &mut self,
+        contract: &Contract,
+        block: &FeatureBlock,
+        unit: usize,
+        first_row: usize,
+        marks: &mut RowMarks,
+    ) {
         let n = block.n_rows;
         self.rows += n as u64;
         let column = |j: usize| &block.values[j * n..(j + 1) * n];
+        // Profiling counts each feature's nulls and finds its range, which
+        // the rules reuse: most batches need no rule to look at a value.
+        self.batch.clear();
         for (j, accumulator) in self.features.iter_mut().enumerate() {
-            match accumulator {
-                FeatureAccumulator::Numeric(acc) => acc.add(column(j).iter().copied()),
-                FeatureAccumulator::Categorical(acc) => acc.add(column(j).iter().copied()),
-            }
+            self.batch.push(match accumulator {
+                FeatureAccumulator::Numeric(acc) => acc.add(column(j)),
+                FeatureAccumulator::Categorical(acc) => acc.add(column(j)),
+            });
         }
-        let mut missing = vec![false; n];
-        for j in 0..block.n_features {
-            for (m, v) in missing.iter_mut().zip(column(j)) {
-                *m |= v.is_nan();
+        // Only the missing-share guard needs rows with any missing feature.
+        if contract.max_missing_share.is_some() {
+            let mut missing = vec![false; n];
+            for j in 0..block.n_features {
+                for (m, v) in missing.iter_mut().zip(column(j)) {
+                    *m |= v.is_nan();
+                }
             }
+            self.rows_with_missing += missing.iter().filter(|&&m| m).count() as u64;
         }
-        self.rows_with_missing += missing.iter().filter(|&&m| m).count() as u64;
 
         marks.quarantined.clear();
         marks.quarantined.resize(n, false);
@@ -518,6 +560,17 @@ impl Inspection {
                     RowPolicy::Fail | RowPolicy::Warn => {}
                 }
             };
+            // Counting vectorises; most batches break no rule and stop here.
+            let batch = self.batch[rule.feature];
+            let failing = match &rule.test {
+                RowTest::NotNull => batch.nulls as usize,
+                RowTest::Range { min, max } if batch.infinite == 0 && batch.min >= *min && batch.max <= *max => 0,
+                RowTest::Range { min, max } => values.iter().filter(|&&v| v < *min || v > *max).count(),
+                RowTest::OneOf(allowed) => values.iter().filter(|&&v| !v.is_nan() && !allowed.contains(&v)).count(),
+            };
+            if failing == 0 {
+                continue;
+            }
             match &rule.test {
                 RowTest::NotNull => {
                     for (row, v) in values.iter().enumerate() {
@@ -564,8 +617,11 @@ impl Inspection {
 
     /// Profiles the scores of the scored rows of a batch.
     pub fn inspect_scores(&mut self, contract: &Contract, scores: &[Vec<f32>]) {
+        let mut widened = Vec::new();
         for (acc, column) in self.scores.iter_mut().zip(scores) {
-            acc.add(column.iter().map(|&s| f64::from(s)));
+            widened.clear();
+            widened.extend(column.iter().map(|&s| f64::from(s)));
+            acc.add(&widened);
             if let Some((lo, hi)) = contract.score_range {
                 self.scores_out_of_range += column
                     .iter()
@@ -715,6 +771,25 @@ pub fn duplicates(keys: &[u64]) -> (u64, Vec<usize>) {
         .map(|(i, _)| i)
         .take(EXAMPLES)
         .collect();
+    (repeats, examples)
+}
+
+/// Duplicated keys that are the ids themselves (one integer id column):
+/// sorts `keys` in place (no copy of a 10M-row column) and returns how many
+/// rows repeat an earlier row's id, and the first few repeated ids.
+pub fn duplicate_values(mut keys: Vec<u64>) -> (u64, Vec<u64>) {
+    use rayon::slice::ParallelSliceMut;
+    keys.par_sort_unstable();
+    let mut repeats = 0;
+    let mut examples = Vec::new();
+    for pair in keys.windows(2) {
+        if pair[0] == pair[1] {
+            repeats += 1;
+            if examples.len() < EXAMPLES && examples.last() != Some(&pair[0]) {
+                examples.push(pair[0]);
+            }
+        }
+    }
     (repeats, examples)
 }
 

@@ -201,7 +201,7 @@ mod tests {
         let mut rng = Rng::new(seed);
         let values: Vec<f64> = (0..n).map(|_| rng.normal(mean, 10.0) * scale).collect();
         let mut acc = NumericAccumulator::new(false);
-        acc.add(values.iter().copied());
+        acc.add(&values);
         acc.finish("x", Role::Feature, None)
     }
 
@@ -241,7 +241,7 @@ mod tests {
     fn an_emptied_column_drifts_through_its_null_bin() {
         let reference = normal_profile(1, 10_000, 50.0, 1.0);
         let mut acc = NumericAccumulator::new(false);
-        acc.add(std::iter::repeat_n(f64::NAN, 10_000));
+        acc.add(&[f64::NAN; 10_000]);
         let emptied = acc.finish("x", Role::Feature, None);
         let drift = compare(&reference, &emptied, Thresholds::DEFAULT).unwrap();
         assert_eq!(drift.status, Status::Fail);

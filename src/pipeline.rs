@@ -438,6 +438,9 @@ struct FileScan {
     sources: Vec<FeatureSource>,
     /// The leaf column of each leaf reader.
     leaf_readers: Vec<usize>,
+    /// The leaf reader of the one integer column the uniqueness rule keys on,
+    /// when it is read that way (else keys come from the Arrow id columns).
+    key_reader: Option<usize>,
     /// Every leaf column the workers read, for page advice.
     leaves: Vec<usize>,
     /// Leaf columns the writer copies to the output; it releases their pages
@@ -458,11 +461,29 @@ enum IdSource {
 
 impl FileScan {
     /// `copy_ids`: id columns whose chunks can be copied are; otherwise (rows
-    /// are dropped by quarantine, or ids are needed as values) all are decoded.
-    fn new(file: &FilePlan, layout: &OutputLayout, copy_ids: bool) -> Self {
+    /// are dropped by quarantine) all are decoded. `unique_roots`: the id
+    /// columns the uniqueness rule needs as values: one integer column is
+    /// read by a leaf reader (and still copied), anything else through Arrow.
+    fn new(file: &FilePlan, layout: &OutputLayout, copy_ids: bool, unique_roots: Option<&[usize]>) -> Self {
         let descriptor = file.file.metadata.parquet_schema();
         let schema = file.file.metadata.schema();
         let leaves_of = |root: usize| leaves_of_root(descriptor, root);
+        let key_leaf = match unique_roots {
+            Some(&[root]) => match leaves_of(root)[..] {
+                [leaf]
+                    if descriptor.column(leaf).max_rep_level() == 0
+                        && matches!(
+                            descriptor.column(leaf).physical_type(),
+                            parquet::basic::Type::INT32 | parquet::basic::Type::INT64
+                        ) =>
+                {
+                    Some(leaf)
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        let copy_ids = copy_ids && (unique_roots.is_none() || key_leaf.is_some());
         let row_groups = file.file.metadata.metadata().row_groups();
         let copyable = |id_idx: usize, root: usize| match leaves_of(root)[..] {
             [leaf]
@@ -511,6 +532,10 @@ impl FileScan {
                 }
             }
         }
+        let key_reader = key_leaf.filter(|_| copy_ids).map(|leaf| {
+            leaf_readers.push(leaf);
+            leaf_readers.len() - 1
+        });
         arrow_roots.sort_unstable();
         arrow_roots.dedup();
         // An Arrow batch holds the projected root columns in file order.
@@ -547,6 +572,7 @@ impl FileScan {
             id_sources,
             sources,
             leaf_readers,
+            key_reader,
             released_by_workers: leaves.iter().filter(|l| !copied_leaves.contains(l)).copied().collect(),
             leaves,
             copied_leaves,
@@ -584,6 +610,9 @@ struct PreparedTable {
     fills: Vec<(usize, f64)>,
     /// Positions among the id columns of the columns that must be unique.
     unique_ids: Option<Vec<usize>>,
+    /// The unique column, when it is one integer column, whose keys are then
+    /// its values.
+    exact_key_column: Option<String>,
     /// The contract can quarantine rows or flag them.
     quarantines: bool,
     flags: bool,
@@ -641,8 +670,15 @@ fn prepare(package: &Package, input: &Path, id_columns: &IdColumns, pass: PassKi
             }
             _ => None,
         };
+    let exact_key_column = match (&unique_ids, plan.files.first()) {
+        (Some(positions), Some(file)) if positions.len() == 1 => {
+            let field = file.file.metadata.schema().field(file.id_roots[positions[0]]).clone();
+            matches!(field.data_type(), DataType::Int32 | DataType::Int64).then(|| field.name().clone())
+        }
+        _ => None,
+    };
     let quarantines = pass.inspect && pass.predict && contract.quarantines();
-    let copy_ids = !quarantines && unique_ids.is_none();
+    let copy_ids = !quarantines;
     let mut layouts = Vec::with_capacity(plan.files.len());
     let mut scans = Vec::with_capacity(plan.files.len());
     for file in &plan.files {
@@ -660,7 +696,10 @@ fn prepare(package: &Package, input: &Path, id_columns: &IdColumns, pass: PassKi
             .map(|&root| Arc::new(schema.field(root).clone()))
             .collect();
         let layout = OutputLayout::new(&file.file.path, id_fields, &score_columns, flags)?;
-        scans.push(FileScan::new(file, &layout, copy_ids));
+        let unique_roots: Option<Vec<usize>> = unique_ids
+            .as_ref()
+            .map(|positions| positions.iter().map(|&i| file.id_roots[i]).collect());
+        scans.push(FileScan::new(file, &layout, copy_ids, unique_roots.as_deref()));
         layouts.push(layout);
     }
     let mut quarantine_fields: Vec<Field> = match plan.files.first() {
@@ -706,6 +745,7 @@ fn prepare(package: &Package, input: &Path, id_columns: &IdColumns, pass: PassKi
         block_features,
         fills,
         unique_ids,
+        exact_key_column,
         quarantines,
         flags,
         quarantine_schema: Arc::new(Schema::new(quarantine_fields)),
@@ -1010,21 +1050,36 @@ fn judge(package: &Package, table: &PreparedTable, facts: &TableFacts, mut score
         &table.plan.input.display().to_string(),
         table.pass.predict,
     );
-    let unique = table.unique_ids.as_ref().map(|_| {
-        let (repeats, positions) = contract::duplicates(&scored.keys);
-        let positions: Vec<(usize, usize)> = positions
-            .into_iter()
-            .map(|global| unit_position(&scored.units, global))
-            .collect();
-        (repeats, positions)
-    });
+    // Positions of example rows whose ids are read back: rule examples, and
+    // duplicates when the keys are hashes rather than the ids themselves.
+    let keys = std::mem::take(&mut scored.keys);
+    let unique_ids = table.unique_ids.as_ref();
+    let exact_column = unique_ids.and(table.exact_key_column.as_ref());
+    let (unique_values, unique_positions) = match (unique_ids, exact_column) {
+        (None, _) => (None, None),
+        (Some(_), Some(column)) => {
+            let (repeats, values) = contract::duplicate_values(keys);
+            let examples = values.iter().map(|&v| format!("{column}={}", v as i64)).collect();
+            (Some((repeats, examples)), None)
+        }
+        (Some(_), None) => {
+            let (repeats, positions) = contract::duplicates(&keys);
+            let positions: Vec<(usize, usize)> = positions
+                .into_iter()
+                .map(|global| unit_position(&scored.units, global))
+                .collect();
+            (None, Some((repeats, positions)))
+        }
+    };
     let mut wanted: Vec<(usize, usize)> = inspection.tallies.iter().flat_map(|t| t.examples.clone()).collect();
-    if let Some((_, positions)) = &unique {
+    if let Some((_, positions)) = &unique_positions {
         wanted.extend(positions.iter().copied());
     }
     let ids = describe_rows(table, &scored.units, &wanted);
     let example = |position: (usize, usize)| ids.get(&position).cloned().unwrap_or_default();
-    let unique = unique.map(|(repeats, positions)| (repeats, positions.into_iter().map(example).collect()));
+    let unique = unique_values.or_else(|| {
+        unique_positions.map(|(repeats, positions)| (repeats, positions.into_iter().map(example).collect()))
+    });
     let checks = contract::judge_rules(contract, &inspection, &profile, facts, unique, &example);
     let mut judgement = Judgement {
         checks: Some(checks),
@@ -1433,8 +1488,13 @@ impl Worker<'_> {
                 inspection.inspect_features(contract, &block, unit_idx, rows_done, &mut marks);
                 fill_missing(&mut block, &table.fills);
                 if let Some(unique) = &table.unique_ids {
-                    let key_columns: Vec<&ArrayRef> = unique.iter().map(|&i| &ids[i]).collect();
-                    done.keys.extend(row_keys(&key_columns, n_rows)?);
+                    match scan.key_reader {
+                        Some(reader) => leaf_keys(&leaves[reader], &mut done.keys),
+                        None => {
+                            let key_columns: Vec<&ArrayRef> = unique.iter().map(|&i| &ids[i]).collect();
+                            done.keys.extend(row_keys(&key_columns, n_rows)?);
+                        }
+                    }
                 }
                 lap(&mut stages.checks);
             }
@@ -1568,6 +1628,27 @@ fn quarantine_rows(
     })
 }
 
+/// A null id's key in [`row_keys`] and [`leaf_keys`].
+const NULL_KEY: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// [`row_keys`] of one integer id column, from its leaf reader: the same
+/// keys, without decoding the column through Arrow.
+fn leaf_keys(leaf: &LeafReader, keys: &mut Vec<u64>) {
+    let mut push = |values: &mut dyn Iterator<Item = u64>| match leaf.definition_levels() {
+        Some(levels) => {
+            for &level in levels {
+                keys.push(if level == 0 { NULL_KEY } else { values.next().unwrap_or(NULL_KEY) });
+            }
+        }
+        None => keys.extend(values),
+    };
+    match leaf.values() {
+        crate::scan::LeafValues::Int64(_, values) => push(&mut values.iter().map(|&v| v as u64)),
+        crate::scan::LeafValues::Int32(_, values) => push(&mut values.iter().map(|&v| i64::from(v) as u64)),
+        _ => unreachable!("key readers read integer columns"),
+    }
+}
+
 /// A 64-bit key per row for the uniqueness rule: the value itself for one
 /// integer column (exact; a null id takes one fixed key), otherwise a hash of
 /// the row's values in Arrow's row format (two different ids share a key with
@@ -1576,7 +1657,6 @@ fn row_keys(columns: &[&ArrayRef], n_rows: usize) -> Result<Vec<u64>> {
     use arrow::array::AsArray;
     use arrow::datatypes::{Int32Type, Int64Type};
     use std::hash::{Hash, Hasher};
-    const NULL_KEY: u64 = 0x9E37_79B9_7F4A_7C15;
     if let [column] = columns {
         let exact = |i: usize, value: i64| if column.is_null(i) { NULL_KEY } else { value as u64 };
         match column.data_type() {
@@ -1656,6 +1736,9 @@ fn write_in_order(
 ) -> Result<Written> {
     let mut writing = Stopwatch::default();
     let mut written = Written::default();
+    if table.unique_ids.is_some() {
+        written.keys.reserve_exact(units.iter().map(|u| u.n_rows).sum());
+    }
     let mut quarantine: Option<ArrowWriter<std::fs::File>> = None;
     let mut unit_idx = 0;
     for &file_idx in file_indices {
