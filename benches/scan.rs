@@ -98,6 +98,7 @@ fn bench_scan(c: &mut Criterion) {
                 &readers,
                 &features_spec,
                 BATCH_ROWS,
+                None,
             ))
         })
     });

@@ -12,8 +12,6 @@
 //! Every value is checked before a feature's fill value replaces nulls: the
 //! feature block reaching the inspection holds NaN for every missing value.
 
-use std::collections::BTreeMap;
-
 use serde::Serialize;
 
 use crate::drift::{self, ColumnDrift, Status, Thresholds};
@@ -32,8 +30,7 @@ pub struct RuleSpec {
     pub kind: &'static str,
     /// The feature (or `table`).
     pub target: String,
-    /// `fail`, `warn`, `quarantine` or `flag`.
-    pub policy: &'static str,
+    pub policy: Policy,
     /// What the rule requires, in words.
     pub requirement: String,
 }
@@ -98,24 +95,48 @@ pub struct Contract {
     pub max_missing_share: Option<f64>,
     pub max_mean_shift: Option<f64>,
     pub max_positive_rate_shift: Option<f64>,
+    /// Whether scores are compared with the reference's (not for margins).
+    pub compare_scores: bool,
     /// Drift thresholds per feature (feature order), and for scores.
     feature_thresholds: Vec<Thresholds>,
     score_thresholds: Thresholds,
 }
 
-fn row_policy_name(policy: RowPolicy) -> &'static str {
-    match policy {
-        RowPolicy::Fail => "fail",
-        RowPolicy::Warn => "warn",
-        RowPolicy::Quarantine => "quarantine",
-        RowPolicy::Flag => "flag",
+/// What a broken rule does: a row rule's [`RowPolicy`] or a table rule's
+/// [`TablePolicy`], in one type for reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    Fail,
+    Warn,
+    Quarantine,
+    Flag,
+}
+
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            Policy::Fail => "fail",
+            Policy::Warn => "warn",
+            Policy::Quarantine => "quarantine",
+            Policy::Flag => "flag",
+        })
     }
 }
 
-fn table_policy_name(policy: TablePolicy) -> &'static str {
+fn row_policy_name(policy: RowPolicy) -> Policy {
     match policy {
-        TablePolicy::Fail => "fail",
-        TablePolicy::Warn => "warn",
+        RowPolicy::Fail => Policy::Fail,
+        RowPolicy::Warn => Policy::Warn,
+        RowPolicy::Quarantine => Policy::Quarantine,
+        RowPolicy::Flag => Policy::Flag,
+    }
+}
+
+fn table_policy_name(policy: TablePolicy) -> Policy {
+    match policy {
+        TablePolicy::Fail => Policy::Fail,
+        TablePolicy::Warn => Policy::Warn,
     }
 }
 
@@ -152,6 +173,7 @@ impl Contract {
             max_missing_share: manifest.guards.max_missing_share,
             max_mean_shift: manifest.guards.max_mean_shift,
             max_positive_rate_shift: manifest.guards.max_positive_rate_shift,
+            compare_scores: true,
             feature_thresholds: vec![manifest.drift.global(); features.len()],
             score_thresholds: manifest.drift.score.unwrap_or_default().or(manifest.drift.global()),
         };
@@ -606,7 +628,7 @@ impl Inspection {
         let mut flagged = 0;
         let mut last = usize::MAX;
         for &(row, rule) in &marks.reasons {
-            if row != last && !marks.quarantined[row] && contract.rules[rule].policy == "flag" {
+            if row != last && !marks.quarantined[row] && contract.rules[rule].policy == Policy::Flag {
                 flagged += 1;
                 last = row;
             }
@@ -688,7 +710,7 @@ pub struct RuleResult {
     pub id: String,
     pub kind: &'static str,
     pub target: String,
-    pub policy: &'static str,
+    pub policy: Policy,
     pub status: Status,
     /// Rows (or, for table rules, items) checked.
     pub checked: u64,
@@ -699,10 +721,10 @@ pub struct RuleResult {
 }
 
 /// The status a broken rule gets from its policy.
-pub fn broken_status(policy: &str) -> Status {
+pub fn broken_status(policy: Policy) -> Status {
     match policy {
-        "fail" => Status::Fail,
-        _ => Status::Warn,
+        Policy::Fail => Status::Fail,
+        Policy::Warn | Policy::Quarantine | Policy::Flag => Status::Warn,
     }
 }
 
@@ -739,30 +761,34 @@ pub struct Drift {
 }
 
 /// Facts about the table gathered outside the pass (footers, one column).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TableFacts {
     pub rows: u64,
     /// (rule, passed, detail) for each type rule, decided from the schema.
     pub types: Vec<(usize, bool, String)>,
     /// The newest instant of the freshness source, seconds since the epoch,
-    /// and what it was (for the message).
-    pub newest: Option<(i64, String)>,
+    /// and what it was (for the message); or why there is none.
+    pub newest: Result<(i64, String), String>,
     /// The run's clock, seconds since the epoch.
     pub as_of: i64,
 }
+
+/// The key of a null id. Nulls are not duplicates of each other (as in
+/// SQL's UNIQUE), so rows with this key never count as repeats.
+pub const NULL_KEY: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// Duplicated keys: how many rows repeat an earlier row's key, and the
 /// positions (in `keys` order) of the first few rows whose key is shared.
 pub fn duplicates(keys: &[u64]) -> (u64, Vec<usize>) {
     let mut sorted = keys.to_vec();
     sorted.sort_unstable();
-    let repeats = sorted.windows(2).filter(|w| w[0] == w[1]).count() as u64;
+    let repeats = sorted.windows(2).filter(|w| w[0] == w[1] && w[0] != NULL_KEY).count() as u64;
     if repeats == 0 {
         return (0, Vec::new());
     }
     let shared = |key: u64| {
         let start = sorted.partition_point(|&k| k < key);
-        sorted.get(start + 1) == Some(&key)
+        key != NULL_KEY && sorted.get(start + 1) == Some(&key)
     };
     let examples = keys
         .iter()
@@ -783,7 +809,7 @@ pub fn duplicate_values(mut keys: Vec<u64>) -> (u64, Vec<u64>) {
     let mut repeats = 0;
     let mut examples = Vec::new();
     for pair in keys.windows(2) {
-        if pair[0] == pair[1] {
+        if pair[0] == pair[1] && pair[0] != NULL_KEY {
             repeats += 1;
             if examples.len() < EXAMPLES && examples.last() != Some(&pair[0]) {
                 examples.push(pair[0]);
@@ -840,7 +866,8 @@ pub fn judge_rules(
         results[rule.rule] = Some(result(rule.rule, inspection.rows, tally.failing, detail, examples));
     }
     for &(rule, feature, largest) in &contract.null_share_rules {
-        let column = &profile.columns[feature];
+        // (No profile when the run stopped before the pass.)
+        let Some(column) = profile.columns.get(feature) else { continue };
         let share = column.null_share();
         let detail = format!("{} nulls, at most {} allowed", percent(share), percent(largest));
         results[rule] = Some(result(
@@ -875,7 +902,7 @@ pub fn judge_rules(
     }
     if let Some(freshness) = &contract.freshness {
         let (failing, detail) = match &facts.newest {
-            Some((newest, what)) => {
+            Ok((newest, what)) => {
                 let age = facts.as_of - newest;
                 let stale = age > freshness.max_age_seconds as i64;
                 (
@@ -887,7 +914,7 @@ pub fn judge_rules(
                     ),
                 )
             }
-            None => (1, "no value found to date the table by".to_string()),
+            Err(problem) => (1, problem.clone()),
         };
         results[freshness.rule] = Some(result(freshness.rule, 1, failing, detail, Vec::new()));
     }
@@ -947,7 +974,8 @@ pub fn judge_guards(
     let reference_score = |name: &str| reference.and_then(|r| r.column(name, Role::Score));
     let mut shift_guard = |id: &'static str, bound: Option<f64>, measure: &dyn Fn(&ColumnProfile) -> Option<f64>| {
         let Some(bound) = bound else { return };
-        for column in &scores {
+        // A pass that scored no row (all reused, all quarantined) moved nothing.
+        for column in scores.iter().filter(|c| c.rows > 0) {
             let current = measure(column);
             let base = reference_score(&column.name).and_then(measure);
             let (status, value, detail) = match (current, base) {
@@ -999,7 +1027,8 @@ pub fn judge_drift(contract: &Contract, profile: &TableProfile, reference: &Tabl
                 .get(index)
                 .copied()
                 .unwrap_or(Thresholds::DEFAULT),
-            Role::Score => contract.score_thresholds,
+            Role::Score if contract.compare_scores => contract.score_thresholds,
+            Role::Score => continue,
         };
         if let Some(base) = reference.column(&column.name, column.role)
             && let Some(drift) = drift::compare(base, column, thresholds)
@@ -1017,7 +1046,7 @@ pub fn judge_drift(contract: &Contract, profile: &TableProfile, reference: &Tabl
 
 /// The histogram of the first score column, current against reference: 20
 /// equal-width bins over both ranges, counted from the sketches (exact to a
-/// sketch bucket, 1/32 of an octave).
+/// sketch bucket, 1/16 of an octave).
 #[derive(Debug, Clone, Serialize)]
 pub struct ScoreHistogram {
     pub column: String,
@@ -1057,18 +1086,4 @@ pub fn score_histogram(profile: &TableProfile, reference: Option<&TableProfile>)
         current: shares(current)?,
         reference: base.and_then(shares),
     })
-}
-
-/// Counts of rows by the rule ids in their reasons, for logs.
-pub fn summarize(checks: &Checks) -> BTreeMap<&'static str, usize> {
-    let mut by_status = BTreeMap::new();
-    for rule in &checks.rules {
-        let key = match rule.status {
-            Status::Pass => "pass",
-            Status::Warn => "warn",
-            Status::Fail => "fail",
-        };
-        *by_status.entry(key).or_default() += 1;
-    }
-    by_status
 }

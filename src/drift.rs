@@ -73,7 +73,7 @@ pub struct ColumnDrift {
     pub current_mean: Option<f64>,
     pub reference_null_share: f64,
     pub current_null_share: f64,
-    /// The shares per bin, reference then current (for plots).
+    /// How many bins the measures were taken over (the null bin included).
     pub bins: usize,
 }
 
@@ -160,8 +160,13 @@ pub fn js_distance(reference: &[f64], current: &[f64]) -> f64 {
     divergence.max(0.0).sqrt()
 }
 
-/// The drift of one column against its reference.
+/// The drift of one column against its reference; `None` when either side
+/// has no rows (a resumed run that reused every partition scores none: there
+/// is nothing to compare, which is not a drift).
 pub fn compare(reference: &ColumnProfile, current: &ColumnProfile, thresholds: Thresholds) -> Option<ColumnDrift> {
+    if current.rows == 0 || reference.rows == 0 {
+        return None;
+    }
     let (r, c) = bin_shares(reference, current)?;
     let psi = psi(&r, &c);
     let js = js_distance(&r, &c);

@@ -121,6 +121,7 @@ pub fn append_categories(
     array: &dyn Array,
     categories: &Categories,
     missing: f64,
+    unknown: f64,
     dst: &mut Vec<f64>,
 ) -> Result<(), String> {
     let code = |name: Option<&str>| match name {
@@ -128,7 +129,7 @@ pub fn append_categories(
         Some(name) => match categories.code_of_name(name) {
             Some(code) => Ok(code),
             None if categories.unknown_is_error => Err(name.to_string()),
-            None => Ok(missing),
+            None => Ok(unknown),
         },
     };
     let strings = match array.data_type() {
@@ -256,14 +257,22 @@ impl UnknownCategory {
     }
 }
 
+/// The code a category the model does not know gets in the contract's view
+/// of a feature block (codes are never negative).
+pub const UNKNOWN_CATEGORY: f64 = -1.0;
+
 /// The feature block of one batch of `n_rows` rows: the Arrow `columns` of the
-/// batch, and the current batch of each leaf reader.
+/// batch, and the current batch of each leaf reader. A category the model
+/// does not know (and reads as missing) becomes `unknown_category`: the
+/// feature's missing value for scoring, [`UNKNOWN_CATEGORY`] for the
+/// contract's rules, which tell it from a null.
 pub fn build_block(
     sources: &[FeatureSource],
     columns: &[&dyn Array],
     leaves: &[LeafReader],
     features: &[Feature],
     n_rows: usize,
+    unknown_category: Option<f64>,
 ) -> Result<FeatureBlock, UnknownCategory> {
     debug_assert_eq!(sources.len(), features.len());
     // Appending (rather than zeroing, then overwriting) touches each value once.
@@ -274,7 +283,8 @@ pub fn build_block(
         match *source {
             FeatureSource::Arrow { position } => match &feature.categories {
                 Some(categories) if holds_strings(columns[position].data_type()) => {
-                    append_categories(columns[position], categories, missing, &mut values).map_err(|category| {
+                    let unknown = unknown_category.unwrap_or(missing);
+                    append_categories(columns[position], categories, missing, unknown, &mut values).map_err(|category| {
                         UnknownCategory {
                             column: feature.name.clone(),
                             category,
@@ -306,7 +316,7 @@ pub fn build_block(
                             known: categories.len(),
                         });
                     }
-                    None => *v = missing,
+                    None => *v = unknown_category.unwrap_or(missing),
                 }
             }
         }
@@ -688,12 +698,12 @@ mod tests {
             .collect();
         for array in [&plain as &dyn Array, &large, &view, &dictionary] {
             let mut dst = Vec::new();
-            append_categories(array, &colours(false), f64::NAN, &mut dst).unwrap();
+            append_categories(array, &colours(false), f64::NAN, f64::NAN, &mut dst).unwrap();
             assert_eq!(dst[0], 2.0, "{:?}", array.data_type());
             assert!(dst[1].is_nan(), "null is missing");
             assert_eq!(dst[2], 0.0);
             assert!(dst[3].is_nan(), "unknown is missing when that is the model's rule");
-            let err = append_categories(array, &colours(true), f64::NAN, &mut Vec::new()).unwrap_err();
+            let err = append_categories(array, &colours(true), f64::NAN, f64::NAN, &mut Vec::new()).unwrap_err();
             assert_eq!(err, "teal");
         }
     }
@@ -705,7 +715,7 @@ mod tests {
         let values = Arc::new(StringArray::from(vec!["green", "teal"]));
         let dictionary = DictionaryArray::<Int32Type>::try_new(keys, values).unwrap();
         let mut dst = Vec::new();
-        append_categories(&dictionary, &colours(true), -1.0, &mut dst).unwrap();
+        append_categories(&dictionary, &colours(true), -1.0, -1.0, &mut dst).unwrap();
         assert_eq!(dst, vec![1.0, -1.0, 1.0]);
     }
 
@@ -741,7 +751,7 @@ mod tests {
             categories: Some(Arc::new(categories.clone())),
         };
         let sources = [FeatureSource::Arrow { position: 0 }];
-        let block = build_block(&sources, &columns, &[], &[feature(&categories)], 4).unwrap();
+        let block = build_block(&sources, &columns, &[], &[feature(&categories)], 4, None).unwrap();
         assert_eq!(block.values[0], 1.0);
         assert!(
             block.values[1].is_nan() && block.values[3].is_nan(),
@@ -749,7 +759,7 @@ mod tests {
         );
         assert_eq!(block.values[2], 0.0);
         categories.unknown_is_error = true;
-        let err = build_block(&sources, &columns, &[], &[feature(&categories)], 4).unwrap_err();
+        let err = build_block(&sources, &columns, &[], &[feature(&categories)], 4, None).unwrap_err();
         assert_eq!(
             (err.column.as_str(), err.category.as_str(), err.known),
             ("size", "5", 2)

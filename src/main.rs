@@ -301,8 +301,19 @@ fn run(cli: &Cli) -> Result<Outcome, Error> {
             Ok(Outcome::Done)
         }
         Command::Check(args) => {
-            let (package, options) = load(&args.model_input, cli, args.as_of)?;
-            let report = pipeline::check(&package, &args.model_input.input, &options)?;
+            let outcome = load(&args.model_input, cli, args.as_of)
+                .and_then(|(package, options)| pipeline::check(&package, &args.model_input.input, &options));
+            let report = match outcome {
+                Ok(report) => report,
+                Err(error) => {
+                    if let Some(path) = &args.report
+                        && let Err(report_error) = write_report(path, &FailureReport::new(&error))
+                    {
+                        tracing::warn!(error = %report_error, "cannot write the failure report");
+                    }
+                    return Err(error);
+                }
+            };
             write_reports(&report, args.report.as_deref(), args.html.as_deref())?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report).expect("reports serialize"));
@@ -347,6 +358,12 @@ fn run(cli: &Cli) -> Result<Outcome, Error> {
             Ok(Outcome::Done)
         }
         Command::Model(ModelCommand::Package(args)) => {
+            if std::fs::read_dir(&args.output).is_ok_and(|mut entries| entries.next().is_some()) {
+                return Err(Error::Usage(format!(
+                    "`{}` exists and is not empty; `model package` writes a new folder",
+                    args.output.display()
+                )));
+            }
             let bare = open_package(&args.model, &lakescore::device::DeviceSpec::Cpu, false)?;
             if bare.folder.is_some() {
                 return Err(Error::Usage(format!(
@@ -375,7 +392,7 @@ fn warn_about(report: &RunReport) {
     use lakescore::drift::Status;
     if let Some(checks) = &report.judgement.checks {
         for rule in checks.rules.iter().filter(|r| r.status == Status::Warn) {
-            tracing::warn!(rule = %rule.id, policy = rule.policy, failing = rule.failing, "{}", rule.detail);
+            tracing::warn!(rule = %rule.id, policy = %rule.policy, failing = rule.failing, "{}", rule.detail);
         }
     }
     if let Some(drift) = &report.judgement.drift {

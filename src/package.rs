@@ -46,7 +46,7 @@ use serde::{Deserialize, Serialize};
 use crate::contract::Contract;
 use crate::drift::Thresholds;
 use crate::model::{self, LoadOptions, Model, ModelError, ModelFormat};
-use crate::profile::TableProfile;
+use crate::profile::{Role, TableProfile};
 use crate::util::sha256_hex;
 
 /// The manifest's file name inside a package.
@@ -392,6 +392,16 @@ pub fn open(path: &Path, device: &Device, options: &LoadOptions) -> Result<Packa
     }
     drop(bytes);
     let mut model = model::load(&artifact, device, options)?;
+    // The file could have changed between the check and the load.
+    if model.info().sha256 != actual {
+        return Err(PackageError::Checksum {
+            artifact,
+            manifest: manifest_path,
+            expected: manifest.sha256.clone(),
+            actual: model.info().sha256.clone(),
+        }
+        .into());
+    }
     let detected = format_name(model.info().format);
     if let Some(format) = &manifest.format
         && format != detected
@@ -442,13 +452,57 @@ pub fn open(path: &Path, device: &Device, options: &LoadOptions) -> Result<Packa
         }
         None => None,
     };
-    let contract = Contract::compile(
+    let mut contract = Contract::compile(
         &manifest,
         &manifest_path,
         model.features(),
         model.n_outputs(),
         model.output_range(),
     )?;
+    if options.output_margin {
+        // Margins are not the probabilities the range, the reference's scores
+        // and the shift guards speak of.
+        contract.score_range = None;
+        contract.max_mean_shift = None;
+        contract.max_positive_rate_shift = None;
+        contract.compare_scores = false;
+    }
+    check_thresholds(&manifest).map_err(|(field, problem)| invalid(&field, problem))?;
+    match &reference {
+        Some(reference) => {
+            let features = model.features().iter().map(|f| (f.name.as_str(), Role::Feature));
+            let scores = contract
+                .score_columns
+                .iter()
+                .filter(|_| contract.compare_scores)
+                .map(|name| (name.as_str(), Role::Score));
+            let missing: Vec<&str> = features
+                .chain(scores)
+                .filter(|(name, role)| reference.column(name, *role).is_none())
+                .map(|(name, _)| name)
+                .collect();
+            if !missing.is_empty() {
+                return Err(invalid(
+                    "reference",
+                    format!(
+                        "the reference profile has no column `{}`; profile the reference again \
+                         (`lakescore profile --model`) after renaming features or `output.columns`",
+                        missing.join("`, `")
+                    ),
+                )
+                .into());
+            }
+        }
+        None if contract.max_mean_shift.is_some() || contract.max_positive_rate_shift.is_some() => {
+            return Err(invalid(
+                "guards",
+                "`max_mean_shift` and `max_positive_rate_shift` compare with a `reference`, which the package lacks"
+                    .into(),
+            )
+            .into());
+        }
+        None => {}
+    }
     Ok(Package {
         model,
         manifest,
@@ -456,6 +510,48 @@ pub fn open(path: &Path, device: &Device, options: &LoadOptions) -> Result<Packa
         folder: Some(path.to_path_buf()),
         reference,
     })
+}
+
+/// Thresholds and bounds must be numbers that can be exceeded: NaN never
+/// is, a negative share always is.
+fn check_thresholds(manifest: &Manifest) -> Result<(), (String, String)> {
+    let mut bounds: Vec<(String, Option<f64>)> = vec![
+        ("guards.max_missing_share".into(), manifest.guards.max_missing_share),
+        ("guards.max_mean_shift".into(), manifest.guards.max_mean_shift),
+        ("guards.max_positive_rate_shift".into(), manifest.guards.max_positive_rate_shift),
+    ];
+    let mut drift = |prefix: &str, t: &Thresholds| {
+        bounds.push((format!("{prefix}psi_warn"), t.psi_warn));
+        bounds.push((format!("{prefix}psi_fail"), t.psi_fail));
+        bounds.push((format!("{prefix}js_warn"), t.js_warn));
+        bounds.push((format!("{prefix}js_fail"), t.js_fail));
+    };
+    let global = Thresholds {
+        psi_warn: manifest.drift.psi_warn,
+        psi_fail: manifest.drift.psi_fail,
+        js_warn: manifest.drift.js_warn,
+        js_fail: manifest.drift.js_fail,
+    };
+    drift("drift.", &global);
+    if let Some(score) = &manifest.drift.score {
+        drift("drift.score.", score);
+    }
+    for (name, spec) in &manifest.features {
+        if let Some(t) = &spec.drift {
+            drift(&format!("features.{name}.drift."), t);
+        }
+    }
+    for (field, value) in bounds {
+        if let Some(v) = value
+            && !(v.is_finite() && v >= 0.0)
+        {
+            return Err((field, format!("{v} is not a number >= 0")));
+        }
+    }
+    if manifest.guards.max_missing_share.is_some_and(|v| v > 1.0) {
+        return Err(("guards.max_missing_share".into(), "a share is at most 1".into()));
+    }
+    Ok(())
 }
 
 fn read_manifest(path: &Path) -> Result<Manifest, PackageError> {
@@ -529,8 +625,8 @@ pub fn starting_manifest(
             spec.null_share_policy = Some(TablePolicy::Warn);
         }
         if feature.categories.is_none() {
-            spec.min = profile.min;
-            spec.max = profile.max;
+            spec.min = profile.min.map(|v| round_outward(v, false));
+            spec.max = profile.max.map(|v| round_outward(v, true));
         }
         features.insert(feature.name.clone(), spec);
     }
@@ -560,6 +656,25 @@ pub fn starting_manifest(
             js_fail: global.js_fail,
             score: None,
         },
+    }
+}
+
+/// `v` rounded to 4 significant digits, away from the inside of a range
+/// (down for a minimum, up for a maximum), so that a generated range reads
+/// `[0, 498]` rather than `[0, 497.99351110664196]` and still holds `v`.
+fn round_outward(v: f64, up: bool) -> f64 {
+    if v == 0.0 || !v.is_finite() {
+        return v;
+    }
+    let exponent = v.abs().log10().floor() as i32 - 3;
+    let scaled = v / 10f64.powi(exponent);
+    let digits = if up { scaled.ceil() } else { scaled.floor() };
+    // Through decimal text, so that the bound is the shortest such number.
+    let rounded: f64 = format!("{digits}e{exponent}").parse().unwrap_or(v);
+    match up {
+        true if rounded < v => v,
+        false if rounded > v => v,
+        _ => rounded,
     }
 }
 
@@ -688,12 +803,25 @@ pub fn parse_age(text: &str) -> Result<u64, String> {
         "w" => 7 * 86_400,
         _ => return Err(format!("`{text}`: the unit must be s, m, h, d or w")),
     };
-    Ok(number * unit_seconds)
+    number
+        .checked_mul(unit_seconds)
+        .filter(|&seconds| seconds <= i64::MAX as u64)
+        .ok_or_else(|| format!("`{text}` is too long an age"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generated_ranges_round_outward() {
+        assert_eq!(round_outward(497.99351110664196, true), 498.0);
+        assert_eq!(round_outward(2.060662829560939, false), 2.06);
+        assert_eq!(round_outward(-4.1277055740356445, false), -4.128);
+        assert_eq!(round_outward(-4.1277055740356445, true), -4.127);
+        assert_eq!(round_outward(6113.0, true), 6113.0);
+        assert_eq!(round_outward(0.0, false), 0.0);
+    }
 
     #[test]
     fn ages_parse() {

@@ -22,7 +22,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 
 use crate::commit::{self, OutputFileRecord, PartitionRecord, Transaction, WriteMode};
-use crate::contract::{self, Contract, Inspection, RowMarks, TableFacts};
+use crate::contract::{self, Contract, Inspection, NULL_KEY, RowMarks, TableFacts};
 use crate::drift::Status;
 use crate::error::{Error, Result};
 use crate::features::{self, FeatureSource};
@@ -86,6 +86,8 @@ struct PassKind {
     predict: bool,
     /// Check the contract and profile features and scores.
     inspect: bool,
+    /// Judge the rules (not for `profile`, which only profiles).
+    rules: bool,
     /// Encode output row groups.
     encode: bool,
 }
@@ -109,6 +111,7 @@ pub fn score(
     let pass = PassKind {
         predict: true,
         inspect: true,
+        rules: true,
         encode: true,
     };
 
@@ -147,7 +150,7 @@ pub fn score(
         if let Err(abort_error) = transaction.abort(&format!("rejected: {why}")) {
             tracing::warn!(error = %abort_error, "could not clean up after the rejected run");
         }
-        report.rows_scored = scored.rows;
+        report.rows_scored = scored.rows - report.rows_quarantined;
         report.stage_seconds = scored.stages;
         return Ok(report.finish_rejected(clock));
     }
@@ -193,7 +196,7 @@ pub fn score(
     };
     transaction.finish(&manifest, rows)?;
     report.status = "succeeded";
-    report.rows_scored = scored.rows;
+    report.rows_scored = scored.rows - report.rows_quarantined;
     report.reused_partitions = reused.len();
     report.bytes_written = outputs.iter().map(|f| f.bytes).sum();
     report.quarantine = side_outputs.quarantine;
@@ -216,6 +219,7 @@ pub fn bench(package: &Package, input: &Path, write: bool, checks: bool, options
     let pass = PassKind {
         predict: true,
         inspect: checks,
+        rules: checks,
         encode: write,
     };
     let table = pool.install(|| prepare(package, input, &options.id_columns, pass))?;
@@ -247,8 +251,8 @@ pub fn bench(package: &Package, input: &Path, write: bool, checks: bool, options
     );
     describe_table(&mut report, &table.plan);
     report.status = "succeeded";
-    report.rows_scored = scored.rows;
     report.rows_quarantined = scored.inspection_rows(|i| i.rows_quarantined);
+    report.rows_scored = scored.rows - report.rows_quarantined;
     report.rows_flagged = scored.inspection_rows(|i| i.rows_flagged);
     report.bytes_written = scored.files.iter().map(|(_, bytes)| bytes).sum();
     report.judgement = scored.judgement.clone();
@@ -273,6 +277,7 @@ pub fn check(package: &Package, input: &Path, options: &RunOptions) -> Result<Ru
     let pass = PassKind {
         predict: false,
         inspect: true,
+        rules: true,
         encode: false,
     };
     let table = pool.install(|| prepare(package, input, &options.id_columns, pass))?;
@@ -314,6 +319,7 @@ pub fn profile(package: &Package, input: &Path, scores: bool, options: &RunOptio
     let pass = PassKind {
         predict: scores,
         inspect: true,
+        rules: false,
         encode: false,
     };
     let table = pool.install(|| prepare(package, input, &options.id_columns, pass))?;
@@ -408,7 +414,7 @@ fn rejected_by_schema(contract: &Contract, facts: &TableFacts) -> Option<contrac
     let failing = facts
         .types
         .iter()
-        .any(|(rule, passed, _)| !passed && contract.rules[*rule].policy == "fail");
+        .any(|(rule, passed, _)| !passed && contract.rules[*rule].policy == contract::Policy::Fail);
     if !failing {
         return None;
     }
@@ -608,6 +614,9 @@ struct PreparedTable {
     /// (feature, fill value) of features whose missing value is not NaN,
     /// filled in after inspection.
     fills: Vec<(usize, f64)>,
+    /// (feature, missing value) of categorical features: the missing value
+    /// replaces [`features::UNKNOWN_CATEGORY`] after inspection.
+    unknown_fills: Vec<(usize, f64)>,
     /// Positions among the id columns of the columns that must be unique.
     unique_ids: Option<Vec<usize>>,
     /// The unique column, when it is one integer column, whose keys are then
@@ -702,6 +711,29 @@ fn prepare(package: &Package, input: &Path, id_columns: &IdColumns, pass: PassKi
         scans.push(FileScan::new(file, &layout, copy_ids, unique_roots.as_deref()));
         layouts.push(layout);
     }
+    // Keys and the quarantine table need one type per id column across files.
+    if let Some(first) = plan.files.first() {
+        let must_match: Vec<usize> = match (quarantines, &unique_ids) {
+            (true, _) => (0..plan.id_columns.len()).collect(),
+            (false, Some(positions)) => positions.clone(),
+            (false, None) => Vec::new(),
+        };
+        for file in &plan.files[1..] {
+            for &i in &must_match {
+                let expected = first.file.metadata.schema().field(first.id_roots[i]).data_type().clone();
+                let found = file.file.metadata.schema().field(file.id_roots[i]).data_type().clone();
+                if found != expected {
+                    return Err(Error::Usage(format!(
+                        "id column `{}` is {found} in `{}` but {expected} in `{}`; the contract's uniqueness rule and \
+                         quarantine table need one type",
+                        plan.id_columns[i],
+                        file.file.path.display(),
+                        first.file.path.display()
+                    )));
+                }
+            }
+        }
+    }
     let mut quarantine_fields: Vec<Field> = match plan.files.first() {
         Some(file) => {
             let schema = file.file.metadata.schema();
@@ -736,6 +768,16 @@ fn prepare(package: &Package, input: &Path, id_columns: &IdColumns, pass: PassKi
             .collect(),
         false => Vec::new(),
     };
+    let unknown_fills = match pass.inspect {
+        true => model
+            .features()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.categories.is_some())
+            .map(|(j, f)| (j, f.missing_value))
+            .collect(),
+        false => Vec::new(),
+    };
     Ok(PreparedTable {
         plan,
         pass,
@@ -744,6 +786,7 @@ fn prepare(package: &Package, input: &Path, id_columns: &IdColumns, pass: PassKi
         score_columns,
         block_features,
         fills,
+        unknown_fills,
         unique_ids,
         exact_key_column,
         quarantines,
@@ -762,8 +805,9 @@ fn table_facts(
 ) -> Result<TableFacts> {
     let mut facts = TableFacts {
         rows: table.plan.total_rows(),
+        types: Vec::new(),
+        newest: Err("no freshness rule".into()),
         as_of: options.as_of(),
-        ..TableFacts::default()
     };
     for &(rule, feature, kind) in &contract.type_rules {
         let column = &contract.columns[feature];
@@ -824,21 +868,31 @@ fn is_kind(data_type: &DataType, kind: ColumnKind) -> bool {
     }
 }
 
-/// The newest value of Hive key `key` over all files, as a date or timestamp.
-fn newest_partition(plan: &TablePlan, key: &str) -> Option<(i64, String)> {
+/// The newest value of Hive key `key` over all files, as a date or
+/// timestamp; or which file has no such partition value, or one that is not
+/// a date.
+fn newest_partition(plan: &TablePlan, key: &str) -> Result<(i64, String), String> {
     let mut newest: Option<(i64, String)> = None;
     for file in &plan.files {
-        let value = file.partition_values.iter().find(|(k, _)| k == key).map(|(_, v)| v)?;
-        let instant = crate::util::parse_instant(value)?;
+        let path = file.relative_path.display();
+        let value = file
+            .partition_values
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+            .ok_or_else(|| format!("`{path}` is not under a `{key}=` partition"))?;
+        let instant = crate::util::parse_instant(value)
+            .ok_or_else(|| format!("`{path}`: partition {key}={value} is not a date or timestamp"))?;
         if newest.as_ref().is_none_or(|(n, _)| instant > *n) {
             newest = Some((instant, format!("partition {key}={value}")));
         }
     }
-    newest
+    newest.ok_or_else(|| "the table has no files to date".to_string())
 }
 
-/// The newest value of a date or timestamp column, over every row group.
-fn newest_in_column(plan: &TablePlan, column: &str) -> Result<Option<(i64, String)>> {
+/// The newest value of a date or timestamp column, over every row group (or
+/// why there is none).
+fn newest_in_column(plan: &TablePlan, column: &str) -> Result<Result<(i64, String), String>> {
     use rayon::prelude::*;
     let units = plan.work_units();
     let newest_per_unit = units
@@ -874,12 +928,12 @@ fn newest_in_column(plan: &TablePlan, column: &str) -> Result<Option<(i64, Strin
             Ok(arrow::compute::max(seconds))
         })
         .collect::<Result<Vec<Option<i64>>>>()?;
-    Ok(newest_per_unit.into_iter().flatten().max().map(|newest| {
-        (
-            newest,
-            format!("`{column}` {}", crate::util::rfc3339_from_epoch(newest)),
-        )
-    }))
+    Ok(newest_per_unit
+        .into_iter()
+        .flatten()
+        .max()
+        .map(|newest| (newest, format!("`{column}` {}", crate::util::rfc3339_from_epoch(newest))))
+        .ok_or_else(|| format!("`{column}` holds no value in any row")))
 }
 
 /// What a pass did: counts, the writer's results, and the inspection.
@@ -1018,9 +1072,9 @@ fn publish(
     table: &PreparedTable,
     transaction: &mut Transaction,
 ) -> Result<(Vec<PartitionRecord>, SideOutputs)> {
-    let files_by_partition = commit::partitions_of(table.plan.files.iter().map(|f| f.relative_path.as_path()));
-    let all_partitions: Vec<&Path> = files_by_partition.keys().map(PathBuf::as_path).collect();
-    transaction.publish(&staged, &all_partitions)?;
+    // Side outputs go first: once a partition is published, a crash and a
+    // resume reuse it, so its quarantined rows must already be in OUT (in
+    // this run's quarantine table, which its ledger entry names).
     let run_id = transaction.run_id().to_string();
     let quarantine = match scored.quarantined_rows {
         0 => None,
@@ -1030,6 +1084,9 @@ fn publish(
         Some(_) => Some(transaction.publish_side("profile.json", "profiles", &format!("{run_id}.json"))?),
         None => None,
     };
+    let files_by_partition = commit::partitions_of(table.plan.files.iter().map(|f| f.relative_path.as_path()));
+    let all_partitions: Vec<&Path> = files_by_partition.keys().map(PathBuf::as_path).collect();
+    transaction.publish(&staged, &all_partitions)?;
     let mut records = staged;
     records.extend(reused.iter().map(|(_, record)| record.clone()));
     records.sort_by(|a, b| a.partition.cmp(&b.partition));
@@ -1471,8 +1528,16 @@ impl Worker<'_> {
             lap(&mut stages.decode);
 
             let columns: Vec<&dyn Array> = batch.iter().flat_map(|b| b.columns()).map(|c| c.as_ref()).collect();
-            let mut block = features::build_block(&scan.sources, &columns, &leaves, &table.block_features, n_rows)
-                .map_err(|unknown| unknown.at(&file.path, row_group))?;
+            let unknown_category = table.pass.inspect.then_some(features::UNKNOWN_CATEGORY);
+            let mut block = features::build_block(
+                &scan.sources,
+                &columns,
+                &leaves,
+                &table.block_features,
+                n_rows,
+                unknown_category,
+            )
+            .map_err(|unknown| unknown.at(&file.path, row_group))?;
             lap(&mut stages.features);
             let ids: Vec<ArrayRef> = scan
                 .id_sources
@@ -1486,13 +1551,19 @@ impl Worker<'_> {
                 .collect();
             if let Some(inspection) = inspection.as_deref_mut() {
                 inspection.inspect_features(contract, &block, unit_idx, rows_done, &mut marks);
-                fill_missing(&mut block, &table.fills);
+                fill_missing(&mut block, &table.fills, &table.unknown_fills);
                 if let Some(unique) = &table.unique_ids {
                     match scan.key_reader {
                         Some(reader) => leaf_keys(&leaves[reader], &mut done.keys),
                         None => {
                             let key_columns: Vec<&ArrayRef> = unique.iter().map(|&i| &ids[i]).collect();
-                            done.keys.extend(row_keys(&key_columns, n_rows)?);
+                            let keys = row_keys(&key_columns, n_rows).map_err(|problem| {
+                                Error::Usage(format!(
+                                    "the unique columns of row group {row_group} of `{}` cannot be compared: {problem}",
+                                    file.path.display()
+                                ))
+                            })?;
+                            done.keys.extend(keys);
                         }
                     }
                 }
@@ -1550,13 +1621,21 @@ impl Worker<'_> {
     }
 }
 
-/// Puts each feature's fill value where the inspection saw NaN.
-fn fill_missing(block: &mut FeatureBlock, fills: &[(usize, f64)]) {
+/// Puts each feature's fill value where the inspection saw NaN, and the
+/// missing value of categorical features where it saw an unknown category.
+fn fill_missing(block: &mut FeatureBlock, fills: &[(usize, f64)], unknown_fills: &[(usize, f64)]) {
     let n = block.n_rows;
     for &(feature, fill) in fills {
         for v in &mut block.values[feature * n..(feature + 1) * n] {
             if v.is_nan() {
                 *v = fill;
+            }
+        }
+    }
+    for &(feature, missing) in unknown_fills {
+        for v in &mut block.values[feature * n..(feature + 1) * n] {
+            if *v == features::UNKNOWN_CATEGORY {
+                *v = missing;
             }
         }
     }
@@ -1579,7 +1658,12 @@ fn drop_rows(block: FeatureBlock, drop: &[bool]) -> FeatureBlock {
 
 /// The flag rules each scored row broke (null for none), for the kept rows.
 fn flags_column(marks: &RowMarks, contract: &Contract, n_rows: usize) -> ArrayRef {
-    let is_flag = |id: &str| contract.rules.iter().any(|r| r.id == id && r.policy == "flag");
+    let is_flag = |id: &str| {
+        contract
+            .rules
+            .iter()
+            .any(|r| r.id == id && r.policy == contract::Policy::Flag)
+    };
     let values: StringArray = (0..n_rows)
         .filter(|&row| marks.quarantined.get(row).is_none_or(|q| !q))
         .map(|row| match marks.any_flagged {
@@ -1602,20 +1686,31 @@ fn quarantine_rows(
     contract: &Contract,
     keep: &BooleanArray,
 ) -> Result<RecordBatch> {
-    let dropped = arrow::compute::not(keep).map_err(|e| Error::Internal(e.to_string()))?;
+    let internal = |e: arrow::error::ArrowError| {
+        Error::Internal(format!(
+            "cannot set aside the quarantined rows of row group {row_group} of `{}`: {e}",
+            file.file.path.display()
+        ))
+    };
+    let dropped = arrow::compute::not(keep).map_err(internal)?;
     let rows: Vec<usize> = (0..marks.quarantined.len()).filter(|&r| marks.quarantined[r]).collect();
     let mut columns: Vec<ArrayRef> = ids
         .iter()
         .map(|id| arrow::compute::filter(id, &dropped))
         .collect::<Result<_, _>>()
-        .map_err(|e| Error::Internal(e.to_string()))?;
+        .map_err(internal)?;
     let path = file.relative_path.display().to_string();
     columns.push(Arc::new(StringArray::from(vec![path; rows.len()])));
     columns.push(Arc::new(Int32Array::from(vec![row_group as i32; rows.len()])));
     columns.push(Arc::new(Int64Array::from_iter_values(
         rows.iter().map(|&r| (first_row + r) as i64),
     )));
-    let is_quarantine = |id: &str| contract.rules.iter().any(|r| r.id == id && r.policy == "quarantine");
+    let is_quarantine = |id: &str| {
+        contract
+            .rules
+            .iter()
+            .any(|r| r.id == id && r.policy == contract::Policy::Quarantine)
+    };
     columns.push(Arc::new(StringArray::from_iter_values(rows.iter().map(|&r| {
         marks.reason_text(r, &contract.rules, is_quarantine).unwrap_or_default()
     }))));
@@ -1628,8 +1723,6 @@ fn quarantine_rows(
     })
 }
 
-/// A null id's key in [`row_keys`] and [`leaf_keys`].
-const NULL_KEY: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// [`row_keys`] of one integer id column, from its leaf reader: the same
 /// keys, without decoding the column through Arrow.
@@ -1653,7 +1746,7 @@ fn leaf_keys(leaf: &LeafReader, keys: &mut Vec<u64>) {
 /// integer column (exact; a null id takes one fixed key), otherwise a hash of
 /// the row's values in Arrow's row format (two different ids share a key with
 /// odds of about n^2 / 2^65, and the examples then show both).
-fn row_keys(columns: &[&ArrayRef], n_rows: usize) -> Result<Vec<u64>> {
+fn row_keys(columns: &[&ArrayRef], n_rows: usize) -> Result<Vec<u64>, arrow::error::ArrowError> {
     use arrow::array::AsArray;
     use arrow::datatypes::{Int32Type, Int64Type};
     use std::hash::{Hash, Hasher};
@@ -1680,9 +1773,7 @@ fn row_keys(columns: &[&ArrayRef], n_rows: usize) -> Result<Vec<u64>> {
         .map(|c| arrow::row::SortField::new(c.data_type().clone()))
         .collect();
     let arrays: Vec<ArrayRef> = columns.iter().map(|c| Arc::clone(c)).collect();
-    let rows = arrow::row::RowConverter::new(fields)
-        .and_then(|converter| converter.convert_columns(&arrays))
-        .map_err(|e| Error::Usage(format!("the unique columns cannot be compared: {e}")))?;
+    let rows = arrow::row::RowConverter::new(fields).and_then(|converter| converter.convert_columns(&arrays))?;
     Ok((0..n_rows)
         .map(|i| {
             // SipHash with fixed keys: the same on every run and thread.

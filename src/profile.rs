@@ -141,9 +141,14 @@ impl TryFrom<StoredSketch> for Sketch {
 }
 
 impl Sketch {
+    /// Counts `x`; NaN and infinities are not counted (profiles count them
+    /// apart).
     #[inline]
     pub fn add(&mut self, x: f64) {
         let key = key_of(x);
+        if key == NO_KEY {
+            return;
+        }
         let slot = key.wrapping_sub(self.offset) as usize;
         match self.counts.get_mut(slot) {
             Some(count) => *count += 1,
@@ -766,6 +771,8 @@ impl NumericAccumulator {
 pub struct CategoryAccumulator {
     rows: u64,
     nulls: u64,
+    /// Values the model has no category for (counted as `other`).
+    unknown: u64,
     /// Count per code.
     per_code: Vec<u64>,
 }
@@ -775,19 +782,25 @@ impl CategoryAccumulator {
         CategoryAccumulator {
             rows: 0,
             nulls: 0,
+            unknown: 0,
             per_code: vec![0; n_categories],
         }
     }
 
-    /// Adds a batch of codes; NaN (missing or unknown) is a null. Returns
-    /// the batch's nulls.
+    /// Adds a batch of codes: NaN is a null, a negative code
+    /// ([`crate::features::UNKNOWN_CATEGORY`]) a value the model has no
+    /// category for. Returns the batch's nulls.
     pub fn add(&mut self, codes: &[f64]) -> BatchSummary {
         self.rows += codes.len() as u64;
         let mut nulls = 0;
         for &code in codes {
+            if code.is_nan() {
+                nulls += 1;
+                continue;
+            }
             match self.per_code.get_mut(code as usize) {
                 Some(n) if code >= 0.0 => *n += 1,
-                _ => nulls += 1,
+                _ => self.unknown += 1,
             }
         }
         self.nulls += nulls;
@@ -803,6 +816,7 @@ impl CategoryAccumulator {
     pub fn merge(&mut self, other: &CategoryAccumulator) {
         self.rows += other.rows;
         self.nulls += other.nulls;
+        self.unknown += other.unknown;
         for (a, b) in self.per_code.iter_mut().zip(&other.per_code) {
             *a += b;
         }
@@ -810,7 +824,10 @@ impl CategoryAccumulator {
 
     /// `names[code]` names each code.
     pub fn finish(self, name: &str, column: Option<&str>, names: &[String]) -> ColumnProfile {
-        let mut categories = CategoryCounts::default();
+        let mut categories = CategoryCounts {
+            other: self.unknown,
+            ..CategoryCounts::default()
+        };
         for (code, &n) in self.per_code.iter().enumerate() {
             if n > 0 {
                 let label = names.get(code).cloned().unwrap_or_else(|| code.to_string());
@@ -955,12 +972,13 @@ mod tests {
     #[test]
     fn categories_count_codes_and_cap() {
         let mut acc = CategoryAccumulator::new(3);
-        acc.add(&[0.0, 1.0, 1.0, f64::NAN, 2.0]);
+        acc.add(&[0.0, 1.0, 1.0, f64::NAN, 2.0, crate::features::UNKNOWN_CATEGORY]);
         let names = ["a".to_string(), "b".to_string(), "c".to_string()];
         let p = acc.finish("colour", None, &names);
-        let counts = p.categories.unwrap().counts;
-        assert_eq!(counts["b"], 2);
         assert_eq!(p.nulls, 1);
+        let categories = p.categories.unwrap();
+        assert_eq!(categories.counts["b"], 2);
+        assert_eq!(categories.other, 1, "an unknown category is other, not null");
 
         let mut many = CategoryCounts::default();
         for i in 0..MAX_CATEGORIES + 5 {

@@ -359,6 +359,22 @@ impl RunReport {
             Status::Fail => "a failing rule says stop",
         };
         out.push_str(&format!("\n{verdict}\n"));
+        if let Some(drift) = &self.judgement.drift {
+            let moved: Vec<String> = drift
+                .columns
+                .iter()
+                .filter(|c| c.status != Status::Pass)
+                .map(|c| {
+                    let status = if c.status == Status::Fail { "fail" } else { "warn" };
+                    format!("`{}` PSI {:.3} JS {:.3} ({status})", c.name, c.psi, c.js)
+                })
+                .collect();
+            match (drift.verdict, moved.is_empty()) {
+                (_, true) => out.push_str(&format!("drift: {} columns within thresholds\n", drift.columns.len())),
+                (Status::Fail, false) => out.push_str(&format!("drift says stop: {}\n", moved.join("; "))),
+                (_, false) => out.push_str(&format!("drift warns: {}\n", moved.join("; "))),
+            }
+        }
         out
     }
 }

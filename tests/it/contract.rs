@@ -130,12 +130,13 @@ fn check(package: &Path, input: &Path, extra: &[&str]) -> (crate::common::Run, V
     (run, report)
 }
 
-/// Asserts a rejected score run published nothing: no data, no manifest.
+/// Asserts a rejected score run published nothing: no data, no manifest, no
+/// quarantine table or profile, nothing left in staging; only its ledger entry.
 #[track_caller]
 fn assert_nothing_published(out: &Path) {
     let left: Vec<PathBuf> = snapshot(out)
         .into_keys()
-        .filter(|p| !p.starts_with("_lakescore"))
+        .filter(|p| out.join(p).is_file() && !p.starts_with("_lakescore/runs"))
         .collect();
     assert!(left.is_empty(), "a rejected run left {left:?}");
 }
@@ -356,11 +357,27 @@ fn a_shifted_unit_is_quarantined_and_the_rest_is_published() {
 fn flagged_rows_are_scored_with_their_rule_ids() {
     let dir = tempfile::tempdir().unwrap();
     let input = lake(dir.path(), 2000);
-    let folder = package(dir.path(), "[features.age]\nmax = 50\npolicy = \"flag\"\n");
+    // Flag ages over 50; quarantine high spenders, so that the flags column
+    // must stay aligned with the rows that remain.
+    let folder = package(
+        dir.path(),
+        "[features.age]\nmax = 50\npolicy = \"flag\"\n[features.spend_30d]\nmax = 60\npolicy = \"quarantine\"\n",
+    );
     let out = dir.path().join("out");
     let json = dir.path().join("score.json");
     score(&folder, &input, &out, &["--report", json.to_str().unwrap()]).assert_ok();
     let report = crate::contract::report(&json);
+    let mut age_of = std::collections::HashMap::new();
+    let mut spend_of = std::collections::HashMap::new();
+    for file in data_files(&input) {
+        let batch = read_parquet(&file);
+        let ages = crate::common::column_f64(&batch, "age");
+        let spends = crate::common::column_f64(&batch, "spend_30d");
+        for ((id, age), spend) in ids(&batch).into_iter().zip(ages).zip(spends) {
+            age_of.insert(id, age);
+            spend_of.insert(id, spend.unwrap());
+        }
+    }
     let mut flagged = 0;
     let mut rows = 0;
     for file in data_files(&out) {
@@ -368,13 +385,19 @@ fn flagged_rows_are_scored_with_their_rule_ids() {
         rows += batch.num_rows();
         let flags = batch.column_by_name("lakescore_flags").expect("a flags column");
         let flags = flags.as_any().downcast_ref::<StringArray>().unwrap();
-        flagged += flags.iter().filter(|f| *f == Some("age.range")).count();
-        assert_eq!(flags.iter().filter(|f| f.is_some_and(|f| f != "age.range")).count(), 0);
+        for (id, flag) in ids(&batch).into_iter().zip(flags.iter()) {
+            assert!(spend_of[&id] <= 60.0, "customer {id} should be in quarantine");
+            let over_50 = age_of[&id].is_some_and(|age| age > 50.0);
+            assert_eq!(flag == Some("age.range"), over_50, "customer {id}, age {:?}: {flag:?}", age_of[&id]);
+            flagged += usize::from(over_50);
+        }
     }
-    assert_eq!(rows, 2000, "flagged rows are scored");
+    let quarantined = report["rows_quarantined"].as_u64().unwrap();
+    assert!(quarantined > 50, "{quarantined}");
+    assert_eq!(rows as u64 + quarantined, 2000, "flagged rows are scored, quarantined ones are not");
+    assert_eq!(report["rows_scored"], rows as u64);
     assert!(flagged > 200, "{flagged}");
     assert_eq!(report["rows_flagged"], flagged as u64);
-    assert_eq!(rule(&report, "age.range")["failing"], flagged as u64);
 }
 
 #[test]
@@ -600,6 +623,12 @@ fn drift_and_score_shift_against_the_packaged_reference() {
         assert!(column["psi"].as_f64().unwrap() < 0.01, "{column}");
     }
     assert_eq!(guard(&report, "scores.mean_shift")["status"], "pass");
+    // A resume that reuses every partition scores nothing: nothing drifts.
+    let json = dir.path().join("resumed.json");
+    score(&folder, &same, &out, &["--mode", "resume", "--report", json.to_str().unwrap()]).assert_ok();
+    let report = crate::contract::report(&json);
+    assert_eq!((report["rows_scored"].as_u64(), report["reused_partitions"].as_u64()), (Some(0), Some(1)));
+    assert_eq!(report["drift"]["verdict"], "pass");
 
     // Spend in cents: the feature drifts, and so does the score.
     plant(&same, "spend_30d", |c| {
@@ -713,4 +742,133 @@ fn the_html_report_of_a_check_renders_in_a_browser() {
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.contains("age.range"));
     assert_renders_in_chromium(&html);
+}
+
+/// At a million rows, sampling noise is far below the drift thresholds: a
+/// table drawn from the reference's distribution (another seed, other days)
+/// passes every feature and the score, with room to spare.
+#[test]
+fn drift_does_not_fire_on_a_million_rows_of_the_same_distribution() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = customer_lake(&dir.path().join("reference"), 100_000, 1, 50_000, &["2026-11-01"]);
+    let bare = model(dir.path());
+    let folder = dir.path().join("pkg");
+    lakescore([
+        "model",
+        "package",
+        "--model",
+        bare.to_str().unwrap(),
+        "--reference",
+        reference.to_str().unwrap(),
+        "--output",
+        folder.to_str().unwrap(),
+    ])
+    .assert_ok();
+    let tonight = dir.path().join("tonight");
+    lakescore::datagen::generate_lake(
+        &tonight,
+        &lakescore::datagen::LakeSpec {
+            rows: 1_000_000,
+            files: 2,
+            seed: 2026,
+            dates: vec!["2026-11-25".into(), "2026-11-26".into()],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let json = dir.path().join("report.json");
+    let run = lakescore([
+        "check",
+        "--model",
+        folder.to_str().unwrap(),
+        "--input",
+        tonight.to_str().unwrap(),
+        "--report",
+        json.to_str().unwrap(),
+    ]);
+    run.assert_ok();
+    let report = crate::contract::report(&json);
+    assert_eq!(report["rows"], 1_000_000);
+    let columns = report["drift"]["columns"].as_array().unwrap();
+    assert_eq!(columns.len(), 4, "check profiles features only");
+    for column in columns {
+        assert_eq!(column["status"], "pass", "{column}");
+        assert!(column["psi"].as_f64().unwrap() < 0.002, "{column}");
+        assert!(column["js"].as_f64().unwrap() < 0.02, "{column}");
+    }
+}
+
+/// Categories a LightGBM model does not know are missing values to the
+/// model, but the contract tells them from nulls.
+#[test]
+fn rules_tell_unknown_categories_from_nulls() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/trees/lgb_cat_pandas");
+    let folder = dir.path().join("pkg");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::copy(fixture.join("model.txt"), folder.join("model.txt")).unwrap();
+    let sha256 = lakescore::util::sha256_hex(&std::fs::read(folder.join("model.txt")).unwrap());
+    let known = "[\"black\", \"blue\", \"café crème\", \"green\", \"grey\", \"orange\", \"purple\", \"red\", \"teal\", \"white\", \"yellow\", \"日本\"]";
+    std::fs::write(
+        folder.join("lakescore.toml"),
+        format!(
+            "name = \"shapes\"\nversion = \"1\"\nartifact = \"model.txt\"\nsha256 = \"{sha256}\"\n\
+             [features.color]\nnullable = false\ncategories = {known}\npolicy = \"warn\"\n"
+        ),
+    )
+    .unwrap();
+    let input = fixture.join("input.parquet");
+    let input_batch = read_parquet(&input);
+    let colors = input_batch.column_by_name("color").unwrap();
+    let colors = arrow::compute::cast(colors, &arrow::datatypes::DataType::Utf8).unwrap();
+    let colors = colors.as_any().downcast_ref::<StringArray>().unwrap();
+    let nulls = colors.null_count() as u64;
+    let unknown = colors.iter().filter(|c| *c == Some("magenta")).count() as u64;
+    assert!(nulls > 0 && unknown > 0);
+
+    let json = dir.path().join("check.json");
+    let run = lakescore([
+        "check", "--model", folder.to_str().unwrap(), "--input", input.to_str().unwrap(),
+        "--id-column", "row_id", "--report", json.to_str().unwrap(),
+    ]);
+    run.assert_ok();
+    let report = crate::contract::report(&json);
+    assert_eq!(rule(&report, "color.null")["failing"], nulls);
+    assert_eq!(rule(&report, "color.categories")["failing"], unknown);
+
+    // Scores are the model's all the same: unknown is missing to LightGBM.
+    let out = dir.path().join("out");
+    score(&folder, &input, &out, &["--id-column", "row_id"]).assert_ok();
+    let bare = dir.path().join("bare");
+    score(&folder.join("model.txt"), &input, &bare, &["--id-column", "row_id"]).assert_ok();
+    let scores = |dir: &Path| crate::common::scores(&read_parquet(&dir.join("input.parquet")), "score");
+    assert_eq!(scores(&out), scores(&bare));
+}
+
+#[test]
+fn null_ids_are_not_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = lake(dir.path(), 1000);
+    let first = data_files(&input)[0].clone();
+    let batch = read_parquet(&first);
+    let with_nulls: Int64Array = ids(&batch)
+        .into_iter()
+        .enumerate()
+        .map(|(i, id)| (i >= 3).then_some(id))
+        .collect();
+    let mut columns = batch.columns().to_vec();
+    columns[0] = Arc::new(with_nulls);
+    let schema = Arc::new(arrow::datatypes::Schema::new(
+        batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ));
+    write_parquet(&first, &[RecordBatch::try_new(schema, columns).unwrap()], 1000);
+    let folder = package(dir.path(), "[table]\nunique = [\"customer_id\"]\n");
+    let (run, report) = check(&folder, &input, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(rule(&report, "table.unique")["failing"], 0);
 }

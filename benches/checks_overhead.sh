@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# What the data contract costs: the whole pipeline (decode, score, encode,
+# write to a scratch folder) with and without the contract's checks,
+# profiles, drift and guards, on the same lake, runs interleaved, in one run.
+#
+#   benches/checks_overhead.sh [--rows N] [--repeat R] [--work DIR] [--model M]
+#
+# The model defaults to the XGBoost benchmark model that benches/side_by_side.sh
+# trains ($WORK/models/xgb.json; run that script once first, or pass --model).
+# `lakescore model package` packages it with a 200,000-row reference drawn
+# from the generator with another seed: a starting contract of a null or
+# null-share rule and a range rule per feature, drift over every feature and
+# the score. A second package adds `unique = ["customer_id"]`, which also has
+# to read every id. Prints the median wall seconds of each and the ratios
+# (target: checks add at most 15%).
+set -euo pipefail
+
+ROWS=10000000
+REPEAT=5
+WORK=${WORK:-/tmp/lakescore-side-by-side}
+MODEL=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rows) ROWS=$2; shift 2 ;;
+    --repeat) REPEAT=$2; shift 2 ;;
+    --work) WORK=$2; shift 2 ;;
+    --model) MODEL=$2; shift 2 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+MODEL=${MODEL:-$WORK/models/xgb.json}
+[ -f "$MODEL" ] || { echo "no model at $MODEL: run benches/side_by_side.sh once, or pass --model" >&2; exit 2; }
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+cd "$REPO"
+cargo build --release --quiet --bin lakescore --bin gen-lake
+BIN=$REPO/target/release
+mkdir -p "$WORK"
+LAKE=$WORK/customers-$ROWS
+if [ ! -f "$LAKE/.complete" ]; then
+  rm -rf "$LAKE"
+  "$BIN/gen-lake" "$LAKE" --rows "$ROWS" --files 8 --seed 7
+  touch "$LAKE/.complete"
+fi
+REFERENCE=$WORK/reference-200000
+if [ ! -f "$REFERENCE/.complete" ]; then
+  rm -rf "$REFERENCE"
+  "$BIN/gen-lake" "$REFERENCE" --rows 200000 --files 1 --seed 3 --dates 2026-11-20
+  touch "$REFERENCE/.complete"
+fi
+PACKAGE=$WORK/package-checks
+rm -rf "$PACKAGE" "$PACKAGE-unique"
+"$BIN/lakescore" -q model package --model "$MODEL" --reference "$REFERENCE" --output "$PACKAGE" 2> /dev/null
+cp -r "$PACKAGE" "$PACKAGE-unique"
+sed -i 's/^\[table\]$/[table]\nunique = ["customer_id"]/' "$PACKAGE-unique/lakescore.toml"
+cat "$LAKE"/dt=*/*.parquet > /dev/null
+
+# Interleaved: slow drifts of this shared machine hit all three alike.
+declare -A SECONDS_OF
+for _ in $(seq "$REPEAT"); do
+  for variant in none contract unique; do
+    case $variant in
+      none) args=(--model "$PACKAGE" --no-checks) ;;
+      contract) args=(--model "$PACKAGE") ;;
+      unique) args=(--model "$PACKAGE-unique") ;;
+    esac
+    start=$(date +%s.%N)
+    "$BIN/lakescore" -q bench "${args[@]}" --input "$LAKE" > /dev/null
+    SECONDS_OF[$variant]+="$(echo "$(date +%s.%N) - $start" | bc) "
+  done
+done
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+none=$(echo "${SECONDS_OF[none]}" | median)
+contract=$(echo "${SECONDS_OF[contract]}" | median)
+unique=$(echo "${SECONDS_OF[unique]}" | median)
+echo "rows $ROWS, model $MODEL, median of $REPEAT interleaved runs"
+printf 'no checks (bench --no-checks)           %6.2f s\n' "$none"
+printf 'contract, profiles, drift, guards       %6.2f s  x%.3f\n' "$contract" "$(echo "$contract / $none" | bc -l)"
+printf '  ... and unique customer_id            %6.2f s  x%.3f\n' "$unique" "$(echo "$unique / $none" | bc -l)"
