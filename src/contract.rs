@@ -17,7 +17,9 @@ use serde::Serialize;
 use crate::drift::{self, ColumnDrift, Status, Thresholds};
 use crate::model::{Feature, FeatureBlock};
 use crate::package::{CategoryValue, ColumnKind, Manifest, PackageError, RowPolicy, TablePolicy};
-use crate::profile::{BatchSummary, CategoryAccumulator, ColumnProfile, NumericAccumulator, PROFILE_FORMAT, Role, TableProfile};
+use crate::profile::{
+    BatchSummary, CategoryAccumulator, ColumnProfile, NumericAccumulator, PROFILE_FORMAT, Role, TableProfile,
+};
 
 /// Example rows kept per rule.
 pub const EXAMPLES: usize = 5;
@@ -867,7 +869,9 @@ pub fn judge_rules(
     }
     for &(rule, feature, largest) in &contract.null_share_rules {
         // (No profile when the run stopped before the pass.)
-        let Some(column) = profile.columns.get(feature) else { continue };
+        let Some(column) = profile.columns.get(feature) else {
+            continue;
+        };
         let share = column.null_share();
         let detail = format!("{} nulls, at most {} allowed", percent(share), percent(largest));
         results[rule] = Some(result(

@@ -284,13 +284,13 @@ pub fn build_block(
             FeatureSource::Arrow { position } => match &feature.categories {
                 Some(categories) if holds_strings(columns[position].data_type()) => {
                     let unknown = unknown_category.unwrap_or(missing);
-                    append_categories(columns[position], categories, missing, unknown, &mut values).map_err(|category| {
-                        UnknownCategory {
+                    append_categories(columns[position], categories, missing, unknown, &mut values).map_err(
+                        |category| UnknownCategory {
                             column: feature.name.clone(),
                             category,
                             known: categories.len(),
-                        }
-                    })?
+                        },
+                    )?
                 }
                 _ => append_column(columns[position], missing, &mut values),
             },

@@ -518,7 +518,10 @@ fn check_thresholds(manifest: &Manifest) -> Result<(), (String, String)> {
     let mut bounds: Vec<(String, Option<f64>)> = vec![
         ("guards.max_missing_share".into(), manifest.guards.max_missing_share),
         ("guards.max_mean_shift".into(), manifest.guards.max_mean_shift),
-        ("guards.max_positive_rate_shift".into(), manifest.guards.max_positive_rate_shift),
+        (
+            "guards.max_positive_rate_shift".into(),
+            manifest.guards.max_positive_rate_shift,
+        ),
     ];
     let mut drift = |prefix: &str, t: &Thresholds| {
         bounds.push((format!("{prefix}psi_warn"), t.psi_warn));

@@ -720,7 +720,13 @@ fn prepare(package: &Package, input: &Path, id_columns: &IdColumns, pass: PassKi
         };
         for file in &plan.files[1..] {
             for &i in &must_match {
-                let expected = first.file.metadata.schema().field(first.id_roots[i]).data_type().clone();
+                let expected = first
+                    .file
+                    .metadata
+                    .schema()
+                    .field(first.id_roots[i])
+                    .data_type()
+                    .clone();
                 let found = file.file.metadata.schema().field(file.id_roots[i]).data_type().clone();
                 if found != expected {
                     return Err(Error::Usage(format!(
@@ -932,7 +938,12 @@ fn newest_in_column(plan: &TablePlan, column: &str) -> Result<Result<(i64, Strin
         .into_iter()
         .flatten()
         .max()
-        .map(|newest| (newest, format!("`{column}` {}", crate::util::rfc3339_from_epoch(newest))))
+        .map(|newest| {
+            (
+                newest,
+                format!("`{column}` {}", crate::util::rfc3339_from_epoch(newest)),
+            )
+        })
         .ok_or_else(|| format!("`{column}` holds no value in any row")))
 }
 
@@ -1723,14 +1734,17 @@ fn quarantine_rows(
     })
 }
 
-
 /// [`row_keys`] of one integer id column, from its leaf reader: the same
 /// keys, without decoding the column through Arrow.
 fn leaf_keys(leaf: &LeafReader, keys: &mut Vec<u64>) {
     let mut push = |values: &mut dyn Iterator<Item = u64>| match leaf.definition_levels() {
         Some(levels) => {
             for &level in levels {
-                keys.push(if level == 0 { NULL_KEY } else { values.next().unwrap_or(NULL_KEY) });
+                keys.push(if level == 0 {
+                    NULL_KEY
+                } else {
+                    values.next().unwrap_or(NULL_KEY)
+                });
             }
         }
         None => keys.extend(values),

@@ -51,10 +51,20 @@ fn key_of_bits(bits: u64) -> u32 {
     let magnitude = bits & !(1 << 63);
     let negative = bits >> 63 == 1;
     // (Wrapping: the lanes of tiny and non-finite values are replaced below.)
-    let steps = ((magnitude >> KEY_SHIFT) as u32).wrapping_sub(TINY_STEP).wrapping_add(1);
+    let steps = ((magnitude >> KEY_SHIFT) as u32)
+        .wrapping_sub(TINY_STEP)
+        .wrapping_add(1);
     let steps = if magnitude < TINY.to_bits() { 0 } else { steps };
-    let key = if negative { ZERO_KEY.wrapping_sub(steps) } else { ZERO_KEY.wrapping_add(steps) };
-    if magnitude >= f64::INFINITY.to_bits() { NO_KEY } else { key }
+    let key = if negative {
+        ZERO_KEY.wrapping_sub(steps)
+    } else {
+        ZERO_KEY.wrapping_add(steps)
+    };
+    if magnitude >= f64::INFINITY.to_bits() {
+        NO_KEY
+    } else {
+        key
+    }
 }
 
 /// The magnitude bucket of [`TINY`], the first one with a key of its own.

@@ -388,13 +388,22 @@ fn flagged_rows_are_scored_with_their_rule_ids() {
         for (id, flag) in ids(&batch).into_iter().zip(flags.iter()) {
             assert!(spend_of[&id] <= 60.0, "customer {id} should be in quarantine");
             let over_50 = age_of[&id].is_some_and(|age| age > 50.0);
-            assert_eq!(flag == Some("age.range"), over_50, "customer {id}, age {:?}: {flag:?}", age_of[&id]);
+            assert_eq!(
+                flag == Some("age.range"),
+                over_50,
+                "customer {id}, age {:?}: {flag:?}",
+                age_of[&id]
+            );
             flagged += usize::from(over_50);
         }
     }
     let quarantined = report["rows_quarantined"].as_u64().unwrap();
     assert!(quarantined > 50, "{quarantined}");
-    assert_eq!(rows as u64 + quarantined, 2000, "flagged rows are scored, quarantined ones are not");
+    assert_eq!(
+        rows as u64 + quarantined,
+        2000,
+        "flagged rows are scored, quarantined ones are not"
+    );
     assert_eq!(report["rows_scored"], rows as u64);
     assert!(flagged > 200, "{flagged}");
     assert_eq!(report["rows_flagged"], flagged as u64);
@@ -625,9 +634,18 @@ fn drift_and_score_shift_against_the_packaged_reference() {
     assert_eq!(guard(&report, "scores.mean_shift")["status"], "pass");
     // A resume that reuses every partition scores nothing: nothing drifts.
     let json = dir.path().join("resumed.json");
-    score(&folder, &same, &out, &["--mode", "resume", "--report", json.to_str().unwrap()]).assert_ok();
+    score(
+        &folder,
+        &same,
+        &out,
+        &["--mode", "resume", "--report", json.to_str().unwrap()],
+    )
+    .assert_ok();
     let report = crate::contract::report(&json);
-    assert_eq!((report["rows_scored"].as_u64(), report["reused_partitions"].as_u64()), (Some(0), Some(1)));
+    assert_eq!(
+        (report["rows_scored"].as_u64(), report["reused_partitions"].as_u64()),
+        (Some(0), Some(1))
+    );
     assert_eq!(report["drift"]["verdict"], "pass");
 
     // Spend in cents: the feature drifts, and so does the score.
@@ -828,8 +846,15 @@ fn rules_tell_unknown_categories_from_nulls() {
 
     let json = dir.path().join("check.json");
     let run = lakescore([
-        "check", "--model", folder.to_str().unwrap(), "--input", input.to_str().unwrap(),
-        "--id-column", "row_id", "--report", json.to_str().unwrap(),
+        "check",
+        "--model",
+        folder.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--id-column",
+        "row_id",
+        "--report",
+        json.to_str().unwrap(),
     ]);
     run.assert_ok();
     let report = crate::contract::report(&json);
