@@ -3,13 +3,19 @@
 //! - decoding the benchmark model's 34 feature columns through Arrow arrays
 //!   (the general path) and through leaf readers (the fast path the pipeline
 //!   uses for plain numeric columns),
-//! - turning leaf-reader batches into f64 feature blocks.
+//! - turning leaf-reader batches into f64 feature blocks,
+//! - checking and profiling such a block as a scoring run does: every
+//!   feature's moments and sketch, with a package's starting contract (a null
+//!   or null-share rule and a range rule per feature) and without rules.
 //!
 //! cargo bench --bench scan
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use std::path::Path;
+
+use lakescore::contract::{Contract, RowMarks};
 use lakescore::datagen::{LakeSpec, benchmark_features, generate_lake};
 use lakescore::features::{self, FeatureSource};
 use lakescore::model::Feature;
@@ -102,6 +108,29 @@ fn bench_scan(c: &mut Criterion) {
             ))
         })
     });
+
+    // The contract's view of the block: NaN for missing values.
+    let block = features::build_block(&sources, &[], &readers, &features_spec, BATCH_ROWS, Some(-1.0)).unwrap();
+    let mut manifest = lakescore::package::Manifest::default();
+    let no_rules = Contract::compile(&manifest, Path::new("bench"), &features_spec, 1, Some((0.0, 1.0))).unwrap();
+    for name in &names {
+        let spec = lakescore::package::FeatureSpec {
+            nullable: Some(false),
+            min: Some(-1e9),
+            max: Some(1e9),
+            policy: Some(lakescore::package::RowPolicy::Warn),
+            ..Default::default()
+        };
+        manifest.features.insert(name.clone(), spec);
+    }
+    let rules = Contract::compile(&manifest, Path::new("bench"), &features_spec, 1, Some((0.0, 1.0))).unwrap();
+    for (label, contract) in [("profile only", &no_rules), ("profile and 68 rules", &rules)] {
+        group.bench_function(format!("checks: {label}, one 2048-row block of 34 features"), |b| {
+            let mut inspection = contract.inspection(&features_spec, 1);
+            let mut marks = RowMarks::default();
+            b.iter(|| inspection.inspect_features(contract, black_box(&block), 0, 0, &mut marks))
+        });
+    }
     group.finish();
 }
 
