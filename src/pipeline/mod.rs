@@ -110,11 +110,13 @@ pub fn score(
     mode: WriteMode,
     options: &RunOptions,
 ) -> Result<RunReport> {
-    let started_at = SystemTime::now();
-    let clock = Instant::now();
-    let run_id = new_run_id(started_at);
-    let threads = options.thread_count();
-    let pool = build_pool(threads)?;
+    let Start {
+        started_at,
+        clock,
+        run_id,
+        threads,
+        pool,
+    } = Start::new(options)?;
     let model = package.model.as_ref();
     let pass = PassKind {
         predict: true,
@@ -150,16 +152,12 @@ pub fn score(
             return Err(error);
         }
     };
-    report.rows_quarantined = scored.inspection_rows(|i| i.rows_quarantined);
-    report.rows_flagged = scored.inspection_rows(|i| i.rows_flagged);
-    report.judgement = scored.judgement.clone();
+    scored.record(&mut report, true);
     if report.judgement.rejects() {
         let why = report.judgement.rejection_summary();
         if let Err(abort_error) = transaction.abort(&format!("rejected: {why}")) {
             tracing::warn!(error = %abort_error, "could not clean up after the rejected run");
         }
-        report.rows_scored = scored.rows - report.rows_quarantined;
-        report.stage_seconds = scored.stages;
         return Ok(report.finish_rejected(clock));
     }
 
@@ -204,13 +202,11 @@ pub fn score(
     };
     transaction.finish(&manifest, rows)?;
     report.status = "succeeded";
-    report.rows_scored = scored.rows - report.rows_quarantined;
     report.reused_partitions = reused.len();
     report.bytes_written = outputs.iter().map(|f| f.bytes).sum();
     report.quarantine = side_outputs.quarantine;
     report.profile = side_outputs.profile;
     report.wall_seconds = wall_seconds;
-    report.stage_seconds = scored.stages;
     Ok(report.finish(clock))
 }
 
@@ -219,11 +215,13 @@ pub fn score(
 /// scores are computed and dropped (no encode, no write). With `checks`, the
 /// contract and profiles run as in `score` (and are reported, never acted on).
 pub fn bench(package: &Package, input: &Path, write: bool, checks: bool, options: &RunOptions) -> Result<RunReport> {
-    let started_at = SystemTime::now();
-    let clock = Instant::now();
-    let run_id = new_run_id(started_at);
-    let threads = options.thread_count();
-    let pool = build_pool(threads)?;
+    let Start {
+        started_at,
+        clock,
+        run_id,
+        threads,
+        pool,
+    } = Start::new(options)?;
     let pass = PassKind {
         predict: true,
         inspect: checks,
@@ -259,29 +257,27 @@ pub fn bench(package: &Package, input: &Path, write: bool, checks: bool, options
     );
     describe_table(&mut report, &table.plan);
     report.status = "succeeded";
-    report.rows_quarantined = scored.inspection_rows(|i| i.rows_quarantined);
-    report.rows_scored = scored.rows - report.rows_quarantined;
-    report.rows_flagged = scored.inspection_rows(|i| i.rows_flagged);
+    scored.record(&mut report, true);
     report.bytes_written = scored.files.iter().map(|(_, bytes)| bytes).sum();
-    report.judgement = scored.judgement.clone();
     report.wall_seconds = WallSeconds {
         plan: plan_seconds,
         score: scored.seconds,
         commit: 0.0,
         total: 0.0,
     };
-    report.stage_seconds = scored.stages;
     Ok(report.finish(clock))
 }
 
 /// `lakescore check`: the contract alone, in one streaming pass, no model run
 /// and nothing written. Status `rejected` when a failing rule says stop.
 pub fn check(package: &Package, input: &Path, options: &RunOptions) -> Result<RunReport> {
-    let started_at = SystemTime::now();
-    let clock = Instant::now();
-    let run_id = new_run_id(started_at);
-    let threads = options.thread_count();
-    let pool = build_pool(threads)?;
+    let Start {
+        started_at,
+        clock,
+        run_id,
+        threads,
+        pool,
+    } = Start::new(options)?;
     let pass = PassKind {
         predict: false,
         inspect: true,
@@ -307,10 +303,7 @@ pub fn check(package: &Package, input: &Path, options: &RunOptions) -> Result<Ru
     let all_files: Vec<usize> = (0..table.plan.files.len()).collect();
     let scored = score_files(&pool, package, &table, &all_files, None, None, options.progress)?;
     let scored = judge(package, &table, &facts, scored);
-    report.judgement = scored.judgement.clone();
-    report.rows_quarantined = scored.inspection_rows(|i| i.rows_quarantined);
-    report.rows_flagged = scored.inspection_rows(|i| i.rows_flagged);
-    report.stage_seconds = scored.stages;
+    scored.record(&mut report, false);
     Ok(match report.judgement.rejects() {
         true => report.finish_rejected(clock),
         false => {
@@ -805,6 +798,18 @@ struct Scored {
 impl Scored {
     fn inspection_rows(&self, count: impl Fn(&Inspection) -> u64) -> u64 {
         self.inspection.as_ref().map_or(0, count)
+    }
+
+    /// Puts what the pass did into the report: rows scored (when the model
+    /// ran), quarantined and flagged, the judgement, the stage times.
+    fn record(&self, report: &mut RunReport, predicted: bool) {
+        report.rows_quarantined = self.inspection_rows(|i| i.rows_quarantined);
+        report.rows_flagged = self.inspection_rows(|i| i.rows_flagged);
+        if predicted {
+            report.rows_scored = self.rows - report.rows_quarantined;
+        }
+        report.judgement = self.judgement.clone();
+        report.stage_seconds = self.stages;
     }
 }
 
@@ -1461,6 +1466,29 @@ fn build_pool(threads: usize) -> Result<rayon::ThreadPool> {
         .thread_name(|i| format!("lakescore-worker-{i}"))
         .build()
         .map_err(|e| Error::Internal(format!("cannot start {threads} worker threads: {e}")))
+}
+
+/// The start of a command: its clocks, its run id, its worker pool.
+struct Start {
+    started_at: SystemTime,
+    clock: Instant,
+    run_id: String,
+    threads: usize,
+    pool: rayon::ThreadPool,
+}
+
+impl Start {
+    fn new(options: &RunOptions) -> Result<Start> {
+        let started_at = SystemTime::now();
+        let threads = options.thread_count();
+        Ok(Start {
+            started_at,
+            clock: Instant::now(),
+            run_id: new_run_id(started_at),
+            threads,
+            pool: build_pool(threads)?,
+        })
+    }
 }
 
 /// `20261126T045300Z-1a2b3c4d`: sorts by start time, unique per process start.
