@@ -306,8 +306,9 @@ impl Transaction {
     }
 
     /// Moves a staged side output to `OUT/_lakescore/<folder>/<name>`, where
-    /// it stays with the run's ledger record; it is published before
-    /// `_SUCCESS`, so a published table always has its side outputs.
+    /// it stays, named by the run id its ledger entry has. The pipeline
+    /// publishes side outputs before the partitions, so that a partition a
+    /// later resume reuses never lacks its quarantined rows.
     pub fn publish_side(&self, name: &str, folder: &str, target_name: &str) -> Result<PathBuf, CommitError> {
         let staged = self.staged_side_path(name);
         let dir = self.out_root.join(META_DIR).join(folder);

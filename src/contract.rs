@@ -639,6 +639,11 @@ impl Inspection {
         marks.any_flagged = flagged > 0;
     }
 
+    /// Nulls of feature `feature` in the batch last inspected.
+    pub fn batch_nulls(&self, feature: usize) -> u64 {
+        self.batch.get(feature).map_or(0, |b| b.nulls)
+    }
+
     /// Profiles the scores of the scored rows of a batch.
     pub fn inspect_scores(&mut self, contract: &Contract, scores: &[Vec<f32>]) {
         let mut widened = Vec::new();

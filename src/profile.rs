@@ -434,8 +434,10 @@ impl ColumnProfile {
 }
 
 /// Bucket keys that split the sketch's values near its deciles: each edge is
-/// the first key whose bucket starts at or after the quantile's bucket ends,
-/// so a bucket is never split. Repeated edges (few distinct values) collapse.
+/// the key of the bucket that holds the decile, so that bucket starts the
+/// next bin and no bucket is ever split. Repeated edges (few distinct
+/// values) collapse, and an edge at the first bucket (an empty first bin) is
+/// left out.
 fn decile_edges(sketch: &Sketch, finite: u64) -> Vec<u32> {
     let first = sketch.buckets().next().map(|(k, _)| k);
     let mut edges: Vec<u32> = (1..TARGET_BINS)

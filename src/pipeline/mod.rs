@@ -1267,11 +1267,16 @@ impl Worker<'_> {
                 .collect();
             if let Some(inspection) = inspection.as_deref_mut() {
                 inspection.inspect_features(contract, &block, unit_idx, rows_done, &mut marks);
-                fill_missing(&mut block, &table.fills, &table.unknown_fills);
+                fill_missing(&mut block, &table.fills, &table.unknown_fills, |j| {
+                    inspection.batch_nulls(j)
+                });
                 if let Some(unique) = &table.unique_ids {
                     match scan.key_reader {
                         Some(reader) => leaf_keys(&leaves[reader], &mut done.keys),
                         None => {
+                            // Without a key reader every id column is an Arrow
+                            // column (`FileScan::new` copies none), so `ids`
+                            // holds them all, in id-column order.
                             let key_columns: Vec<&ArrayRef> = unique.iter().map(|&i| &ids[i]).collect();
                             let keys = row_keys(&key_columns, n_rows).map_err(|problem| {
                                 Error::Usage(format!(
