@@ -110,13 +110,8 @@ pub fn score(
     mode: WriteMode,
     options: &RunOptions,
 ) -> Result<RunReport> {
-    let Start {
-        started_at,
-        clock,
-        run_id,
-        threads,
-        pool,
-    } = Start::new(options)?;
+    let start = Start::new(options)?;
+    let (started_at, clock, run_id, pool) = (start.started_at, start.clock, &start.run_id, &start.pool);
     let model = package.model.as_ref();
     let pass = PassKind {
         predict: true,
@@ -127,22 +122,19 @@ pub fn score(
 
     // Everything that can be checked before touching OUT is checked here, so
     // that bad input or a bad model leaves OUT exactly as it was.
-    let table = pool.install(|| prepare(package, input, &options.id_columns, pass))?;
+    let (table, facts, mut report) = prepare_run(&start, "score", package, input, options, pass)?;
     commit::check_separate(input, output)?;
-    let facts = table_facts(&pool, &table, &package.contract, options)?;
     let plan_seconds = clock.elapsed().as_secs_f64();
-    let mut report = RunReport::new("score", &run_id, started_at, model.info(), input, options, threads);
     report.output = Some(output.to_path_buf());
-    describe_table(&mut report, &table.plan);
     if let Some(checks) = rejected_by_schema(&package.contract, &facts) {
         report.judgement.checks = Some(checks);
         return Ok(report.finish_rejected(clock));
     }
     let info = model.info();
-    let mut transaction = Transaction::begin(output, mode, &run_id, started_at, input, &info.name, &info.sha256)?;
+    let mut transaction = Transaction::begin(output, mode, run_id, started_at, input, &info.name, &info.sha256)?;
     tracing::info!(run_id = %run_id, model = %info.name, input = %input.display(), output = %output.display(), "scoring");
 
-    let outcome = stage_and_judge(&pool, package, &table, &facts, &mut transaction, options);
+    let outcome = stage_and_judge(pool, package, &table, &facts, &mut transaction, options);
     let (scored, staged, reused) = match outcome {
         Ok(done) => done,
         Err(error) => {
@@ -215,28 +207,22 @@ pub fn score(
 /// scores are computed and dropped (no encode, no write). With `checks`, the
 /// contract and profiles run as in `score` (and are reported, never acted on).
 pub fn bench(package: &Package, input: &Path, write: bool, checks: bool, options: &RunOptions) -> Result<RunReport> {
-    let Start {
-        started_at,
-        clock,
-        run_id,
-        threads,
-        pool,
-    } = Start::new(options)?;
+    let start = Start::new(options)?;
+    let (clock, run_id, pool) = (start.clock, &start.run_id, &start.pool);
     let pass = PassKind {
         predict: true,
         inspect: checks,
         rules: checks,
         encode: write,
     };
-    let table = pool.install(|| prepare(package, input, &options.id_columns, pass))?;
-    let facts = table_facts(&pool, &table, &package.contract, options)?;
+    let (table, facts, mut report) = prepare_run(&start, "bench", package, input, options, pass)?;
     let plan_seconds = clock.elapsed().as_secs_f64();
 
     let scratch = std::env::temp_dir().join(format!("lakescore-bench-{run_id}"));
     let destination = |relative: &Path| scratch.join(relative);
     let all_files: Vec<usize> = (0..table.plan.files.len()).collect();
     let scored = score_files(
-        &pool,
+        pool,
         package,
         &table,
         &all_files,
@@ -246,16 +232,6 @@ pub fn bench(package: &Package, input: &Path, write: bool, checks: bool, options
     );
     let _ = std::fs::remove_dir_all(&scratch);
     let scored = judge(package, &table, &facts, scored?);
-    let mut report = RunReport::new(
-        "bench",
-        &run_id,
-        started_at,
-        package.model.info(),
-        input,
-        options,
-        threads,
-    );
-    describe_table(&mut report, &table.plan);
     report.status = "succeeded";
     scored.record(&mut report, true);
     report.bytes_written = scored.files.iter().map(|(_, bytes)| bytes).sum();
@@ -271,37 +247,21 @@ pub fn bench(package: &Package, input: &Path, write: bool, checks: bool, options
 /// `lakescore check`: the contract alone, in one streaming pass, no model run
 /// and nothing written. Status `rejected` when a failing rule says stop.
 pub fn check(package: &Package, input: &Path, options: &RunOptions) -> Result<RunReport> {
-    let Start {
-        started_at,
-        clock,
-        run_id,
-        threads,
-        pool,
-    } = Start::new(options)?;
+    let start = Start::new(options)?;
+    let (clock, pool) = (start.clock, &start.pool);
     let pass = PassKind {
         predict: false,
         inspect: true,
         rules: true,
         encode: false,
     };
-    let table = pool.install(|| prepare(package, input, &options.id_columns, pass))?;
-    let facts = table_facts(&pool, &table, &package.contract, options)?;
-    let mut report = RunReport::new(
-        "check",
-        &run_id,
-        started_at,
-        package.model.info(),
-        input,
-        options,
-        threads,
-    );
-    describe_table(&mut report, &table.plan);
+    let (table, facts, mut report) = prepare_run(&start, "check", package, input, options, pass)?;
     if let Some(checks) = rejected_by_schema(&package.contract, &facts) {
         report.judgement.checks = Some(checks);
         return Ok(report.finish_rejected(clock));
     }
     let all_files: Vec<usize> = (0..table.plan.files.len()).collect();
-    let scored = score_files(&pool, package, &table, &all_files, None, None, options.progress)?;
+    let scored = score_files(pool, package, &table, &all_files, None, None, options.progress)?;
     let scored = judge(package, &table, &facts, scored);
     scored.record(&mut report, false);
     Ok(match report.judgement.rejects() {
@@ -1478,22 +1438,39 @@ struct Start {
     started_at: SystemTime,
     clock: Instant,
     run_id: String,
-    threads: usize,
     pool: rayon::ThreadPool,
 }
 
 impl Start {
     fn new(options: &RunOptions) -> Result<Start> {
         let started_at = SystemTime::now();
-        let threads = options.thread_count();
         Ok(Start {
             started_at,
             clock: Instant::now(),
             run_id: new_run_id(started_at),
-            threads,
-            pool: build_pool(threads)?,
+            pool: build_pool(options.thread_count())?,
         })
     }
+}
+
+/// What `score`, `bench` and `check` do first: plan and check the table, gather
+/// the contract's facts, and open the run's report.
+fn prepare_run(
+    start: &Start,
+    command: &'static str,
+    package: &Package,
+    input: &Path,
+    options: &RunOptions,
+    pass: PassKind,
+) -> Result<(PreparedTable, TableFacts, RunReport)> {
+    let pool = &start.pool;
+    let table = pool.install(|| prepare(package, input, &options.id_columns, pass))?;
+    let facts = table_facts(pool, &table, &package.contract, options)?;
+    let threads = pool.current_num_threads();
+    let info = package.model.info();
+    let mut report = RunReport::new(command, &start.run_id, start.started_at, info, input, options, threads);
+    describe_table(&mut report, &table.plan);
+    Ok((table, facts, report))
 }
 
 /// `20261126T045300Z-1a2b3c4d`: sorts by start time, unique per process start.
