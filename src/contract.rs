@@ -126,23 +126,58 @@ impl std::fmt::Display for Policy {
     }
 }
 
-fn row_policy_name(policy: RowPolicy) -> Policy {
-    match policy {
-        RowPolicy::Fail => Policy::Fail,
-        RowPolicy::Warn => Policy::Warn,
-        RowPolicy::Quarantine => Policy::Quarantine,
-        RowPolicy::Flag => Policy::Flag,
+impl From<RowPolicy> for Policy {
+    fn from(policy: RowPolicy) -> Policy {
+        match policy {
+            RowPolicy::Fail => Policy::Fail,
+            RowPolicy::Warn => Policy::Warn,
+            RowPolicy::Quarantine => Policy::Quarantine,
+            RowPolicy::Flag => Policy::Flag,
+        }
     }
 }
 
-fn table_policy_name(policy: TablePolicy) -> Policy {
-    match policy {
-        TablePolicy::Fail => Policy::Fail,
-        TablePolicy::Warn => Policy::Warn,
+impl From<TablePolicy> for Policy {
+    fn from(policy: TablePolicy) -> Policy {
+        match policy {
+            TablePolicy::Fail => Policy::Fail,
+            TablePolicy::Warn => Policy::Warn,
+        }
     }
 }
 
 impl Contract {
+    /// Adds a rule `<target>.<kind>` to the report's list; returns its index.
+    fn add_rule(&mut self, target: &str, kind: &'static str, policy: Policy, requirement: String) -> usize {
+        self.rules.push(RuleSpec {
+            id: format!("{target}.{kind}"),
+            kind,
+            target: target.to_string(),
+            policy,
+            requirement,
+        });
+        self.rules.len() - 1
+    }
+
+    /// Adds a row rule of feature `feature` (named `name`).
+    fn add_row_rule(
+        &mut self,
+        feature: usize,
+        name: &str,
+        kind: &'static str,
+        policy: RowPolicy,
+        requirement: String,
+        test: RowTest,
+    ) {
+        let rule = self.add_rule(name, kind, policy.into(), requirement);
+        self.row_rules.push(RowRule {
+            rule,
+            feature,
+            test,
+            policy,
+        });
+    }
+
     /// Compiles the manifest's contract against the model's features.
     /// `manifest_path` names the file in errors.
     pub fn compile(
@@ -184,16 +219,6 @@ impl Contract {
         {
             return Err(invalid("output.range".into(), format!("[{lo}, {hi}] is empty")));
         }
-        let push = |rules: &mut Vec<RuleSpec>, id: String, kind, target: &str, policy, requirement| {
-            rules.push(RuleSpec {
-                id,
-                kind,
-                target: target.to_string(),
-                policy,
-                requirement,
-            });
-            rules.len() - 1
-        };
         for (index, feature) in features.iter().enumerate() {
             let Some(spec) = manifest.features.get(&feature.name) else {
                 continue;
@@ -209,32 +234,17 @@ impl Contract {
             let default_policy = spec.policy.unwrap_or(RowPolicy::Fail);
             if let Some(kind) = spec.kind {
                 let policy = spec.type_policy.unwrap_or(TablePolicy::Fail);
-                let rule = push(
-                    &mut contract.rules,
-                    format!("{name}.type"),
-                    "type",
+                let rule = contract.add_rule(
                     name,
-                    table_policy_name(policy),
-                    format!("column `{}` is {kind:?}", contract.columns[index]).to_lowercase(),
+                    "type",
+                    Policy::from(policy),
+                    format!("column `{}` is {}", contract.columns[index], kind.name()),
                 );
                 contract.type_rules.push((rule, index, kind));
             }
             if spec.nullable == Some(false) {
                 let policy = spec.null_policy.unwrap_or(default_policy);
-                let rule = push(
-                    &mut contract.rules,
-                    format!("{name}.null"),
-                    "null",
-                    name,
-                    row_policy_name(policy),
-                    "no nulls".into(),
-                );
-                contract.row_rules.push(RowRule {
-                    rule,
-                    feature: index,
-                    test: RowTest::NotNull,
-                    policy,
-                });
+                contract.add_row_rule(index, name, "null", policy, "no nulls".into(), RowTest::NotNull);
             }
             if let Some(share) = spec.max_null_share {
                 if !(0.0..=1.0).contains(&share) {
@@ -244,12 +254,10 @@ impl Contract {
                     ));
                 }
                 let policy = spec.null_share_policy.unwrap_or(TablePolicy::Fail);
-                let rule = push(
-                    &mut contract.rules,
-                    format!("{name}.null_share"),
-                    "null_share",
+                let rule = contract.add_rule(
                     name,
-                    table_policy_name(policy),
+                    "null_share",
+                    Policy::from(policy),
                     format!("at most {} nulls", percent(share)),
                 );
                 contract.null_share_rules.push((rule, index, share));
@@ -266,20 +274,14 @@ impl Contract {
                     ));
                 }
                 let policy = spec.range_policy.unwrap_or(default_policy);
-                let rule = push(
-                    &mut contract.rules,
-                    format!("{name}.range"),
-                    "range",
+                contract.add_row_rule(
+                    index,
                     name,
-                    row_policy_name(policy),
-                    format!("within [{min}, {max}]"),
-                );
-                contract.row_rules.push(RowRule {
-                    rule,
-                    feature: index,
-                    test: RowTest::Range { min, max },
+                    "range",
                     policy,
-                });
+                    format!("within [{min}, {max}]"),
+                    RowTest::Range { min, max },
+                );
             }
             if let Some(allowed) = &spec.categories {
                 let codes = allowed
@@ -289,30 +291,22 @@ impl Contract {
                     .map_err(|problem| invalid(field("categories"), problem))?;
                 let policy = spec.categories_policy.unwrap_or(default_policy);
                 let listed: Vec<String> = allowed.iter().map(category_text).collect();
-                let rule = push(
-                    &mut contract.rules,
-                    format!("{name}.categories"),
-                    "categories",
+                contract.add_row_rule(
+                    index,
                     name,
-                    row_policy_name(policy),
-                    format!("one of {}", listed.join(", ")),
-                );
-                contract.row_rules.push(RowRule {
-                    rule,
-                    feature: index,
-                    test: RowTest::OneOf(codes),
+                    "categories",
                     policy,
-                });
+                    format!("one of {}", listed.join(", ")),
+                    RowTest::OneOf(codes),
+                );
             }
         }
         let table = &manifest.table;
         if let Some(min_rows) = table.min_rows {
-            let policy = table_policy_name(table.min_rows_policy.unwrap_or(TablePolicy::Fail));
-            let rule = push(
-                &mut contract.rules,
-                "table.min_rows".into(),
-                "min_rows",
+            let policy = Policy::from(table.min_rows_policy.unwrap_or(TablePolicy::Fail));
+            let rule = contract.add_rule(
                 "table",
+                "min_rows",
                 policy,
                 format!("at least {} rows", crate::report::group_thousands(min_rows)),
             );
@@ -322,15 +316,8 @@ impl Contract {
             if columns.is_empty() {
                 return Err(invalid("table.unique".into(), "lists no columns".into()));
             }
-            let policy = table_policy_name(table.unique_policy.unwrap_or(TablePolicy::Fail));
-            let rule = push(
-                &mut contract.rules,
-                "table.unique".into(),
-                "unique",
-                "table",
-                policy,
-                format!("unique ({})", columns.join(", ")),
-            );
+            let policy = Policy::from(table.unique_policy.unwrap_or(TablePolicy::Fail));
+            let rule = contract.add_rule("table", "unique", policy, format!("unique ({})", columns.join(", ")));
             contract.unique = Some((rule, columns.clone()));
         }
         if let Some(freshness) = &table.freshness {
@@ -350,12 +337,10 @@ impl Contract {
                 FreshnessSource::Column(c) => format!("newest `{c}`"),
                 FreshnessSource::Partition(k) => format!("newest partition `{k}`"),
             };
-            let policy = table_policy_name(freshness.policy.unwrap_or(TablePolicy::Fail));
-            let rule = push(
-                &mut contract.rules,
-                "table.freshness".into(),
-                "freshness",
+            let policy = Policy::from(freshness.policy.unwrap_or(TablePolicy::Fail));
+            let rule = contract.add_rule(
                 "table",
+                "freshness",
                 policy,
                 format!("{what} at most {} old", freshness.max_age),
             );
@@ -470,14 +455,15 @@ pub struct RowMarks {
 }
 
 impl RowMarks {
-    /// The rule ids a row broke, comma-separated, from `reasons` (sorted).
-    pub fn reason_text(&self, row: usize, rules: &[RuleSpec], want: impl Fn(&str) -> bool) -> Option<String> {
+    /// The ids of the rules of `policy` a row broke, comma-separated, from
+    /// `reasons` (sorted).
+    pub fn reason_text(&self, row: usize, rules: &[RuleSpec], policy: Policy) -> Option<String> {
         let start = self.reasons.partition_point(|&(r, _)| r < row);
         let ids: Vec<&str> = self.reasons[start..]
             .iter()
             .take_while(|&&(r, _)| r == row)
+            .filter(|&&(_, rule)| rules[rule].policy == policy)
             .map(|&(_, rule)| rules[rule].id.as_str())
-            .filter(|id| want(id))
             .collect();
         (!ids.is_empty()).then(|| ids.join(","))
     }

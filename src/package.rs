@@ -197,6 +197,19 @@ pub enum ColumnKind {
     String,
 }
 
+impl ColumnKind {
+    /// The name the manifest uses (and messages repeat).
+    pub fn name(self) -> &'static str {
+        match self {
+            ColumnKind::Integer => "integer",
+            ColumnKind::Float => "float",
+            ColumnKind::Numeric => "numeric",
+            ColumnKind::Boolean => "boolean",
+            ColumnKind::String => "string",
+        }
+    }
+}
+
 /// A category value in a contract: a name, or a number for numeric columns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]

@@ -51,13 +51,13 @@ pub(super) fn table_facts(
             (!is_kind(&data_type, kind)).then(|| (file.relative_path.clone(), data_type))
         });
         let (passed, detail) = match mismatch {
-            None => (true, format!("`{column}` is {} in every file", kind_name(kind))),
+            None => (true, format!("`{column}` is {} in every file", kind.name())),
             Some((path, data_type)) => (
                 false,
                 format!(
                     "`{column}` is {data_type} in `{}`; the contract says {}",
                     path.display(),
-                    kind_name(kind)
+                    kind.name()
                 ),
             ),
         };
@@ -70,16 +70,6 @@ pub(super) fn table_facts(
         };
     }
     Ok(facts)
-}
-
-fn kind_name(kind: ColumnKind) -> &'static str {
-    match kind {
-        ColumnKind::Integer => "integer",
-        ColumnKind::Float => "float",
-        ColumnKind::Numeric => "numeric",
-        ColumnKind::Boolean => "boolean",
-        ColumnKind::String => "string",
-    }
 }
 
 fn is_kind(data_type: &DataType, kind: ColumnKind) -> bool {

@@ -50,16 +50,10 @@ pub(super) fn drop_rows(block: FeatureBlock, drop: &[bool]) -> FeatureBlock {
 
 /// The flag rules each scored row broke (null for none), for the kept rows.
 pub(super) fn flags_column(marks: &RowMarks, contract: &Contract, n_rows: usize) -> ArrayRef {
-    let is_flag = |id: &str| {
-        contract
-            .rules
-            .iter()
-            .any(|r| r.id == id && r.policy == contract::Policy::Flag)
-    };
     let values: StringArray = (0..n_rows)
         .filter(|&row| marks.quarantined.get(row).is_none_or(|q| !q))
         .map(|row| match marks.any_flagged {
-            true => marks.reason_text(row, &contract.rules, is_flag),
+            true => marks.reason_text(row, &contract.rules, contract::Policy::Flag),
             false => None,
         })
         .collect();
@@ -97,14 +91,10 @@ pub(super) fn quarantine_rows(
     columns.push(Arc::new(Int64Array::from_iter_values(
         rows.iter().map(|&r| (first_row + r) as i64),
     )));
-    let is_quarantine = |id: &str| {
-        contract
-            .rules
-            .iter()
-            .any(|r| r.id == id && r.policy == contract::Policy::Quarantine)
-    };
     columns.push(Arc::new(StringArray::from_iter_values(rows.iter().map(|&r| {
-        marks.reason_text(r, &contract.rules, is_quarantine).unwrap_or_default()
+        marks
+            .reason_text(r, &contract.rules, contract::Policy::Quarantine)
+            .unwrap_or_default()
     }))));
     RecordBatch::try_new(Arc::clone(&table.quarantine_schema), columns).map_err(|e| {
         Error::Usage(format!(

@@ -91,6 +91,21 @@ fn plant(lake: &Path, name: &str, change: impl Fn(&ArrayRef) -> ArrayRef) {
     }
 }
 
+/// `lakescore model package`: `bare` with the profile of `reference`, into `folder`.
+fn model_package(bare: &Path, reference: &Path, folder: &Path) {
+    let args: [&std::ffi::OsStr; 8] = [
+        "model".as_ref(),
+        "package".as_ref(),
+        "--model".as_ref(),
+        bare.as_os_str(),
+        "--reference".as_ref(),
+        reference.as_os_str(),
+        "--output".as_ref(),
+        folder.as_os_str(),
+    ];
+    lakescore(args).assert_ok();
+}
+
 fn report(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
@@ -589,19 +604,7 @@ fn drift_and_score_shift_against_the_packaged_reference() {
     let reference = customer_lake(&dir.path().join("reference"), 20_000, 1, 5000, &["2026-11-20"]);
     let bare = model(dir.path());
     let folder = dir.path().join("pkg");
-    let run = lakescore([
-        "model",
-        "package",
-        "--model",
-        bare.to_str().unwrap(),
-        "--reference",
-        reference.to_str().unwrap(),
-        "--output",
-        folder.to_str().unwrap(),
-        "--name",
-        "propensity",
-    ]);
-    run.assert_ok();
+    model_package(&bare, &reference, &folder);
     let size = std::fs::metadata(folder.join("reference.json")).unwrap().len();
     assert!(size < 64 * 1024, "the reference profile is {size} bytes");
     // Tighten the generated manifest: fail on a mean shift of 0.02.
@@ -771,17 +774,7 @@ fn drift_does_not_fire_on_a_million_rows_of_the_same_distribution() {
     let reference = customer_lake(&dir.path().join("reference"), 100_000, 1, 50_000, &["2026-11-01"]);
     let bare = model(dir.path());
     let folder = dir.path().join("pkg");
-    lakescore([
-        "model",
-        "package",
-        "--model",
-        bare.to_str().unwrap(),
-        "--reference",
-        reference.to_str().unwrap(),
-        "--output",
-        folder.to_str().unwrap(),
-    ])
-    .assert_ok();
+    model_package(&bare, &reference, &folder);
     let tonight = dir.path().join("tonight");
     lakescore::datagen::generate_lake(
         &tonight,
@@ -844,20 +837,8 @@ fn rules_tell_unknown_categories_from_nulls() {
     let unknown = colors.iter().filter(|c| *c == Some("magenta")).count() as u64;
     assert!(nulls > 0 && unknown > 0);
 
-    let json = dir.path().join("check.json");
-    let run = lakescore([
-        "check",
-        "--model",
-        folder.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--id-column",
-        "row_id",
-        "--report",
-        json.to_str().unwrap(),
-    ]);
+    let (run, report) = check(&folder, &input, &["--id-column", "row_id"]);
     run.assert_ok();
-    let report = crate::contract::report(&json);
     assert_eq!(rule(&report, "color.null")["failing"], nulls);
     assert_eq!(rule(&report, "color.categories")["failing"], unknown);
 
