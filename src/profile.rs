@@ -151,21 +151,6 @@ impl TryFrom<StoredSketch> for Sketch {
 }
 
 impl Sketch {
-    /// Counts `x`; NaN and infinities are not counted (profiles count them
-    /// apart).
-    #[inline]
-    pub fn add(&mut self, x: f64) {
-        let key = key_of(x);
-        if key == NO_KEY {
-            return;
-        }
-        let slot = key.wrapping_sub(self.offset) as usize;
-        match self.counts.get_mut(slot) {
-            Some(count) => *count += 1,
-            None => self.add_outside(key, 1),
-        }
-    }
-
     /// Grows the window to hold `key`, with room to spare so that growing is
     /// rare, then counts it.
     #[cold]
@@ -200,10 +185,6 @@ impl Sketch {
         }
     }
 
-    pub fn total(&self) -> u64 {
-        self.counts.iter().sum()
-    }
-
     /// (key, count) of every non-empty bucket, in key order.
     pub fn buckets(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
         self.counts
@@ -211,12 +192,6 @@ impl Sketch {
             .enumerate()
             .filter(|(_, n)| **n > 0)
             .map(|(i, n)| (self.offset + i as u32, *n))
-    }
-
-    /// How many values have a key below `key`.
-    pub fn count_below(&self, key: u32) -> u64 {
-        let end = (key.saturating_sub(self.offset) as usize).min(self.counts.len());
-        self.counts[..end].iter().sum()
     }
 
     /// Counts in the bins `[-inf, edges[0]), [edges[0], edges[1]), ..,
