@@ -9,6 +9,7 @@
 //! OUT/_lakescore/runs/<run id>.json      the run ledger: one record per run
 //! OUT/_lakescore/partitions/<hash>.json  one record per committed partition
 //! OUT/_lakescore/staging/<run id>/       staged files of a running run
+//! OUT/_lakescore/lock                    the running run's lock (see `lock`)
 //! ```
 //!
 //! Architecture invariant: nothing becomes visible in `OUT` before it is
@@ -29,6 +30,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::lock::{Holder, OutputLock};
 use crate::test_hooks;
 use crate::util::{fsync_dir, rfc3339_utc, sha256_hex, write_atomically};
 
@@ -203,10 +205,16 @@ pub fn holds_published_output(out: &Path) -> Result<bool, CommitError> {
     Ok(false)
 }
 
-/// One line of the run ledger.
+/// One line of the run ledger. Fields added after the first release have
+/// defaults, so that `lakescore runs` reads every ledger it ever wrote.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LedgerRecord {
     pub run_id: String,
+    #[serde(default)]
+    pub run_uuid: String,
+    /// `running`, then `succeeded`, `sla_missed`, `rejected`, `failed` or
+    /// `interrupted`. A record left at `running` by a run that died says so
+    /// until a later run's `lakescore runs` shows it as such.
     pub status: String,
     pub started_at: String,
     pub finished_at: Option<String>,
@@ -215,10 +223,58 @@ pub struct LedgerRecord {
     pub host: String,
     pub mode: String,
     pub input: PathBuf,
+    /// Digest of every input file's path, size and footer: equal digests, same
+    /// input.
+    #[serde(default)]
+    pub input_fingerprint: String,
+    #[serde(default)]
+    pub input_files: usize,
     pub model_name: String,
+    #[serde(default)]
+    pub model_version: Option<String>,
     pub model_sha256: String,
     pub rows: Option<u64>,
+    #[serde(default)]
+    pub rows_quarantined: Option<u64>,
+    /// The SLAs the run missed (its output is published all the same).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sla_missed: Vec<String>,
     pub error: Option<String>,
+}
+
+impl LedgerRecord {
+    /// The record of a run that starts now, on this host, in this process.
+    pub fn starting(run_id: &str, run_uuid: &str, started_at: SystemTime, mode: WriteMode, input: &Path) -> Self {
+        LedgerRecord {
+            run_id: run_id.to_string(),
+            run_uuid: run_uuid.to_string(),
+            status: "running".into(),
+            started_at: rfc3339_utc(started_at),
+            finished_at: None,
+            lakescore_version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            host: host_name(),
+            mode: mode.to_string(),
+            input: input.to_path_buf(),
+            input_fingerprint: String::new(),
+            input_files: 0,
+            model_name: String::new(),
+            model_version: None,
+            model_sha256: String::new(),
+            rows: None,
+            rows_quarantined: None,
+            sla_missed: Vec::new(),
+            error: None,
+        }
+    }
+}
+
+/// How a run that published its output went, for the ledger.
+#[derive(Debug, Clone, Default)]
+pub struct Published {
+    pub rows: u64,
+    pub rows_quarantined: u64,
+    pub sla_missed: Vec<String>,
 }
 
 /// An output table being written by one run.
@@ -232,63 +288,58 @@ pub struct Transaction {
     success_removed: bool,
     published_partitions: usize,
     closed: bool,
+    /// Held until the transaction is dropped, after its ledger entry is closed.
+    _lock: OutputLock,
 }
 
 impl Transaction {
-    /// Checks the output against `mode`, then prepares staging and records the
-    /// run in the ledger. Nothing in `out` changes when this fails.
-    pub fn begin(
-        out: &Path,
-        mode: WriteMode,
-        run_id: &str,
-        started_at: SystemTime,
-        input: &Path,
-        model_name: &str,
-        model_sha256: &str,
-    ) -> Result<Self, CommitError> {
+    /// Takes the output's lock, checks the output against `mode`, then
+    /// prepares staging and records the run in the ledger. Nothing in `out`
+    /// changes when this fails (bar the empty `_lakescore` folder the lock
+    /// lives in).
+    pub fn begin(out: &Path, mode: WriteMode, ledger: LedgerRecord) -> Result<Self, crate::error::Error> {
         if out.exists() && !out.is_dir() {
             return Err(CommitError::OutputNotADirectory {
                 path: out.to_path_buf(),
-            });
+            }
+            .into());
         }
+        let meta = out.join(META_DIR);
+        let holder = Holder {
+            run_id: ledger.run_id.clone(),
+            pid: ledger.pid,
+            host: ledger.host.clone(),
+            started_at: ledger.started_at.clone(),
+        };
+        let lock = OutputLock::acquire(out, &meta, &holder)?;
         if mode == WriteMode::ErrorIfExists && holds_published_output(out)? {
             return Err(CommitError::OutputExists {
                 path: out.to_path_buf(),
-            });
+            }
+            .into());
         }
-        let meta = out.join(META_DIR);
         for dir in ["runs", "partitions", "staging"] {
             fs::create_dir_all(meta.join(dir)).map_err(io_error("create folder", &meta.join(dir)))?;
         }
         remove_leftover_staging(&meta.join("staging"));
-        let staging_root = meta.join("staging").join(run_id);
+        for dir in [out.to_path_buf(), meta.join("runs"), meta.join("partitions")] {
+            remove_leftover_temporaries(&dir);
+        }
+        let run_id = ledger.run_id.clone();
+        let staging_root = meta.join("staging").join(&run_id);
         let side = staging_root.join("side");
         fs::create_dir_all(&side).map_err(io_error("create folder", &side))?;
-        let ledger = LedgerRecord {
-            run_id: run_id.to_string(),
-            status: "running".into(),
-            started_at: rfc3339_utc(started_at),
-            finished_at: None,
-            lakescore_version: env!("CARGO_PKG_VERSION").into(),
-            pid: std::process::id(),
-            host: host_name(),
-            mode: mode.to_string(),
-            input: input.to_path_buf(),
-            model_name: model_name.to_string(),
-            model_sha256: model_sha256.to_string(),
-            rows: None,
-            error: None,
-        };
         let transaction = Transaction {
             out_root: out.to_path_buf(),
             mode,
-            run_id: run_id.to_string(),
-            staging_root,
             ledger_path: meta.join("runs").join(format!("{run_id}.json")),
+            run_id,
+            staging_root,
             ledger,
             success_removed: false,
             published_partitions: 0,
             closed: false,
+            _lock: lock,
         };
         transaction.write_ledger()?;
         Ok(transaction)
@@ -387,18 +438,24 @@ impl Transaction {
 
     /// Writes the manifest, the last step that makes the table complete, and
     /// closes the run in the ledger.
-    pub fn finish(mut self, manifest: &impl Serialize, rows: u64) -> Result<(), CommitError> {
+    pub fn finish(mut self, manifest: &impl Serialize, published: Published) -> Result<(), CommitError> {
         let path = self.out_root.join(SUCCESS_FILE);
         let bytes = serde_json::to_vec_pretty(manifest).expect("manifests serialize");
         if let Err(error) = self
             .remove_success()
             .and_then(|()| write_atomically(&path, &bytes).map_err(io_error("write manifest", &path)))
         {
-            let _ = self.abort_in_place(&crate::pipeline::error_chain(&error));
+            let _ = self.abort_in_place("failed", &crate::pipeline::error_chain(&error));
             return Err(error);
         }
-        self.ledger.status = "succeeded".into();
-        self.ledger.rows = Some(rows);
+        self.ledger.status = match published.sla_missed.is_empty() {
+            true => "succeeded",
+            false => "sla_missed",
+        }
+        .into();
+        self.ledger.rows = Some(published.rows);
+        self.ledger.rows_quarantined = Some(published.rows_quarantined);
+        self.ledger.sla_missed = published.sla_missed;
         // The table is published: failing to tidy up after it is not a failed run.
         if let Err(error) = self.close() {
             tracing::warn!(error = %crate::pipeline::error_chain(&error), "the run succeeded but cleaning up after it failed");
@@ -406,13 +463,14 @@ impl Transaction {
         Ok(())
     }
 
-    /// Ends a failed run: removes what it staged and records the error.
-    pub fn abort(mut self, error: &str) -> Result<(), CommitError> {
-        self.abort_in_place(error)
+    /// Ends a run that publishes nothing: removes what it staged and records
+    /// why. `status` is `failed`, `rejected` or `interrupted`.
+    pub fn abort(mut self, status: &str, error: &str) -> Result<(), CommitError> {
+        self.abort_in_place(status, error)
     }
 
-    fn abort_in_place(&mut self, error: &str) -> Result<(), CommitError> {
-        self.ledger.status = "failed".into();
+    fn abort_in_place(&mut self, status: &str, error: &str) -> Result<(), CommitError> {
+        self.ledger.status = status.into();
         self.ledger.error = Some(error.to_string());
         self.close()
     }
@@ -573,8 +631,8 @@ fn remove_dir_if_exists(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Staging folders of runs that died without cleaning up. One writer per
-/// output is assumed, so anything there now is dead.
+/// Staging folders of runs that died without cleaning up. The caller holds
+/// the output's lock, so anything there now is dead.
 fn remove_leftover_staging(staging: &Path) {
     let Ok(entries) = fs::read_dir(staging) else {
         return;
@@ -585,7 +643,23 @@ fn remove_leftover_staging(staging: &Path) {
     }
 }
 
-fn host_name() -> String {
+/// Temporary files of atomic writes (`.name.tmp-<pid>`, hidden from readers)
+/// that a killed run left; the caller holds the lock, so they are dead.
+fn remove_leftover_temporaries(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.contains(".tmp-") && entry.file_type().is_ok_and(|t| t.is_file()) {
+            tracing::debug!(path = %entry.path().display(), "removing a temporary file left by an interrupted run");
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+pub fn host_name() -> String {
     let mut buffer = [0u8; 256];
     // SAFETY: gethostname writes at most buffer.len() bytes into the buffer.
     let rc = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };

@@ -115,14 +115,20 @@ pub enum Policy {
     Flag,
 }
 
-impl std::fmt::Display for Policy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(match self {
+impl Policy {
+    pub fn as_str(self) -> &'static str {
+        match self {
             Policy::Fail => "fail",
             Policy::Warn => "warn",
             Policy::Quarantine => "quarantine",
             Policy::Flag => "flag",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
     }
 }
 

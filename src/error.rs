@@ -8,6 +8,7 @@
 pub use crate::commit::CommitError;
 pub use crate::device::DeviceError;
 pub use crate::features::FeatureError;
+pub use crate::lock::LockError;
 pub use crate::model::ModelError;
 pub use crate::package::PackageError;
 pub use crate::plan::PlanError;
@@ -33,6 +34,18 @@ pub enum Error {
     Device(#[from] DeviceError),
     #[error(transparent)]
     Package(#[from] PackageError),
+    #[error(transparent)]
+    Locked(#[from] LockError),
+    #[error(transparent)]
+    Settings(#[from] crate::settings::SettingsError),
+    #[error(transparent)]
+    Runs(#[from] crate::runs::RunsError),
+    /// SIGINT or SIGTERM asked the run to stop.
+    #[error(
+        "stopped by {}: staged files were removed and nothing was published",
+        crate::stop::signal_name(*signal)
+    )]
+    Interrupted { signal: i32 },
     /// A command-line value that is well-formed but cannot be used.
     #[error("{0}")]
     Usage(String),
@@ -49,6 +62,33 @@ pub enum Error {
     Internal(String),
 }
 
+impl Error {
+    /// What to do about an error the operating system raised (a full disk, a
+    /// read-only output), for the line after the error.
+    pub fn hint(&self) -> Option<&'static str> {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(error) = source {
+            if let Some(io) = error.downcast_ref::<std::io::Error>() {
+                return match io.kind() {
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => Some(
+                        "the filesystem is full: nothing was published and the staged files were removed; \
+                         free space and run again (`--mode resume` keeps what earlier runs committed)",
+                    ),
+                    std::io::ErrorKind::ReadOnlyFilesystem => {
+                        Some("the output is on a read-only filesystem: nothing was published; write somewhere writable")
+                    }
+                    std::io::ErrorKind::PermissionDenied => {
+                        Some("permission denied: nothing was published; check who owns the output folder")
+                    }
+                    _ => None,
+                };
+            }
+            source = error.source();
+        }
+        None
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Process exit codes, as documented in the README and `--help`.
@@ -61,13 +101,21 @@ pub mod exit_code {
     pub const USAGE: i32 = 2;
     /// A data contract or guard said no; nothing was published.
     pub const REJECTED: i32 = 3;
+    /// An SLA was missed; the output is published.
+    pub const SLA_MISSED: i32 = 4;
+    /// Another run holds the output's lock; nothing was touched.
+    pub const LOCKED: i32 = 5;
+    /// Stopped by a signal: 128 + its number (130 for SIGINT, 143 for SIGTERM).
+    pub const SIGNALLED: i32 = 128;
 }
 
 impl Error {
     /// The exit code the binary ends with for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Usage(_) => exit_code::USAGE,
+            Error::Usage(_) | Error::Settings(_) => exit_code::USAGE,
+            Error::Locked(LockError::Held { .. }) => exit_code::LOCKED,
+            Error::Interrupted { signal } => exit_code::SIGNALLED + signal,
             Error::Device(error) => error.exit_code(),
             _ => exit_code::FAILED,
         }

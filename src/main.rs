@@ -4,14 +4,18 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use lakescore::commit::WriteMode;
 use lakescore::device::DeviceSpec;
 use lakescore::error::{Error, exit_code};
+use lakescore::logging::{self, LogFormat};
+use lakescore::observe::{Endpoint, Lineage, Observers, RunEnd, RunIdentity, RunStart};
 use lakescore::package::{self, Package};
 use lakescore::pipeline::{self, RunOptions};
 use lakescore::plan::IdColumns;
 use lakescore::report::{FailureReport, RunReport};
+use lakescore::settings;
+use lakescore::sla::{Deadline, Sla};
 
 // Arrow decoding allocates and frees row-group-sized buffers all the time;
 // mimalloc reuses them where glibc keeps returning them to the kernel.
@@ -20,11 +24,19 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const EXIT_CODES: &str = "\
 Exit codes:
-  0  done: the output is published
-  1  failed: nothing was half-published (bad input, bad model, I/O error)
-  2  usage: the command line cannot be used as given
-  3  a data contract, guard or drift threshold said no: nothing was published
-     (`check`: a failing rule says stop)";
+  0    done: the output is published
+  1    failed: nothing was half-published (bad input, bad model, I/O error)
+  2    usage: the command line or config file cannot be used as given
+  3    a data contract, guard or drift threshold said no: nothing was published
+       (`check`: a failing rule says stop)
+  4    an SLA was missed (--max-duration, --deadline, --min-rows,
+       --min-rows-per-second): the output IS published
+  5    another run holds the output's lock: nothing was touched
+  130  stopped by SIGINT, 143 by SIGTERM: staged files removed, nothing published
+
+Every flag can also be set by a LAKESCORE_* environment variable (shown in
+[env: ...]) or a key of the --config file (the flag's long name); precedence:
+flag > environment > file > default. --print-config shows the result.";
 
 #[derive(Parser)]
 #[command(
@@ -40,15 +52,21 @@ struct Cli {
     /// More log output (-v: debug, -vv: trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
-    /// Log line format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    /// Log line format on stderr: `text`, or `json` (one object per line).
+    #[arg(long, global = true, value_enum, default_value_t = LogLines::Text)]
+    log_format: LogLines,
+    /// Read settings from this TOML file (keys are the long flag names).
+    #[arg(long, global = true, value_name = "FILE", env = "LAKESCORE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the effective settings, and where each came from, then exit.
+    #[arg(long, global = true)]
+    print_config: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
+enum LogLines {
     Text,
     Json,
 }
@@ -57,7 +75,7 @@ enum LogFormat {
 enum Command {
     /// Score a table and publish the scores atomically.
     #[command(after_help = EXIT_CODES)]
-    Score(ScoreArgs),
+    Score(Box<ScoreArgs>),
     /// Time the whole pipeline on a table, per stage.
     #[command(after_help = EXIT_CODES)]
     Bench(BenchArgs),
@@ -70,6 +88,19 @@ enum Command {
     /// Inspect or build model packages.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// List the runs recorded in an output's ledger: when, which model,
+    /// which input, how many rows, how each ended.
+    Runs(RunsArgs),
+}
+
+#[derive(Args)]
+struct RunsArgs {
+    /// The output folder.
+    #[arg(value_name = "OUT")]
+    output: PathBuf,
+    /// Print the runs as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -124,6 +155,65 @@ struct ScoreArgs {
     /// The clock freshness rules judge by (`2026-11-26T02:00:00Z`; default now).
     #[arg(long, value_name = "TIME", value_parser = parse_instant)]
     as_of: Option<i64>,
+    #[command(flatten)]
+    monitoring: MonitoringArgs,
+    #[command(flatten)]
+    sla: SlaArgs,
+}
+
+#[derive(Args)]
+#[command(next_help_heading = "Monitoring")]
+struct MonitoringArgs {
+    /// Write Prometheus metrics to FILE (atomically; for node_exporter's
+    /// textfile collector, name it `*.prom`).
+    #[arg(long, value_name = "FILE")]
+    metrics_file: Option<PathBuf>,
+    /// Push the same metrics to a Prometheus Pushgateway (`http://host:9091`;
+    /// group `job=lakescore` unless the URL names one).
+    #[arg(long, value_name = "URL", value_parser = parse_endpoint)]
+    pushgateway: Option<Endpoint>,
+    /// Append OpenLineage run events (START, then COMPLETE or FAIL) to FILE,
+    /// one JSON object per line.
+    #[arg(long, value_name = "FILE")]
+    lineage_file: Option<PathBuf>,
+    /// Post OpenLineage run events to URL (Marquez: `http://host:5000/api/v1/lineage`).
+    #[arg(long, value_name = "URL", value_parser = parse_endpoint)]
+    lineage_url: Option<Endpoint>,
+    /// The OpenLineage job namespace.
+    #[arg(long, value_name = "NS", default_value = "lakescore")]
+    lineage_namespace: String,
+    /// The OpenLineage job name (default: `score.` and the output folder's name).
+    #[arg(long, value_name = "NAME")]
+    job_name: Option<String>,
+}
+
+#[derive(Args)]
+#[command(next_help_heading = "Service levels (a miss exits 4; the output is still published)")]
+struct SlaArgs {
+    /// The longest the run may take (`90s`, `45m`, `2h`).
+    #[arg(long, value_name = "DURATION", value_parser = package::parse_age)]
+    max_duration: Option<u64>,
+    /// The local time of day (`06:30`; the `TZ` variable applies) by which the
+    /// run must be done: the first such time after it starts.
+    #[arg(long, value_name = "HH:MM")]
+    deadline: Option<Deadline>,
+    /// The fewest rows the run may publish.
+    #[arg(long, value_name = "N")]
+    min_rows: Option<u64>,
+    /// The lowest rate, in rows scored per wall second.
+    #[arg(long, value_name = "N")]
+    min_rows_per_second: Option<f64>,
+}
+
+impl SlaArgs {
+    fn sla(&self) -> Sla {
+        Sla {
+            max_duration_seconds: self.max_duration,
+            deadline: self.deadline,
+            min_rows: self.min_rows,
+            min_rows_per_second: self.min_rows_per_second,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -214,6 +304,10 @@ fn parse_instant(text: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("`{text}` is not a date (`2026-11-26`) or an RFC 3339 time (`2026-11-26T02:00:00Z`)"))
 }
 
+fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
+    text.parse()
+}
+
 fn parse_device(text: &str) -> Result<DeviceSpec, String> {
     text.parse().map_err(|e: lakescore::device::DeviceError| e.to_string())
 }
@@ -223,69 +317,71 @@ fn parse_mode(text: &str) -> Result<WriteMode, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging(&cli);
-    match run(&cli) {
-        Ok(Outcome::Done) => ExitCode::from(exit_code::DONE as u8),
-        Ok(Outcome::Rejected) => ExitCode::from(exit_code::REJECTED as u8),
-        Err(error) => {
+    let command = settings::with_environment(Cli::command());
+    let layered = match settings::parse(command, std::env::args_os().collect()) {
+        Ok(Ok(layered)) => layered,
+        Ok(Err(error)) => {
             eprintln!("error: {error}");
-            let mut source = std::error::Error::source(&error);
+            return ExitCode::from(exit_code::USAGE as u8);
+        }
+        Err(error) => error.exit(),
+    };
+    let cli = Cli::from_arg_matches(&layered.matches).unwrap_or_else(|error| error.exit());
+    init_logging(&cli);
+    if cli.print_config {
+        let name = layered.matches.subcommand_name().unwrap_or("lakescore");
+        print!("{}", settings::render(name, &layered.settings));
+        return ExitCode::SUCCESS;
+    }
+    lakescore::stop::install_handlers();
+    let code = match run(&cli) {
+        Ok(Outcome::Done) => exit_code::DONE,
+        Ok(Outcome::Rejected) => exit_code::REJECTED,
+        Ok(Outcome::SlaMissed) => exit_code::SLA_MISSED,
+        Err(error) => {
+            report_error(&cli, &error);
+            error.exit_code()
+        }
+    };
+    ExitCode::from(code as u8)
+}
+
+/// Prints an error and its causes: for people on stderr, or as one JSON log
+/// line with `--log-format json`.
+fn report_error(cli: &Cli, error: &Error) {
+    let chain = pipeline::error_chain(error);
+    match cli.log_format {
+        LogLines::Json => match error.hint() {
+            Some(hint) => tracing::error!(exit_code = error.exit_code(), hint, "{chain}"),
+            None => tracing::error!(exit_code = error.exit_code(), "{chain}"),
+        },
+        LogLines::Text => {
+            eprintln!("error: {error}");
+            let mut source = std::error::Error::source(error);
             while let Some(cause) = source {
                 eprintln!("  Caused by: {cause}");
                 source = cause.source();
             }
-            ExitCode::from(error.exit_code() as u8)
+            if let Some(hint) = error.hint() {
+                eprintln!("  hint: {hint}");
+            }
         }
     }
 }
 
-/// What a finished command tells the process: done, or rejected by the contract.
+/// What a finished command tells the process: done, rejected by the contract,
+/// or done late.
 enum Outcome {
     Done,
     Rejected,
+    SlaMissed,
 }
 
 fn run(cli: &Cli) -> Result<Outcome, Error> {
     match &cli.command {
-        Command::Score(args) => {
-            let outcome = load(&args.model_input, cli, args.as_of).and_then(|(package, options)| {
-                pipeline::score(&package, &args.model_input.input, &args.output, args.mode, &options)
-            });
-            let report = match outcome {
-                Ok(report) => report,
-                Err(error) => {
-                    if let Some(path) = &args.report {
-                        // The run's error matters more than the report's.
-                        if let Err(report_error) = write_report(path, &FailureReport::new(&error)) {
-                            tracing::warn!(error = %report_error, "cannot write the failure report");
-                        }
-                    }
-                    return Err(error);
-                }
-            };
-            write_reports(&report, args.report.as_deref(), args.html.as_deref())?;
-            if report.status == "rejected" {
-                eprintln!(
-                    "rejected: nothing was published to `{}`: {}",
-                    args.output.display(),
-                    report.judgement.rejection_summary()
-                );
-                return Ok(Outcome::Rejected);
-            }
-            tracing::info!(
-                rows = report.rows,
-                quarantined = report.rows_quarantined,
-                flagged = report.rows_flagged,
-                seconds = format!("{:.3}", report.wall_seconds.total),
-                output = %args.output.display(),
-                "published"
-            );
-            warn_about(&report);
-            Ok(Outcome::Done)
-        }
+        Command::Score(args) => score_job(cli, args),
         Command::Bench(args) => {
-            let (package, options) = load(&args.model_input, cli, None)?;
+            let (package, options) = load(&args.model_input, cli, None, RunIdentity::new())?;
             let report = pipeline::bench(
                 &package,
                 &args.model_input.input,
@@ -301,7 +397,7 @@ fn run(cli: &Cli) -> Result<Outcome, Error> {
             Ok(Outcome::Done)
         }
         Command::Check(args) => {
-            let outcome = load(&args.model_input, cli, args.as_of)
+            let outcome = load(&args.model_input, cli, args.as_of, RunIdentity::new())
                 .and_then(|(package, options)| pipeline::check(&package, &args.model_input.input, &options));
             let report = match outcome {
                 Ok(report) => report,
@@ -328,7 +424,7 @@ fn run(cli: &Cli) -> Result<Outcome, Error> {
         Command::Profile(args) => {
             let profile = if args.merge.is_empty() {
                 let input = args.input.as_ref().expect("clap requires --input without --merge");
-                let options = run_options(cli, args.threads, Vec::new(), "cpu".into(), None);
+                let options = run_options(cli, args.threads, Vec::new(), "cpu".into(), None, RunIdentity::new());
                 let (package, scores) = match &args.model {
                     Some(model) => (open_package(model, &lakescore::device::DeviceSpec::Cpu, false)?, true),
                     None => (columns_package(input)?, false),
@@ -352,6 +448,18 @@ fn run(cli: &Cli) -> Result<Outcome, Error> {
             );
             Ok(Outcome::Done)
         }
+        Command::Runs(args) => {
+            let runs = lakescore::runs::list(&args.output)?;
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&runs).expect("ledger records serialize")
+                );
+            } else {
+                print!("{}", lakescore::runs::render(&runs));
+            }
+            Ok(Outcome::Done)
+        }
         Command::Model(ModelCommand::Inspect(args)) => {
             let package = open_package(&args.model, &lakescore::device::DeviceSpec::Cpu, false)?;
             print!("{}", lakescore::package::describe(&package));
@@ -371,7 +479,7 @@ fn run(cli: &Cli) -> Result<Outcome, Error> {
                     args.model.display()
                 )));
             }
-            let options = run_options(cli, args.threads, Vec::new(), "cpu".into(), None);
+            let options = run_options(cli, args.threads, Vec::new(), "cpu".into(), None, RunIdentity::new());
             let reference = pipeline::profile(&bare, &args.reference, bare.model.n_outputs() > 0, &options)?;
             let manifest = package::starting_manifest(&bare, &args.model, args.name.clone(), &args.version, &reference);
             package::write(&args.output, &args.model, &manifest, Some(&reference))?;
@@ -385,6 +493,138 @@ fn run(cli: &Cli) -> Result<Outcome, Error> {
             Ok(Outcome::Done)
         }
     }
+}
+
+/// `lakescore score`: the nightly job. Tells the observers (metrics, lineage)
+/// that it starts and how it ended, whatever the ending.
+fn score_job(cli: &Cli, args: &ScoreArgs) -> Result<Outcome, Error> {
+    let identity = RunIdentity::new();
+    logging::set_run(&identity.run_id);
+    let observers = observers_of(&args.monitoring, &args.output)?;
+    let start = RunStart {
+        identity: &identity,
+        command: "score",
+        input: &args.model_input.input,
+        output: Some(&args.output),
+    };
+    observers.run_started(&start);
+    let (package, mut options) = match load(&args.model_input, cli, args.as_of, identity.clone()) {
+        Ok(loaded) => loaded,
+        Err(error) => return Err(score_failed(&observers, &start, None, error, args)),
+    };
+    options.sla = args.sla.sla();
+    let model = package.model.info();
+    let report = match pipeline::score(&package, &args.model_input.input, &args.output, args.mode, &options) {
+        Ok(report) => report,
+        Err(error) => return Err(score_failed(&observers, &start, Some(model), error, args)),
+    };
+    let mut end = RunEnd {
+        start: start.clone(),
+        finished_at: std::time::SystemTime::now(),
+        status: "succeeded",
+        exit_code: exit_code::DONE,
+        error: None,
+        model: Some(model),
+        report: None,
+    };
+    let outcome = match (report.status, report.sla.as_ref().is_some_and(|s| s.breached)) {
+        ("rejected", _) => Outcome::Rejected,
+        (_, true) => Outcome::SlaMissed,
+        _ => Outcome::Done,
+    };
+    (end.status, end.exit_code) = match outcome {
+        Outcome::Rejected => ("rejected", exit_code::REJECTED),
+        Outcome::SlaMissed => ("sla_missed", exit_code::SLA_MISSED),
+        Outcome::Done => ("succeeded", exit_code::DONE),
+    };
+    if let Outcome::Rejected = outcome {
+        end.error = Some(format!("rejected: {}", report.judgement.rejection_summary()));
+    }
+    end.report = Some(&report);
+    let written = write_reports(&report, args.report.as_deref(), args.html.as_deref());
+    observers.run_ended(&end);
+    written?;
+    match outcome {
+        Outcome::Rejected => {
+            let why = report.judgement.rejection_summary();
+            match cli.log_format {
+                LogLines::Text => eprintln!("rejected: nothing was published to `{}`: {why}", args.output.display()),
+                LogLines::Json => tracing::error!(
+                    exit_code = exit_code::REJECTED,
+                    "rejected: nothing was published: {why}"
+                ),
+            }
+        }
+        Outcome::SlaMissed | Outcome::Done => {
+            tracing::info!(
+                rows = report.rows,
+                quarantined = report.rows_quarantined,
+                flagged = report.rows_flagged,
+                seconds = format!("{:.3}", report.wall_seconds.total),
+                output = %args.output.display(),
+                "published"
+            );
+            warn_about(&report);
+            if let Some(sla) = report.sla.as_ref().filter(|s| s.breached) {
+                tracing::warn!(exit_code = exit_code::SLA_MISSED, "missed SLA: {}", sla.summary());
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+/// Tells the observers that a `score` run failed, writes its failure report,
+/// and hands the error back.
+fn score_failed(
+    observers: &Observers,
+    start: &RunStart<'_>,
+    model: Option<&lakescore::model::ModelInfo>,
+    error: Error,
+    args: &ScoreArgs,
+) -> Error {
+    observers.run_ended(&RunEnd {
+        start: start.clone(),
+        finished_at: std::time::SystemTime::now(),
+        status: match error {
+            Error::Interrupted { .. } => "interrupted",
+            _ => "failed",
+        },
+        exit_code: error.exit_code(),
+        error: Some(pipeline::error_chain(&error)),
+        model,
+        report: None,
+    });
+    if let Some(path) = &args.report {
+        // The run's error matters more than the report's.
+        if let Err(report_error) = write_report(path, &FailureReport::new(&error)) {
+            tracing::warn!(error = %report_error, "cannot write the failure report");
+        }
+    }
+    error
+}
+
+/// Where `score` sends metrics and lineage; refuses before the run what could
+/// never work.
+fn observers_of(args: &MonitoringArgs, output: &std::path::Path) -> Result<Observers, Error> {
+    let lineage = (args.lineage_file.is_some() || args.lineage_url.is_some()).then(|| Lineage {
+        file: args.lineage_file.clone(),
+        url: args.lineage_url.clone(),
+        namespace: args.lineage_namespace.clone(),
+        job: args.job_name.clone().unwrap_or_else(|| {
+            let name = std::path::absolute(output)
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "output".into());
+            format!("score.{name}")
+        }),
+    });
+    let observers = Observers {
+        metrics_file: args.metrics_file.clone(),
+        pushgateway: args.pushgateway.clone(),
+        lineage,
+    };
+    observers.check().map_err(Error::Usage)?;
+    Ok(observers)
 }
 
 /// Logs warnings the judgement raised on a published run.
@@ -465,27 +705,48 @@ fn open_package(path: &std::path::Path, device: &DeviceSpec, output_margin: bool
     })
 }
 
-fn run_options(cli: &Cli, threads: usize, id_columns: Vec<String>, device: String, as_of: Option<i64>) -> RunOptions {
+fn run_options(
+    cli: &Cli,
+    threads: usize,
+    id_columns: Vec<String>,
+    device: String,
+    as_of: Option<i64>,
+    identity: RunIdentity,
+) -> RunOptions {
+    logging::set_run(&identity.run_id);
     RunOptions {
         threads,
         id_columns: match id_columns.is_empty() {
             true => IdColumns::Default,
             false => IdColumns::Named(id_columns),
         },
-        progress: !cli.quiet,
+        progress: !cli.quiet && matches!(cli.log_format, LogLines::Text),
         device,
         as_of,
+        identity,
+        sla: Sla::default(),
     }
 }
 
-fn load(args: &ModelInput, cli: &Cli, as_of: Option<i64>) -> Result<(Package, RunOptions), Error> {
+/// Opens the model of a run command and settles its options; every log line
+/// from here on names the model.
+fn load(
+    args: &ModelInput,
+    cli: &Cli,
+    as_of: Option<i64>,
+    identity: RunIdentity,
+) -> Result<(Package, RunOptions), Error> {
+    logging::set_run(&identity.run_id);
     let package = open_package(&args.model, &args.device, args.output_margin)?;
+    let info = package.model.info();
+    logging::set_model(&info.name, info.version.as_deref());
     let options = run_options(
         cli,
         args.threads,
         args.id_columns.clone(),
         args.device.to_string(),
         as_of,
+        identity,
     );
     Ok((package, options))
 }
@@ -500,20 +761,15 @@ fn write_report(path: &std::path::Path, report: &impl serde::Serialize) -> Resul
 }
 
 fn init_logging(cli: &Cli) {
-    use tracing_subscriber::EnvFilter;
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
         (false, 0) => "info",
         (false, 1) => "debug",
         (false, _) => "trace",
     };
-    let filter = EnvFilter::try_from_env("LAKESCORE_LOG").unwrap_or_else(|_| EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    match cli.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let format = match cli.log_format {
+        LogLines::Text => LogFormat::Text,
+        LogLines::Json => LogFormat::Json,
+    };
+    logging::init(format, level);
 }

@@ -10,7 +10,10 @@ use crate::commit::OutputFileRecord;
 use crate::contract::{Checks, Drift, Guards, ScoreHistogram};
 use crate::drift::Status;
 use crate::model::ModelInfo;
+use crate::observe::RunIdentity;
 use crate::pipeline::RunOptions;
+use crate::profile::TableProfile;
+use crate::sla::SlaReport;
 use crate::util::{peak_rss_bytes, rfc3339_utc};
 
 /// Seconds spent in each stage of the per-row-group work, summed over the
@@ -152,6 +155,8 @@ pub struct RunReport {
     /// `score`, `check` or `bench`.
     pub command: &'static str,
     pub run_id: String,
+    /// The UUID OpenLineage events know this run by.
+    pub run_uuid: String,
     /// `succeeded`, or `rejected` when a rule, guard or drift threshold said no
     /// (nothing was published).
     pub status: &'static str,
@@ -180,16 +185,21 @@ pub struct RunReport {
     pub peak_rss_bytes: u64,
     pub quarantine: Option<PathBuf>,
     pub profile: Option<PathBuf>,
+    /// The SLA limits given, judged (`score` only).
+    pub sla: Option<SlaReport>,
     #[serde(flatten)]
     pub judgement: Judgement,
+    /// The run's profile itself, for lineage facets (not in the JSON: the
+    /// profile file is).
+    #[serde(skip)]
+    pub table_profile: Option<std::sync::Arc<TableProfile>>,
 }
 
 impl RunReport {
     /// A report of a run that has just started.
     pub fn new(
         command: &'static str,
-        run_id: &str,
-        started_at: SystemTime,
+        identity: &RunIdentity,
         model: &ModelInfo,
         input: &Path,
         options: &RunOptions,
@@ -197,9 +207,10 @@ impl RunReport {
     ) -> RunReport {
         RunReport {
             command,
-            run_id: run_id.to_string(),
+            run_id: identity.run_id.clone(),
+            run_uuid: identity.uuid.clone(),
             status: "running",
-            started_at: rfc3339_utc(started_at),
+            started_at: rfc3339_utc(identity.started_at),
             finished_at: String::new(),
             model: model.clone(),
             input: input.to_path_buf(),
@@ -221,7 +232,9 @@ impl RunReport {
             peak_rss_bytes: 0,
             quarantine: None,
             profile: None,
+            sla: None,
             judgement: Judgement::default(),
+            table_profile: None,
         }
     }
 

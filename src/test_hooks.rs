@@ -11,11 +11,20 @@ pub const CRASH_BEFORE_PARTITION: &str = "LAKESCORE_TEST_CRASH_BEFORE_PARTITION"
 pub const CRASH_BEFORE_RECORD: &str = "LAKESCORE_TEST_CRASH_BEFORE_RECORD";
 /// Panic in the worker that scores row group k of any file.
 pub const PANIC_IN_ROW_GROUP: &str = "LAKESCORE_TEST_PANIC_IN_ROW_GROUP";
+/// Sleep this many milliseconds in every row group: a slow run, for tests
+/// that must catch a run in the middle (signals, the lock).
+pub const ROW_GROUP_DELAY_MS: &str = "LAKESCORE_TEST_ROW_GROUP_DELAY_MS";
+
+/// Sleep this many milliseconds before publishing each partition: a long
+/// publishing phase, for tests that kill runs at random moments in it.
+pub const PUBLISH_DELAY_MS: &str = "LAKESCORE_TEST_PUBLISH_DELAY_MS";
 
 struct Hooks {
     crash_before_partition: Option<usize>,
     crash_before_record: Option<usize>,
     panic_in_row_group: Option<usize>,
+    row_group_delay_ms: Option<u64>,
+    publish_delay_ms: Option<u64>,
 }
 
 fn hooks() -> &'static Hooks {
@@ -26,6 +35,8 @@ fn hooks() -> &'static Hooks {
             crash_before_partition: read(CRASH_BEFORE_PARTITION),
             crash_before_record: read(CRASH_BEFORE_RECORD),
             panic_in_row_group: read(PANIC_IN_ROW_GROUP),
+            row_group_delay_ms: std::env::var(ROW_GROUP_DELAY_MS).ok().and_then(|v| v.parse().ok()),
+            publish_delay_ms: std::env::var(PUBLISH_DELAY_MS).ok().and_then(|v| v.parse().ok()),
         }
     })
 }
@@ -40,6 +51,9 @@ pub(crate) fn before_partition(partition_idx: usize) {
     if hooks().crash_before_partition == Some(partition_idx) {
         die();
     }
+    if let Some(delay) = hooks().publish_delay_ms {
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+    }
 }
 
 pub(crate) fn before_record(partition_idx: usize) {
@@ -51,5 +65,8 @@ pub(crate) fn before_record(partition_idx: usize) {
 pub(crate) fn in_row_group(row_group: usize) {
     if hooks().panic_in_row_group == Some(row_group) {
         panic!("test hook {PANIC_IN_ROW_GROUP}={row_group}");
+    }
+    if let Some(delay) = hooks().row_group_delay_ms {
+        std::thread::sleep(std::time::Duration::from_millis(delay));
     }
 }

@@ -80,6 +80,18 @@ pub fn rfc3339_utc(time: SystemTime) -> String {
     format!("{date}T{hour:02}:{minute:02}:{second:02}Z")
 }
 
+/// `2026-11-26T04:53:00.123Z`: RFC 3339 in UTC, millisecond precision.
+pub fn rfc3339_millis(time: SystemTime) -> String {
+    let (date, (hour, minute, second)) = civil_utc(time);
+    let millis = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_millis());
+    format!("{date}T{hour:02}:{minute:02}:{second:02}.{millis:03}Z")
+}
+
+/// Seconds since the epoch, with fractions.
+pub fn epoch_seconds(time: SystemTime) -> f64 {
+    time.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// `20261126T045300Z`: a compact UTC timestamp that sorts as text.
 pub fn compact_utc(time: SystemTime) -> String {
     let (date, (hour, minute, second)) = civil_utc(time);

@@ -233,7 +233,7 @@ pub(super) fn judge(package: &Package, table: &PreparedTable, facts: &TableFacts
     }
     scored.judgement = judgement;
     scored.inspection = Some(inspection);
-    scored.profile = Some(profile);
+    scored.profile = Some(std::sync::Arc::new(profile));
     scored
 }
 

@@ -21,12 +21,13 @@ use arrow::array::{Array, ArrayRef, BooleanArray, Float32Array, Int32Array, Int6
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 
-use crate::commit::{self, OutputFileRecord, PartitionRecord, Transaction, WriteMode};
+use crate::commit::{self, LedgerRecord, OutputFileRecord, PartitionRecord, Transaction, WriteMode};
 use crate::contract::{self, Contract, Inspection, NULL_KEY, RowMarks, TableFacts};
 use crate::drift::Status;
 use crate::error::{Error, Result};
 use crate::features::{self, FeatureSource};
 use crate::model::{Feature, FeatureBlock, Model, ModelError, ModelInfo, Scores};
+use crate::observe::RunIdentity;
 use crate::package::{ColumnKind, Package};
 use crate::plan::{self, ColumnRequest, FilePlan, IdColumns, TablePlan, WorkUnit};
 use crate::profile::TableProfile;
@@ -34,8 +35,10 @@ use crate::progress::Progress;
 use crate::report::{InputRecord, Judgement, Manifest, RunReport, StageSeconds, WallSeconds};
 use crate::scan::{LeafReader, ParquetFile, leaves_of_root};
 use crate::sink::{self, CopiedChunk, EncodedRowGroup, OutputLayout, SinkError, StagedFile};
+use crate::sla::Sla;
+use crate::stop;
 use crate::test_hooks;
-use crate::util::{compact_utc, rfc3339_utc, sha256_hex};
+use crate::util::{rfc3339_utc, sha256_hex};
 
 mod judging;
 mod row_policies;
@@ -67,6 +70,10 @@ pub struct RunOptions {
     pub device: String,
     /// The run's clock for freshness rules, seconds since the epoch (default: now).
     pub as_of: Option<i64>,
+    /// The run's id and start time.
+    pub identity: RunIdentity,
+    /// Service levels `score` judges itself by.
+    pub sla: Sla,
 }
 
 impl RunOptions {
@@ -131,23 +138,30 @@ pub fn score(
         return Ok(report.finish_rejected(clock));
     }
     let info = model.info();
-    let mut transaction = Transaction::begin(output, mode, run_id, started_at, input, &info.name, &info.sha256)?;
-    tracing::info!(run_id = %run_id, model = %info.name, input = %input.display(), output = %output.display(), "scoring");
+    let mut ledger = LedgerRecord::starting(run_id, &options.identity.uuid, started_at, mode, input);
+    ledger.input_fingerprint = table_fingerprint(&table.plan);
+    ledger.input_files = table.plan.files.len();
+    ledger.model_name = info.name.clone();
+    ledger.model_version = info.version.clone();
+    ledger.model_sha256 = info.sha256.clone();
+    let mut transaction = Transaction::begin(output, mode, ledger)?;
+    tracing::info!(input = %input.display(), output = %output.display(), "scoring");
 
-    let outcome = stage_and_judge(pool, package, &table, &facts, &mut transaction, options);
+    let outcome = stage_and_judge(pool, package, &table, &facts, &mut transaction, options)
+        // The last moment a stop request is heard: publishing takes renames
+        // only, and a run that has begun to publish finishes.
+        .and_then(|done| match stop::requested() {
+            Some(signal) => Err(Error::Interrupted { signal }),
+            None => Ok(done),
+        });
     let (scored, staged, reused) = match outcome {
         Ok(done) => done,
-        Err(error) => {
-            if let Err(abort_error) = transaction.abort(&error_chain(&error)) {
-                tracing::warn!(error = %abort_error, "could not clean up after the failed run");
-            }
-            return Err(error);
-        }
+        Err(error) => return Err(abort(transaction, error)),
     };
     scored.record(&mut report, true);
     if report.judgement.rejects() {
         let why = report.judgement.rejection_summary();
-        if let Err(abort_error) = transaction.abort(&format!("rejected: {why}")) {
+        if let Err(abort_error) = transaction.abort("rejected", &why) {
             tracing::warn!(error = %abort_error, "could not clean up after the rejected run");
         }
         return Ok(report.finish_rejected(clock));
@@ -156,12 +170,7 @@ pub fn score(
     let published = publish(&scored, staged, &reused, &table, &mut transaction);
     let (partitions, side_outputs) = match published {
         Ok(done) => done,
-        Err(error) => {
-            if let Err(abort_error) = transaction.abort(&error_chain(&error)) {
-                tracing::warn!(error = %abort_error, "could not clean up after the failed run");
-            }
-            return Err(error);
-        }
+        Err(error) => return Err(abort(transaction, error)),
     };
     let score_seconds = scored.seconds;
     let commit_seconds = clock.elapsed().as_secs_f64() - plan_seconds - score_seconds;
@@ -192,7 +201,26 @@ pub fn score(
         profile: side_outputs.profile.clone(),
         wall_seconds,
     };
-    transaction.finish(&manifest, rows)?;
+    // Judged before the commit's last step, so that the ledger has it; the
+    // time the manifest takes to write is not worth a second judgement.
+    let sla = options.sla.judge(
+        started_at,
+        SystemTime::now(),
+        rows - report.rows_quarantined,
+        report.rows_scored as f64 / wall_seconds.total.max(1e-9),
+    );
+    let sla_missed = sla
+        .iter()
+        .flat_map(|s| &s.checks)
+        .filter(|c| c.breached)
+        .map(|c| c.name.to_string());
+    let outcome = commit::Published {
+        rows,
+        rows_quarantined: report.rows_quarantined,
+        sla_missed: sla_missed.collect(),
+    };
+    transaction.finish(&manifest, outcome)?;
+    report.sla = sla;
     report.status = "succeeded";
     report.reused_partitions = reused.len();
     report.bytes_written = outputs.iter().map(|f| f.bytes).sum();
@@ -200,6 +228,32 @@ pub fn score(
     report.profile = side_outputs.profile;
     report.wall_seconds = wall_seconds;
     Ok(report.finish(clock))
+}
+
+/// Ends a failed run's transaction, recording why, and hands the error back.
+fn abort(transaction: Transaction, error: Error) -> Error {
+    let status = match error {
+        Error::Interrupted { .. } => "interrupted",
+        _ => "failed",
+    };
+    if let Err(abort_error) = transaction.abort(status, &error_chain(&error)) {
+        tracing::warn!(error = %abort_error, "could not clean up after the failed run");
+    }
+    error
+}
+
+/// One digest for a whole input table: every file's path, size and footer.
+fn table_fingerprint(plan: &TablePlan) -> String {
+    let mut text = String::new();
+    for file in &plan.files {
+        text.push_str(&format!(
+            "{} {} {}\n",
+            file.relative_path.display(),
+            file.file.size_bytes,
+            file.file.footer_fingerprint
+        ));
+    }
+    sha256_hex(text.as_bytes())
 }
 
 /// `lakescore bench`: the whole pipeline, timed per stage. With `write`, the
@@ -752,7 +806,7 @@ struct Scored {
     /// Rows written to the staged quarantine table.
     quarantined_rows: u64,
     judgement: Judgement,
-    profile: Option<TableProfile>,
+    profile: Option<Arc<TableProfile>>,
 }
 
 impl Scored {
@@ -770,6 +824,7 @@ impl Scored {
         }
         report.judgement = self.judgement.clone();
         report.stage_seconds = self.stages;
+        report.table_profile = self.profile.clone();
     }
 }
 
@@ -1097,6 +1152,10 @@ impl Worker<'_> {
                 if state.failure.is_some() {
                     return;
                 }
+            }
+            if let Some(signal) = stop::requested() {
+                exchange.fail(unit_idx, Error::Interrupted { signal });
+                return;
             }
             let unit = self.units[unit_idx];
             // A panic (a bug here or in a decoder, on a file it did not expect)
@@ -1443,11 +1502,10 @@ struct Start {
 
 impl Start {
     fn new(options: &RunOptions) -> Result<Start> {
-        let started_at = SystemTime::now();
         Ok(Start {
-            started_at,
+            started_at: options.identity.started_at,
             clock: Instant::now(),
-            run_id: new_run_id(started_at),
+            run_id: options.identity.run_id.clone(),
             pool: build_pool(options.thread_count())?,
         })
     }
@@ -1468,18 +1526,9 @@ fn prepare_run(
     let facts = table_facts(pool, &table, &package.contract, options)?;
     let threads = pool.current_num_threads();
     let info = package.model.info();
-    let mut report = RunReport::new(command, &start.run_id, start.started_at, info, input, options, threads);
+    let mut report = RunReport::new(command, &options.identity, info, input, options, threads);
     describe_table(&mut report, &table.plan);
     Ok((table, facts, report))
-}
-
-/// `20261126T045300Z-1a2b3c4d`: sorts by start time, unique per process start.
-fn new_run_id(started_at: SystemTime) -> String {
-    let nanos = started_at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let salt = sha256_hex(format!("{nanos}-{}", std::process::id()).as_bytes());
-    format!("{}-{}", compact_utc(started_at), &salt[..8])
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

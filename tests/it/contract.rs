@@ -274,12 +274,8 @@ fn an_emptied_column_fails_check_and_score_publishes_nothing() {
         .map(|bytes| serde_json::from_slice(&bytes).unwrap())
         .collect();
     assert_eq!(ledger.len(), 1);
-    assert!(
-        ledger[0]["error"]
-            .as_str()
-            .unwrap()
-            .starts_with("rejected: rule age.null")
-    );
+    assert_eq!(ledger[0]["status"], "rejected");
+    assert!(ledger[0]["error"].as_str().unwrap().starts_with("rule age.null"));
 }
 
 #[test]

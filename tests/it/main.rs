@@ -3,12 +3,16 @@
 //! and read the output back with the parquet crate.
 
 mod browser;
+mod citizen;
 mod commit;
 mod common;
 mod contract;
+mod crash;
+mod disk;
 mod errors;
 mod layout;
 mod parity;
+mod pushgateway;
 mod reports;
 mod scoring;
 mod trees;

@@ -132,10 +132,13 @@ fn help_documents_the_exit_codes() {
         let run = lakescore(&args);
         run.assert_ok();
         for line in [
-            "0  done",
-            "1  failed",
-            "2  usage",
-            "3  a data contract, guard or drift threshold said no",
+            "0    done",
+            "1    failed",
+            "2    usage",
+            "3    a data contract, guard or drift threshold said no",
+            "4    an SLA was missed",
+            "5    another run holds the output's lock",
+            "130  stopped by SIGINT, 143 by SIGTERM",
         ] {
             assert!(run.stdout.contains(line), "{args:?} lacks {line}");
         }

@@ -1,0 +1,234 @@
+//! OpenLineage run events (spec 2-0-2): START when a run begins, COMPLETE or
+//! FAIL when it ends, naming the job, the input table and the output table,
+//! with the run's data-quality facets (row counts, per-column null counts,
+//! min, max, sum and quantiles from the run's profile, and every contract rule
+//! as an assertion). Written one event per line to a file (as OpenLineage's
+//! own file transport does) or posted to an HTTP endpoint such as Marquez's
+//! `/api/v1/lineage`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value, json};
+
+use super::http::{self, Endpoint};
+use super::{RunEnd, RunStart};
+use crate::drift::Status;
+use crate::util::rfc3339_millis;
+
+/// The spec version the events follow, and the schema they validate against.
+pub const SPEC: &str = "https://openlineage.io/spec/2-0-2/OpenLineage.json";
+/// Who produced the events, as the spec asks (a URI naming the producer).
+pub const PRODUCER: &str = concat!(
+    "https://github.com/lakescore/lakescore/tree/v",
+    env!("CARGO_PKG_VERSION")
+);
+
+/// Where lineage events go and what the job is called.
+#[derive(Debug, Clone, Default)]
+pub struct Lineage {
+    pub file: Option<PathBuf>,
+    pub url: Option<Endpoint>,
+    /// The job's namespace (`--lineage-namespace`).
+    pub namespace: String,
+    /// The job's name (`--job-name`; default: `score` and the output folder).
+    pub job: String,
+}
+
+impl Lineage {
+    pub fn start_event(&self, start: &RunStart<'_>) -> Value {
+        let mut run_facets = Map::new();
+        run_facets.insert(
+            "processing_engine".into(),
+            facet(
+                "1-1-1",
+                "ProcessingEngineRunFacet",
+                json!({"name": "lakescore", "version": env!("CARGO_PKG_VERSION")}),
+            ),
+        );
+        let inputs = vec![dataset(start.input, Map::new())];
+        let outputs = start.output.map(|o| dataset(o, Map::new())).into_iter().collect();
+        self.event("START", start.identity.started_at, start, run_facets, inputs, outputs)
+    }
+
+    pub fn end_event(&self, end: &RunEnd<'_>) -> Value {
+        let start = &end.start;
+        let mut run_facets = Map::new();
+        if let Some(error) = &end.error {
+            run_facets.insert(
+                "errorMessage".into(),
+                facet(
+                    "1-0-1",
+                    "ErrorMessageRunFacet",
+                    json!({"message": error, "programmingLanguage": "Rust"}),
+                ),
+            );
+        }
+        // The data-quality facets are input facets (their schemas say so):
+        // what this run saw in this input.
+        let mut input_facets = Map::new();
+        let mut output_statistics = None;
+        if let Some(report) = end.report {
+            input_facets.insert("dataQualityMetrics".into(), quality_metrics(report));
+            input_facets.insert(
+                "inputStatistics".into(),
+                facet(
+                    "1-0-0",
+                    "InputStatisticsInputDatasetFacet",
+                    json!({"rowCount": report.rows, "size": report.bytes_read, "fileCount": report.files}),
+                ),
+            );
+            if let Some(checks) = &report.judgement.checks {
+                let assertions: Vec<Value> = checks
+                    .rules
+                    .iter()
+                    .map(|rule| {
+                        let mut assertion = json!({"assertion": rule.id, "success": rule.status != Status::Fail});
+                        if rule.target != "table" {
+                            assertion["column"] = rule.target.clone().into();
+                        }
+                        assertion
+                    })
+                    .collect();
+                input_facets.insert(
+                    "dataQualityAssertions".into(),
+                    facet(
+                        "1-1-0",
+                        "DataQualityAssertionsDatasetFacet",
+                        json!({"assertions": assertions}),
+                    ),
+                );
+            }
+            if end.published() {
+                output_statistics = Some(facet(
+                    "1-0-2",
+                    "OutputStatisticsOutputDatasetFacet",
+                    json!({
+                        "rowCount": report.rows - report.rows_quarantined,
+                        "size": report.bytes_written,
+                        "fileCount": report.files,
+                    }),
+                ));
+            }
+        }
+        let mut input = dataset(start.input, Map::new());
+        if !input_facets.is_empty() {
+            input["inputFacets"] = input_facets.into();
+        }
+        let outputs = start
+            .output
+            .map(|o| {
+                let mut output = dataset(o, Map::new());
+                if let Some(statistics) = output_statistics.take() {
+                    output["outputFacets"] = json!({ "outputStatistics": statistics });
+                }
+                output
+            })
+            .into_iter()
+            .collect();
+        let kind = if end.published() { "COMPLETE" } else { "FAIL" };
+        self.event(kind, end.finished_at, start, run_facets, vec![input], outputs)
+    }
+
+    fn event(
+        &self,
+        kind: &str,
+        at: std::time::SystemTime,
+        start: &RunStart<'_>,
+        run_facets: Map<String, Value>,
+        inputs: Vec<Value>,
+        outputs: Vec<Value>,
+    ) -> Value {
+        let job_facets = json!({
+            "jobType": facet(
+                "2-0-4", "JobTypeJobFacet",
+                json!({"processingType": "BATCH", "integration": "LAKESCORE", "jobType": "JOB"}),
+            )
+        });
+        json!({
+            "eventType": kind,
+            "eventTime": rfc3339_millis(at),
+            "producer": PRODUCER,
+            "schemaURL": format!("{SPEC}#/$defs/RunEvent"),
+            "run": {"runId": start.identity.uuid, "facets": run_facets},
+            "job": {"namespace": self.namespace, "name": self.job, "facets": job_facets},
+            "inputs": inputs,
+            "outputs": outputs,
+        })
+    }
+
+    /// Appends the event to the file and posts it to the URL; failures are
+    /// warnings (see the module notes of `observe`).
+    pub fn send(&self, event: &Value) {
+        let line = format!("{event}\n");
+        if let Some(path) = &self.file
+            && let Err(error) = append_line(path, line.as_bytes())
+        {
+            tracing::warn!(path = %path.display(), error = %error, "cannot write the lineage event");
+        }
+        if let Some(url) = &self.url {
+            match http::send("POST", url, "application/json", line.as_bytes()) {
+                Ok((200..=299, _)) => tracing::debug!(url = %url, "posted the lineage event"),
+                Ok((status, body)) => {
+                    tracing::warn!(url = %url, status, response = %body, "the lineage endpoint refused the event")
+                }
+                Err(error) => tracing::warn!(url = %url, error = %error, "cannot post the lineage event"),
+            }
+        }
+    }
+}
+
+/// One write of a whole line with O_APPEND, so that concurrent writers (two
+/// jobs sharing a lineage file) interleave lines, never bytes within a line.
+fn append_line(path: &Path, line: &[u8]) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    file.write_all(line)?;
+    file.sync_data()
+}
+
+/// A facet: its fields plus `_producer` and `_schemaURL`, which names the
+/// facet's schema by the version the events follow.
+fn facet(version: &str, name: &str, fields: Value) -> Value {
+    let mut facet = fields;
+    facet["_producer"] = PRODUCER.into();
+    facet["_schemaURL"] = format!("https://openlineage.io/spec/facets/{version}/{name}.json#/$defs/{name}").into();
+    facet
+}
+
+/// A dataset on the local filesystem: namespace `file`, name its absolute path.
+fn dataset(path: &Path, facets: Map<String, Value>) -> Value {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    json!({"namespace": "file", "name": absolute.display().to_string(), "facets": facets})
+}
+
+/// The input's `dataQualityMetrics`: row count, bytes, and per-column figures
+/// from the run's profile.
+fn quality_metrics(report: &crate::report::RunReport) -> Value {
+    let mut columns = Map::new();
+    if let Some(profile) = &report.table_profile {
+        for column in profile
+            .columns
+            .iter()
+            .filter(|c| c.role == crate::profile::Role::Feature)
+        {
+            let name = column.column.clone().unwrap_or_else(|| column.name.clone());
+            let mut metrics = json!({"nullCount": column.nulls, "count": column.rows, "sum": column.sum});
+            if let (Some(min), Some(max)) = (column.min, column.max) {
+                metrics["min"] = min.into();
+                metrics["max"] = max.into();
+            }
+            if let Some(q) = &column.quantiles {
+                metrics["quantiles"] = json!({
+                    "0.01": q.p01, "0.05": q.p05, "0.25": q.p25, "0.5": q.p50,
+                    "0.75": q.p75, "0.95": q.p95, "0.99": q.p99,
+                });
+            }
+            columns.insert(name, metrics);
+        }
+    }
+    facet(
+        "1-0-3",
+        "DataQualityMetricsInputDatasetFacet",
+        json!({"rowCount": report.rows, "bytes": report.bytes_read, "columnMetrics": columns}),
+    )
+}

@@ -1,0 +1,206 @@
+//! What a run tells the systems around it, besides its exit code and report:
+//! Prometheus metrics (a textfile for node_exporter, or a Pushgateway) and
+//! OpenLineage run events (a file, or an HTTP endpoint such as Marquez).
+//!
+//! These are side channels: they are sent after the run has decided its
+//! outcome and never change it. A metrics file that cannot be written or a
+//! collector that does not answer is a warning in the log, not a failed run
+//! (whose retry would score everything again for a monitoring hiccup).
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::model::ModelInfo;
+use crate::report::RunReport;
+use crate::util::{compact_utc, sha256_hex};
+
+pub mod http;
+pub mod lineage;
+pub mod metrics;
+
+pub use http::Endpoint;
+pub use lineage::Lineage;
+
+/// Who a run is: its id (in OUT's ledger, reports and every log line), the
+/// UUID OpenLineage knows it by, and when it started.
+#[derive(Debug, Clone)]
+pub struct RunIdentity {
+    /// `20261126T045300Z-1a2b3c4d`: sorts by start time.
+    pub run_id: String,
+    /// A UUID (version 7: the start time in milliseconds, then bits of the
+    /// run id's digest), as OpenLineage requires for `run.runId`.
+    pub uuid: String,
+    pub started_at: SystemTime,
+}
+
+impl RunIdentity {
+    pub fn new() -> RunIdentity {
+        let started_at = SystemTime::now();
+        let nanos = started_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let digest = sha256_hex(format!("{nanos}-{}", std::process::id()).as_bytes());
+        let run_id = format!("{}-{}", compact_utc(started_at), &digest[..8]);
+        let millis = (nanos / 1_000_000) as u64 & 0xFFFF_FFFF_FFFF;
+        let random = &digest[8..];
+        let uuid = format!(
+            "{:08x}-{:04x}-7{}-{:x}{}-{}",
+            millis >> 16,
+            millis & 0xFFFF,
+            &random[0..3],
+            8 | (u8::from_str_radix(&random[3..4], 16).expect("hex") & 0x3),
+            &random[4..7],
+            &random[7..19]
+        );
+        RunIdentity {
+            run_id,
+            uuid,
+            started_at,
+        }
+    }
+}
+
+impl Default for RunIdentity {
+    fn default() -> Self {
+        RunIdentity::new()
+    }
+}
+
+/// The command a run belongs to, as observers see it when it starts.
+#[derive(Debug, Clone)]
+pub struct RunStart<'a> {
+    pub identity: &'a RunIdentity,
+    pub command: &'static str,
+    pub input: &'a Path,
+    pub output: Option<&'a Path>,
+}
+
+/// A finished run, whatever its outcome.
+#[derive(Debug, Clone)]
+pub struct RunEnd<'a> {
+    pub start: RunStart<'a>,
+    pub finished_at: SystemTime,
+    /// `succeeded`, `sla_missed`, `rejected`, `failed` or `interrupted`.
+    pub status: &'static str,
+    pub exit_code: i32,
+    /// The error and its causes in one line, for failed runs.
+    pub error: Option<String>,
+    pub model: Option<&'a ModelInfo>,
+    pub report: Option<&'a RunReport>,
+}
+
+impl RunEnd<'_> {
+    /// Whether the run's output is published (an SLA miss still publishes).
+    pub fn published(&self) -> bool {
+        matches!(self.status, "succeeded" | "sla_missed")
+    }
+}
+
+/// Where a run's metrics and lineage go.
+#[derive(Debug, Clone, Default)]
+pub struct Observers {
+    pub metrics_file: Option<PathBuf>,
+    pub pushgateway: Option<Endpoint>,
+    pub lineage: Option<Lineage>,
+}
+
+impl Observers {
+    /// Fails before the run starts when a file could never be written: its
+    /// folder does not exist.
+    pub fn check(&self) -> Result<(), String> {
+        let files = [
+            ("--metrics-file", self.metrics_file.as_deref()),
+            ("--lineage-file", self.lineage.as_ref().and_then(|l| l.file.as_deref())),
+        ];
+        for (flag, path) in files {
+            let Some(path) = path else { continue };
+            let folder = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            if !folder.is_dir() {
+                return Err(format!(
+                    "{flag} `{}`: the folder `{}` does not exist",
+                    path.display(),
+                    folder.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn run_started(&self, start: &RunStart<'_>) {
+        if let Some(lineage) = &self.lineage {
+            lineage.send(&lineage.start_event(start));
+        }
+    }
+
+    pub fn run_ended(&self, end: &RunEnd<'_>) {
+        if self.metrics_file.is_some() || self.pushgateway.is_some() {
+            let previous = self.metrics_file.as_deref().and_then(metrics::previous_success);
+            let text = metrics::render(end, previous);
+            if let Some(path) = &self.metrics_file {
+                match crate::util::write_atomically(path, text.as_bytes()) {
+                    Ok(()) => tracing::debug!(path = %path.display(), "wrote metrics"),
+                    Err(error) => {
+                        tracing::warn!(path = %path.display(), error = %error, "cannot write the metrics file")
+                    }
+                }
+            }
+            if let Some(endpoint) = &self.pushgateway {
+                push(endpoint, &text);
+            }
+        }
+        if let Some(lineage) = &self.lineage {
+            lineage.send(&lineage.end_event(end));
+        }
+    }
+}
+
+/// The Pushgateway group a run's metrics replace: `URL/metrics/job/lakescore`,
+/// or the URL as given when it names a group itself.
+pub fn push_endpoint(base: &Endpoint) -> Endpoint {
+    let mut endpoint = base.clone();
+    if !endpoint.path.contains("/metrics/job/") {
+        endpoint.path = format!("{}/metrics/job/lakescore", endpoint.path.trim_end_matches('/'));
+    }
+    endpoint
+}
+
+fn push(base: &Endpoint, text: &str) {
+    let endpoint = push_endpoint(base);
+    // PUT replaces every metric of the group: a metric the last run had and
+    // this one lacks (a renamed rule, say) does not linger.
+    match http::send("PUT", &endpoint, "text/plain; version=0.0.4", text.as_bytes()) {
+        Ok((200..=299, _)) => tracing::debug!(url = %endpoint, "pushed metrics"),
+        Ok((status, body)) => {
+            tracing::warn!(url = %endpoint, status, response = %body, "the Pushgateway refused the metrics")
+        }
+        Err(error) => tracing::warn!(url = %endpoint, error = %error, "cannot push metrics"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_and_uuids_have_their_shapes() {
+        let identity = RunIdentity::new();
+        let uuid = identity.uuid.as_bytes();
+        assert_eq!(uuid.len(), 36, "{}", identity.uuid);
+        assert_eq!((uuid[8], uuid[13], uuid[18], uuid[23]), (b'-', b'-', b'-', b'-'));
+        assert_eq!(uuid[14], b'7', "version 7: {}", identity.uuid);
+        assert!(b"89ab".contains(&uuid[19]), "RFC 9562 variant: {}", identity.uuid);
+        assert_eq!(identity.run_id.len(), "20261126T045300Z-1a2b3c4d".len());
+        assert_ne!(RunIdentity::new().uuid, identity.uuid);
+    }
+
+    #[test]
+    fn pushes_go_to_the_job_group() {
+        let base: Endpoint = "http://gw:9091".parse().unwrap();
+        assert_eq!(push_endpoint(&base).path, "/metrics/job/lakescore");
+        let named: Endpoint = "http://gw:9091/metrics/job/nightly/instance/a".parse().unwrap();
+        assert_eq!(push_endpoint(&named).path, "/metrics/job/nightly/instance/a");
+    }
+}

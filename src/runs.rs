@@ -1,0 +1,166 @@
+//! `lakescore runs OUT`: the catalog of what was scored into an output, read
+//! from its run ledger (`OUT/_lakescore/runs/`): when each run happened, with
+//! which model, from which input (and its fingerprint), how many rows, and how
+//! it ended.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::commit::{LedgerRecord, META_DIR};
+use crate::lock::Holder;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunsError {
+    #[error("`{}` has no run ledger (`{META_DIR}/runs`): lakescore has not written there", out.display())]
+    NoLedger { out: PathBuf },
+    #[error("cannot read the run ledger `{}`", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("run ledger entry `{}` is not a lakescore ledger record: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+}
+
+/// One run as `lakescore runs` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunEntry {
+    #[serde(flatten)]
+    pub record: LedgerRecord,
+    /// The status to show: the ledger's, except that a run recorded as
+    /// `running` that no longer holds the output's lock is `died` (killed, or
+    /// its machine went down, before it could record its end).
+    pub outcome: String,
+    pub seconds: Option<f64>,
+}
+
+/// Every run recorded in `out`, oldest first.
+pub fn list(out: &Path) -> Result<Vec<RunEntry>, RunsError> {
+    let folder = out.join(META_DIR).join("runs");
+    let entries = fs::read_dir(&folder).map_err(|_| RunsError::NoLedger { out: out.to_path_buf() })?;
+    let holder: Option<Holder> = fs::read(out.join(META_DIR).join("lock"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let mut runs = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|source| RunsError::Read {
+                path: folder.clone(),
+                source,
+            })?
+            .path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let bytes = fs::read(&path).map_err(|source| RunsError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let record: LedgerRecord = serde_json::from_slice(&bytes).map_err(|e| RunsError::Parse {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let outcome = match record.status.as_str() {
+            "running" if !is_alive(&record, holder.as_ref()) => "died".to_string(),
+            status => status.to_string(),
+        };
+        let seconds = record.finished_at.as_deref().and_then(|end| {
+            let (start, end) = (
+                crate::util::parse_instant(&record.started_at)?,
+                crate::util::parse_instant(end)?,
+            );
+            Some((end - start) as f64)
+        });
+        runs.push(RunEntry {
+            record,
+            outcome,
+            seconds,
+        });
+    }
+    // Run ids sort by the second they started; their UUIDs (version 7) by the
+    // millisecond.
+    runs.sort_by(|a, b| {
+        (&a.record.started_at, &a.record.run_uuid, &a.record.run_id).cmp(&(
+            &b.record.started_at,
+            &b.record.run_uuid,
+            &b.record.run_id,
+        ))
+    });
+    Ok(runs)
+}
+
+/// A run recorded as running is alive when it holds the lock, and, on this
+/// host, when its process is still there.
+fn is_alive(record: &LedgerRecord, holder: Option<&Holder>) -> bool {
+    let Some(holder) = holder.filter(|h| h.run_id == record.run_id) else {
+        return false;
+    };
+    if holder.host != crate::commit::host_name() {
+        return true; // another machine's process: trust its lock
+    }
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    unsafe { libc::kill(holder.pid as libc::pid_t, 0) == 0 }
+}
+
+/// The runs as a table, one line each.
+pub fn render(runs: &[RunEntry]) -> String {
+    let mut rows = vec![[
+        "run".to_string(),
+        "started".into(),
+        "secs".into(),
+        "outcome".into(),
+        "model".into(),
+        "rows".into(),
+        "quarantined".into(),
+        "input".into(),
+        "fingerprint".into(),
+    ]];
+    for run in runs {
+        let r = &run.record;
+        let model = match &r.model_version {
+            Some(version) => format!("{} {version}", r.model_name),
+            None => r.model_name.clone(),
+        };
+        let number = |n: Option<u64>| n.map_or("-".to_string(), |n| n.to_string());
+        rows.push([
+            r.run_id.clone(),
+            r.started_at.clone(),
+            run.seconds.map_or("-".into(), |s| format!("{s:.0}")),
+            run.outcome.clone(),
+            model,
+            number(r.rows),
+            number(r.rows_quarantined),
+            format!("{} ({} files)", r.input.display(), r.input_files),
+            r.input_fingerprint.get(..12).unwrap_or("-").to_string(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|i| rows.iter().map(|row| row[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut text = String::new();
+    for row in &rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:width$}"))
+            .collect();
+        let _ = writeln!(text, "{}", cells.join("  ").trim_end());
+    }
+    for run in runs
+        .iter()
+        .filter(|r| r.record.error.is_some() || !r.record.sla_missed.is_empty())
+    {
+        let r = &run.record;
+        if let Some(error) = &r.error {
+            let _ = writeln!(text, "{}: {error}", r.run_id);
+        }
+        if !r.sla_missed.is_empty() {
+            let _ = writeln!(text, "{}: missed SLA {}", r.run_id, r.sla_missed.join(", "));
+        }
+    }
+    text
+}

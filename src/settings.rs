@@ -1,0 +1,461 @@
+//! Settings: every command-line flag can also come from a `LAKESCORE_*`
+//! environment variable or a `--config` TOML file. Precedence: flag, then
+//! environment, then file, then the built-in default; `--print-config` shows
+//! the effective value of each setting and where it came from.
+//!
+//! One source of truth: the clap command. Each flag's environment variable is
+//! derived from its long name (`--metrics-file` reads `LAKESCORE_METRICS_FILE`),
+//! and the file's keys are the long names too (`metrics-file = "..."`). File
+//! values become command-line tokens appended for the flags that neither the
+//! command line nor the environment set, and the whole line is parsed again,
+//! so a file value is checked exactly like the same flag typed by hand.
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use clap::parser::ValueSource;
+use clap::{ArgAction, ArgMatches, Command};
+
+use crate::util::Suggestion;
+
+/// The flag naming the config file (its own variable is `LAKESCORE_CONFIG`).
+pub const CONFIG_FLAG: &str = "config";
+/// Flags that only make sense typed: they get no variable and no file key.
+const COMMAND_LINE_ONLY: [&str; 4] = ["help", "version", "print-config", CONFIG_FLAG];
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read config file `{}`", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file `{}` is not valid TOML: {message}", path.display())]
+    Syntax { path: PathBuf, message: String },
+    #[error("config file `{}`: unknown setting `{key}`{suggestion}", path.display())]
+    UnknownKey {
+        path: PathBuf,
+        key: String,
+        suggestion: Suggestion,
+    },
+    #[error("config file `{}`: `{key}` {problem}", path.display())]
+    BadValue {
+        path: PathBuf,
+        key: String,
+        problem: String,
+    },
+    #[error("config file `{}`: {message}", path.display())]
+    Rejected { path: PathBuf, message: String },
+}
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Flag,
+    Environment(String),
+    File(PathBuf),
+    Default,
+}
+
+/// One setting of the command being run, as `--print-config` shows it.
+#[derive(Debug, Clone)]
+pub struct Setting {
+    /// The long flag name, which is also the config file key.
+    pub key: String,
+    pub environment: String,
+    /// The values given (several for a repeatable flag); empty when unset.
+    pub values: Vec<String>,
+    pub source: Option<Source>,
+    kind: ValueKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ValueKind {
+    Switch,
+    Count,
+    Single,
+    List,
+}
+
+/// The environment variable a flag reads.
+pub fn environment_name(long: &str) -> String {
+    format!("LAKESCORE_{}", long.to_ascii_uppercase().replace('-', "_"))
+}
+
+/// Gives every flag of `command` (and of its subcommands) its environment
+/// variable.
+pub fn with_environment(command: Command) -> Command {
+    fn add(command: Command) -> Command {
+        command
+            .mut_args(|arg| match arg.get_long().map(str::to_string) {
+                Some(long) if !COMMAND_LINE_ONLY.contains(&long.as_str()) => arg.env(environment_name(&long)),
+                _ => arg,
+            })
+            .mut_subcommands(add)
+    }
+    add(command)
+}
+
+/// The parsed command line with the environment and the config file applied,
+/// and the effective settings of the command being run.
+#[derive(Debug)]
+pub struct Layered {
+    pub matches: ArgMatches,
+    pub settings: Vec<Setting>,
+}
+
+/// Parses `argv` against `command` (which [`with_environment`] has prepared),
+/// applying the config file that `--config` or `LAKESCORE_CONFIG` names.
+/// Command-line errors come back as clap errors, for clap to print.
+pub fn parse(command: Command, argv: Vec<OsString>) -> Result<Result<Layered, SettingsError>, clap::Error> {
+    let mut command = command;
+    command.build();
+    // A first, lenient parse finds the config file and what the command line
+    // and environment already set (required flags may be in the file).
+    let first = command.clone().ignore_errors(true).try_get_matches_from(&argv)?;
+    let config = first.get_one::<PathBuf>(CONFIG_FLAG).cloned();
+    let (leaf, leaf_matches) = leaf_of(&command, &first);
+    let mut injected: Vec<String> = Vec::new();
+    let mut tokens: Vec<OsString> = Vec::new();
+    if let Some(path) = &config {
+        match file_tokens(&command, leaf, leaf_matches, path) {
+            Ok((keys, more)) => {
+                injected = keys;
+                tokens = more;
+            }
+            Err(error) => return Ok(Err(error)),
+        }
+    }
+    let mut full = argv;
+    full.extend(tokens);
+    let matches = match command.clone().try_get_matches_from(&full) {
+        Ok(matches) => matches,
+        // An error about a flag the file set is the file's error.
+        Err(error) if caused_by(&error, &injected) => {
+            let path = config.expect("values were injected from a file");
+            return Ok(Err(SettingsError::Rejected {
+                path,
+                message: error
+                    .render()
+                    .to_string()
+                    .trim_start_matches("error: ")
+                    .trim()
+                    .to_string(),
+            }));
+        }
+        Err(error) => return Err(error),
+    };
+    let (leaf, leaf_matches) = leaf_of(&command, &matches);
+    let settings = leaf
+        .get_arguments()
+        .filter_map(|arg| {
+            let long = arg.get_long()?;
+            if COMMAND_LINE_ONLY.contains(&long) {
+                return None;
+            }
+            let id = arg.get_id().as_str();
+            let source = leaf_matches.value_source(id).map(|source| match source {
+                ValueSource::CommandLine if injected.iter().any(|k| k == long) => {
+                    Source::File(config.clone().expect("injected from a file"))
+                }
+                ValueSource::CommandLine => Source::Flag,
+                ValueSource::EnvVariable => Source::Environment(environment_name(long)),
+                _ => Source::Default,
+            });
+            let values = leaf_matches
+                .get_raw(id)
+                .map(|raw| raw.map(|v| v.to_string_lossy().into_owned()).collect())
+                .unwrap_or_default();
+            Some(Setting {
+                key: long.to_string(),
+                environment: environment_name(long),
+                values,
+                source,
+                kind: kind_of(arg),
+            })
+        })
+        .collect();
+    Ok(Ok(Layered { matches, settings }))
+}
+
+/// Whether a clap error is about one of the flags the file set.
+fn caused_by(error: &clap::Error, injected: &[String]) -> bool {
+    let Some(clap::error::ContextValue::String(arg)) = error.get(clap::error::ContextKind::InvalidArg) else {
+        return false;
+    };
+    injected
+        .iter()
+        .any(|key| arg == &format!("--{key}") || arg.starts_with(&format!("--{key} ")))
+}
+
+/// The subcommand being run (the innermost one) and its matches.
+fn leaf_of<'a>(command: &'a Command, matches: &'a ArgMatches) -> (&'a Command, &'a ArgMatches) {
+    let (mut command, mut matches) = (command, matches);
+    while let Some((name, sub_matches)) = matches.subcommand() {
+        match command.find_subcommand(name) {
+            Some(sub) => {
+                command = sub;
+                matches = sub_matches;
+            }
+            None => break,
+        }
+    }
+    (command, matches)
+}
+
+fn kind_of(arg: &clap::Arg) -> ValueKind {
+    match arg.get_action() {
+        ArgAction::SetTrue | ArgAction::SetFalse => ValueKind::Switch,
+        ArgAction::Count => ValueKind::Count,
+        ArgAction::Append => ValueKind::List,
+        _ => ValueKind::Single,
+    }
+}
+
+/// Every long flag of every command: to tell a key another command uses from
+/// a misspelt one.
+fn all_longs(command: &Command) -> Vec<String> {
+    let mut longs: Vec<String> = command
+        .get_arguments()
+        .filter_map(|a| a.get_long())
+        .filter(|long| !COMMAND_LINE_ONLY.contains(long))
+        .map(str::to_string)
+        .collect();
+    for sub in command.get_subcommands() {
+        longs.extend(all_longs(sub));
+    }
+    longs.sort();
+    longs.dedup();
+    longs
+}
+
+/// The command-line tokens for the file's settings that the command line and
+/// the environment leave unset, and the keys they came from.
+fn file_tokens(
+    root: &Command,
+    leaf: &Command,
+    leaf_matches: &ArgMatches,
+    path: &Path,
+) -> Result<(Vec<String>, Vec<OsString>), SettingsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let table: toml::Table = text.parse().map_err(|error: toml::de::Error| SettingsError::Syntax {
+        path: path.to_path_buf(),
+        message: error.message().to_string(),
+    })?;
+    let known = all_longs(root);
+    let mut keys = Vec::new();
+    let mut tokens = Vec::new();
+    for (key, value) in &table {
+        let bad = |problem: String| SettingsError::BadValue {
+            path: path.to_path_buf(),
+            key: key.clone(),
+            problem,
+        };
+        if COMMAND_LINE_ONLY.contains(&key.as_str()) {
+            return Err(bad("can only be given on the command line".into()));
+        }
+        let Some(arg) = leaf.get_arguments().find(|a| a.get_long() == Some(key.as_str())) else {
+            if known.iter().any(|k| k == key) {
+                // A setting of another command (a file shared by `score` and
+                // `check`, say): it does not apply to this one.
+                tracing::debug!(key = %key, file = %path.display(), "config setting not used by this command");
+                continue;
+            }
+            return Err(SettingsError::UnknownKey {
+                path: path.to_path_buf(),
+                key: key.clone(),
+                suggestion: Suggestion::closest(key, known.iter().map(String::as_str)),
+            });
+        };
+        let id = arg.get_id().as_str();
+        if matches!(
+            leaf_matches.value_source(id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        ) {
+            continue; // the command line or the environment wins
+        }
+        let flag = format!("--{key}");
+        match (kind_of(arg), value) {
+            (ValueKind::Switch, toml::Value::Boolean(on)) => {
+                if *on {
+                    tokens.push(flag.into());
+                }
+            }
+            (ValueKind::Switch, other) => return Err(bad(format!("must be true or false, not {other}"))),
+            (ValueKind::Count, toml::Value::Integer(n)) if (0..=8).contains(n) => {
+                tokens.extend((0..*n).map(|_| OsString::from(&flag)));
+            }
+            (ValueKind::Count, other) => return Err(bad(format!("must be a count from 0 to 8, not {other}"))),
+            (ValueKind::List, toml::Value::Array(items)) => {
+                for item in items {
+                    tokens.push(format!("{flag}={}", scalar(item).map_err(bad)?).into());
+                }
+            }
+            (_, value) => tokens.push(format!("{flag}={}", scalar(value).map_err(bad)?).into()),
+        }
+        keys.push(key.clone());
+    }
+    Ok((keys, tokens))
+}
+
+fn scalar(value: &toml::Value) -> Result<String, String> {
+    match value {
+        toml::Value::String(text) => Ok(text.clone()),
+        toml::Value::Integer(n) => Ok(n.to_string()),
+        toml::Value::Float(x) => Ok(x.to_string()),
+        toml::Value::Boolean(b) => Ok(b.to_string()),
+        other => Err(format!("must be a string or a number, not {}", other.type_str())),
+    }
+}
+
+/// `--print-config`: the effective settings as a config file would hold them,
+/// each with where its value came from.
+pub fn render(command_name: &str, settings: &[Setting]) -> String {
+    let mut text = format!(
+        "# lakescore {command_name}: effective settings\n\
+         # precedence: flag > environment (LAKESCORE_*) > config file > default\n"
+    );
+    let lines: Vec<(String, String)> = settings
+        .iter()
+        .map(|setting| {
+            let line = match (setting.kind, setting.values.as_slice()) {
+                (_, []) => format!("# {} (not set)", setting.key),
+                (ValueKind::Switch, [value]) => format!("{} = {}", setting.key, value == "true"),
+                (ValueKind::Count, values) => format!("{} = {}", setting.key, values.len()),
+                (ValueKind::List, values) => format!(
+                    "{} = [{}]",
+                    setting.key,
+                    values
+                        .iter()
+                        .map(|v| toml::Value::String(v.clone()).to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                (_, [value, ..]) => format!("{} = {}", setting.key, quoted(value)),
+            };
+            let origin = match &setting.source {
+                None => format!("or {}", setting.environment),
+                Some(Source::Flag) => "flag".to_string(),
+                Some(Source::Environment(name)) => format!("environment {name}"),
+                Some(Source::File(path)) => format!("config file {}", path.display()),
+                Some(Source::Default) => "default".to_string(),
+            };
+            (line, origin)
+        })
+        .collect();
+    let width = lines.iter().map(|(line, _)| line.len()).max().unwrap_or(0);
+    for (line, origin) in lines {
+        let _ = writeln!(text, "{line:width$}  # {origin}");
+    }
+    text
+}
+
+/// A value as TOML: numbers bare, everything else a string (the file reader
+/// takes either for any flag).
+fn quoted(text: &str) -> String {
+    match text.parse::<f64>() {
+        Ok(number) if number.is_finite() && !text.starts_with('+') && !text.ends_with('.') => text.to_string(),
+        _ => toml::Value::String(text.to_string()).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Arg, ArgAction, Command};
+
+    fn command() -> Command {
+        with_environment(
+            Command::new("lakescore")
+                .arg(
+                    Arg::new(CONFIG_FLAG)
+                        .long(CONFIG_FLAG)
+                        .global(true)
+                        .value_parser(clap::value_parser!(PathBuf)),
+                )
+                .subcommand(
+                    Command::new("score")
+                        .arg(Arg::new("model").long("model").required(true))
+                        .arg(Arg::new("threads").long("threads").default_value("0"))
+                        .arg(Arg::new("id_column").long("id-column").action(ArgAction::Append))
+                        .arg(
+                            Arg::new("output_margin")
+                                .long("output-margin")
+                                .action(ArgAction::SetTrue),
+                        ),
+                )
+                .subcommand(Command::new("check").arg(Arg::new("as_of").long("as-of"))),
+        )
+    }
+
+    fn parse_with(file: &str, argv: &[&str]) -> Result<Layered, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lakescore.toml");
+        std::fs::write(&path, file).unwrap();
+        let mut full: Vec<OsString> = argv.iter().map(OsString::from).collect();
+        full.push("--config".into());
+        full.push(path.into());
+        match parse(command(), full) {
+            Ok(Ok(layered)) => Ok(layered),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    fn setting<'a>(layered: &'a Layered, key: &str) -> &'a Setting {
+        layered.settings.iter().find(|s| s.key == key).unwrap()
+    }
+
+    #[test]
+    fn the_file_fills_what_the_command_line_leaves_unset() {
+        let file = "model = \"m.json\"\nthreads = 3\nid-column = [\"a\", \"b\"]\noutput-margin = true\nas-of = \"2026-01-01\"\n";
+        let layered = parse_with(file, &["lakescore", "score", "--threads", "5"]).unwrap();
+        let model = setting(&layered, "model");
+        assert_eq!(model.values, ["m.json"]);
+        assert!(matches!(model.source, Some(Source::File(_))));
+        let threads = setting(&layered, "threads");
+        assert_eq!(
+            (threads.values.as_slice(), &threads.source),
+            (&["5".to_string()][..], &Some(Source::Flag))
+        );
+        assert_eq!(setting(&layered, "id-column").values, ["a", "b"]);
+        assert_eq!(setting(&layered, "output-margin").values, ["true"]);
+        // `as-of` belongs to another command: not an error, not applied.
+        assert!(layered.settings.iter().all(|s| s.key != "as-of"));
+        let printed = render("score", &layered.settings);
+        assert!(printed.contains("threads = 5 "), "{printed}");
+        assert!(printed.contains("id-column = [\"a\", \"b\"]"), "{printed}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let error = parse_with("modle = \"m\"\n", &["lakescore", "score"]).unwrap_err();
+        assert!(
+            error.contains("unknown setting `modle`; did you mean `model`?"),
+            "{error}"
+        );
+        let error = parse_with("model = \"m\"\noutput-margin = \"yes\"\n", &["lakescore", "score"]).unwrap_err();
+        assert!(error.contains("`output-margin` must be true or false"), "{error}");
+        let error = parse_with("model = [\"m\"]\n", &["lakescore", "score"]).unwrap_err();
+        assert!(
+            error.contains("`model` must be a string or a number, not array"),
+            "{error}"
+        );
+        let error = parse_with("config = \"other.toml\"\n", &["lakescore", "score", "--model", "m"]).unwrap_err();
+        assert!(error.contains("can only be given on the command line"), "{error}");
+    }
+
+    #[test]
+    fn environment_names_follow_the_long_flag() {
+        assert_eq!(environment_name("metrics-file"), "LAKESCORE_METRICS_FILE");
+        let command = command();
+        let score = command.find_subcommand("score").unwrap();
+        let model = score.get_arguments().find(|a| a.get_id() == "model").unwrap();
+        assert_eq!(model.get_env().unwrap(), "LAKESCORE_MODEL");
+    }
+}
