@@ -14,6 +14,11 @@
 //!
 //! [`pipeline`] is the only module that knows both the lake (Arrow, Parquet) and
 //! the models; models see only [`model::FeatureBlock`]s of plain numbers.
+//!
+//! Around a run, for the pipelines that call it: [`settings`] (flags,
+//! variables, config file), [`logging`], [`lock`] (one writer per output),
+//! [`stop`] (signals), [`sla`], [`observe`] (metrics, lineage) and [`runs`]
+//! (the ledger, listed).
 //! See ARCHITECTURE.md for the map and the invariants.
 
 pub mod commit;

@@ -542,7 +542,10 @@ fn score_job(cli: &Cli, args: &ScoreArgs) -> Result<Outcome, Error> {
     }
     end.report = Some(&report);
     let written = write_reports(&report, args.report.as_deref(), args.html.as_deref());
+    let clock = std::time::Instant::now();
     observers.run_ended(&end);
+    // What monitoring costs, for benches/observability_overhead.sh.
+    tracing::debug!(seconds = clock.elapsed().as_secs_f64(), "observers told");
     written?;
     match outcome {
         Outcome::Rejected => {

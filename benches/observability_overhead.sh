@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# What being a good pipeline citizen costs: `lakescore score` of the 10M-row
+# lake with the XGBoost benchmark model and a starting contract (so that the
+# metrics and lineage carry every rule, guard and drift figure), with text
+# logs and nothing else, against JSON logs + a metrics file + a lineage file.
+# Runs interleaved, median of R, in one run (target: at most 2% more).
+#
+#   benches/observability_overhead.sh [--rows N] [--repeat R] [--work DIR] [--model M]
+#
+# The model defaults to $WORK/models/xgb.json (benches/side_by_side.sh trains
+# it; run that once first, or pass --model). `-v` makes each observed run log
+# how long its observers took, in-process; the script prints those too.
+set -euo pipefail
+
+ROWS=10000000
+REPEAT=7
+WORK=${WORK:-/tmp/lakescore-side-by-side}
+MODEL=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rows) ROWS=$2; shift 2 ;;
+    --repeat) REPEAT=$2; shift 2 ;;
+    --work) WORK=$2; shift 2 ;;
+    --model) MODEL=$2; shift 2 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+MODEL=${MODEL:-$WORK/models/xgb.json}
+[ -f "$MODEL" ] || { echo "no model at $MODEL: run benches/side_by_side.sh once, or pass --model" >&2; exit 2; }
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+cd "$REPO"
+cargo build --release --quiet --bin lakescore --bin gen-lake
+BIN=$REPO/target/release
+mkdir -p "$WORK"
+LAKE=$WORK/customers-$ROWS
+if [ ! -f "$LAKE/.complete" ]; then
+  rm -rf "$LAKE"
+  "$BIN/gen-lake" "$LAKE" --rows "$ROWS" --files 8 --seed 7
+  touch "$LAKE/.complete"
+fi
+REFERENCE=$WORK/reference-200000
+if [ ! -f "$REFERENCE/.complete" ]; then
+  rm -rf "$REFERENCE"
+  "$BIN/gen-lake" "$REFERENCE" --rows 200000 --files 1 --seed 3 --dates 2026-11-20
+  touch "$REFERENCE/.complete"
+fi
+PACKAGE=$WORK/package-observed
+rm -rf "$PACKAGE"
+"$BIN/lakescore" -q model package --model "$MODEL" --reference "$REFERENCE" --output "$PACKAGE" 2> /dev/null
+cat "$LAKE"/dt=*/*.parquet > /dev/null
+SCRATCH=$(mktemp -d "$WORK/observed-XXXX")
+trap 'rm -rf "$SCRATCH"' EXIT
+
+declare -A SECONDS_OF
+OBSERVERS=""
+for _ in $(seq "$REPEAT"); do
+  for variant in plain observed; do
+    case $variant in
+      plain) args=() ;;
+      observed) args=(--log-format json -v --metrics-file "$SCRATCH/lakescore.prom"
+                      --lineage-file "$SCRATCH/lineage.ndjson") ;;
+    esac
+    start=$(date +%s.%N)
+    "$BIN/lakescore" score --model "$PACKAGE" --input "$LAKE" --output "$SCRATCH/out" --mode overwrite \
+      "${args[@]}" 2> "$SCRATCH/log" > /dev/null
+    SECONDS_OF[$variant]+="$(echo "$(date +%s.%N) - $start" | bc) "
+    if [ "$variant" = observed ]; then
+      OBSERVERS+="$(grep -o '"message":"observers told","[^}]*' "$SCRATCH/log" | grep -o '"seconds":[0-9.e-]*' | cut -d: -f2) "
+    fi
+  done
+done
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+plain=$(echo "${SECONDS_OF[plain]}" | median)
+observed=$(echo "${SECONDS_OF[observed]}" | median)
+inside=$(echo "$OBSERVERS" | median)
+echo "rows $ROWS, model $MODEL, median of $REPEAT interleaved runs"
+printf 'text logs only                                 %6.3f s\n' "$plain"
+printf 'JSON logs (-v) + metrics file + lineage file   %6.3f s  x%.4f\n' "$observed" "$(echo "$observed / $plain" | bc -l)"
+printf '  of which the metrics and lineage, in-process %9.6f s\n' "$inside"
+printf 'metrics file %d bytes, %d lines; lineage file %d bytes for %d events; %d log lines\n' \
+  "$(wc -c < "$SCRATCH/lakescore.prom")" "$(wc -l < "$SCRATCH/lakescore.prom")" \
+  "$(wc -c < "$SCRATCH/lineage.ndjson")" "$(wc -l < "$SCRATCH/lineage.ndjson")" "$(wc -l < "$SCRATCH/log")"
