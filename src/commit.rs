@@ -243,6 +243,16 @@ pub struct LedgerRecord {
 }
 
 impl LedgerRecord {
+    /// The run, as the holder of its output's lock.
+    pub fn holder(&self) -> Holder {
+        Holder {
+            run_id: self.run_id.clone(),
+            pid: self.pid,
+            host: self.host.clone(),
+            started_at: self.started_at.clone(),
+        }
+    }
+
     /// The record of a run that starts now, on this host, in this process.
     pub fn starting(run_id: &str, run_uuid: &str, started_at: SystemTime, mode: WriteMode, input: &Path) -> Self {
         LedgerRecord {
@@ -297,7 +307,13 @@ impl Transaction {
     /// prepares staging and records the run in the ledger. Nothing in `out`
     /// changes when this fails (bar the empty `_lakescore` folder the lock
     /// lives in).
-    pub fn begin(out: &Path, mode: WriteMode, ledger: LedgerRecord) -> Result<Self, crate::error::Error> {
+    /// `lock` is OUT's lock when the caller took it already.
+    pub fn begin(
+        out: &Path,
+        mode: WriteMode,
+        ledger: LedgerRecord,
+        lock: Option<OutputLock>,
+    ) -> Result<Self, crate::error::Error> {
         if out.exists() && !out.is_dir() {
             return Err(CommitError::OutputNotADirectory {
                 path: out.to_path_buf(),
@@ -305,13 +321,10 @@ impl Transaction {
             .into());
         }
         let meta = out.join(META_DIR);
-        let holder = Holder {
-            run_id: ledger.run_id.clone(),
-            pid: ledger.pid,
-            host: ledger.host.clone(),
-            started_at: ledger.started_at.clone(),
+        let lock = match lock {
+            Some(lock) => lock,
+            None => OutputLock::acquire(out, &meta, &ledger.holder())?,
         };
-        let lock = OutputLock::acquire(out, &meta, &holder)?;
         if mode == WriteMode::ErrorIfExists && holds_published_output(out)? {
             return Err(CommitError::OutputExists {
                 path: out.to_path_buf(),

@@ -37,12 +37,10 @@ pub enum Error {
     #[error(transparent)]
     Locked(#[from] LockError),
     #[error(transparent)]
-    Settings(#[from] crate::settings::SettingsError),
-    #[error(transparent)]
     Runs(#[from] crate::runs::RunsError),
     /// SIGINT or SIGTERM asked the run to stop.
     #[error(
-        "stopped by {}: staged files were removed and nothing was published",
+        "stopped by {}: the run published nothing (its staged files are removed)",
         crate::stop::signal_name(*signal)
     )]
     Interrupted { signal: i32 },
@@ -63,22 +61,35 @@ pub enum Error {
 }
 
 impl Error {
-    /// What to do about an error the operating system raised (a full disk, a
-    /// read-only output), for the line after the error.
+    /// How a run that ended with this error is recorded (ledger, metrics).
+    pub fn run_status(&self) -> &'static str {
+        match self {
+            Error::Interrupted { .. } => "interrupted",
+            Error::Locked(LockError::Held { .. }) => "locked",
+            _ => "failed",
+        }
+    }
+
+    /// What to do about an error the operating system raised while writing
+    /// the output (a full disk, a read-only output), for the line after the
+    /// error.
     pub fn hint(&self) -> Option<&'static str> {
+        if !matches!(self, Error::Commit(_) | Error::Sink(_) | Error::Locked(_)) {
+            return None;
+        }
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(self);
         while let Some(error) = source {
             if let Some(io) = error.downcast_ref::<std::io::Error>() {
                 return match io.kind() {
                     std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => Some(
-                        "the filesystem is full: nothing was published and the staged files were removed; \
-                         free space and run again (`--mode resume` keeps what earlier runs committed)",
+                        "the output's filesystem is full: the run stopped before its table was complete (no \
+                         `_SUCCESS`) and removed its staged files; free space and run again with `--mode resume`",
                     ),
                     std::io::ErrorKind::ReadOnlyFilesystem => {
-                        Some("the output is on a read-only filesystem: nothing was published; write somewhere writable")
+                        Some("the output is on a read-only filesystem: nothing was written; write somewhere writable")
                     }
                     std::io::ErrorKind::PermissionDenied => {
-                        Some("permission denied: nothing was published; check who owns the output folder")
+                        Some("permission denied while writing the output: check who owns the output folder")
                     }
                     _ => None,
                 };
@@ -113,7 +124,7 @@ impl Error {
     /// The exit code the binary ends with for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Usage(_) | Error::Settings(_) => exit_code::USAGE,
+            Error::Usage(_) => exit_code::USAGE,
             Error::Locked(LockError::Held { .. }) => exit_code::LOCKED,
             Error::Interrupted { signal } => exit_code::SIGNALLED + signal,
             Error::Device(error) => error.exit_code(),

@@ -57,7 +57,8 @@ pub enum LockError {
 /// The lock on one output, released (and its file removed) on drop.
 #[derive(Debug)]
 pub struct OutputLock {
-    file: File,
+    /// Held open: closing it releases the lock.
+    _file: File,
     path: PathBuf,
     /// The holder of a lock a dead run left behind, taken over by this one.
     pub taken_over: Option<Holder>,
@@ -118,7 +119,11 @@ impl OutputLock {
                 .and_then(|()| file.write_all(&record))
                 .and_then(|()| file.sync_all())
                 .map_err(io_error("write"))?;
-            return Ok(OutputLock { file, path, taken_over });
+            return Ok(OutputLock {
+                _file: file,
+                path,
+                taken_over,
+            });
         }
     }
 }
@@ -132,9 +137,9 @@ fn read_holder(file: &mut File) -> Option<Holder> {
 
 impl Drop for OutputLock {
     fn drop(&mut self) {
-        // Remove while locked, then unlock by closing (see the module notes).
+        // Remove while locked; the lock goes when the file is closed, right
+        // after (see the module notes).
         let _ = fs::remove_file(&self.path);
-        let _ = self.file.sync_all();
     }
 }
 

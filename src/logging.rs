@@ -21,7 +21,7 @@ use crate::util::rfc3339_millis;
 /// (`LAKESCORE_LOG=lakescore=debug,parquet=warn`).
 pub const FILTER_VARIABLE: &str = "LAKESCORE_LOG";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use lakescore::commit::WriteMode;
 use lakescore::device::DeviceSpec;
 use lakescore::error::{Error, exit_code};
@@ -46,15 +46,16 @@ flag > environment > file > default. --print-config shows the result.";
 )]
 #[command(after_help = EXIT_CODES)]
 struct Cli {
-    /// Print only errors.
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    /// Print only errors (where -v is also set, the one from the stronger
+    /// source wins: flag, environment, file).
+    #[arg(short, long, global = true)]
     quiet: bool,
     /// More log output (-v: debug, -vv: trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
     /// Log line format on stderr: `text`, or `json` (one object per line).
-    #[arg(long, global = true, value_enum, default_value_t = LogLines::Text)]
-    log_format: LogLines,
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// Read settings from this TOML file (keys are the long flag names).
     #[arg(long, global = true, value_name = "FILE", env = "LAKESCORE_CONFIG")]
     config: Option<PathBuf>,
@@ -63,12 +64,6 @@ struct Cli {
     print_config: bool,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogLines {
-    Text,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -169,7 +164,7 @@ struct MonitoringArgs {
     #[arg(long, value_name = "FILE")]
     metrics_file: Option<PathBuf>,
     /// Push the same metrics to a Prometheus Pushgateway (`http://host:9091`;
-    /// group `job=lakescore` unless the URL names one).
+    /// group `job="lakescore",instance=<job name>` unless the URL names one).
     #[arg(long, value_name = "URL", value_parser = parse_endpoint)]
     pushgateway: Option<Endpoint>,
     /// Append OpenLineage run events (START, then COMPLETE or FAIL) to FILE,
@@ -182,7 +177,8 @@ struct MonitoringArgs {
     /// The OpenLineage job namespace.
     #[arg(long, value_name = "NS", default_value = "lakescore")]
     lineage_namespace: String,
-    /// The OpenLineage job name (default: `score.` and the output folder's name).
+    /// The job's name in lineage and in the Pushgateway's group (default:
+    /// `score.` and the output folder's name).
     #[arg(long, value_name = "NAME")]
     job_name: Option<String>,
 }
@@ -194,7 +190,7 @@ struct SlaArgs {
     #[arg(long, value_name = "DURATION", value_parser = package::parse_age)]
     max_duration: Option<u64>,
     /// The local time of day (`06:30`; the `TZ` variable applies) by which the
-    /// run must be done: the first such time after it starts.
+    /// run must be done: the occurrence nearest its start (within 12 hours).
     #[arg(long, value_name = "HH:MM")]
     deadline: Option<Deadline>,
     /// The fewest rows the run may publish.
@@ -327,7 +323,10 @@ fn main() -> ExitCode {
         Err(error) => error.exit(),
     };
     let cli = Cli::from_arg_matches(&layered.matches).unwrap_or_else(|error| error.exit());
-    init_logging(&cli);
+    init_logging(&cli, &layered);
+    for key in &layered.unused_keys {
+        tracing::debug!(key = %key, "config file setting not used by this command");
+    }
     if cli.print_config {
         let name = layered.matches.subcommand_name().unwrap_or("lakescore");
         print!("{}", settings::render(name, &layered.settings));
@@ -351,11 +350,11 @@ fn main() -> ExitCode {
 fn report_error(cli: &Cli, error: &Error) {
     let chain = pipeline::error_chain(error);
     match cli.log_format {
-        LogLines::Json => match error.hint() {
+        LogFormat::Json => match error.hint() {
             Some(hint) => tracing::error!(exit_code = error.exit_code(), hint, "{chain}"),
             None => tracing::error!(exit_code = error.exit_code(), "{chain}"),
         },
-        LogLines::Text => {
+        LogFormat::Text => {
             eprintln!("error: {error}");
             let mut source = std::error::Error::source(error);
             while let Some(cause) = source {
@@ -496,10 +495,11 @@ fn run(cli: &Cli) -> Result<Outcome, Error> {
 }
 
 /// `lakescore score`: the nightly job. Tells the observers (metrics, lineage)
-/// that it starts and how it ended, whatever the ending.
+/// that it began and how it ended, whatever the ending, except when another
+/// run holds the output: that run's metrics, report and lineage are not this
+/// one's to touch.
 fn score_job(cli: &Cli, args: &ScoreArgs) -> Result<Outcome, Error> {
     let identity = RunIdentity::new();
-    logging::set_run(&identity.run_id);
     let observers = observers_of(&args.monitoring, &args.output)?;
     let start = RunStart {
         identity: &identity,
@@ -507,43 +507,86 @@ fn score_job(cli: &Cli, args: &ScoreArgs) -> Result<Outcome, Error> {
         input: &args.model_input.input,
         output: Some(&args.output),
     };
-    observers.run_started(&start);
+    let began = std::cell::Cell::new(false);
+    let begin = || {
+        observers.run_started(&start);
+        began.set(true);
+    };
+    let failed = |error: Error, model: Option<&lakescore::model::ModelInfo>| -> Error {
+        if matches!(error, Error::Locked(_)) {
+            return error;
+        }
+        if !began.get() {
+            begin(); // a run that failed before it began still starts, then fails
+        }
+        observers.run_ended(&RunEnd {
+            start: start.clone(),
+            finished_at: std::time::SystemTime::now(),
+            status: error.run_status(),
+            exit_code: error.exit_code(),
+            error: Some(pipeline::error_chain(&error)),
+            model,
+            report: None,
+        });
+        if let Some(path) = &args.report {
+            // The run's error matters more than the report's.
+            if let Err(report_error) = write_report(path, &FailureReport::new(&error)) {
+                tracing::warn!(error = %report_error, "cannot write the failure report");
+            }
+        }
+        error
+    };
     let (package, mut options) = match load(&args.model_input, cli, args.as_of, identity.clone()) {
         Ok(loaded) => loaded,
-        Err(error) => return Err(score_failed(&observers, &start, None, error, args)),
+        Err(error) => return Err(failed(error, None)),
     };
     options.sla = args.sla.sla();
     let model = package.model.info();
-    let report = match pipeline::score(&package, &args.model_input.input, &args.output, args.mode, &options) {
+    let report = match pipeline::score(
+        &package,
+        &args.model_input.input,
+        &args.output,
+        args.mode,
+        &options,
+        &begin,
+    ) {
         Ok(report) => report,
-        Err(error) => return Err(score_failed(&observers, &start, Some(model), error, args)),
+        Err(error) => return Err(failed(error, Some(model))),
     };
-    let mut end = RunEnd {
-        start: start.clone(),
-        finished_at: std::time::SystemTime::now(),
-        status: "succeeded",
-        exit_code: exit_code::DONE,
-        error: None,
-        model: Some(model),
-        report: None,
-    };
+    if !began.get() {
+        begin(); // rejected by a type rule before the transaction
+    }
     let outcome = match (report.status, report.sla.as_ref().is_some_and(|s| s.breached)) {
         ("rejected", _) => Outcome::Rejected,
         (_, true) => Outcome::SlaMissed,
         _ => Outcome::Done,
     };
-    (end.status, end.exit_code) = match outcome {
-        Outcome::Rejected => ("rejected", exit_code::REJECTED),
-        Outcome::SlaMissed => ("sla_missed", exit_code::SLA_MISSED),
-        Outcome::Done => ("succeeded", exit_code::DONE),
+    let (status, mut exit_code, mut error) = match outcome {
+        Outcome::Rejected => (
+            "rejected",
+            exit_code::REJECTED,
+            Some(format!("rejected: {}", report.judgement.rejection_summary())),
+        ),
+        Outcome::SlaMissed => ("sla_missed", exit_code::SLA_MISSED, None),
+        Outcome::Done => ("succeeded", exit_code::DONE, None),
     };
-    if let Outcome::Rejected = outcome {
-        end.error = Some(format!("rejected: {}", report.judgement.rejection_summary()));
-    }
-    end.report = Some(&report);
+    // The reports first, so that the metrics and lineage tell the exit code
+    // the process ends with.
     let written = write_reports(&report, args.report.as_deref(), args.html.as_deref());
+    if let Err(report_error) = &written {
+        exit_code = report_error.exit_code();
+        error = Some(pipeline::error_chain(report_error));
+    }
     let clock = std::time::Instant::now();
-    observers.run_ended(&end);
+    observers.run_ended(&RunEnd {
+        start: start.clone(),
+        finished_at: std::time::SystemTime::now(),
+        status,
+        exit_code,
+        error,
+        model: Some(model),
+        report: Some(&report),
+    });
     // What monitoring costs, for benches/observability_overhead.sh.
     tracing::debug!(seconds = clock.elapsed().as_secs_f64(), "observers told");
     written?;
@@ -551,11 +594,8 @@ fn score_job(cli: &Cli, args: &ScoreArgs) -> Result<Outcome, Error> {
         Outcome::Rejected => {
             let why = report.judgement.rejection_summary();
             match cli.log_format {
-                LogLines::Text => eprintln!("rejected: nothing was published to `{}`: {why}", args.output.display()),
-                LogLines::Json => tracing::error!(
-                    exit_code = exit_code::REJECTED,
-                    "rejected: nothing was published: {why}"
-                ),
+                LogFormat::Text => eprintln!("rejected: nothing was published to `{}`: {why}", args.output.display()),
+                LogFormat::Json => tracing::error!(exit_code, "rejected: nothing was published: {why}"),
             }
         }
         Outcome::SlaMissed | Outcome::Done => {
@@ -569,62 +609,34 @@ fn score_job(cli: &Cli, args: &ScoreArgs) -> Result<Outcome, Error> {
             );
             warn_about(&report);
             if let Some(sla) = report.sla.as_ref().filter(|s| s.breached) {
-                tracing::warn!(exit_code = exit_code::SLA_MISSED, "missed SLA: {}", sla.summary());
+                tracing::warn!(exit_code, "missed SLA: {}", sla.summary());
             }
         }
     }
     Ok(outcome)
 }
 
-/// Tells the observers that a `score` run failed, writes its failure report,
-/// and hands the error back.
-fn score_failed(
-    observers: &Observers,
-    start: &RunStart<'_>,
-    model: Option<&lakescore::model::ModelInfo>,
-    error: Error,
-    args: &ScoreArgs,
-) -> Error {
-    observers.run_ended(&RunEnd {
-        start: start.clone(),
-        finished_at: std::time::SystemTime::now(),
-        status: match error {
-            Error::Interrupted { .. } => "interrupted",
-            _ => "failed",
-        },
-        exit_code: error.exit_code(),
-        error: Some(pipeline::error_chain(&error)),
-        model,
-        report: None,
-    });
-    if let Some(path) = &args.report {
-        // The run's error matters more than the report's.
-        if let Err(report_error) = write_report(path, &FailureReport::new(&error)) {
-            tracing::warn!(error = %report_error, "cannot write the failure report");
-        }
-    }
-    error
-}
-
 /// Where `score` sends metrics and lineage; refuses before the run what could
 /// never work.
 fn observers_of(args: &MonitoringArgs, output: &std::path::Path) -> Result<Observers, Error> {
+    let job = args.job_name.clone().unwrap_or_else(|| {
+        let name = std::path::absolute(output)
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "output".into());
+        format!("score.{name}")
+    });
     let lineage = (args.lineage_file.is_some() || args.lineage_url.is_some()).then(|| Lineage {
         file: args.lineage_file.clone(),
         url: args.lineage_url.clone(),
         namespace: args.lineage_namespace.clone(),
-        job: args.job_name.clone().unwrap_or_else(|| {
-            let name = std::path::absolute(output)
-                .ok()
-                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .unwrap_or_else(|| "output".into());
-            format!("score.{name}")
-        }),
+        job: job.clone(),
     });
     let observers = Observers {
         metrics_file: args.metrics_file.clone(),
         pushgateway: args.pushgateway.clone(),
         lineage,
+        job,
     };
     observers.check().map_err(Error::Usage)?;
     Ok(observers)
@@ -723,7 +735,7 @@ fn run_options(
             true => IdColumns::Default,
             false => IdColumns::Named(id_columns),
         },
-        progress: !cli.quiet && matches!(cli.log_format, LogLines::Text),
+        progress: !cli.quiet && matches!(cli.log_format, LogFormat::Text),
         device,
         as_of,
         identity,
@@ -763,16 +775,14 @@ fn write_report(path: &std::path::Path, report: &impl serde::Serialize) -> Resul
     })
 }
 
-fn init_logging(cli: &Cli) {
-    let level = match (cli.quiet, cli.verbose) {
+fn init_logging(cli: &Cli, layered: &settings::Layered) {
+    let precedence = |key| layered.source_of(key).map_or(0, settings::Source::precedence);
+    let quiet = cli.quiet && (cli.verbose == 0 || precedence("quiet") >= precedence("verbose"));
+    let level = match (quiet, cli.verbose) {
         (true, _) => "error",
         (false, 0) => "info",
         (false, 1) => "debug",
         (false, _) => "trace",
     };
-    let format = match cli.log_format {
-        LogLines::Text => LogFormat::Text,
-        LogLines::Json => LogFormat::Json,
-    };
-    logging::init(format, level);
+    logging::init(cli.log_format, level);
 }

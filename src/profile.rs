@@ -237,6 +237,15 @@ pub enum Role {
     Score,
 }
 
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Feature => "feature",
+            Role::Score => "score",
+        }
+    }
+}
+
 /// Fixed bins of a reference numeric column: bin `i` holds values whose
 /// bucket key is in `[keys[i-1], keys[i])` (open at both ends).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

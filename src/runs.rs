@@ -41,7 +41,13 @@ pub struct RunEntry {
 /// Every run recorded in `out`, oldest first.
 pub fn list(out: &Path) -> Result<Vec<RunEntry>, RunsError> {
     let folder = out.join(META_DIR).join("runs");
-    let entries = fs::read_dir(&folder).map_err(|_| RunsError::NoLedger { out: out.to_path_buf() })?;
+    let entries = fs::read_dir(&folder).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => RunsError::NoLedger { out: out.to_path_buf() },
+        _ => RunsError::Read {
+            path: folder.clone(),
+            source,
+        },
+    })?;
     let holder: Option<Holder> = fs::read(out.join(META_DIR).join("lock"))
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok());
@@ -102,8 +108,12 @@ fn is_alive(record: &LedgerRecord, holder: Option<&Holder>) -> bool {
     if holder.host != crate::commit::host_name() {
         return true; // another machine's process: trust its lock
     }
-    // SAFETY: kill with signal 0 only checks that the process exists.
-    unsafe { libc::kill(holder.pid as libc::pid_t, 0) == 0 }
+    // Signal 0 only checks that the process exists; EPERM says it exists and
+    // belongs to another user. (A pid reused since the run died reads as
+    // alive: a listing cannot tell, the next run's lock can.)
+    // SAFETY: kill with signal 0 sends nothing.
+    let alive = unsafe { libc::kill(holder.pid as libc::pid_t, 0) } == 0;
+    alive || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// The runs as a table, one line each.

@@ -21,8 +21,21 @@ use crate::util::Suggestion;
 
 /// The flag naming the config file (its own variable is `LAKESCORE_CONFIG`).
 pub const CONFIG_FLAG: &str = "config";
-/// Flags that only make sense typed: they get no variable and no file key.
-const COMMAND_LINE_ONLY: [&str; 4] = ["help", "version", "print-config", CONFIG_FLAG];
+/// Flags that only make sense typed: they get no variable and no file key
+/// (besides `--help` and `--version`, found by their action).
+const COMMAND_LINE_ONLY: [&str; 2] = ["print-config", CONFIG_FLAG];
+/// The commands a config file configures. Other commands (`profile`, `model
+/// package`, ...) take only its global settings (log format, verbosity): a
+/// job's `output = ...` must not become the `--output` of a profile.
+const CONFIGURED_COMMANDS: [&str; 3] = ["score", "check", "bench"];
+
+/// Whether a flag can come from the environment or a file.
+fn is_setting(arg: &clap::Arg) -> bool {
+    !matches!(
+        arg.get_action(),
+        ArgAction::Help | ArgAction::HelpShort | ArgAction::HelpLong | ArgAction::Version
+    ) && arg.get_long().is_some_and(|long| !COMMAND_LINE_ONLY.contains(&long))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -46,8 +59,6 @@ pub enum SettingsError {
         key: String,
         problem: String,
     },
-    #[error("config file `{}`: {message}", path.display())]
-    Rejected { path: PathBuf, message: String },
 }
 
 /// Where a setting's value came from.
@@ -57,6 +68,18 @@ pub enum Source {
     Environment(String),
     File(PathBuf),
     Default,
+}
+
+impl Source {
+    /// Higher wins: flag, environment, file, default.
+    pub fn precedence(&self) -> u8 {
+        match self {
+            Source::Flag => 3,
+            Source::Environment(_) => 2,
+            Source::File(_) => 1,
+            Source::Default => 0,
+        }
+    }
 }
 
 /// One setting of the command being run, as `--print-config` shows it.
@@ -85,13 +108,21 @@ pub fn environment_name(long: &str) -> String {
 }
 
 /// Gives every flag of `command` (and of its subcommands) its environment
-/// variable.
+/// variable. Switches read `1`/`0`, `yes`/`no`, `true`/`false`, `on`/`off`;
+/// repeatable flags read a comma-separated list (`LAKESCORE_ID_COLUMN=a,b`).
 pub fn with_environment(command: Command) -> Command {
     fn add(command: Command) -> Command {
         command
-            .mut_args(|arg| match arg.get_long().map(str::to_string) {
-                Some(long) if !COMMAND_LINE_ONLY.contains(&long.as_str()) => arg.env(environment_name(&long)),
-                _ => arg,
+            .mut_args(|arg| {
+                if !is_setting(&arg) {
+                    return arg;
+                }
+                let name = environment_name(arg.get_long().expect("settings have a long name"));
+                match arg.get_action() {
+                    ArgAction::SetTrue => arg.env(name).value_parser(clap::builder::BoolishValueParser::new()),
+                    ArgAction::Append => arg.env(name).value_delimiter(','),
+                    _ => arg.env(name),
+                }
             })
             .mut_subcommands(add)
     }
@@ -104,6 +135,15 @@ pub fn with_environment(command: Command) -> Command {
 pub struct Layered {
     pub matches: ArgMatches,
     pub settings: Vec<Setting>,
+    /// Keys of the file this command does not take (another command's), to
+    /// log once logging is set up.
+    pub unused_keys: Vec<String>,
+}
+
+impl Layered {
+    pub fn source_of(&self, key: &str) -> Option<&Source> {
+        self.settings.iter().find(|s| s.key == key)?.source.as_ref()
+    }
 }
 
 /// Parses `argv` against `command` (which [`with_environment`] has prepared),
@@ -117,44 +157,43 @@ pub fn parse(command: Command, argv: Vec<OsString>) -> Result<Result<Layered, Se
     let first = command.clone().ignore_errors(true).try_get_matches_from(&argv)?;
     let config = first.get_one::<PathBuf>(CONFIG_FLAG).cloned();
     let (leaf, leaf_matches) = leaf_of(&command, &first);
-    let mut injected: Vec<String> = Vec::new();
-    let mut tokens: Vec<OsString> = Vec::new();
+    let mut file = FileSettings::default();
     if let Some(path) = &config {
         match file_tokens(&command, leaf, leaf_matches, path) {
-            Ok((keys, more)) => {
-                injected = keys;
-                tokens = more;
-            }
+            Ok(read) => file = read,
             Err(error) => return Ok(Err(error)),
         }
     }
+    let FileSettings {
+        keys: injected,
+        tokens,
+        unused,
+    } = file;
     let mut full = argv;
     full.extend(tokens);
     let matches = match command.clone().try_get_matches_from(&full) {
         Ok(matches) => matches,
         // An error about a flag the file set is the file's error.
-        Err(error) if caused_by(&error, &injected) => {
-            let path = config.expect("values were injected from a file");
-            return Ok(Err(SettingsError::Rejected {
-                path,
-                message: error
-                    .render()
-                    .to_string()
-                    .trim_start_matches("error: ")
-                    .trim()
-                    .to_string(),
-            }));
-        }
-        Err(error) => return Err(error),
+        Err(error) => match caused_by(&error, &injected) {
+            Some(key) => {
+                let path = config.expect("values were injected from a file");
+                let message = error.render().to_string();
+                let first_line = message.lines().next().unwrap_or_default();
+                return Ok(Err(SettingsError::BadValue {
+                    path,
+                    key,
+                    problem: format!("cannot be used: {}", first_line.trim_start_matches("error: ")),
+                }));
+            }
+            None => return Err(error),
+        },
     };
     let (leaf, leaf_matches) = leaf_of(&command, &matches);
     let settings = leaf
         .get_arguments()
-        .filter_map(|arg| {
-            let long = arg.get_long()?;
-            if COMMAND_LINE_ONLY.contains(&long) {
-                return None;
-            }
+        .filter(|arg| is_setting(arg))
+        .map(|arg| {
+            let long = arg.get_long().expect("settings have a long name");
             let id = arg.get_id().as_str();
             let source = leaf_matches.value_source(id).map(|source| match source {
                 ValueSource::CommandLine if injected.iter().any(|k| k == long) => {
@@ -164,30 +203,39 @@ pub fn parse(command: Command, argv: Vec<OsString>) -> Result<Result<Layered, Se
                 ValueSource::EnvVariable => Source::Environment(environment_name(long)),
                 _ => Source::Default,
             });
-            let values = leaf_matches
-                .get_raw(id)
-                .map(|raw| raw.map(|v| v.to_string_lossy().into_owned()).collect())
-                .unwrap_or_default();
-            Some(Setting {
+            let values = match kind_of(arg) {
+                // The parsed switch: its variable may say `1` or `yes`.
+                ValueKind::Switch => vec![leaf_matches.get_flag(id).to_string()],
+                _ => leaf_matches
+                    .get_raw(id)
+                    .map(|raw| raw.map(|v| v.to_string_lossy().into_owned()).collect())
+                    .unwrap_or_default(),
+            };
+            Setting {
                 key: long.to_string(),
                 environment: environment_name(long),
                 values,
                 source,
                 kind: kind_of(arg),
-            })
+            }
         })
         .collect();
-    Ok(Ok(Layered { matches, settings }))
+    Ok(Ok(Layered {
+        matches,
+        settings,
+        unused_keys: unused,
+    }))
 }
 
-/// Whether a clap error is about one of the flags the file set.
-fn caused_by(error: &clap::Error, injected: &[String]) -> bool {
+/// The key of the file whose flag a clap error is about, if it is one.
+fn caused_by(error: &clap::Error, injected: &[String]) -> Option<String> {
     let Some(clap::error::ContextValue::String(arg)) = error.get(clap::error::ContextKind::InvalidArg) else {
-        return false;
+        return None;
     };
     injected
         .iter()
-        .any(|key| arg == &format!("--{key}") || arg.starts_with(&format!("--{key} ")))
+        .find(|key| arg == &format!("--{key}") || arg.starts_with(&format!("--{key} ")))
+        .cloned()
 }
 
 /// The subcommand being run (the innermost one) and its matches.
@@ -219,8 +267,8 @@ fn kind_of(arg: &clap::Arg) -> ValueKind {
 fn all_longs(command: &Command) -> Vec<String> {
     let mut longs: Vec<String> = command
         .get_arguments()
+        .filter(|a| is_setting(a))
         .filter_map(|a| a.get_long())
-        .filter(|long| !COMMAND_LINE_ONLY.contains(long))
         .map(str::to_string)
         .collect();
     for sub in command.get_subcommands() {
@@ -231,6 +279,17 @@ fn all_longs(command: &Command) -> Vec<String> {
     longs
 }
 
+/// What a config file gives the command being run.
+#[derive(Default)]
+struct FileSettings {
+    /// The keys applied.
+    keys: Vec<String>,
+    /// Their command-line tokens.
+    tokens: Vec<OsString>,
+    /// Known keys this command does not take.
+    unused: Vec<String>,
+}
+
 /// The command-line tokens for the file's settings that the command line and
 /// the environment leave unset, and the keys they came from.
 fn file_tokens(
@@ -238,7 +297,7 @@ fn file_tokens(
     leaf: &Command,
     leaf_matches: &ArgMatches,
     path: &Path,
-) -> Result<(Vec<String>, Vec<OsString>), SettingsError> {
+) -> Result<FileSettings, SettingsError> {
     let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
         path: path.to_path_buf(),
         source,
@@ -248,8 +307,8 @@ fn file_tokens(
         message: error.message().to_string(),
     })?;
     let known = all_longs(root);
-    let mut keys = Vec::new();
-    let mut tokens = Vec::new();
+    let configured = CONFIGURED_COMMANDS.contains(&leaf.get_name());
+    let mut read = FileSettings::default();
     for (key, value) in &table {
         let bad = |problem: String| SettingsError::BadValue {
             path: path.to_path_buf(),
@@ -259,11 +318,15 @@ fn file_tokens(
         if COMMAND_LINE_ONLY.contains(&key.as_str()) {
             return Err(bad("can only be given on the command line".into()));
         }
-        let Some(arg) = leaf.get_arguments().find(|a| a.get_long() == Some(key.as_str())) else {
+        let arg = leaf
+            .get_arguments()
+            .find(|a| a.get_long() == Some(key.as_str()))
+            .filter(|a| configured || a.is_global_set());
+        let Some(arg) = arg else {
             if known.iter().any(|k| k == key) {
                 // A setting of another command (a file shared by `score` and
                 // `check`, say): it does not apply to this one.
-                tracing::debug!(key = %key, file = %path.display(), "config setting not used by this command");
+                read.unused.push(key.clone());
                 continue;
             }
             return Err(SettingsError::UnknownKey {
@@ -280,6 +343,7 @@ fn file_tokens(
             continue; // the command line or the environment wins
         }
         let flag = format!("--{key}");
+        let tokens = &mut read.tokens;
         match (kind_of(arg), value) {
             (ValueKind::Switch, toml::Value::Boolean(on)) => {
                 if *on {
@@ -298,9 +362,9 @@ fn file_tokens(
             }
             (_, value) => tokens.push(format!("{flag}={}", scalar(value).map_err(bad)?).into()),
         }
-        keys.push(key.clone());
+        read.keys.push(key.clone());
     }
-    Ok((keys, tokens))
+    Ok(read)
 }
 
 fn scalar(value: &toml::Value) -> Result<String, String> {
@@ -309,6 +373,7 @@ fn scalar(value: &toml::Value) -> Result<String, String> {
         toml::Value::Integer(n) => Ok(n.to_string()),
         toml::Value::Float(x) => Ok(x.to_string()),
         toml::Value::Boolean(b) => Ok(b.to_string()),
+        toml::Value::Datetime(time) => Ok(time.to_string()),
         other => Err(format!("must be a string or a number, not {}", other.type_str())),
     }
 }
@@ -326,15 +391,12 @@ pub fn render(command_name: &str, settings: &[Setting]) -> String {
             let line = match (setting.kind, setting.values.as_slice()) {
                 (_, []) => format!("# {} (not set)", setting.key),
                 (ValueKind::Switch, [value]) => format!("{} = {}", setting.key, value == "true"),
-                (ValueKind::Count, values) => format!("{} = {}", setting.key, values.len()),
+                // clap keeps a count as one value, the running total.
+                (ValueKind::Count, [count, ..]) => format!("{} = {count}", setting.key),
                 (ValueKind::List, values) => format!(
                     "{} = [{}]",
                     setting.key,
-                    values
-                        .iter()
-                        .map(|v| toml::Value::String(v.clone()).to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    values.iter().map(|v| quoted(v)).collect::<Vec<_>>().join(", ")
                 ),
                 (_, [value, ..]) => format!("{} = {}", setting.key, quoted(value)),
             };
@@ -355,13 +417,10 @@ pub fn render(command_name: &str, settings: &[Setting]) -> String {
     text
 }
 
-/// A value as TOML: numbers bare, everything else a string (the file reader
-/// takes either for any flag).
+/// A value as a TOML string (the file reader takes a string for any flag, so
+/// `"1.10"` stays `1.10`).
 fn quoted(text: &str) -> String {
-    match text.parse::<f64>() {
-        Ok(number) if number.is_finite() && !text.starts_with('+') && !text.ends_with('.') => text.to_string(),
-        _ => toml::Value::String(text.to_string()).to_string(),
-    }
+    toml::Value::String(text.to_string()).to_string()
 }
 
 #[cfg(test)]
@@ -428,7 +487,7 @@ mod tests {
         // `as-of` belongs to another command: not an error, not applied.
         assert!(layered.settings.iter().all(|s| s.key != "as-of"));
         let printed = render("score", &layered.settings);
-        assert!(printed.contains("threads = 5 "), "{printed}");
+        assert!(printed.contains("threads = \"5\""), "{printed}");
         assert!(printed.contains("id-column = [\"a\", \"b\"]"), "{printed}");
     }
 

@@ -19,7 +19,10 @@ pub struct Sla {
 }
 
 /// A time of day (`06:30`, local time as the `TZ` variable says) by which the
-/// run must be done: the first such time after the run started.
+/// run must be done: the occurrence of that time nearest the run's start
+/// (within 12 hours either way). A job started at 23:30 with a 06:00
+/// deadline is due the next morning; a retry started at 07:10 has already
+/// missed its 06:30 deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadline {
     pub hour: u32,
@@ -44,9 +47,11 @@ impl std::str::FromStr for Deadline {
 }
 
 impl Deadline {
-    /// Seconds since the epoch of the first HH:MM local time after `start`.
-    pub fn after(&self, start: i64) -> i64 {
-        for day in 0..3 {
+    /// Seconds since the epoch of the HH:MM local time nearest `start`.
+    pub fn nearest(&self, start: i64) -> i64 {
+        let mut best = start;
+        let mut best_distance = i64::MAX;
+        for day in -1..=1 {
             // SAFETY: localtime_r and mktime only read and write the structs we own.
             let at = unsafe {
                 let mut local: libc::tm = std::mem::zeroed();
@@ -59,11 +64,12 @@ impl Deadline {
                 local.tm_isdst = -1;
                 libc::mktime(&mut local) as i64
             };
-            if at > start {
-                return at;
+            if (at - start).abs() < best_distance {
+                best = at;
+                best_distance = (at - start).abs();
             }
         }
-        start
+        best
     }
 }
 
@@ -124,7 +130,7 @@ impl Sla {
             });
         }
         if let Some(deadline) = self.deadline {
-            let due = deadline.after(epoch_seconds(started) as i64);
+            let due = deadline.nearest(epoch_seconds(started) as i64);
             let done = epoch_seconds(finished);
             checks.push(SlaCheck {
                 name: "deadline",
@@ -162,15 +168,15 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn deadlines_parse_and_fall_after_the_start() {
+    fn deadlines_parse_and_fall_nearest_the_start() {
         assert_eq!("06:30".parse::<Deadline>(), Ok(Deadline { hour: 6, minute: 30 }));
         for bad in ["6:30", "24:00", "06:60", "0630", "06:30:00"] {
             assert!(bad.parse::<Deadline>().is_err(), "{bad}");
         }
         let start = 1_795_685_400; // 2026-11-26T09:30:00Z
-        for text in ["00:00", "09:30", "23:59"] {
-            let due = text.parse::<Deadline>().unwrap().after(start);
-            assert!(due > start && due <= start + 25 * 3600, "{text}: {due}");
+        for text in ["00:00", "09:30", "23:59", "21:29", "21:31"] {
+            let due = text.parse::<Deadline>().unwrap().nearest(start);
+            assert!((due - start).abs() <= 12 * 3600 + 3600, "{text}: {due}");
             // SAFETY: as in Deadline::after.
             let local = unsafe {
                 let mut local: libc::tm = std::mem::zeroed();

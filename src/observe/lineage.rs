@@ -1,5 +1,5 @@
-//! OpenLineage run events (spec 2-0-2): START when a run begins, COMPLETE or
-//! FAIL when it ends, naming the job, the input table and the output table,
+//! OpenLineage run events (spec 2-0-2): START when a run begins, COMPLETE,
+//! FAIL or (stopped by a signal) ABORT when it ends, naming the job, the input table and the output table,
 //! with the run's data-quality facets (row counts, per-column null counts,
 //! min, max, sum and quantiles from the run's profile, and every contract rule
 //! as an assertion). Written one event per line to a file (as OpenLineage's
@@ -46,8 +46,8 @@ impl Lineage {
                 json!({"name": "lakescore", "version": env!("CARGO_PKG_VERSION")}),
             ),
         );
-        let inputs = vec![dataset(start.input, Map::new())];
-        let outputs = start.output.map(|o| dataset(o, Map::new())).into_iter().collect();
+        let inputs = vec![dataset(start.input)];
+        let outputs = start.output.map(dataset).into_iter().collect();
         self.event("START", start.identity.started_at, start, run_facets, inputs, outputs)
     }
 
@@ -111,14 +111,14 @@ impl Lineage {
                 ));
             }
         }
-        let mut input = dataset(start.input, Map::new());
+        let mut input = dataset(start.input);
         if !input_facets.is_empty() {
             input["inputFacets"] = input_facets.into();
         }
         let outputs = start
             .output
             .map(|o| {
-                let mut output = dataset(o, Map::new());
+                let mut output = dataset(o);
                 if let Some(statistics) = output_statistics.take() {
                     output["outputFacets"] = json!({ "outputStatistics": statistics });
                 }
@@ -126,7 +126,11 @@ impl Lineage {
             })
             .into_iter()
             .collect();
-        let kind = if end.published() { "COMPLETE" } else { "FAIL" };
+        let kind = match end.status {
+            _ if end.published() => "COMPLETE",
+            "interrupted" => "ABORT",
+            _ => "FAIL",
+        };
         self.event(kind, end.finished_at, start, run_facets, vec![input], outputs)
     }
 
@@ -196,9 +200,9 @@ fn facet(version: &str, name: &str, fields: Value) -> Value {
 }
 
 /// A dataset on the local filesystem: namespace `file`, name its absolute path.
-fn dataset(path: &Path, facets: Map<String, Value>) -> Value {
+fn dataset(path: &Path) -> Value {
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    json!({"namespace": "file", "name": absolute.display().to_string(), "facets": facets})
+    json!({"namespace": "file", "name": absolute.display().to_string()})
 }
 
 /// The input's `dataQualityMetrics`: row count, bytes, and per-column figures

@@ -29,6 +29,7 @@ impl Families {
         if samples.is_empty() {
             return;
         }
+        let help = help.replace('\\', "\\\\").replace('\n', "\\n");
         let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} gauge");
         for (labels, value) in samples {
             self.text.push_str(name);
@@ -77,10 +78,9 @@ pub fn render(end: &RunEnd<'_>, previous_success: Option<f64>) -> String {
     let version = end.model.and_then(|m| m.version.as_deref()).unwrap_or("");
     out.gauge(
         "lakescore_run_info",
-        "The last run: its id, command, model and outcome (always 1).",
+        "The last run: its command, model and outcome (always 1; the run id is in the logs and the ledger).",
         &[(
             vec![
-                ("run_id", end.start.identity.run_id.as_str()),
                 ("command", end.start.command),
                 ("model", model),
                 ("model_version", version),
@@ -233,7 +233,7 @@ pub fn render(end: &RunEnd<'_>, previous_success: Option<f64>) -> String {
             drift
                 .columns
                 .iter()
-                .map(|c| (vec![("column", c.name.as_str())], value(c)))
+                .map(|c| (vec![("column", c.name.as_str()), ("kind", c.kind.as_str())], value(c)))
                 .collect()
         };
         out.gauge(

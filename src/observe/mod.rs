@@ -102,6 +102,8 @@ pub struct Observers {
     pub metrics_file: Option<PathBuf>,
     pub pushgateway: Option<Endpoint>,
     pub lineage: Option<Lineage>,
+    /// The job's name: the Pushgateway's `instance` label, lineage's job.
+    pub job: String,
 }
 
 impl Observers {
@@ -148,7 +150,7 @@ impl Observers {
                 }
             }
             if let Some(endpoint) = &self.pushgateway {
-                push(endpoint, &text);
+                push(&push_endpoint(endpoint, &self.job), &text, end.published());
             }
         }
         if let Some(lineage) = &self.lineage {
@@ -157,27 +159,54 @@ impl Observers {
     }
 }
 
-/// The Pushgateway group a run's metrics replace: `URL/metrics/job/lakescore`,
-/// or the URL as given when it names a group itself.
-pub fn push_endpoint(base: &Endpoint) -> Endpoint {
+/// The Pushgateway group of a job: `URL/metrics/job/lakescore/instance/<job>`
+/// (the job name base64url-encoded, as the Pushgateway allows, so that any
+/// name fits in a path), or the URL as given when it names a group itself.
+pub fn push_endpoint(base: &Endpoint, job: &str) -> Endpoint {
     let mut endpoint = base.clone();
     if !endpoint.path.contains("/metrics/job/") {
-        endpoint.path = format!("{}/metrics/job/lakescore", endpoint.path.trim_end_matches('/'));
+        endpoint.path = format!(
+            "{}/metrics/job/lakescore/instance@base64/{}",
+            endpoint.path.trim_end_matches('/'),
+            base64url(job.as_bytes())
+        );
     }
     endpoint
 }
 
-fn push(base: &Endpoint, text: &str) {
-    let endpoint = push_endpoint(base);
-    // PUT replaces every metric of the group: a metric the last run had and
-    // this one lacks (a renamed rule, say) does not linger.
-    match http::send("PUT", &endpoint, "text/plain; version=0.0.4", text.as_bytes()) {
+/// Pushes a run's metrics. A published run replaces the whole group (PUT), so
+/// that a metric the last run had and this one lacks does not linger; a
+/// failed run replaces only the families it sends (POST), so that the
+/// group keeps `lakescore_last_success_timestamp_seconds` and the figures of
+/// the last success.
+fn push(endpoint: &Endpoint, text: &str, published: bool) {
+    let method = if published { "PUT" } else { "POST" };
+    match http::send(method, endpoint, "text/plain; version=0.0.4", text.as_bytes()) {
         Ok((200..=299, _)) => tracing::debug!(url = %endpoint, "pushed metrics"),
         Ok((status, body)) => {
             tracing::warn!(url = %endpoint, status, response = %body, "the Pushgateway refused the metrics")
         }
         Err(error) => tracing::warn!(url = %endpoint, error = %error, "cannot push metrics"),
     }
+}
+
+/// Base64 with the URL-safe alphabet, padded (the Pushgateway's `@base64`).
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut text = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            text.push(match i <= chunk.len() {
+                true => ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char,
+                false => '=',
+            });
+        }
+    }
+    text
 }
 
 #[cfg(test)]
@@ -197,10 +226,16 @@ mod tests {
     }
 
     #[test]
-    fn pushes_go_to_the_job_group() {
-        let base: Endpoint = "http://gw:9091".parse().unwrap();
-        assert_eq!(push_endpoint(&base).path, "/metrics/job/lakescore");
+    fn pushes_go_to_the_jobs_group() {
+        let base: Endpoint = "http://gw:9091/".parse().unwrap();
+        assert_eq!(
+            push_endpoint(&base, "score.churn/eu").path,
+            "/metrics/job/lakescore/instance@base64/c2NvcmUuY2h1cm4vZXU="
+        );
         let named: Endpoint = "http://gw:9091/metrics/job/nightly/instance/a".parse().unwrap();
-        assert_eq!(push_endpoint(&named).path, "/metrics/job/nightly/instance/a");
+        assert_eq!(push_endpoint(&named, "x").path, "/metrics/job/nightly/instance/a");
+        assert_eq!(base64url(b"\xfb\xff"), "-_8=");
+        assert_eq!(base64url(b"ab"), "YWI=");
+        assert_eq!(base64url(b""), "");
     }
 }

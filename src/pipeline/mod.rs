@@ -26,6 +26,7 @@ use crate::contract::{self, Contract, Inspection, NULL_KEY, RowMarks, TableFacts
 use crate::drift::Status;
 use crate::error::{Error, Result};
 use crate::features::{self, FeatureSource};
+use crate::lock::OutputLock;
 use crate::model::{Feature, FeatureBlock, Model, ModelError, ModelInfo, Scores};
 use crate::observe::RunIdentity;
 use crate::package::{ColumnKind, Package};
@@ -110,14 +111,35 @@ struct PassKind {
 /// `lakescore score`: scores `input` into `output`, checks it against the
 /// package's contract in the same pass, and commits it, or, when a rule or
 /// guard says no, publishes nothing and reports why (status `rejected`).
+/// `began` is called once the run holds OUT's lock and has opened its
+/// transaction (for the lineage START event).
 pub fn score(
     package: &Package,
     input: &Path,
     output: &Path,
     mode: WriteMode,
     options: &RunOptions,
+    began: &dyn Fn(),
 ) -> Result<RunReport> {
     let start = Start::new(options)?;
+    let mut ledger = LedgerRecord::starting(&start.run_id, &options.identity.uuid, start.started_at, mode, input);
+    // A second run into an output lakescore has written before is refused
+    // here, before planning (which reads every footer). A new output has no
+    // lock folder yet: creating one would touch OUT before the input is
+    // known to be good, so its lock is taken when the transaction begins.
+    let early_lock = match output.join(commit::META_DIR).is_dir() {
+        true => {
+            if input.exists() {
+                commit::check_separate(input, output)?;
+            }
+            Some(OutputLock::acquire(
+                output,
+                &output.join(commit::META_DIR),
+                &ledger.holder(),
+            )?)
+        }
+        false => None,
+    };
     let (started_at, clock, run_id, pool) = (start.started_at, start.clock, &start.run_id, &start.pool);
     let model = package.model.as_ref();
     let pass = PassKind {
@@ -138,13 +160,13 @@ pub fn score(
         return Ok(report.finish_rejected(clock));
     }
     let info = model.info();
-    let mut ledger = LedgerRecord::starting(run_id, &options.identity.uuid, started_at, mode, input);
     ledger.input_fingerprint = table_fingerprint(&table.plan);
     ledger.input_files = table.plan.files.len();
     ledger.model_name = info.name.clone();
     ledger.model_version = info.version.clone();
     ledger.model_sha256 = info.sha256.clone();
-    let mut transaction = Transaction::begin(output, mode, ledger)?;
+    let mut transaction = Transaction::begin(output, mode, ledger, early_lock)?;
+    began();
     tracing::info!(input = %input.display(), output = %output.display(), "scoring");
 
     let outcome = stage_and_judge(pool, package, &table, &facts, &mut transaction, options)
@@ -232,11 +254,7 @@ pub fn score(
 
 /// Ends a failed run's transaction, recording why, and hands the error back.
 fn abort(transaction: Transaction, error: Error) -> Error {
-    let status = match error {
-        Error::Interrupted { .. } => "interrupted",
-        _ => "failed",
-    };
-    if let Err(abort_error) = transaction.abort(status, &error_chain(&error)) {
+    if let Err(abort_error) = transaction.abort(error.run_status(), &error_chain(&error)) {
         tracing::warn!(error = %abort_error, "could not clean up after the failed run");
     }
     error

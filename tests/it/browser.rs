@@ -70,7 +70,7 @@ pub fn assert_renders_in_chromium(page: &std::path::Path) -> bool {
 
 fn skip_without_chromium(page: &Path) -> bool {
     let names = CHROMIUM_NAMES.join(", ");
-    if std::env::var_os("CI").is_some() {
+    if crate::common::in_ci() {
         panic!(
             "no chromium on PATH (looked for {names}); CI installs it, so {} must be checked",
             page.display()

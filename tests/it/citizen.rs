@@ -65,9 +65,9 @@ fn settings_come_from_flags_then_environment_then_file_then_defaults() {
     };
     assert!(line("mode").starts_with("mode = \"error-if-exists\"") && line("mode").ends_with("# flag"));
     assert!(
-        line("threads").starts_with("threads = 2 ") && line("threads").ends_with("# environment LAKESCORE_THREADS")
+        line("threads").starts_with("threads = \"2\"") && line("threads").ends_with("# environment LAKESCORE_THREADS")
     );
-    assert!(line("min-rows").starts_with("min-rows = 10 ") && line("min-rows").contains("# config file"));
+    assert!(line("min-rows").starts_with("min-rows = \"10\"") && line("min-rows").contains("# config file"));
     assert!(line("log-format").starts_with("log-format = \"json\""));
     assert!(line("id-column").contains("(not set)") && line("id-column").ends_with("# or LAKESCORE_ID_COLUMN"));
     assert!(line("device").ends_with("# default"));
@@ -87,9 +87,55 @@ fn settings_come_from_flags_then_environment_then_file_then_defaults() {
     );
 
     // LAKESCORE_CONFIG names the file too.
-    let run = lakescore_with_env(["score", "--print-config"], &[("LAKESCORE_CONFIG", config_arg)]);
+    let run = lakescore_with_env(
+        ["score", "--print-config", "-vv"],
+        &[
+            ("LAKESCORE_CONFIG", config_arg),
+            ("LAKESCORE_ID_COLUMN", "customer_id,dt"),
+            ("LAKESCORE_QUIET", "1"),
+        ],
+    );
     run.assert_ok();
-    assert!(run.stdout.contains("min-rows = 10 "), "{}", run.stdout);
+    assert!(run.stdout.contains("min-rows = \"10\""), "{}", run.stdout);
+    assert!(run.stdout.contains("verbose = 2 "), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("quiet = true "),
+        "a boolish variable: {}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("id-column = [\"customer_id\", \"dt\"]"),
+        "a list variable: {}",
+        run.stdout
+    );
+
+    // -v on the command line beats LAKESCORE_QUIET; the variable alone silences.
+    let loud = lakescore_with_env(
+        ["score", "--config", config_arg, "-v", "--mode", "overwrite"],
+        &[("LAKESCORE_QUIET", "1")],
+    );
+    loud.assert_ok();
+    assert!(loud.stderr.contains("\"level\":\"DEBUG\""), "{}", loud.stderr);
+    let quiet = lakescore_with_env(
+        ["score", "--config", config_arg, "--mode", "overwrite"],
+        &[("LAKESCORE_QUIET", "yes")],
+    );
+    assert_eq!((quiet.code, quiet.stderr.as_str()), (0, ""));
+
+    // The file configures run commands; a profile does not take the job's `output`.
+    let profile = dir.path().join("profile.json");
+    lakescore_with_env(
+        [
+            "profile",
+            "--input",
+            lake.to_str().unwrap(),
+            "--output",
+            profile.to_str().unwrap(),
+        ],
+        &[("LAKESCORE_CONFIG", config_arg)],
+    )
+    .assert_ok();
+    assert!(profile.is_file());
 }
 
 #[test]
@@ -100,7 +146,10 @@ fn config_files_with_unknown_keys_or_bad_values_are_usage_errors() {
     let cases = [
         ("modell = \"x\"\n", "unknown setting `modell`; did you mean `model`?"),
         ("output-margin = \"yes\"\n", "`output-margin` must be true or false"),
-        ("mode = \"append\"\n", "`append` is not a mode"),
+        (
+            "mode = \"append\"\n",
+            "`mode` cannot be used: invalid value 'append' for '--mode <MODE>'",
+        ),
         ("[score]\nthreads = 2\n", "unknown setting `score`"),
         ("threads = \n", "is not valid TOML"),
     ];
@@ -514,7 +563,7 @@ fn a_missed_sla_publishes_and_exits_4() {
             "--max-duration",
             "1h",
             "--deadline",
-            "00:00",
+            &local_time_of_day(3 * 3600),
             "--report",
             report.to_str().unwrap(),
             "--metrics-file",
@@ -561,15 +610,38 @@ fn a_missed_sla_publishes_and_exits_4() {
         &["--min-rows-per-second", "1e12"],
     );
     assert_eq!(run.code, 4, "{}", run.stderr);
-    let run = score(&model, &lake, &dir.path().join("o4"), &["--deadline", "25:00"]);
+    let run = score(
+        &model,
+        &lake,
+        &dir.path().join("o4"),
+        &["--deadline", &local_time_of_day(-3600)],
+    );
+    assert_eq!(run.code, 4, "a deadline an hour ago is missed: {}", run.stderr);
+    assert!(run.stderr.contains("missed SLA: deadline"), "{}", run.stderr);
+    let run = score(&model, &lake, &dir.path().join("o5"), &["--deadline", "25:00"]);
     assert_eq!(run.code, 2, "{}", run.stderr);
+}
+
+/// `HH:MM`, local time, `offset` seconds from now.
+fn local_time_of_day(offset: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // SAFETY: localtime_r only writes the struct we own.
+    let local = unsafe {
+        let mut local: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&((now + offset) as libc::time_t), &mut local);
+        local
+    };
+    format!("{:02}:{:02}", local.tm_hour, local.tm_min)
 }
 
 /// A `lakescore score` in the background, slowed down by a test hook so that
 /// it is still running when the test acts.
 fn slow_run(model: &Path, lake: &Path, out: &Path, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_lakescore"))
-        .args(score_args(model, lake, out, extra))
+        .args(score_args(model, lake, out, &[&["--threads", "1"], extra].concat()))
         .env(lakescore::test_hooks::ROW_GROUP_DELAY_MS, "150")
         .env_remove("LAKESCORE_LOG")
         .stdout(Stdio::null())
@@ -601,8 +673,25 @@ fn one_writer_at_a_time_and_a_dead_writers_lock_is_taken_over() {
     let holder = json_file(&out.join("_lakescore/lock"));
     assert_eq!(holder["pid"], first.id());
 
-    let second = score(&model, &lake, &out, &["--mode", "overwrite"]);
+    let (metrics, lineage) = (dir.path().join("second.prom"), dir.path().join("second.ndjson"));
+    let second = score(
+        &model,
+        &lake,
+        &out,
+        &[
+            "--mode",
+            "overwrite",
+            "--metrics-file",
+            metrics.to_str().unwrap(),
+            "--lineage-file",
+            lineage.to_str().unwrap(),
+        ],
+    );
     assert_eq!(second.code, 5, "{}", second.stderr);
+    assert!(
+        !metrics.exists() && !lineage.exists(),
+        "a refused run tells no one it ran"
+    );
     let expected = format!(
         "error: output `{}` is being written by another run: run {} (pid {} on host `{}`, started {})",
         out.display(),
@@ -648,6 +737,18 @@ fn one_writer_at_a_time_and_a_dead_writers_lock_is_taken_over() {
     );
 }
 
+/// Whether a folder another process is writing (and deleting from) holds a
+/// Parquet file: a walk that shrugs at entries vanishing under it.
+fn holds_a_parquet_file(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let path = entry.path();
+        path.extension().is_some_and(|e| e == "parquet") || (path.is_dir() && holds_a_parquet_file(&path))
+    })
+}
+
 #[test]
 fn sigterm_and_sigint_stop_cleanly() {
     for (signal, name, code) in [(libc::SIGTERM, "SIGTERM", 143), (libc::SIGINT, "SIGINT", 130)] {
@@ -659,10 +760,7 @@ fn sigterm_and_sigint_stop_cleanly() {
         // Wait until a row group is staged: the run is in the middle of its pass.
         let staging = out.join("_lakescore/staging");
         let started = Instant::now();
-        while snapshot(&staging)
-            .keys()
-            .all(|p| p.extension().is_none_or(|e| e != "parquet"))
-        {
+        while !holds_a_parquet_file(&staging) {
             assert!(started.elapsed() < Duration::from_secs(60));
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -674,7 +772,7 @@ fn sigterm_and_sigint_stop_cleanly() {
         assert_eq!(status.code(), Some(code), "{name}: {stderr}");
         assert!(
             stderr.contains(&format!(
-                "error: stopped by {name}: staged files were removed and nothing was published"
+                "error: stopped by {name}: the run published nothing (its staged files are removed)"
             )),
             "{stderr}"
         );

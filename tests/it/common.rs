@@ -39,6 +39,12 @@ impl Run {
     }
 }
 
+/// Whether the tests run under CI (`CI` set to anything but empty or
+/// `false`), where tests that need an outside tool must not skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| !value.is_empty() && value != "false")
+}
+
 pub fn lakescore<I, S>(args: I) -> Run
 where
     I: IntoIterator<Item = S>,

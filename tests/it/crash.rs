@@ -33,8 +33,8 @@ impl SplitMix {
 fn visible(out: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     snapshot(out)
         .into_iter()
-        .filter(|(path, bytes)| {
-            !bytes.is_empty()
+        .filter(|(path, _)| {
+            !out.join(path).is_dir()
                 && path.components().all(|c| {
                     let name = c.as_os_str().to_string_lossy();
                     !name.starts_with('_') && !name.starts_with('.')
@@ -43,26 +43,55 @@ fn visible(out: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
         .collect()
 }
 
-/// Runs `score --mode resume` and SIGKILLs it after `delay`; returns whether
-/// it finished first. `publish_delay` stretches the publishing phase.
-fn run_and_kill(model: &Path, lake: &Path, out: &Path, delay: Duration, publish_delay: Duration) -> bool {
+/// When to kill a run.
+#[derive(Debug, Clone, Copy)]
+enum KillAt {
+    /// This long after its start.
+    Time(Duration),
+    /// This long after it publishes its next partition (it records one more
+    /// partition than the output had when it started), with publishing
+    /// slowed down by a pause before each partition.
+    AfterAPartition(Duration),
+}
+
+fn partition_records(out: &Path) -> usize {
+    std::fs::read_dir(out.join("_lakescore/partitions")).map_or(0, |entries| entries.count())
+}
+
+/// Runs `score --mode resume` and SIGKILLs it at `kill`; returns whether it
+/// finished first.
+fn run_and_kill(model: &Path, lake: &Path, out: &Path, kill: KillAt, pause: Duration) -> bool {
+    let records_before = partition_records(out);
     let mut child = Command::new(env!("CARGO_BIN_EXE_lakescore"))
         .args(score_args(model, lake, out, &["--mode", "resume", "-q"]))
         .env_remove("LAKESCORE_LOG")
-        .env(
-            lakescore::test_hooks::PUBLISH_DELAY_MS,
-            publish_delay.as_millis().to_string(),
-        )
+        .env(lakescore::test_hooks::PUBLISH_DELAY_MS, pause.as_millis().to_string())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let started = Instant::now();
-    while started.elapsed() < delay {
+    let mut deadline = match kill {
+        KillAt::Time(delay) => Some(started + delay),
+        KillAt::AfterAPartition(_) => None,
+    };
+    loop {
         if let Some(status) = child.try_wait().unwrap() {
             assert!(status.success(), "an uninterrupted resume fails: {status}");
             return true;
         }
+        if let (None, KillAt::AfterAPartition(delay)) = (deadline, kill)
+            && partition_records(out) > records_before
+        {
+            deadline = Some(Instant::now() + delay);
+        }
+        if deadline.is_some_and(|at| Instant::now() >= at) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "a run never got to publish"
+        );
         std::thread::sleep(Duration::from_micros(500));
     }
     child.kill().unwrap(); // SIGKILL
@@ -100,16 +129,19 @@ fn sigkill_at_random_moments_then_resume_gives_the_uninterrupted_bytes() {
     let (mut kills, mut finished, mut partly_published) = (0, 0, 0);
     let publish_delay = Duration::from_millis(60);
     for attempt in 0..30 {
-        // Half of the kills land anywhere in a run. The other half land in
-        // runs whose publishing (renames, records, the manifest) is
-        // stretched by a pause before each of the 4 partitions, late in the run.
-        let (delay, pause) = if attempt % 2 == 0 {
-            (full_run.mul_f64(random.unit()), Duration::ZERO)
+        // Half of the kills land anywhere in a run. The other half land while
+        // it publishes (renames, records, the manifest): a random moment
+        // after its first partition is recorded, publishing being stretched
+        // by a pause before each of the 4 partitions.
+        let (kill, pause) = if attempt % 2 == 0 {
+            (KillAt::Time(full_run.mul_f64(random.unit())), Duration::ZERO)
         } else {
-            let stretched = full_run + publish_delay * 4;
-            (stretched.mul_f64(0.5 + random.unit() * 0.5), publish_delay)
+            (
+                KillAt::AfterAPartition(publish_delay.mul_f64(random.unit() * 1.2)),
+                publish_delay,
+            )
         };
-        if run_and_kill(&model, &lake, &out, delay, pause) {
+        if run_and_kill(&model, &lake, &out, kill, pause) {
             finished += 1;
         } else {
             kills += 1;
@@ -121,7 +153,7 @@ fn sigkill_at_random_moments_then_resume_gives_the_uninterrupted_bytes() {
         for (path, bytes) in &now {
             assert!(
                 expected.get(path) == Some(bytes),
-                "seed {seed:#x}, attempt {attempt} (killed after {delay:?}): `{}` is visible but not the final file",
+                "seed {seed:#x}, attempt {attempt} (killed at {kill:?}): `{}` is visible but not the final file",
                 path.display()
             );
         }

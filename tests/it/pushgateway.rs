@@ -28,7 +28,7 @@ fn start_pushgateway() -> Option<Pushgateway> {
     let found = Command::new(BINARY).arg("--version").output().is_ok();
     if !found {
         assert!(
-            std::env::var_os("CI").is_none(),
+            !crate::common::in_ci(),
             "no `{BINARY}` on PATH; CI installs it (apt-get install prometheus-pushgateway), so it must run there"
         );
         eprintln!("skipped: no `{BINARY}` on PATH (apt-get install prometheus-pushgateway)");
@@ -88,11 +88,26 @@ fn metrics_reach_a_real_pushgateway() {
     };
     assert_eq!(
         line("lakescore_rows_scored{"),
-        "lakescore_rows_scored{instance=\"\",job=\"lakescore\"} 6000"
+        "lakescore_rows_scored{instance=\"score.out\",job=\"lakescore\"} 6000"
     );
     assert!(line("lakescore_last_run_success{").ends_with(" 1"));
     assert!(line("lakescore_stage_thread_seconds{").contains("stage="));
+    let success = line("lakescore_last_success_timestamp_seconds{");
     // The gateway's own record of the push: it accepted the whole group.
+    assert!(line("push_failure_time_seconds{").ends_with(" 0"), "{text}");
+
+    // A failed run of the same job keeps the last success in the group.
+    let failed = score(
+        &model,
+        &lake,
+        &dir.path().join("out"),
+        &["--pushgateway", &gateway.base],
+    );
+    assert_eq!(failed.code, 1);
+    let (_, text) = http::send("GET", &metrics, "text/plain", b"").unwrap();
+    let line = |series: &str| text.lines().find(|l| l.starts_with(series)).unwrap_or("").to_string();
+    assert!(line("lakescore_last_run_success{").ends_with(" 0"), "{text}");
+    assert_eq!(line("lakescore_last_success_timestamp_seconds{"), success);
     assert!(line("push_failure_time_seconds{").ends_with(" 0"), "{text}");
 
     // A named group is used as given; an unreachable gateway is a warning, not a failure.
