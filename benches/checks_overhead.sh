@@ -15,45 +15,16 @@
 # (target: checks add at most 15%).
 set -euo pipefail
 
-ROWS=10000000
-REPEAT=5
-WORK=${WORK:-/tmp/lakescore-side-by-side}
-MODEL=""
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --rows) ROWS=$2; shift 2 ;;
-    --repeat) REPEAT=$2; shift 2 ;;
-    --work) WORK=$2; shift 2 ;;
-    --model) MODEL=$2; shift 2 ;;
-    *) echo "unknown argument: $1" >&2; exit 2 ;;
-  esac
-done
-MODEL=${MODEL:-$WORK/models/xgb.json}
-[ -f "$MODEL" ] || { echo "no model at $MODEL: run benches/side_by_side.sh once, or pass --model" >&2; exit 2; }
-
-REPO=$(cd "$(dirname "$0")/.." && pwd)
-cd "$REPO"
-cargo build --release --quiet --bin lakescore --bin gen-lake
-BIN=$REPO/target/release
-mkdir -p "$WORK"
-LAKE=$WORK/customers-$ROWS
-if [ ! -f "$LAKE/.complete" ]; then
-  rm -rf "$LAKE"
-  "$BIN/gen-lake" "$LAKE" --rows "$ROWS" --files 8 --seed 7
-  touch "$LAKE/.complete"
-fi
-REFERENCE=$WORK/reference-200000
-if [ ! -f "$REFERENCE/.complete" ]; then
-  rm -rf "$REFERENCE"
-  "$BIN/gen-lake" "$REFERENCE" --rows 200000 --files 1 --seed 3 --dates 2026-11-20
-  touch "$REFERENCE/.complete"
-fi
+DEFAULT_REPEAT=5
+# shellcheck source=benches/common.sh
+source "$(dirname "$0")/common.sh"
+bench_arguments "$@"
+bench_lake
 PACKAGE=$WORK/package-checks
 rm -rf "$PACKAGE" "$PACKAGE-unique"
 "$BIN/lakescore" -q model package --model "$MODEL" --reference "$REFERENCE" --output "$PACKAGE" 2> /dev/null
 cp -r "$PACKAGE" "$PACKAGE-unique"
 sed -i 's/^\[table\]$/[table]\nunique = ["customer_id"]/' "$PACKAGE-unique/lakescore.toml"
-cat "$LAKE"/dt=*/*.parquet > /dev/null
 
 # Interleaved: slow drifts of this shared machine hit all three alike.
 declare -A SECONDS_OF

@@ -182,21 +182,7 @@ fn json_logs_name_the_run_and_the_model_on_every_line() {
     let lake = customer_lake(&dir.path().join("lake"), 6_000, 2, 700, &["2026-11-25"]);
     let package = dir.path().join("package");
     let model = linear_model(dir.path(), "model.json", logistic_model_body(None));
-    lakescore([
-        "model".as_ref(),
-        "package".as_ref(),
-        "--model".as_ref(),
-        model.as_os_str(),
-        "--reference".as_ref(),
-        lake.as_os_str(),
-        "--output".as_ref(),
-        package.as_os_str(),
-        "--version".as_ref(),
-        "2.4.1".as_ref(),
-        "--name".as_ref(),
-        "churn".as_ref(),
-    ])
-    .assert_ok();
+    model_package(&model, &lake, &package, &["--version", "2.4.1", "--name", "churn"]);
     let out = dir.path().join("out");
     let report = dir.path().join("report.json");
     let run = score(
@@ -429,6 +415,45 @@ impl LineageSchemas {
     }
 }
 
+/// A stand-in lineage endpoint: takes `count` POSTs, answers 201, and hands
+/// back each one's path and body.
+fn collect_posts(count: usize) -> (String, std::thread::JoinHandle<Vec<(String, String)>>) {
+    use std::io::{BufRead, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/api/v1/lineage", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        (0..count)
+            .map(|_| {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = std::io::BufReader::new(stream);
+                let mut request_line = String::new();
+                reader.read_line(&mut request_line).unwrap();
+                let mut length = 0;
+                loop {
+                    let mut header = String::new();
+                    reader.read_line(&mut header).unwrap();
+                    if header == "\r\n" {
+                        break;
+                    }
+                    if let Some(value) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = value.trim().parse().unwrap();
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                reader
+                    .get_mut()
+                    .write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+                    .unwrap();
+                let path = request_line.split(' ').nth(1).unwrap().to_string();
+                assert!(request_line.starts_with("POST "), "{request_line}");
+                (path, String::from_utf8(body).unwrap())
+            })
+            .collect()
+    });
+    (url, server)
+}
+
 fn collect_facets<'a>(value: &'a Value, facets: &mut Vec<&'a Value>) {
     match value {
         Value::Object(map) => {
@@ -460,21 +485,12 @@ fn lineage_events_follow_the_openlineage_schema() {
     let lake = customer_lake(&dir.path().join("lake"), 6_000, 2, 700, &["2026-11-25"]);
     let model = linear_model(dir.path(), "model.json", logistic_model_body(None));
     let package = dir.path().join("package");
-    let packaged = lakescore([
-        "model".as_ref(),
-        "package".as_ref(),
-        "--model".as_ref(),
-        model.as_os_str(),
-        "--reference".as_ref(),
-        lake.as_os_str(),
-        "--output".as_ref(),
-        package.as_os_str(),
-    ]);
-    packaged.assert_ok();
+    model_package(&model, &lake, &package, &[]);
     let lineage = dir.path().join("lineage.ndjson");
     let lineage_arg = lineage.to_str().unwrap();
     let out = dir.path().join("out");
     let report = dir.path().join("report.json");
+    let (url, posted) = collect_posts(2);
     score(
         &package,
         &lake,
@@ -482,6 +498,8 @@ fn lineage_events_follow_the_openlineage_schema() {
         &[
             "--lineage-file",
             lineage_arg,
+            "--lineage-url",
+            &url,
             "--job-name",
             "nightly.churn",
             "--report",
@@ -489,6 +507,7 @@ fn lineage_events_follow_the_openlineage_schema() {
         ],
     )
     .assert_ok();
+    let posted = posted.join().unwrap();
     // The second run into the same OUT fails: START then FAIL.
     assert_eq!(score(&package, &lake, &out, &["--lineage-file", lineage_arg]).code, 1);
 
@@ -502,6 +521,18 @@ fn lineage_events_follow_the_openlineage_schema() {
     for event in &events {
         assert_eq!(schemas.errors(event), Vec::<String>::new(), "{event:#}");
     }
+    // The same events, posted.
+    let posted: Vec<(String, Value)> = posted
+        .into_iter()
+        .map(|(path, body)| (path, serde_json::from_str(&body).unwrap()))
+        .collect();
+    assert_eq!(
+        posted,
+        [
+            ("/api/v1/lineage".to_string(), events[0].clone()),
+            ("/api/v1/lineage".to_string(), events[1].clone())
+        ]
+    );
     let (start, complete, fail) = (&events[0], &events[1], &events[3]);
     let report = json_file(&report);
     assert_eq!(start["run"]["runId"], complete["run"]["runId"]);

@@ -129,6 +129,23 @@ pub fn score_args(model: &Path, input: &Path, output: &Path, extra: &[&str]) -> 
     args
 }
 
+/// `lakescore model package`: `bare` with the profile of `reference`, into
+/// `folder`, plus `extra` arguments (`--name`, `--version`).
+pub fn model_package(bare: &Path, reference: &Path, folder: &Path, extra: &[&str]) {
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "model".as_ref(),
+        "package".as_ref(),
+        "--model".as_ref(),
+        bare.as_os_str(),
+        "--reference".as_ref(),
+        reference.as_os_str(),
+        "--output".as_ref(),
+        folder.as_os_str(),
+    ];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    lakescore(args).assert_ok();
+}
+
 /// A generated customer lake of `rows` rows under `dir`.
 pub fn customer_lake(dir: &Path, rows: u64, files: usize, row_group_rows: usize, dates: &[&str]) -> PathBuf {
     let spec = LakeSpec {

@@ -10,6 +10,7 @@ use arrow::array::{Array, ArrayRef, Float64Array, Int32Array, Int64Array, Record
 use serde_json::Value;
 
 use crate::browser::assert_renders_in_chromium;
+use crate::common::model_package;
 use crate::common::{customer_lake, ids, lakescore, linear_model, read_parquet, score, snapshot, write_parquet};
 
 /// A logistic model over four of the generator's columns.
@@ -89,21 +90,6 @@ fn plant(lake: &Path, name: &str, change: impl Fn(&ArrayRef) -> ArrayRef) {
         ));
         write_parquet(&path, &[RecordBatch::try_new(schema, columns).unwrap()], 1000);
     }
-}
-
-/// `lakescore model package`: `bare` with the profile of `reference`, into `folder`.
-fn model_package(bare: &Path, reference: &Path, folder: &Path) {
-    let args: [&std::ffi::OsStr; 8] = [
-        "model".as_ref(),
-        "package".as_ref(),
-        "--model".as_ref(),
-        bare.as_os_str(),
-        "--reference".as_ref(),
-        reference.as_os_str(),
-        "--output".as_ref(),
-        folder.as_os_str(),
-    ];
-    lakescore(args).assert_ok();
 }
 
 fn report(path: &Path) -> Value {
@@ -600,7 +586,7 @@ fn drift_and_score_shift_against_the_packaged_reference() {
     let reference = customer_lake(&dir.path().join("reference"), 20_000, 1, 5000, &["2026-11-20"]);
     let bare = model(dir.path());
     let folder = dir.path().join("pkg");
-    model_package(&bare, &reference, &folder);
+    model_package(&bare, &reference, &folder, &[]);
     let size = std::fs::metadata(folder.join("reference.json")).unwrap().len();
     assert!(size < 64 * 1024, "the reference profile is {size} bytes");
     // Tighten the generated manifest: fail on a mean shift of 0.02.
@@ -770,7 +756,7 @@ fn drift_does_not_fire_on_a_million_rows_of_the_same_distribution() {
     let reference = customer_lake(&dir.path().join("reference"), 100_000, 1, 50_000, &["2026-11-01"]);
     let bare = model(dir.path());
     let folder = dir.path().join("pkg");
-    model_package(&bare, &reference, &folder);
+    model_package(&bare, &reference, &folder, &[]);
     let tonight = dir.path().join("tonight");
     lakescore::datagen::generate_lake(
         &tonight,
