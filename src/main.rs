@@ -332,7 +332,11 @@ fn main() -> ExitCode {
         print!("{}", settings::render(name, &layered.settings));
         return ExitCode::SUCCESS;
     }
-    lakescore::stop::install_handlers();
+    // Commands with a pass stop cleanly at the next row group; the others are
+    // quick and keep the default (end at once).
+    if !matches!(cli.command, Command::Runs(_) | Command::Model(ModelCommand::Inspect(_))) {
+        lakescore::stop::install_handlers();
+    }
     let code = match run(&cli) {
         Ok(Outcome::Done) => exit_code::DONE,
         Ok(Outcome::Rejected) => exit_code::REJECTED,
@@ -513,8 +517,8 @@ fn score_job(cli: &Cli, args: &ScoreArgs) -> Result<Outcome, Error> {
         began.set(true);
     };
     let failed = |error: Error, model: Option<&lakescore::model::ModelInfo>| -> Error {
-        if matches!(error, Error::Locked(_)) {
-            return error;
+        if matches!(error, Error::Locked(lakescore::lock::LockError::Held { .. })) {
+            return error; // the holder's metrics, report and lineage
         }
         if !began.get() {
             begin(); // a run that failed before it began still starts, then fails

@@ -98,9 +98,13 @@ fn a_read_only_output_gives_a_clear_error_and_publishes_nothing() {
     let out = tmpfs.mount_point.join("out");
     std::fs::create_dir(&out).unwrap();
     tmpfs.make_read_only();
-    let run = score(&model, &lake, &out, &[]);
+    let metrics = dir.path().join("lakescore.prom");
+    let run = score(&model, &lake, &out, &["--metrics-file", metrics.to_str().unwrap()]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("Read-only file system"), "{}", run.stderr);
+    // Failing to take the lock is a failure like any other for monitoring.
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert!(text.contains("\nlakescore_exit_code 1\n"), "{text}");
     assert!(
         run.stderr.contains("hint: the output is on a read-only filesystem"),
         "{}",
