@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::lock::{Holder, OutputLock};
 use crate::test_hooks;
-use crate::util::{fsync_dir, rfc3339_utc, sha256_hex, write_atomically};
+use crate::util::{fsync_dir, is_atomic_write_temporary, rfc3339_utc, sha256_hex, write_atomically};
 
 /// Folder of lakescore's own bookkeeping inside an output table.
 pub const META_DIR: &str = "_lakescore";
@@ -205,6 +205,44 @@ pub fn holds_published_output(out: &Path) -> Result<bool, CommitError> {
     Ok(false)
 }
 
+/// How a run ended (or that it has not yet), in the ledger, the report, the
+/// metrics and lineage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    /// Published.
+    Succeeded,
+    /// Published, but an SLA was missed.
+    SlaMissed,
+    /// A contract, guard or drift threshold said no: nothing published.
+    Rejected,
+    Failed,
+    /// Stopped by a signal.
+    Interrupted,
+    /// Refused: another run holds the output (never in the output's ledger).
+    Locked,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::SlaMissed => "sla_missed",
+            RunStatus::Rejected => "rejected",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Locked => "locked",
+        }
+    }
+
+    /// Whether the run's output is published.
+    pub fn published(self) -> bool {
+        matches!(self, RunStatus::Succeeded | RunStatus::SlaMissed)
+    }
+}
+
 /// One line of the run ledger. Fields added after the first release have
 /// defaults, so that `lakescore runs` reads every ledger it ever wrote.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -212,10 +250,9 @@ pub struct LedgerRecord {
     pub run_id: String,
     #[serde(default)]
     pub run_uuid: String,
-    /// `running`, then `succeeded`, `sla_missed`, `rejected`, `failed` or
-    /// `interrupted`. A record left at `running` by a run that died says so
-    /// until a later run's `lakescore runs` shows it as such.
-    pub status: String,
+    /// `running`, then how the run ended. A record left at `running` by a
+    /// run that died stays so; `lakescore runs` tells it apart.
+    pub status: RunStatus,
     pub started_at: String,
     pub finished_at: Option<String>,
     pub lakescore_version: String,
@@ -258,7 +295,7 @@ impl LedgerRecord {
         LedgerRecord {
             run_id: run_id.to_string(),
             run_uuid: run_uuid.to_string(),
-            status: "running".into(),
+            status: RunStatus::Running,
             started_at: rfc3339_utc(started_at),
             finished_at: None,
             lakescore_version: env!("CARGO_PKG_VERSION").into(),
@@ -458,32 +495,31 @@ impl Transaction {
             .remove_success()
             .and_then(|()| write_atomically(&path, &bytes).map_err(io_error("write manifest", &path)))
         {
-            let _ = self.abort_in_place("failed", &crate::pipeline::error_chain(&error));
+            let _ = self.abort_in_place(RunStatus::Failed, &crate::error::error_chain(&error));
             return Err(error);
         }
         self.ledger.status = match published.sla_missed.is_empty() {
-            true => "succeeded",
-            false => "sla_missed",
-        }
-        .into();
+            true => RunStatus::Succeeded,
+            false => RunStatus::SlaMissed,
+        };
         self.ledger.rows = Some(published.rows);
         self.ledger.rows_quarantined = Some(published.rows_quarantined);
         self.ledger.sla_missed = published.sla_missed;
         // The table is published: failing to tidy up after it is not a failed run.
         if let Err(error) = self.close() {
-            tracing::warn!(error = %crate::pipeline::error_chain(&error), "the run succeeded but cleaning up after it failed");
+            tracing::warn!(error = %crate::error::error_chain(&error), "the run succeeded but cleaning up after it failed");
         }
         Ok(())
     }
 
     /// Ends a run that publishes nothing: removes what it staged and records
     /// why. `status` is `failed`, `rejected` or `interrupted`.
-    pub fn abort(mut self, status: &str, error: &str) -> Result<(), CommitError> {
+    pub fn abort(mut self, status: RunStatus, error: &str) -> Result<(), CommitError> {
         self.abort_in_place(status, error)
     }
 
-    fn abort_in_place(&mut self, status: &str, error: &str) -> Result<(), CommitError> {
-        self.ledger.status = status.into();
+    fn abort_in_place(&mut self, status: RunStatus, error: &str) -> Result<(), CommitError> {
+        self.ledger.status = status;
         self.ledger.error = Some(error.to_string());
         self.close()
     }
@@ -665,7 +701,7 @@ fn remove_leftover_temporaries(dir: &Path) {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with('.') && name.contains(".tmp-") && entry.file_type().is_ok_and(|t| t.is_file()) {
+        if is_atomic_write_temporary(&name) && entry.file_type().is_ok_and(|t| t.is_file()) {
             tracing::debug!(path = %entry.path().display(), "removing a temporary file left by an interrupted run");
             let _ = fs::remove_file(entry.path());
         }

@@ -5,7 +5,7 @@
 //! field), have no trailing period, and quote values in backticks; the
 //! underlying cause is kept as `source`, printed by the binary as `Caused by:`.
 
-pub use crate::commit::CommitError;
+pub use crate::commit::{CommitError, RunStatus};
 pub use crate::device::DeviceError;
 pub use crate::features::FeatureError;
 pub use crate::lock::LockError;
@@ -62,11 +62,11 @@ pub enum Error {
 
 impl Error {
     /// How a run that ended with this error is recorded (ledger, metrics).
-    pub fn run_status(&self) -> &'static str {
+    pub fn run_status(&self) -> RunStatus {
         match self {
-            Error::Interrupted { .. } => "interrupted",
-            Error::Locked(LockError::Held { .. }) => "locked",
-            _ => "failed",
+            Error::Interrupted { .. } => RunStatus::Interrupted,
+            Error::Locked(LockError::Held { .. }) => RunStatus::Locked,
+            _ => RunStatus::Failed,
         }
     }
 
@@ -77,27 +77,33 @@ impl Error {
         if !matches!(self, Error::Commit(_) | Error::Sink(_) | Error::Locked(_)) {
             return None;
         }
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(self);
-        while let Some(error) = source {
-            if let Some(io) = error.downcast_ref::<std::io::Error>() {
-                return match io.kind() {
-                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => Some(
-                        "the output's filesystem is full: the run stopped before its table was complete (no \
-                         `_SUCCESS`) and removed its staged files; free space and run again with `--mode resume`",
-                    ),
-                    std::io::ErrorKind::ReadOnlyFilesystem => {
-                        Some("the output is on a read-only filesystem: nothing was written; write somewhere writable")
-                    }
-                    std::io::ErrorKind::PermissionDenied => {
-                        Some("permission denied while writing the output: check who owns the output folder")
-                    }
-                    _ => None,
-                };
+        let io = causes(self).find_map(|cause| cause.downcast_ref::<std::io::Error>())?;
+        match io.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => Some(
+                "the output's filesystem is full: the run stopped before its table was complete (no \
+                 `_SUCCESS`) and removed its staged files; free space and run again with `--mode resume`",
+            ),
+            std::io::ErrorKind::ReadOnlyFilesystem => {
+                Some("the output is on a read-only filesystem: nothing was written; write somewhere writable")
             }
-            source = error.source();
+            std::io::ErrorKind::PermissionDenied => {
+                Some("permission denied while writing the output: check who owns the output folder")
+            }
+            _ => None,
         }
-        None
     }
+}
+
+/// An error and its causes, outermost first.
+pub fn causes<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |error| error.source())
+}
+
+/// `error: cause: cause` on one line, for the ledger, logs and lineage.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    causes(error).map(|e| e.to_string()).collect::<Vec<_>>().join(": ")
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -118,6 +124,18 @@ pub mod exit_code {
     pub const LOCKED: i32 = 5;
     /// Stopped by a signal: 128 + its number (130 for SIGINT, 143 for SIGTERM).
     pub const SIGNALLED: i32 = 128;
+
+    /// The code of a command that returned (rather than failed) with `status`.
+    pub fn of(status: super::RunStatus) -> i32 {
+        use super::RunStatus::*;
+        match status {
+            Running | Succeeded => DONE,
+            SlaMissed => SLA_MISSED,
+            Rejected => REJECTED,
+            Failed | Interrupted => FAILED,
+            Locked => LOCKED,
+        }
+    }
 }
 
 impl Error {

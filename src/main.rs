@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use lakescore::commit::RunStatus;
 use lakescore::commit::WriteMode;
 use lakescore::device::DeviceSpec;
-use lakescore::error::{Error, exit_code};
+use lakescore::error::{Error, causes, error_chain, exit_code};
 use lakescore::logging::{self, LogFormat};
 use lakescore::observe::{Endpoint, Lineage, Observers, RunEnd, RunIdentity, RunStart};
 use lakescore::package::{self, Package};
@@ -338,9 +339,7 @@ fn main() -> ExitCode {
         lakescore::stop::install_handlers();
     }
     let code = match run(&cli) {
-        Ok(Outcome::Done) => exit_code::DONE,
-        Ok(Outcome::Rejected) => exit_code::REJECTED,
-        Ok(Outcome::SlaMissed) => exit_code::SLA_MISSED,
+        Ok(status) => exit_code::of(status),
         Err(error) => {
             report_error(&cli, &error);
             error.exit_code()
@@ -352,7 +351,7 @@ fn main() -> ExitCode {
 /// Prints an error and its causes: for people on stderr, or as one JSON log
 /// line with `--log-format json`.
 fn report_error(cli: &Cli, error: &Error) {
-    let chain = pipeline::error_chain(error);
+    let chain = error_chain(error);
     match cli.log_format {
         LogFormat::Json => match error.hint() {
             Some(hint) => tracing::error!(exit_code = error.exit_code(), hint, "{chain}"),
@@ -360,10 +359,8 @@ fn report_error(cli: &Cli, error: &Error) {
         },
         LogFormat::Text => {
             eprintln!("error: {error}");
-            let mut source = std::error::Error::source(error);
-            while let Some(cause) = source {
+            for cause in causes(error).skip(1) {
                 eprintln!("  Caused by: {cause}");
-                source = cause.source();
             }
             if let Some(hint) = error.hint() {
                 eprintln!("  hint: {hint}");
@@ -372,15 +369,9 @@ fn report_error(cli: &Cli, error: &Error) {
     }
 }
 
-/// What a finished command tells the process: done, rejected by the contract,
-/// or done late.
-enum Outcome {
-    Done,
-    Rejected,
-    SlaMissed,
-}
-
-fn run(cli: &Cli) -> Result<Outcome, Error> {
+/// Runs the command; how it ended (`succeeded`, or for `score` and `check`
+/// also `rejected` and `sla_missed`) decides the exit code.
+fn run(cli: &Cli) -> Result<RunStatus, Error> {
     match &cli.command {
         Command::Score(args) => score_job(cli, args),
         Command::Bench(args) => {
@@ -397,32 +388,19 @@ fn run(cli: &Cli) -> Result<Outcome, Error> {
             } else {
                 print!("{}", report.render_table());
             }
-            Ok(Outcome::Done)
+            Ok(RunStatus::Succeeded)
         }
         Command::Check(args) => {
             let outcome = load(&args.model_input, cli, args.as_of, RunIdentity::new())
                 .and_then(|(package, options)| pipeline::check(&package, &args.model_input.input, &options));
-            let report = match outcome {
-                Ok(report) => report,
-                Err(error) => {
-                    if let Some(path) = &args.report
-                        && let Err(report_error) = write_report(path, &FailureReport::new(&error))
-                    {
-                        tracing::warn!(error = %report_error, "cannot write the failure report");
-                    }
-                    return Err(error);
-                }
-            };
+            let report = outcome.inspect_err(|error| write_failure_report(args.report.as_deref(), error))?;
             write_reports(&report, args.report.as_deref(), args.html.as_deref())?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report).expect("reports serialize"));
             } else {
                 print!("{}", report.render_checks());
             }
-            Ok(match report.status {
-                "rejected" => Outcome::Rejected,
-                _ => Outcome::Done,
-            })
+            Ok(report.status)
         }
         Command::Profile(args) => {
             let profile = if args.merge.is_empty() {
@@ -437,7 +415,8 @@ fn run(cli: &Cli) -> Result<Outcome, Error> {
             } else {
                 merge_profiles(&args.merge)?
             };
-            lakescore::util::write_atomically(&args.output, &profile.to_json()).map_err(|source| Error::Output {
+            let json = profile.to_json();
+            lakescore::util::write_atomically(&args.output, &json).map_err(|source| Error::Output {
                 what: "profile",
                 path: args.output.clone(),
                 source,
@@ -447,9 +426,9 @@ fn run(cli: &Cli) -> Result<Outcome, Error> {
                 profile.rows,
                 profile.columns.len(),
                 args.output.display(),
-                profile.to_json().len()
+                json.len()
             );
-            Ok(Outcome::Done)
+            Ok(RunStatus::Succeeded)
         }
         Command::Runs(args) => {
             let runs = lakescore::runs::list(&args.output)?;
@@ -461,12 +440,12 @@ fn run(cli: &Cli) -> Result<Outcome, Error> {
             } else {
                 print!("{}", lakescore::runs::render(&runs));
             }
-            Ok(Outcome::Done)
+            Ok(RunStatus::Succeeded)
         }
         Command::Model(ModelCommand::Inspect(args)) => {
             let package = open_package(&args.model, &lakescore::device::DeviceSpec::Cpu, false)?;
             print!("{}", lakescore::package::describe(&package));
-            Ok(Outcome::Done)
+            Ok(RunStatus::Succeeded)
         }
         Command::Model(ModelCommand::Package(args)) => {
             if std::fs::read_dir(&args.output).is_ok_and(|mut entries| entries.next().is_some()) {
@@ -493,7 +472,7 @@ fn run(cli: &Cli) -> Result<Outcome, Error> {
                 manifest.version,
                 reference.rows
             );
-            Ok(Outcome::Done)
+            Ok(RunStatus::Succeeded)
         }
     }
 }
@@ -502,7 +481,7 @@ fn run(cli: &Cli) -> Result<Outcome, Error> {
 /// that it began and how it ended, whatever the ending, except when another
 /// run holds the output: that run's metrics, report and lineage are not this
 /// one's to touch.
-fn score_job(cli: &Cli, args: &ScoreArgs) -> Result<Outcome, Error> {
+fn score_job(cli: &Cli, args: &ScoreArgs) -> Result<RunStatus, Error> {
     let identity = RunIdentity::new();
     let observers = observers_of(&args.monitoring, &args.output)?;
     let start = RunStart {
@@ -528,16 +507,11 @@ fn score_job(cli: &Cli, args: &ScoreArgs) -> Result<Outcome, Error> {
             finished_at: std::time::SystemTime::now(),
             status: error.run_status(),
             exit_code: error.exit_code(),
-            error: Some(pipeline::error_chain(&error)),
+            error: Some(error_chain(&error)),
             model,
             report: None,
         });
-        if let Some(path) = &args.report {
-            // The run's error matters more than the report's.
-            if let Err(report_error) = write_report(path, &FailureReport::new(&error)) {
-                tracing::warn!(error = %report_error, "cannot write the failure report");
-            }
-        }
+        write_failure_report(args.report.as_deref(), &error);
         error
     };
     let (package, mut options) = match load(&args.model_input, cli, args.as_of, identity.clone()) {
@@ -560,26 +534,16 @@ fn score_job(cli: &Cli, args: &ScoreArgs) -> Result<Outcome, Error> {
     if !began.get() {
         begin(); // rejected by a type rule before the transaction
     }
-    let outcome = match (report.status, report.sla.as_ref().is_some_and(|s| s.breached)) {
-        ("rejected", _) => Outcome::Rejected,
-        (_, true) => Outcome::SlaMissed,
-        _ => Outcome::Done,
-    };
-    let (status, mut exit_code, mut error) = match outcome {
-        Outcome::Rejected => (
-            "rejected",
-            exit_code::REJECTED,
-            Some(format!("rejected: {}", report.judgement.rejection_summary())),
-        ),
-        Outcome::SlaMissed => ("sla_missed", exit_code::SLA_MISSED, None),
-        Outcome::Done => ("succeeded", exit_code::DONE, None),
-    };
+    let status = report.status;
+    let mut exit_code = exit_code::of(status);
+    let mut error =
+        (status == RunStatus::Rejected).then(|| format!("rejected: {}", report.judgement.rejection_summary()));
     // The reports first, so that the metrics and lineage tell the exit code
     // the process ends with.
     let written = write_reports(&report, args.report.as_deref(), args.html.as_deref());
     if let Err(report_error) = &written {
         exit_code = report_error.exit_code();
-        error = Some(pipeline::error_chain(report_error));
+        error = Some(error_chain(report_error));
     }
     let clock = std::time::Instant::now();
     observers.run_ended(&RunEnd {
@@ -594,15 +558,15 @@ fn score_job(cli: &Cli, args: &ScoreArgs) -> Result<Outcome, Error> {
     // What monitoring costs, for benches/observability_overhead.sh.
     tracing::debug!(seconds = clock.elapsed().as_secs_f64(), "observers told");
     written?;
-    match outcome {
-        Outcome::Rejected => {
+    match status {
+        RunStatus::Rejected => {
             let why = report.judgement.rejection_summary();
             match cli.log_format {
                 LogFormat::Text => eprintln!("rejected: nothing was published to `{}`: {why}", args.output.display()),
                 LogFormat::Json => tracing::error!(exit_code, "rejected: nothing was published: {why}"),
             }
         }
-        Outcome::SlaMissed | Outcome::Done => {
+        _ => {
             tracing::info!(
                 rows = report.rows,
                 quarantined = report.rows_quarantined,
@@ -617,7 +581,7 @@ fn score_job(cli: &Cli, args: &ScoreArgs) -> Result<Outcome, Error> {
             }
         }
     }
-    Ok(outcome)
+    Ok(status)
 }
 
 /// Where `score` sends metrics and lineage; refuses before the run what could
@@ -755,10 +719,6 @@ fn load(
     as_of: Option<i64>,
     identity: RunIdentity,
 ) -> Result<(Package, RunOptions), Error> {
-    logging::set_run(&identity.run_id);
-    let package = open_package(&args.model, &args.device, args.output_margin)?;
-    let info = package.model.info();
-    logging::set_model(&info.name, info.version.as_deref());
     let options = run_options(
         cli,
         args.threads,
@@ -767,7 +727,20 @@ fn load(
         as_of,
         identity,
     );
+    let package = open_package(&args.model, &args.device, args.output_margin)?;
+    let info = package.model.info();
+    logging::set_model(&info.name, info.version.as_deref());
     Ok((package, options))
+}
+
+/// `--report` of a failed run; the run's error matters more than the
+/// report's, which is only logged.
+fn write_failure_report(path: Option<&std::path::Path>, error: &Error) {
+    if let Some(path) = path
+        && let Err(report_error) = write_report(path, &FailureReport::new(error))
+    {
+        tracing::warn!(error = %report_error, "cannot write the failure report");
+    }
 }
 
 fn write_report(path: &std::path::Path, report: &impl serde::Serialize) -> Result<(), Error> {

@@ -6,7 +6,7 @@ use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 
-use crate::commit::OutputFileRecord;
+use crate::commit::{OutputFileRecord, RunStatus};
 use crate::contract::{Checks, Drift, Guards, ScoreHistogram};
 use crate::drift::Status;
 use crate::model::ModelInfo;
@@ -157,9 +157,9 @@ pub struct RunReport {
     pub run_id: String,
     /// The UUID OpenLineage events know this run by.
     pub run_uuid: String,
-    /// `succeeded`, or `rejected` when a rule, guard or drift threshold said no
-    /// (nothing was published).
-    pub status: &'static str,
+    /// `succeeded`; `sla_missed` (published, late or short); or `rejected`
+    /// when a rule, guard or drift threshold said no (nothing was published).
+    pub status: RunStatus,
     pub started_at: String,
     pub finished_at: String,
     pub model: ModelInfo,
@@ -209,7 +209,7 @@ impl RunReport {
             command,
             run_id: identity.run_id.clone(),
             run_uuid: identity.uuid.clone(),
-            status: "running",
+            status: RunStatus::Running,
             started_at: rfc3339_utc(identity.started_at),
             finished_at: String::new(),
             model: model.clone(),
@@ -243,24 +243,29 @@ impl RunReport {
         let total = clock.elapsed().as_secs_f64();
         self.finished_at = rfc3339_utc(SystemTime::now());
         self.wall_seconds.total = total;
-        // Rows this run scored: on resume, reused partitions took no time.
-        self.rows_per_second = self.rows_scored as f64 / total.max(1e-9);
+        self.rows_per_second = rows_per_second(self.rows_scored, total);
         self.peak_rss_bytes = peak_rss_bytes();
         self
     }
 
     /// The end of a run the contract rejected: nothing was published.
     pub fn finish_rejected(mut self, clock: Instant) -> RunReport {
-        self.status = "rejected";
+        self.status = RunStatus::Rejected;
         self.bytes_written = 0;
         self.finish(clock)
     }
 }
 
+/// The rate a run scored at: the rows it scored (on resume, reused partitions
+/// took no time) per wall second.
+pub fn rows_per_second(rows_scored: u64, seconds: f64) -> f64 {
+    rows_scored as f64 / seconds.max(1e-9)
+}
+
 /// `--report FILE` of a run that failed: enough for a pipeline to say why.
 #[derive(Debug, Clone, Serialize)]
 pub struct FailureReport {
-    pub status: &'static str,
+    pub status: RunStatus,
     pub exit_code: i32,
     /// The error and its causes, outermost first.
     pub error: Vec<String>,
@@ -269,16 +274,10 @@ pub struct FailureReport {
 
 impl FailureReport {
     pub fn new(error: &crate::Error) -> Self {
-        let mut chain = vec![error.to_string()];
-        let mut source = std::error::Error::source(error);
-        while let Some(cause) = source {
-            chain.push(cause.to_string());
-            source = cause.source();
-        }
         FailureReport {
-            status: "failed",
+            status: RunStatus::Failed,
             exit_code: error.exit_code(),
-            error: chain,
+            error: crate::error::causes(error).map(|e| e.to_string()).collect(),
             peak_rss_bytes: crate::util::peak_rss_bytes(),
         }
     }

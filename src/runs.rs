@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::commit::{LedgerRecord, META_DIR};
+use crate::commit::{LedgerRecord, META_DIR, RunStatus};
 use crate::lock::Holder;
 
 #[derive(Debug, thiserror::Error)]
@@ -70,10 +70,11 @@ pub fn list(out: &Path) -> Result<Vec<RunEntry>, RunsError> {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        let outcome = match record.status.as_str() {
-            "running" if !is_alive(&record, holder.as_ref()) => "died".to_string(),
-            status => status.to_string(),
-        };
+        let outcome = match record.status {
+            RunStatus::Running if !is_alive(&record, holder.as_ref()) => "died",
+            status => status.as_str(),
+        }
+        .to_string();
         let seconds = record.finished_at.as_deref().and_then(|end| {
             let (start, end) = (
                 crate::util::parse_instant(&record.started_at)?,

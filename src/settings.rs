@@ -87,7 +87,6 @@ impl Source {
 pub struct Setting {
     /// The long flag name, which is also the config file key.
     pub key: String,
-    pub environment: String,
     /// The values given (several for a repeatable flag); empty when unset.
     pub values: Vec<String>,
     pub source: Option<Source>,
@@ -157,13 +156,13 @@ pub fn parse(command: Command, argv: Vec<OsString>) -> Result<Result<Layered, Se
     let first = command.clone().ignore_errors(true).try_get_matches_from(&argv)?;
     let config = first.get_one::<PathBuf>(CONFIG_FLAG).cloned();
     let (leaf, leaf_matches) = leaf_of(&command, &first);
-    let mut file = FileSettings::default();
-    if let Some(path) = &config {
-        match file_tokens(&command, leaf, leaf_matches, path) {
-            Ok(read) => file = read,
+    let file = match &config {
+        Some(path) => match file_tokens(&command, leaf, leaf_matches, path) {
+            Ok(read) => read,
             Err(error) => return Ok(Err(error)),
-        }
-    }
+        },
+        None => FileSettings::default(),
+    };
     let FileSettings {
         keys: injected,
         tokens,
@@ -213,7 +212,6 @@ pub fn parse(command: Command, argv: Vec<OsString>) -> Result<Result<Layered, Se
             };
             Setting {
                 key: long.to_string(),
-                environment: environment_name(long),
                 values,
                 source,
                 kind: kind_of(arg),
@@ -401,7 +399,7 @@ pub fn render(command_name: &str, settings: &[Setting]) -> String {
                 (_, [value, ..]) => format!("{} = {}", setting.key, quoted(value)),
             };
             let origin = match &setting.source {
-                None => format!("or {}", setting.environment),
+                None => format!("or {}", environment_name(&setting.key)),
                 Some(Source::Flag) => "flag".to_string(),
                 Some(Source::Environment(name)) => format!("environment {name}"),
                 Some(Source::File(path)) => format!("config file {}", path.display()),

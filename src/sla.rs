@@ -91,6 +91,15 @@ pub struct SlaReport {
 }
 
 impl SlaReport {
+    /// The names of the SLAs missed.
+    pub fn missed(&self) -> Vec<String> {
+        self.checks
+            .iter()
+            .filter(|c| c.breached)
+            .map(|c| c.name.to_string())
+            .collect()
+    }
+
     /// `deadline (limit 06:00 ..., actual ...)` for each breach, in one line.
     pub fn summary(&self) -> String {
         self.checks

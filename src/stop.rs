@@ -39,6 +39,14 @@ pub fn requested() -> Option<i32> {
     }
 }
 
+/// `Err(Error::Interrupted)` once a stop was asked for.
+pub fn check() -> Result<(), crate::error::Error> {
+    match requested() {
+        Some(signal) => Err(crate::error::Error::Interrupted { signal }),
+        None => Ok(()),
+    }
+}
+
 /// `SIGTERM` for 15: how the signal is named in messages.
 pub fn signal_name(signal: i32) -> String {
     match signal {

@@ -48,6 +48,15 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// What names the temporary files of [`write_atomically`]: `.name.tmp-<pid>`.
+const TEMPORARY_MARK: &str = ".tmp-";
+
+/// Whether a file name is that of a temporary file [`write_atomically`]
+/// leaves behind when the process dies mid-write.
+pub fn is_atomic_write_temporary(name: &str) -> bool {
+    name.starts_with('.') && name.contains(TEMPORARY_MARK)
+}
+
 /// Writes `bytes` to `path` so that readers see either the old file or the
 /// whole new one: a temporary sibling is written and fsynced, then renamed over
 /// `path`, then the directory is fsynced.
@@ -60,7 +69,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let temporary = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let temporary = dir.join(format!(".{file_name}{TEMPORARY_MARK}{}", std::process::id()));
     let result = (|| {
         let mut file = File::create(&temporary)?;
         file.write_all(bytes)?;

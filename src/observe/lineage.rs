@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::http::{self, Endpoint};
 use super::{RunEnd, RunStart};
+use crate::commit::RunStatus;
 use crate::drift::Status;
 use crate::util::rfc3339_millis;
 
@@ -99,7 +100,7 @@ impl Lineage {
                     ),
                 );
             }
-            if end.published() {
+            if end.status.published() {
                 output_statistics = Some(facet(
                     "1-0-2",
                     "OutputStatisticsOutputDatasetFacet",
@@ -127,8 +128,8 @@ impl Lineage {
             .into_iter()
             .collect();
         let kind = match end.status {
-            _ if end.published() => "COMPLETE",
-            "interrupted" => "ABORT",
+            _ if end.status.published() => "COMPLETE",
+            RunStatus::Interrupted => "ABORT",
             _ => "FAIL",
         };
         self.event(kind, end.finished_at, start, run_facets, vec![input], outputs)

@@ -84,7 +84,7 @@ pub fn render(end: &RunEnd<'_>, previous_success: Option<f64>) -> String {
                 ("command", end.start.command),
                 ("model", model),
                 ("model_version", version),
-                ("status", end.status),
+                ("status", end.status.as_str()),
             ],
             1.0,
         )],
@@ -103,9 +103,9 @@ pub fn render(end: &RunEnd<'_>, previous_success: Option<f64>) -> String {
     out.one(
         "lakescore_last_run_success",
         "1 when the last run published its output, else 0.",
-        f64::from(u8::from(end.published())),
+        f64::from(u8::from(end.status.published())),
     );
-    let last_success = if end.published() {
+    let last_success = if end.status.published() {
         Some(finished)
     } else {
         previous_success

@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use crate::commit::RunStatus;
 use crate::model::ModelInfo;
 use crate::report::RunReport;
 use crate::util::{compact_utc, sha256_hex};
@@ -80,20 +81,12 @@ pub struct RunStart<'a> {
 pub struct RunEnd<'a> {
     pub start: RunStart<'a>,
     pub finished_at: SystemTime,
-    /// `succeeded`, `sla_missed`, `rejected`, `failed` or `interrupted`.
-    pub status: &'static str,
+    pub status: RunStatus,
     pub exit_code: i32,
     /// The error and its causes in one line, for failed runs.
     pub error: Option<String>,
     pub model: Option<&'a ModelInfo>,
     pub report: Option<&'a RunReport>,
-}
-
-impl RunEnd<'_> {
-    /// Whether the run's output is published (an SLA miss still publishes).
-    pub fn published(&self) -> bool {
-        matches!(self.status, "succeeded" | "sla_missed")
-    }
 }
 
 /// Where a run's metrics and lineage go.
@@ -150,7 +143,7 @@ impl Observers {
                 }
             }
             if let Some(endpoint) = &self.pushgateway {
-                push(&push_endpoint(endpoint, &self.job), &text, end.published());
+                push(&push_endpoint(endpoint, &self.job), &text, end.status.published());
             }
         }
         if let Some(lineage) = &self.lineage {

@@ -21,10 +21,10 @@ use arrow::array::{Array, ArrayRef, BooleanArray, Float32Array, Int32Array, Int6
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 
-use crate::commit::{self, LedgerRecord, OutputFileRecord, PartitionRecord, Transaction, WriteMode};
+use crate::commit::{self, LedgerRecord, OutputFileRecord, PartitionRecord, RunStatus, Transaction, WriteMode};
 use crate::contract::{self, Contract, Inspection, NULL_KEY, RowMarks, TableFacts};
 use crate::drift::Status;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, error_chain};
 use crate::features::{self, FeatureSource};
 use crate::lock::OutputLock;
 use crate::model::{Feature, FeatureBlock, Model, ModelError, ModelInfo, Scores};
@@ -33,10 +33,11 @@ use crate::package::{ColumnKind, Package};
 use crate::plan::{self, ColumnRequest, FilePlan, IdColumns, TablePlan, WorkUnit};
 use crate::profile::TableProfile;
 use crate::progress::Progress;
+use crate::report::rows_per_second;
 use crate::report::{InputRecord, Judgement, Manifest, RunReport, StageSeconds, WallSeconds};
 use crate::scan::{LeafReader, ParquetFile, leaves_of_root};
 use crate::sink::{self, CopiedChunk, EncodedRowGroup, OutputLayout, SinkError, StagedFile};
-use crate::sla::Sla;
+use crate::sla::{Sla, SlaReport};
 use crate::stop;
 use crate::test_hooks;
 use crate::util::{rfc3339_utc, sha256_hex};
@@ -122,25 +123,19 @@ pub fn score(
     began: &dyn Fn(),
 ) -> Result<RunReport> {
     let start = Start::new(options)?;
-    let mut ledger = LedgerRecord::starting(&start.run_id, &options.identity.uuid, start.started_at, mode, input);
+    let identity = &options.identity;
+    let mut ledger = LedgerRecord::starting(&identity.run_id, &identity.uuid, identity.started_at, mode, input);
     // A second run into an output lakescore has written before is refused
     // here, before planning (which reads every footer). A new output has no
     // lock folder yet: creating one would touch OUT before the input is
     // known to be good, so its lock is taken when the transaction begins.
-    let early_lock = match output.join(commit::META_DIR).is_dir() {
-        true => {
-            if input.exists() {
-                commit::check_separate(input, output)?;
-            }
-            Some(OutputLock::acquire(
-                output,
-                &output.join(commit::META_DIR),
-                &ledger.holder(),
-            )?)
-        }
+    let meta = output.join(commit::META_DIR);
+    let early_lock = match meta.is_dir() {
+        true => Some(OutputLock::acquire(output, &meta, &ledger.holder())?),
         false => None,
     };
-    let (started_at, clock, run_id, pool) = (start.started_at, start.clock, &start.run_id, &start.pool);
+    let (started_at, run_id) = (identity.started_at, &identity.run_id);
+    let (clock, pool) = (start.clock, &start.pool);
     let model = package.model.as_ref();
     let pass = PassKind {
         predict: true,
@@ -172,20 +167,14 @@ pub fn score(
     let outcome = stage_and_judge(pool, package, &table, &facts, &mut transaction, options)
         // The last moment a stop request is heard: publishing takes renames
         // only, and a run that has begun to publish finishes.
-        .and_then(|done| match stop::requested() {
-            Some(signal) => Err(Error::Interrupted { signal }),
-            None => Ok(done),
-        });
+        .and_then(|done| stop::check().map(|()| done));
     let (scored, staged, reused) = match outcome {
         Ok(done) => done,
         Err(error) => return Err(abort(transaction, error)),
     };
     scored.record(&mut report, true);
     if report.judgement.rejects() {
-        let why = report.judgement.rejection_summary();
-        if let Err(abort_error) = transaction.abort("rejected", &why) {
-            tracing::warn!(error = %abort_error, "could not clean up after the rejected run");
-        }
+        close_unpublished(transaction, RunStatus::Rejected, &report.judgement.rejection_summary());
         return Ok(report.finish_rejected(clock));
     }
 
@@ -229,21 +218,19 @@ pub fn score(
         started_at,
         SystemTime::now(),
         rows - report.rows_quarantined,
-        report.rows_scored as f64 / wall_seconds.total.max(1e-9),
+        rows_per_second(report.rows_scored, wall_seconds.total),
     );
-    let sla_missed = sla
-        .iter()
-        .flat_map(|s| &s.checks)
-        .filter(|c| c.breached)
-        .map(|c| c.name.to_string());
     let outcome = commit::Published {
         rows,
         rows_quarantined: report.rows_quarantined,
-        sla_missed: sla_missed.collect(),
+        sla_missed: sla.as_ref().map(SlaReport::missed).unwrap_or_default(),
     };
     transaction.finish(&manifest, outcome)?;
+    report.status = match sla.as_ref().is_some_and(|s| s.breached) {
+        true => RunStatus::SlaMissed,
+        false => RunStatus::Succeeded,
+    };
     report.sla = sla;
-    report.status = "succeeded";
     report.reused_partitions = reused.len();
     report.bytes_written = outputs.iter().map(|f| f.bytes).sum();
     report.quarantine = side_outputs.quarantine;
@@ -254,10 +241,16 @@ pub fn score(
 
 /// Ends a failed run's transaction, recording why, and hands the error back.
 fn abort(transaction: Transaction, error: Error) -> Error {
-    if let Err(abort_error) = transaction.abort(error.run_status(), &error_chain(&error)) {
-        tracing::warn!(error = %abort_error, "could not clean up after the failed run");
-    }
+    close_unpublished(transaction, error.run_status(), &error_chain(&error));
     error
+}
+
+/// Ends a run that publishes nothing: its staged files go, its ledger entry
+/// says why.
+fn close_unpublished(transaction: Transaction, status: RunStatus, why: &str) {
+    if let Err(abort_error) = transaction.abort(status, why) {
+        tracing::warn!(error = %abort_error, "could not clean up after the run");
+    }
 }
 
 /// One digest for a whole input table: every file's path, size and footer.
@@ -280,7 +273,7 @@ fn table_fingerprint(plan: &TablePlan) -> String {
 /// contract and profiles run as in `score` (and are reported, never acted on).
 pub fn bench(package: &Package, input: &Path, write: bool, checks: bool, options: &RunOptions) -> Result<RunReport> {
     let start = Start::new(options)?;
-    let (clock, run_id, pool) = (start.clock, &start.run_id, &start.pool);
+    let (clock, run_id, pool) = (start.clock, &options.identity.run_id, &start.pool);
     let pass = PassKind {
         predict: true,
         inspect: checks,
@@ -304,7 +297,7 @@ pub fn bench(package: &Package, input: &Path, write: bool, checks: bool, options
     );
     let _ = std::fs::remove_dir_all(&scratch);
     let scored = judge(package, &table, &facts, scored?);
-    report.status = "succeeded";
+    report.status = RunStatus::Succeeded;
     scored.record(&mut report, true);
     report.bytes_written = scored.files.iter().map(|(_, bytes)| bytes).sum();
     report.wall_seconds = WallSeconds {
@@ -339,7 +332,7 @@ pub fn check(package: &Package, input: &Path, options: &RunOptions) -> Result<Ru
     Ok(match report.judgement.rejects() {
         true => report.finish_rejected(clock),
         false => {
-            report.status = "succeeded";
+            report.status = RunStatus::Succeeded;
             report.finish(clock)
         }
     })
@@ -1171,8 +1164,8 @@ impl Worker<'_> {
                     return;
                 }
             }
-            if let Some(signal) = stop::requested() {
-                exchange.fail(unit_idx, Error::Interrupted { signal });
+            if let Err(stopped) = stop::check() {
+                exchange.fail(unit_idx, stopped);
                 return;
             }
             let unit = self.units[unit_idx];
@@ -1510,20 +1503,17 @@ fn build_pool(threads: usize) -> Result<rayon::ThreadPool> {
         .map_err(|e| Error::Internal(format!("cannot start {threads} worker threads: {e}")))
 }
 
-/// The start of a command: its clocks, its run id, its worker pool.
+/// The start of a command: its clock and its worker pool (its id and start
+/// time are `RunOptions::identity`).
 struct Start {
-    started_at: SystemTime,
     clock: Instant,
-    run_id: String,
     pool: rayon::ThreadPool,
 }
 
 impl Start {
     fn new(options: &RunOptions) -> Result<Start> {
         Ok(Start {
-            started_at: options.identity.started_at,
             clock: Instant::now(),
-            run_id: options.identity.run_id.clone(),
             pool: build_pool(options.thread_count())?,
         })
     }
@@ -1555,16 +1545,4 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         (_, Some(text)) => text.clone(),
         _ => "a panic without a message".to_string(),
     }
-}
-
-/// `error: caused by: ...` on one line, for the ledger.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
