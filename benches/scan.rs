@@ -124,13 +124,30 @@ fn bench_scan(c: &mut Criterion) {
         manifest.features.insert(name.clone(), spec);
     }
     let rules = Contract::compile(&manifest, Path::new("bench"), &features_spec, 1, Some((0.0, 1.0))).unwrap();
-    for (label, contract) in [("profile only", &no_rules), ("profile and 68 rules", &rules)] {
+    manifest.guards.max_missing_share = Some(0.5);
+    let guarded = Contract::compile(&manifest, Path::new("bench"), &features_spec, 1, Some((0.0, 1.0))).unwrap();
+    for (label, contract) in [
+        ("profile only", &no_rules),
+        ("profile and 68 rules", &rules),
+        ("profile, 68 rules and the missing-share guard", &guarded),
+    ] {
         group.bench_function(format!("checks: {label}, one 2048-row block of 34 features"), |b| {
             let mut inspection = contract.inspection(&features_spec, 1);
             let mut marks = RowMarks::default();
             b.iter(|| inspection.inspect_features(contract, black_box(&block), 0, 0, &mut marks))
         });
     }
+    // The score side: profile 2048 probabilities and count those outside
+    // the model's range [0, 1].
+    let scores = vec![
+        (0..BATCH_ROWS)
+            .map(|i| (i as f32 / BATCH_ROWS as f32).min(0.999))
+            .collect::<Vec<f32>>(),
+    ];
+    group.bench_function("checks: scores, one 2048-row batch of probabilities", |b| {
+        let mut inspection = no_rules.inspection(&features_spec, 1);
+        b.iter(|| inspection.inspect_scores(&no_rules, black_box(&scores)))
+    });
     group.finish();
 }
 

@@ -388,6 +388,8 @@ impl Contract {
             rows_flagged: 0,
             scores_out_of_range: 0,
             batch: Vec::with_capacity(features.len()),
+            missing: Vec::new(),
+            widened: Vec::new(),
         }
     }
 }
@@ -488,6 +490,10 @@ pub struct Inspection {
     pub scores_out_of_range: u64,
     /// Nulls and range per feature in the batch being inspected.
     batch: Vec<BatchSummary>,
+    /// Which rows of the batch miss a feature (a buffer kept between batches).
+    missing: Vec<bool>,
+    /// The batch's scores as f64, for the score accumulators (likewise kept).
+    widened: Vec<f64>,
 }
 
 impl Inspection {
@@ -546,15 +552,17 @@ impl Inspection {
                 FeatureAccumulator::Categorical(acc) => acc.add(column(j)),
             });
         }
-        // Only the missing-share guard needs rows with any missing feature.
-        if contract.max_missing_share.is_some() {
-            let mut missing = vec![false; n];
-            for j in 0..block.n_features {
-                for (m, v) in missing.iter_mut().zip(column(j)) {
+        // Only the missing-share guard needs rows with any missing feature,
+        // and only in batches where some feature has a null (NaN).
+        if contract.max_missing_share.is_some() && self.batch.iter().any(|b| b.nulls > 0) {
+            self.missing.clear();
+            self.missing.resize(n, false);
+            for (j, _) in self.batch.iter().enumerate().filter(|(_, b)| b.nulls > 0) {
+                for (m, v) in self.missing.iter_mut().zip(column(j)) {
                     *m |= v.is_nan();
                 }
             }
-            self.rows_with_missing += missing.iter().filter(|&&m| m).count() as u64;
+            self.rows_with_missing += self.missing.iter().filter(|&&m| m).count() as u64;
         }
 
         marks.quarantined.clear();
@@ -638,19 +646,15 @@ impl Inspection {
 
     /// Profiles the scores of the scored rows of a batch.
     pub fn inspect_scores(&mut self, contract: &Contract, scores: &[Vec<f32>]) {
-        let mut widened = Vec::new();
         for (acc, column) in self.scores.iter_mut().zip(scores) {
-            widened.clear();
-            widened.extend(column.iter().map(|&s| f64::from(s)));
-            acc.add(&widened);
-            if let Some((lo, hi)) = contract.score_range {
-                self.scores_out_of_range += column
-                    .iter()
-                    .filter(|&&s| {
-                        let s = f64::from(s);
-                        s < lo || s > hi
-                    })
-                    .count() as u64;
+            self.widened.clear();
+            self.widened.extend(column.iter().map(|&s| f64::from(s)));
+            let batch = acc.add(&self.widened);
+            // The batch's finite range settles most batches without a scan.
+            if let Some((lo, hi)) = contract.score_range
+                && (batch.infinite > 0 || batch.min < lo || batch.max > hi)
+            {
+                self.scores_out_of_range += self.widened.iter().filter(|&&s| s < lo || s > hi).count() as u64;
             }
         }
     }
