@@ -40,7 +40,6 @@ for _ in $(seq "$REPEAT"); do
     SECONDS_OF[$variant]+="$(echo "$(date +%s.%N) - $start" | bc) "
   done
 done
-median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 none=$(echo "${SECONDS_OF[none]}" | median)
 contract=$(echo "${SECONDS_OF[contract]}" | median)
 unique=$(echo "${SECONDS_OF[unique]}" | median)

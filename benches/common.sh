@@ -4,6 +4,7 @@
 #
 #   bench_arguments "$@"   sets ROWS, REPEAT (default $DEFAULT_REPEAT), WORK, MODEL
 #   bench_lake             builds, generates what is missing; sets BIN, LAKE, REFERENCE
+#   median                 the median of the numbers on stdin (spaces or lines)
 
 bench_arguments() {
   ROWS=10000000
@@ -44,4 +45,8 @@ bench_lake() {
   fi
   # Warm the page cache: every variant reads a warm lake.
   cat "$LAKE"/dt=*/*.parquet > /dev/null
+}
+
+median() {
+  tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'
 }

@@ -41,7 +41,6 @@ for _ in $(seq "$REPEAT"); do
     fi
   done
 done
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 plain=$(echo "${SECONDS_OF[plain]}" | median)
 observed=$(echo "${SECONDS_OF[observed]}" | median)
 inside=$(echo "$OBSERVERS" | median)

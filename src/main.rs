@@ -323,8 +323,12 @@ fn main() -> ExitCode {
         }
         Err(error) => error.exit(),
     };
-    let cli = Cli::from_arg_matches(&layered.matches).unwrap_or_else(|error| error.exit());
-    init_logging(&cli, &layered);
+    let mut cli = Cli::from_arg_matches(&layered.matches).unwrap_or_else(|error| error.exit());
+    // Where -q and -v are both set, the one from the stronger source wins;
+    // from here on `cli.quiet` is the outcome (logging, the progress bar).
+    let precedence = |key| layered.source_of(key).map_or(0, settings::Source::precedence);
+    cli.quiet &= cli.verbose == 0 || precedence("quiet") >= precedence("verbose");
+    init_logging(&cli);
     for key in &layered.unused_keys {
         tracing::debug!(key = %key, "config file setting not used by this command");
     }
@@ -752,10 +756,8 @@ fn write_report(path: &std::path::Path, report: &impl serde::Serialize) -> Resul
     })
 }
 
-fn init_logging(cli: &Cli, layered: &settings::Layered) {
-    let precedence = |key| layered.source_of(key).map_or(0, settings::Source::precedence);
-    let quiet = cli.quiet && (cli.verbose == 0 || precedence("quiet") >= precedence("verbose"));
-    let level = match (quiet, cli.verbose) {
+fn init_logging(cli: &Cli) {
+    let level = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
         (false, 0) => "info",
         (false, 1) => "debug",

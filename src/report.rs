@@ -22,7 +22,7 @@ use crate::util::{peak_rss_bytes, rfc3339_utc};
 pub struct StageSeconds {
     pub decode: f64,
     pub features: f64,
-    /// Contract rules and profiles of features (and keys for uniqueness).
+    /// Contract rules, profiles of features and scores, guards' counts (and keys for uniqueness).
     pub checks: f64,
     pub model: f64,
     pub encode: f64,

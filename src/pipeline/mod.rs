@@ -1337,10 +1337,11 @@ impl Worker<'_> {
             }
             let rows_out = block.n_rows;
             let scores = predict_checked(model, block)?;
+            lap(&mut stages.model);
             if let Some(inspection) = inspection.as_deref_mut() {
                 inspection.inspect_scores(contract, &scores);
+                lap(&mut stages.checks);
             }
-            lap(&mut stages.model);
 
             if let Some(encoder) = encoder.as_mut() {
                 let mut output: Vec<ArrayRef> = Vec::with_capacity(ids.len() + scores.len() + 1);
