@@ -26,6 +26,14 @@ pub enum Error {
     Features(#[from] FeatureError),
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// A model (or what watches its scores) refused a row group's values.
+    #[error("cannot score row group {row_group} of `{}`", path.display())]
+    InRowGroup {
+        path: std::path::PathBuf,
+        row_group: usize,
+        #[source]
+        source: ModelError,
+    },
     #[error(transparent)]
     Sink(#[from] SinkError),
     #[error(transparent)]

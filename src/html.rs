@@ -51,7 +51,7 @@ fn document_head(report: &Value) -> String {
     )
 }
 
-const STYLE: &str = "
+pub(crate) const STYLE: &str = "
 :root { --ok: #15803d; --ok-bg: #dcfce7; --warn: #b45309; --warn-bg: #fef3c7; --bad: #b91c1c; --bad-bg: #fee2e2;
   --muted: #6b7280; --line: #e5e7eb; }
 body { font: 14px/1.45 system-ui, -apple-system, 'Segoe UI', sans-serif; color: #111827; margin: 0;
@@ -691,7 +691,7 @@ fn list_at<'a>(value: &'a Value, key: &str) -> &'a [Value] {
 // Text and number formatting
 
 /// Escapes text for HTML element content and quoted attribute values alike.
-fn esc(text: &str) -> String {
+pub(crate) fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

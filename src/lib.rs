@@ -21,12 +21,15 @@
 //! (the ledger, listed).
 //! See ARCHITECTURE.md for the map and the invariants.
 
+pub mod bandit;
 pub mod commit;
+pub mod compare;
 pub mod contract;
 pub mod datagen;
 pub mod device;
 pub mod drift;
 pub mod error;
+pub mod evaluate;
 pub mod features;
 pub mod html;
 pub mod lock;

@@ -3,13 +3,16 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use lakescore::commit::RunStatus;
 use lakescore::commit::WriteMode;
+use lakescore::compare::ComparisonTap;
 use lakescore::device::DeviceSpec;
 use lakescore::error::{Error, causes, error_chain, exit_code};
 use lakescore::logging::{self, LogFormat};
+use lakescore::model::set::ScoreTap;
 use lakescore::observe::{Endpoint, Lineage, Observers, RunEnd, RunIdentity, RunStart};
 use lakescore::package::{self, Package};
 use lakescore::pipeline::{self, RunOptions};
@@ -87,6 +90,144 @@ enum Command {
     /// List the runs recorded in an output's ledger: when, which model,
     /// which input, how many rows, how each ended.
     Runs(RunsArgs),
+    /// Measure models on a labelled table: AUC, log loss, Brier score,
+    /// accuracy, calibration, lift and gain by decile.
+    #[command(after_help = EXIT_CODES)]
+    Evaluate(EvaluateArgs),
+    /// Assign every customer one variant of a campaign (Thompson sampling
+    /// over the policy's Beta posteriors, with floors and a holdout), and
+    /// publish the assignments atomically.
+    #[command(after_help = EXIT_CODES)]
+    Allocate(AllocateArgs),
+    /// Update a policy's posteriors from outcome tables, writing its next version.
+    #[command(after_help = EXIT_CODES)]
+    Feedback(FeedbackArgs),
+    /// Estimate a candidate policy's conversion rate from logged assignments
+    /// and their outcomes (IPS and self-normalised IPS).
+    #[command(after_help = EXIT_CODES, name = "evaluate-policy")]
+    EvaluatePolicy(EvaluatePolicyArgs),
+}
+
+#[derive(Args)]
+struct AllocateArgs {
+    /// The campaign's policy file (TOML, or JSON by its `.json` extension).
+    #[arg(long, value_name = "FILE")]
+    policy: PathBuf,
+    /// The customers: a Parquet file or folder with the policy's id column.
+    #[arg(long, value_name = "IN")]
+    input: PathBuf,
+    /// Output folder: mirrors the input's relative paths.
+    #[arg(long, value_name = "OUT")]
+    output: PathBuf,
+    /// What to do when OUT already holds a table.
+    #[arg(long, default_value = "error-if-exists", value_parser = parse_mode)]
+    mode: WriteMode,
+    /// Write the JSON report to FILE.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Worker threads (default: one per core).
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    threads: usize,
+}
+
+/// The outcome tables' columns.
+#[derive(Args)]
+#[command(next_help_heading = "Outcome columns")]
+struct OutcomeColumnArgs {
+    /// The id column (default: the policy's `id_column`).
+    #[arg(long, value_name = "C")]
+    id_column: Option<String>,
+    /// The arm each customer got (null: the holdout).
+    #[arg(long, value_name = "C", default_value = "arm")]
+    arm_column: String,
+    /// Whether the customer converted: boolean or 0/1.
+    #[arg(long, value_name = "C", default_value = "converted")]
+    converted_column: String,
+    /// When the outcome was recorded: a timestamp or a date.
+    #[arg(long, value_name = "C", default_value = "timestamp")]
+    timestamp_column: String,
+}
+
+#[derive(Args)]
+struct FeedbackArgs {
+    /// The policy to update.
+    #[arg(long, value_name = "FILE")]
+    policy: PathBuf,
+    /// Outcome tables (repeatable): id, arm, converted, timestamp.
+    #[arg(long = "outcomes", value_name = "TABLE", required = true)]
+    outcomes: Vec<PathBuf>,
+    /// Where to write the next version (default: over the policy file, atomically).
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    columns: OutcomeColumnArgs,
+    /// Write the JSON report to FILE.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct EvaluatePolicyArgs {
+    /// The candidate policy.
+    #[arg(long, value_name = "FILE")]
+    policy: PathBuf,
+    /// Logged assignments: the output of `allocate` (id, arm, propensity, holdout).
+    #[arg(long, value_name = "TABLE")]
+    assignments: PathBuf,
+    /// Outcome tables (repeatable).
+    #[arg(long = "outcomes", value_name = "TABLE", required = true)]
+    outcomes: Vec<PathBuf>,
+    /// The id column (default: the policy's `id_column`).
+    #[arg(long, value_name = "C")]
+    id_column: Option<String>,
+    /// Whether the customer converted: boolean or 0/1.
+    #[arg(long, value_name = "C", default_value = "converted")]
+    converted_column: String,
+    /// Write the JSON report to FILE.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Print the report as JSON instead of lines.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct EvaluateArgs {
+    /// Model package or bare model file (repeatable: the first is the
+    /// champion, the others are compared with it).
+    #[arg(long = "model", value_name = "M", required = true)]
+    models: Vec<PathBuf>,
+    /// The labelled table.
+    #[arg(long, value_name = "IN")]
+    input: PathBuf,
+    /// The label column: 0/1, false/true; null rows are left out.
+    #[arg(long, value_name = "COL")]
+    label: String,
+    /// Score at or above which a row is predicted positive, for accuracy
+    /// (repeatable).
+    #[arg(long = "threshold", value_name = "T", default_value = "0.5")]
+    thresholds: Vec<f64>,
+    /// Write the JSON report to FILE.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Write a static HTML page (metrics, ROC and calibration plots, deciles) to FILE.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Where the models run: `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    device: DeviceSpec,
+    /// Worker threads (default: one per core).
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    threads: usize,
 }
 
 #[derive(Args)]
@@ -111,9 +252,10 @@ enum ModelCommand {
 #[derive(Args)]
 struct ModelInput {
     /// Model package folder (with `lakescore.toml`) or a bare model file,
-    /// whose format is detected from its content.
-    #[arg(long, value_name = "M")]
-    model: PathBuf,
+    /// whose format is detected from its content. `score` and `bench` take
+    /// several: the first is the champion, each writes `score_<name>`.
+    #[arg(long = "model", value_name = "M", required = true)]
+    models: Vec<PathBuf>,
     /// A Parquet file or a folder (Hive `k=v/` partitions welcome).
     #[arg(long, value_name = "IN")]
     input: PathBuf,
@@ -151,6 +293,11 @@ struct ScoreArgs {
     /// The clock freshness rules judge by (`2026-11-26T02:00:00Z`; default now).
     #[arg(long, value_name = "TIME", value_parser = parse_instant)]
     as_of: Option<i64>,
+    /// With several models: publish the champion's scores only (its own
+    /// columns, as it alone would), and write the challengers' to the shadow
+    /// table `OUT/_lakescore/shadow/<run id>.parquet`.
+    #[arg(long)]
+    shadow: bool,
     #[command(flatten)]
     monitoring: MonitoringArgs,
     #[command(flatten)]
@@ -379,14 +526,15 @@ fn run(cli: &Cli) -> Result<RunStatus, Error> {
     match &cli.command {
         Command::Score(args) => score_job(cli, args),
         Command::Bench(args) => {
-            let (package, options) = load(&args.model_input, cli, None, RunIdentity::new())?;
-            let report = pipeline::bench(
+            let (package, options, comparison) = load(&args.model_input, cli, None, RunIdentity::new(), false)?;
+            let mut report = pipeline::bench(
                 &package,
                 &args.model_input.input,
                 !args.no_write,
                 !args.no_checks,
                 &options,
             )?;
+            report.comparison = comparison.map(|tap| tap.finish());
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report).expect("reports serialize"));
             } else {
@@ -395,8 +543,13 @@ fn run(cli: &Cli) -> Result<RunStatus, Error> {
             Ok(RunStatus::Succeeded)
         }
         Command::Check(args) => {
-            let outcome = load(&args.model_input, cli, args.as_of, RunIdentity::new())
-                .and_then(|(package, options)| pipeline::check(&package, &args.model_input.input, &options));
+            if args.model_input.models.len() > 1 {
+                return Err(Error::Usage(
+                    "`check` checks a table against one package's contract: give `--model` once".into(),
+                ));
+            }
+            let outcome = load(&args.model_input, cli, args.as_of, RunIdentity::new(), false)
+                .and_then(|(package, options, _)| pipeline::check(&package, &args.model_input.input, &options));
             let report = outcome.inspect_err(|error| write_failure_report(args.report.as_deref(), error))?;
             write_reports(&report, args.report.as_deref(), args.html.as_deref())?;
             if args.json {
@@ -434,6 +587,10 @@ fn run(cli: &Cli) -> Result<RunStatus, Error> {
             );
             Ok(RunStatus::Succeeded)
         }
+        Command::Evaluate(args) => evaluate(cli, args),
+        Command::Allocate(args) => allocate(cli, args),
+        Command::Feedback(args) => feedback(args),
+        Command::EvaluatePolicy(args) => evaluate_policy(args),
         Command::Runs(args) => {
             let runs = lakescore::runs::list(&args.output)?;
             if args.json {
@@ -518,13 +675,14 @@ fn score_job(cli: &Cli, args: &ScoreArgs) -> Result<RunStatus, Error> {
         write_failure_report(args.report.as_deref(), &error);
         error
     };
-    let (package, mut options) = match load(&args.model_input, cli, args.as_of, identity.clone()) {
-        Ok(loaded) => loaded,
-        Err(error) => return Err(failed(error, None)),
-    };
+    let (package, mut options, comparison) =
+        match load(&args.model_input, cli, args.as_of, identity.clone(), args.shadow) {
+            Ok(loaded) => loaded,
+            Err(error) => return Err(failed(error, None)),
+        };
     options.sla = args.sla.sla();
     let model = package.model.info();
-    let report = match pipeline::score(
+    let mut report = match pipeline::score(
         &package,
         &args.model_input.input,
         &args.output,
@@ -535,6 +693,7 @@ fn score_job(cli: &Cli, args: &ScoreArgs) -> Result<RunStatus, Error> {
         Ok(report) => report,
         Err(error) => return Err(failed(error, Some(model))),
     };
+    report.comparison = comparison.map(|tap| tap.finish());
     if !began.get() {
         begin(); // rejected by a type rule before the transaction
     }
@@ -586,6 +745,208 @@ fn score_job(cli: &Cli, args: &ScoreArgs) -> Result<RunStatus, Error> {
         }
     }
     Ok(status)
+}
+
+/// `lakescore evaluate`: every model against the label, in one pass.
+fn evaluate(cli: &Cli, args: &EvaluateArgs) -> Result<RunStatus, Error> {
+    use lakescore::evaluate::{self, EvaluationReport, EvaluationTap, ModelEvaluation};
+    if let Some(bad) = args.thresholds.iter().find(|t| !t.is_finite()) {
+        return Err(Error::Usage(format!("`--threshold {bad}` is not a number")));
+    }
+    let options = run_options(
+        cli,
+        args.threads,
+        Vec::new(),
+        args.device.to_string(),
+        None,
+        RunIdentity::new(),
+    );
+    let packages = open_packages(&args.models, &args.device, false)?;
+    let mut positives = Vec::new();
+    let mut own_outputs = Vec::new();
+    let mut compared = Vec::new();
+    let mut offset = 0;
+    for p in &packages {
+        let info = p.model.info();
+        let output = evaluate::positive_output(info, p.model.n_outputs()).map_err(Error::Usage)?;
+        own_outputs.push(output);
+        positives.push(offset + output);
+        compared.push((info.name.clone(), package::set_score_columns(&info.name, 1).remove(0)));
+        offset += p.model.n_outputs();
+    }
+    let infos: Vec<_> = packages.iter().map(|p| p.model.info().clone()).collect();
+    let comparison = (packages.len() > 1).then(|| ComparisonTap::new(compared, positives.clone()));
+    let tap = Arc::new(EvaluationTap::new(
+        &args.label,
+        positives.clone(),
+        &args.thresholds,
+        comparison,
+    ));
+    let label = evaluate::label_feature(&args.label);
+    let set = package::combine(packages, vec![label], Some(tap.clone() as Arc<dyn ScoreTap>), false)?;
+    logging::set_model(&infos[0].name, infos[0].version.as_deref());
+    let run = pipeline::score_only(&set, &args.input, "evaluate", &options)?;
+    let (metrics, rows_unlabeled, comparison) = tap.finish();
+    let report = EvaluationReport {
+        command: "evaluate",
+        lakescore_version: env!("CARGO_PKG_VERSION"),
+        input: args.input.clone(),
+        label: args.label.clone(),
+        rows: run.rows,
+        rows_unlabeled,
+        models: infos
+            .into_iter()
+            .zip(metrics)
+            .zip(own_outputs)
+            .map(|((model, metrics), output)| ModelEvaluation { model, output, metrics })
+            .collect(),
+        comparison,
+        wall_seconds: run.wall_seconds.total,
+        threads: run.threads,
+    };
+    evaluate::write_outputs(&report, args.report.as_deref(), args.html.as_deref()).map_err(|source| Error::Output {
+        what: "evaluation report",
+        path: args.report.clone().or(args.html.clone()).unwrap_or_default(),
+        source,
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).expect("reports serialize"));
+    } else {
+        print!("{}", evaluate::render_table(&report));
+    }
+    Ok(RunStatus::Succeeded)
+}
+
+/// Reads a policy file.
+fn read_policy(path: &std::path::Path) -> Result<lakescore::bandit::policy::PolicyFile, Error> {
+    lakescore::bandit::policy::PolicyFile::read(path).map_err(|e| Error::Usage(error_chain(&e)))
+}
+
+/// Prints a report (JSON or text) and writes it to `--report`.
+fn present<T: serde::Serialize>(
+    report: &T,
+    path: Option<&std::path::Path>,
+    json: bool,
+    text: impl FnOnce(&T) -> String,
+) -> Result<(), Error> {
+    if let Some(path) = path {
+        write_report(path, report)?;
+    }
+    match json {
+        true => println!("{}", serde_json::to_string_pretty(report).expect("reports serialize")),
+        false => print!("{}", text(report)),
+    }
+    Ok(())
+}
+
+/// `lakescore allocate`: one arm (or the holdout) per customer, published atomically.
+fn allocate(cli: &Cli, args: &AllocateArgs) -> Result<RunStatus, Error> {
+    use lakescore::bandit::allocate::{self, AllocateOptions, ArmModels};
+    let policy = read_policy(&args.policy)?;
+    let identity = RunIdentity::new();
+    logging::set_run(&identity.run_id);
+    logging::set_model(&policy.policy.campaign, Some(&policy.policy.version.to_string()));
+    // The arms' models, named after their arms, as one set.
+    let mut packages = Vec::new();
+    let mut columns = Vec::new();
+    for arm in &policy.policy.arms {
+        match policy.model_path(arm) {
+            Some(path) => {
+                let mut package = open_package(&path, &DeviceSpec::Cpu, false)?;
+                if package.model.n_outputs() != 1 {
+                    return Err(Error::Usage(format!(
+                        "the model of arm `{}` (`{}`) writes {} scores; an arm's model writes one, its expected value",
+                        arm.name,
+                        path.display(),
+                        package.model.n_outputs()
+                    )));
+                }
+                package.model.info_mut().name = arm.name.clone();
+                columns.push(Some(packages.len()));
+                packages.push(package);
+            }
+            None => columns.push(None),
+        }
+    }
+    let arm_models = match packages.is_empty() {
+        true => None,
+        false => Some(ArmModels {
+            package: package::combine(packages, Vec::new(), None, false)?,
+            columns,
+        }),
+    };
+    let threads = match args.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let _ = cli;
+    let options = AllocateOptions {
+        threads,
+        mode: args.mode,
+        identity,
+    };
+    let report = allocate::allocate(&policy, arm_models.as_ref(), &args.input, &args.output, &options)?;
+    present(&report, args.report.as_deref(), args.json, |r| {
+        let mut out = format!(
+            "allocated {} customers of `{}` to {} arms of `{}` version {} ({} held out), {:.2} s\n",
+            r.rows,
+            r.input.display(),
+            r.arms.len(),
+            r.campaign,
+            r.policy_version,
+            r.holdout_rows,
+            r.wall_seconds
+        );
+        for arm in &r.arms {
+            out.push_str(&format!(
+                "  {:<20} share {:.4} (best with probability {:.4})  {} customers ({:.4})\n",
+                arm.name, arm.share, arm.probability_best, arm.rows, arm.realised_share
+            ));
+        }
+        out
+    })?;
+    Ok(RunStatus::Succeeded)
+}
+
+/// `lakescore feedback`: the next version of a policy, from outcomes.
+fn feedback(args: &FeedbackArgs) -> Result<RunStatus, Error> {
+    use lakescore::bandit::feedback::{self, OutcomeColumns};
+    let policy = read_policy(&args.policy)?;
+    let columns = OutcomeColumns {
+        id: args
+            .columns
+            .id_column
+            .clone()
+            .unwrap_or_else(|| policy.policy.id_column.clone()),
+        arm: args.columns.arm_column.clone(),
+        converted: args.columns.converted_column.clone(),
+        timestamp: args.columns.timestamp_column.clone(),
+    };
+    let (next, mut report) = feedback::feedback(&policy, &args.outcomes, &columns, std::time::SystemTime::now())?;
+    let target = args.output.clone().unwrap_or_else(|| args.policy.clone());
+    next.write(&target).map_err(|e| Error::Usage(error_chain(&e)))?;
+    report.written = target;
+    present(&report, args.report.as_deref(), args.json, feedback::render)?;
+    Ok(RunStatus::Succeeded)
+}
+
+/// `lakescore evaluate-policy`: a candidate policy, estimated off-policy.
+fn evaluate_policy(args: &EvaluatePolicyArgs) -> Result<RunStatus, Error> {
+    use lakescore::bandit::off_policy;
+    let policy = read_policy(&args.policy)?;
+    let id_column = args
+        .id_column
+        .clone()
+        .unwrap_or_else(|| policy.policy.id_column.clone());
+    let report = off_policy::evaluate_policy(
+        &policy,
+        &args.assignments,
+        &args.outcomes,
+        &id_column,
+        &args.converted_column,
+    )?;
+    present(&report, args.report.as_deref(), args.json, off_policy::render)?;
+    Ok(RunStatus::Succeeded)
 }
 
 /// Where `score` sends metrics and lineage; refuses before the run what could
@@ -712,18 +1073,21 @@ fn run_options(
         as_of,
         identity,
         sla: Sla::default(),
+        shadow: None,
     }
 }
 
-/// Opens the model of a run command and settles its options; every log line
-/// from here on names the model.
+/// Opens the models of a run command and settles its options; every log
+/// line from here on names the (champion) model. Several models become one
+/// set, watched by the comparison the report carries.
 fn load(
     args: &ModelInput,
     cli: &Cli,
     as_of: Option<i64>,
     identity: RunIdentity,
-) -> Result<(Package, RunOptions), Error> {
-    let options = run_options(
+    shadow: bool,
+) -> Result<(Package, RunOptions, Option<Arc<ComparisonTap>>), Error> {
+    let mut options = run_options(
         cli,
         args.threads,
         args.id_columns.clone(),
@@ -731,10 +1095,47 @@ fn load(
         as_of,
         identity,
     );
-    let package = open_package(&args.model, &args.device, args.output_margin)?;
+    let packages = open_packages(&args.models, &args.device, args.output_margin)?;
+    if shadow && packages.len() < 2 {
+        return Err(Error::Usage(
+            "`--shadow` needs a challenger: give `--model` twice or more (the first is the champion)".into(),
+        ));
+    }
+    let (package, comparison) = match packages.len() {
+        1 => (packages.into_iter().next().expect("one"), None),
+        _ => {
+            // Each model's first score is compared; a shadow champion keeps its columns.
+            let mut compared = Vec::new();
+            let mut columns = Vec::new();
+            let mut offset = 0;
+            for (k, p) in packages.iter().enumerate() {
+                let name = p.model.info().name.clone();
+                let column = match k == 0 && shadow {
+                    true => p.contract.score_columns[0].clone(),
+                    false => package::set_score_columns(&name, p.model.n_outputs()).remove(0),
+                };
+                compared.push((name, column));
+                columns.push(offset);
+                offset += p.model.n_outputs();
+            }
+            let champion_outputs = packages[0].model.n_outputs();
+            let tap = Arc::new(ComparisonTap::new(compared, columns));
+            let set = package::combine(packages, Vec::new(), Some(tap.clone() as Arc<dyn ScoreTap>), shadow)?;
+            options.shadow = shadow.then_some(champion_outputs);
+            (set, Some(tap))
+        }
+    };
     let info = package.model.info();
     logging::set_model(&info.name, info.version.as_deref());
-    Ok((package, options))
+    Ok((package, options, comparison))
+}
+
+/// Opens every `--model`.
+fn open_packages(models: &[PathBuf], device: &DeviceSpec, output_margin: bool) -> Result<Vec<Package>, Error> {
+    models
+        .iter()
+        .map(|model| open_package(model, device, output_margin))
+        .collect()
 }
 
 /// `--report` of a failed run; the run's error matters more than the

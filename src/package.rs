@@ -329,6 +329,78 @@ impl std::fmt::Debug for Package {
     }
 }
 
+/// How a package's model is named in score columns: `score_<name>`, or
+/// `score_<name>_<k>` for a model of several outputs.
+pub fn set_score_columns(name: &str, n_outputs: usize) -> Vec<String> {
+    match n_outputs {
+        1 => vec![format!("score_{name}")],
+        n => (0..n).map(|k| format!("score_{name}_{k}")).collect(),
+    }
+}
+
+/// Several packages run as one in a single pass (champion and challengers,
+/// or an evaluation): a [`ModelSet`](model::set::ModelSet) of their models,
+/// reading also `extras`, watched by `tap`.
+///
+/// The first package is the champion: the set keeps its manifest, contract
+/// (feature rules, drift of features against its reference) and name.
+/// Every model writes `score_<name>` columns, except, with `champion_columns`,
+/// the champion, which keeps its own (a shadow run publishes exactly what the
+/// champion alone would). Score drift and the score guards compare one
+/// model's scores with its reference, so a set leaves them out.
+pub fn combine(
+    packages: Vec<Package>,
+    extras: Vec<model::Feature>,
+    tap: Option<std::sync::Arc<dyn model::set::ScoreTap>>,
+    champion_columns: bool,
+) -> Result<Package, PackageError> {
+    let mut names: Vec<String> = Vec::new();
+    let mut columns: Vec<String> = Vec::new();
+    for (k, package) in packages.iter().enumerate() {
+        let name = &package.model.info().name;
+        if names.contains(name) {
+            return Err(PackageError::Invalid {
+                path: package.manifest.artifact.clone(),
+                field: "name".into(),
+                problem: format!(
+                    "two models are named `{name}`; each model of a run needs its own name for its `score_<name>` \
+                     column (package them with `model package --name`)"
+                ),
+            });
+        }
+        names.push(name.clone());
+        match k == 0 && champion_columns {
+            true => columns.extend(package.contract.score_columns.iter().cloned()),
+            false => columns.extend(set_score_columns(name, package.model.n_outputs())),
+        }
+    }
+    let mut packages = packages.into_iter();
+    let champion = packages.next().expect("at least one package");
+    let mut models = vec![champion.model];
+    models.extend(packages.map(|p| p.model));
+    let set = model::set::ModelSet::new(models, extras, tap);
+    let mut manifest = champion.manifest;
+    manifest.output.columns = Some(columns);
+    let manifest_path = champion.folder.clone().unwrap_or_else(|| manifest.artifact.clone());
+    let mut contract = Contract::compile(
+        &manifest,
+        &manifest_path,
+        set.features(),
+        set.n_outputs(),
+        set.output_range(),
+    )?;
+    contract.compare_scores = false;
+    contract.max_mean_shift = None;
+    contract.max_positive_rate_shift = None;
+    Ok(Package {
+        model: Box::new(set),
+        manifest,
+        contract,
+        folder: champion.folder,
+        reference: champion.reference,
+    })
+}
+
 /// The stable names of model formats used in manifests.
 pub fn format_name(format: ModelFormat) -> &'static str {
     match format {

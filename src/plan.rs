@@ -50,6 +50,21 @@ pub enum PlanError {
         column: String,
         suggestion: Suggestion,
     },
+    #[error("{role} column `{column}` does not exist in `{}`{suggestion}", path.display())]
+    MissingColumn {
+        path: PathBuf,
+        role: &'static str,
+        column: String,
+        suggestion: Suggestion,
+    },
+    #[error("{role} column `{column}` of `{}` is {data_type}; {expected}", path.display())]
+    ColumnType {
+        path: PathBuf,
+        role: &'static str,
+        column: String,
+        data_type: String,
+        expected: &'static str,
+    },
     #[error(
         "default id column `{DEFAULT_ID_COLUMN}` is in some files of the table but not in `{}`; \
          name the id columns with `--id-column`",

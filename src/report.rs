@@ -185,6 +185,12 @@ pub struct RunReport {
     pub peak_rss_bytes: u64,
     pub quarantine: Option<PathBuf>,
     pub profile: Option<PathBuf>,
+    /// The challengers' scores of a `--shadow` run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<PathBuf>,
+    /// With several models: champion against challengers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<crate::compare::Comparison>,
     /// The SLA limits given, judged (`score` only).
     pub sla: Option<SlaReport>,
     #[serde(flatten)]
@@ -232,6 +238,8 @@ impl RunReport {
             peak_rss_bytes: 0,
             quarantine: None,
             profile: None,
+            shadow: None,
+            comparison: None,
             sla: None,
             judgement: Judgement::default(),
             table_profile: None,

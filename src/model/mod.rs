@@ -6,6 +6,7 @@
 //! list, and returns [`Scores`].
 
 pub mod linear;
+pub mod set;
 pub mod trees;
 pub mod ubjson;
 
@@ -40,6 +41,11 @@ pub enum ModelError {
         field: String,
         problem: String,
     },
+    /// An evaluation's label that is neither 0 nor 1 (nor missing).
+    #[error(
+        "label column `{column}` holds `{value}`; labels must be 0 or 1 (false or true), or null to leave the row out"
+    )]
+    Label { column: String, value: f64 },
     #[error("model `{model}` failed to compute scores on {device}")]
     Compute {
         model: String,

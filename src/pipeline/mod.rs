@@ -47,7 +47,7 @@ mod row_policies;
 
 use judging::{judge, rejected_by_schema, table_facts};
 use row_policies::{
-    append_quarantine, drop_rows, fill_missing, finish_quarantine, flags_column, leaf_keys, quarantine_rows, row_keys,
+    append_side_table, drop_rows, fill_missing, finish_side_table, flags_column, leaf_keys, quarantine_rows, row_keys,
 };
 
 /// Rows decoded, turned into features and scored at a time within a row group.
@@ -76,6 +76,10 @@ pub struct RunOptions {
     pub identity: RunIdentity,
     /// Service levels `score` judges itself by.
     pub sla: Sla,
+    /// Shadow scoring: only this many leading score columns (the champion's)
+    /// are published; the rest (the challengers') go to the run's shadow
+    /// table, `OUT/_lakescore/shadow/<run id>.parquet`.
+    pub shadow: Option<usize>,
 }
 
 impl RunOptions {
@@ -235,6 +239,7 @@ pub fn score(
     report.bytes_written = outputs.iter().map(|f| f.bytes).sum();
     report.quarantine = side_outputs.quarantine;
     report.profile = side_outputs.profile;
+    report.shadow = side_outputs.shadow;
     report.wall_seconds = wall_seconds;
     Ok(report.finish(clock))
 }
@@ -309,6 +314,33 @@ pub fn bench(package: &Package, input: &Path, write: bool, checks: bool, options
     Ok(report.finish(clock))
 }
 
+/// One pass that decodes and scores, without checks and without writing: for
+/// commands whose model set watches its own scores (`evaluate`).
+pub fn score_only(package: &Package, input: &Path, command: &'static str, options: &RunOptions) -> Result<RunReport> {
+    let start = Start::new(options)?;
+    let (clock, pool) = (start.clock, &start.pool);
+    let pass = PassKind {
+        predict: true,
+        inspect: false,
+        rules: false,
+        encode: false,
+    };
+    let (table, facts, mut report) = prepare_run(&start, command, package, input, options, pass)?;
+    let plan_seconds = clock.elapsed().as_secs_f64();
+    let all_files: Vec<usize> = (0..table.plan.files.len()).collect();
+    let scored = score_files(pool, package, &table, &all_files, None, None, options.progress)?;
+    let scored = judge(package, &table, &facts, scored);
+    report.status = RunStatus::Succeeded;
+    scored.record(&mut report, true);
+    report.wall_seconds = WallSeconds {
+        plan: plan_seconds,
+        score: scored.seconds,
+        commit: 0.0,
+        total: 0.0,
+    };
+    Ok(report.finish(clock))
+}
+
 /// `lakescore check`: the contract alone, in one streaming pass, no model run
 /// and nothing written. Status `rejected` when a failing rule says stop.
 pub fn check(package: &Package, input: &Path, options: &RunOptions) -> Result<RunReport> {
@@ -348,7 +380,7 @@ pub fn profile(package: &Package, input: &Path, scores: bool, options: &RunOptio
         rules: false,
         encode: false,
     };
-    let table = pool.install(|| prepare(package, input, &options.id_columns, pass))?;
+    let table = pool.install(|| prepare(package, input, options, pass))?;
     let all_files: Vec<usize> = (0..table.plan.files.len()).collect();
     let scored = score_files(&pool, package, &table, &all_files, None, None, options.progress)?;
     let inspection = scored.inspection.expect("profiling inspects");
@@ -628,6 +660,9 @@ struct PreparedTable {
     flags: bool,
     /// The schema of the quarantine table.
     quarantine_schema: SchemaRef,
+    /// The schema of the shadow table (ids, then the challengers' scores),
+    /// when the run shadows.
+    shadow_schema: Option<SchemaRef>,
 }
 
 /// Columns of the quarantine table after the id columns.
@@ -638,19 +673,28 @@ const QUARANTINE_COLUMNS: [&str; 4] = [
     "lakescore_reasons",
 ];
 
-fn prepare(package: &Package, input: &Path, id_columns: &IdColumns, pass: PassKind) -> Result<PreparedTable> {
+fn prepare(package: &Package, input: &Path, options: &RunOptions, pass: PassKind) -> Result<PreparedTable> {
     let model = package.model.as_ref();
     let contract = &package.contract;
     let request = ColumnRequest {
         features: contract.columns.clone(),
-        id_columns: id_columns.clone(),
+        id_columns: options.id_columns.clone(),
     };
     let plan = plan::plan_table(input, &request)?;
     let score_columns = match pass.predict {
         true => contract.score_columns.clone(),
         false => Vec::new(),
     };
+    // With shadow scoring, the output has the champion's columns; the shadow
+    // table has the rest.
+    let published_scores = match options.shadow {
+        Some(n) if pass.predict && pass.encode => n.min(score_columns.len()),
+        _ => score_columns.len(),
+    };
+    let shadow_columns = score_columns[published_scores..].to_vec();
+    let score_columns = score_columns[..published_scores].to_vec();
     let mut output_columns = score_columns.clone();
+    output_columns.extend(shadow_columns.iter().cloned());
     let flags = pass.inspect && pass.predict && contract.flags();
     if flags {
         output_columns.push(sink::FLAGS_COLUMN.to_string());
@@ -688,7 +732,8 @@ fn prepare(package: &Package, input: &Path, id_columns: &IdColumns, pass: PassKi
         _ => None,
     };
     let quarantines = pass.inspect && pass.predict && contract.quarantines();
-    let copy_ids = !quarantines;
+    // Rows of side tables need their ids decoded, not copied.
+    let copy_ids = !quarantines && shadow_columns.is_empty();
     let mut layouts = Vec::with_capacity(plan.files.len());
     let mut scans = Vec::with_capacity(plan.files.len());
     for file in &plan.files {
@@ -714,7 +759,7 @@ fn prepare(package: &Package, input: &Path, id_columns: &IdColumns, pass: PassKi
     }
     // Keys and the quarantine table need one type per id column across files.
     if let Some(first) = plan.files.first() {
-        let must_match: Vec<usize> = match (quarantines, &unique_ids) {
+        let must_match: Vec<usize> = match (quarantines || !shadow_columns.is_empty(), &unique_ids) {
             (true, _) => (0..plan.id_columns.len()).collect(),
             (false, Some(positions)) => positions.clone(),
             (false, None) => Vec::new(),
@@ -741,7 +786,7 @@ fn prepare(package: &Package, input: &Path, id_columns: &IdColumns, pass: PassKi
             }
         }
     }
-    let mut quarantine_fields: Vec<Field> = match plan.files.first() {
+    let id_fields: Vec<Field> = match plan.files.first() {
         Some(file) => {
             let schema = file.file.metadata.schema();
             file.id_roots
@@ -751,6 +796,13 @@ fn prepare(package: &Package, input: &Path, id_columns: &IdColumns, pass: PassKi
         }
         None => Vec::new(),
     };
+    let mut shadow_fields = id_fields.clone();
+    shadow_fields.extend(
+        shadow_columns
+            .iter()
+            .map(|name| Field::new(name, DataType::Float32, false)),
+    );
+    let mut quarantine_fields = id_fields;
     quarantine_fields.extend([
         Field::new(QUARANTINE_COLUMNS[0], DataType::Utf8, false),
         Field::new(QUARANTINE_COLUMNS[1], DataType::Int32, false),
@@ -799,6 +851,7 @@ fn prepare(package: &Package, input: &Path, id_columns: &IdColumns, pass: PassKi
         quarantines,
         flags,
         quarantine_schema: Arc::new(Schema::new(quarantine_fields)),
+        shadow_schema: (!shadow_columns.is_empty()).then(|| Arc::new(Schema::new(shadow_fields))),
     })
 }
 
@@ -816,6 +869,8 @@ struct Scored {
     keys: Vec<u64>,
     /// Rows written to the staged quarantine table.
     quarantined_rows: u64,
+    /// Rows written to the staged shadow table.
+    shadow_rows: u64,
     judgement: Judgement,
     profile: Option<Arc<TableProfile>>,
 }
@@ -895,14 +950,17 @@ fn stage_and_judge(
         .flat_map(|(_, _, indices)| indices.iter().copied())
         .collect();
     let destination = |relative: &Path| transaction.staged_path(relative);
-    let quarantine_path = transaction.staged_side_path("quarantine.parquet");
+    let side_paths = SidePaths {
+        quarantine: transaction.staged_side_path("quarantine.parquet"),
+        shadow: transaction.staged_side_path("shadow.parquet"),
+    };
     let scored = score_files(
         pool,
         package,
         table,
         &files,
         Some(&destination),
-        Some(&quarantine_path),
+        Some(&side_paths),
         options.progress,
     )?;
     let mut scored = judge(package, table, facts, scored);
@@ -936,10 +994,17 @@ fn stage_and_judge(
     Ok((scored, staged, reused))
 }
 
+/// Where a run stages its side tables.
+struct SidePaths {
+    quarantine: PathBuf,
+    shadow: PathBuf,
+}
+
 /// Side outputs a published run leaves in `OUT/_lakescore/`.
 struct SideOutputs {
     quarantine: Option<PathBuf>,
     profile: Option<PathBuf>,
+    shadow: Option<PathBuf>,
 }
 
 /// Publishes the staged partitions, then the side outputs. Returns every
@@ -963,13 +1028,24 @@ fn publish(
         Some(_) => Some(transaction.publish_side("profile.json", "profiles", &format!("{run_id}.json"))?),
         None => None,
     };
+    let shadow = match scored.shadow_rows {
+        0 => None,
+        _ => Some(transaction.publish_side("shadow.parquet", "shadow", &format!("{run_id}.parquet"))?),
+    };
     let files_by_partition = commit::partitions_of(table.plan.files.iter().map(|f| f.relative_path.as_path()));
     let all_partitions: Vec<&Path> = files_by_partition.keys().map(PathBuf::as_path).collect();
     transaction.publish(&staged, &all_partitions)?;
     let mut records = staged;
     records.extend(reused.iter().map(|(_, record)| record.clone()));
     records.sort_by(|a, b| a.partition.cmp(&b.partition));
-    Ok((records, SideOutputs { quarantine, profile }))
+    Ok((
+        records,
+        SideOutputs {
+            quarantine,
+            profile,
+            shadow,
+        },
+    ))
 }
 
 /// The writer's and workers' meeting point.
@@ -995,6 +1071,8 @@ struct EncodedUnit {
     keys: Vec<u64>,
     /// Quarantined rows, as rows of the quarantine table.
     quarantine: Vec<RecordBatch>,
+    /// The challengers' scores, as rows of the shadow table.
+    shadow: Vec<RecordBatch>,
 }
 
 impl Exchange {
@@ -1038,7 +1116,7 @@ fn score_files(
     table: &PreparedTable,
     file_indices: &[usize],
     destination: Option<Destination<'_>>,
-    quarantine: Option<&Path>,
+    side_paths: Option<&SidePaths>,
     show_progress: bool,
 ) -> Result<Scored> {
     let clock = Instant::now();
@@ -1098,7 +1176,7 @@ fn score_files(
                 &units,
                 &exchange,
                 destination,
-                quarantine,
+                side_paths,
                 &progress,
             )
         }))
@@ -1128,6 +1206,7 @@ fn score_files(
         inspection: inspected.into_inner().unwrap(),
         keys: written.keys,
         quarantined_rows: written.quarantined_rows,
+        shadow_rows: written.shadow_rows,
         judgement: Judgement::default(),
         profile: None,
     })
@@ -1259,6 +1338,7 @@ impl Worker<'_> {
             encoded: None,
             keys: Vec::new(),
             quarantine: Vec::new(),
+            shadow: Vec::new(),
         };
         let mut marks = RowMarks::default();
         let mut rows_done = 0;
@@ -1336,7 +1416,14 @@ impl Worker<'_> {
                 }
             }
             let rows_out = block.n_rows;
-            let scores = predict_checked(model, block)?;
+            let scores = predict_checked(model, block).map_err(|error| match error {
+                Error::Model(source @ ModelError::Label { .. }) => Error::InRowGroup {
+                    path: file.path.clone(),
+                    row_group,
+                    source,
+                },
+                other => other,
+            })?;
             lap(&mut stages.model);
             if let Some(inspection) = inspection.as_deref_mut() {
                 inspection.inspect_scores(contract, &scores);
@@ -1351,7 +1438,19 @@ impl Worker<'_> {
                         None => Arc::clone(id),
                     });
                 }
-                output.extend(scores.into_iter().map(|s| Arc::new(Float32Array::from(s)) as ArrayRef));
+                let mut scores: Vec<ArrayRef> = scores
+                    .into_iter()
+                    .map(|s| Arc::new(Float32Array::from(s)) as ArrayRef)
+                    .collect();
+                if let Some(schema) = &table.shadow_schema {
+                    let published = table.score_columns.len();
+                    let mut columns = output.clone();
+                    columns.extend(scores.drain(published..));
+                    let batch =
+                        RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| encode_error(e.into()))?;
+                    done.shadow.push(batch);
+                }
+                output.extend(scores);
                 if table.flags {
                     output.push(flags_column(&marks, contract, n_rows));
                 }
@@ -1401,6 +1500,7 @@ struct Written {
     /// Every row's unique-column key, in table order.
     keys: Vec<u64>,
     quarantined_rows: u64,
+    shadow_rows: u64,
 }
 
 /// The writer: takes units in order and appends them to their files, and
@@ -1411,15 +1511,18 @@ fn write_in_order(
     units: &[WorkUnit],
     exchange: &Exchange,
     destination: Option<Destination<'_>>,
-    quarantine_path: Option<&Path>,
+    side_paths: Option<&SidePaths>,
     progress: &Progress,
 ) -> Result<Written> {
+    let quarantine_path = side_paths.map(|p| p.quarantine.as_path());
+    let shadow_path = side_paths.map(|p| p.shadow.as_path());
     let mut writing = Stopwatch::default();
     let mut written = Written::default();
     if table.unique_ids.is_some() {
         written.keys.reserve_exact(units.iter().map(|u| u.n_rows).sum());
     }
     let mut quarantine: Option<ArrowWriter<std::fs::File>> = None;
+    let mut shadow: Option<ArrowWriter<std::fs::File>> = None;
     let mut unit_idx = 0;
     for &file_idx in file_indices {
         let file = &table.plan.files[file_idx];
@@ -1447,7 +1550,13 @@ fn write_in_order(
             if let Some(path) = quarantine_path {
                 for batch in done.quarantine {
                     written.quarantined_rows += batch.num_rows() as u64;
-                    writing.time(|| append_quarantine(&mut quarantine, path, &table.quarantine_schema, &batch))?;
+                    writing.time(|| append_side_table(&mut quarantine, path, &table.quarantine_schema, &batch))?;
+                }
+            }
+            if let (Some(path), Some(schema)) = (shadow_path, &table.shadow_schema) {
+                for batch in done.shadow {
+                    written.shadow_rows += batch.num_rows() as u64;
+                    writing.time(|| append_side_table(&mut shadow, path, schema, &batch))?;
                 }
             }
             progress.add_rows(units[unit_idx].n_rows as u64);
@@ -1461,7 +1570,10 @@ fn write_in_order(
         written.files.push((rows, bytes));
     }
     if let (Some(writer), Some(path)) = (quarantine, quarantine_path) {
-        writing.time(|| finish_quarantine(writer, path))?;
+        writing.time(|| finish_side_table(writer, path))?;
+    }
+    if let (Some(writer), Some(path)) = (shadow, shadow_path) {
+        writing.time(|| finish_side_table(writer, path))?;
     }
     written.seconds = writing.seconds;
     Ok(written)
@@ -1531,7 +1643,7 @@ fn prepare_run(
     pass: PassKind,
 ) -> Result<(PreparedTable, TableFacts, RunReport)> {
     let pool = &start.pool;
-    let table = pool.install(|| prepare(package, input, &options.id_columns, pass))?;
+    let table = pool.install(|| prepare(package, input, options, pass))?;
     let facts = table_facts(pool, &table, &package.contract, options)?;
     let threads = pool.current_num_threads();
     let info = package.model.info();

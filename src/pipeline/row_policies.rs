@@ -176,8 +176,8 @@ fn quarantine_error(path: &Path, source: parquet::errors::ParquetError) -> Error
     })
 }
 
-/// Appends quarantined rows, creating the staged quarantine file on first use.
-pub(super) fn append_quarantine(
+/// Appends rows to a side table (quarantine, shadow scores), creating its staged file on first use.
+pub(super) fn append_side_table(
     writer: &mut Option<ArrowWriter<std::fs::File>>,
     path: &Path,
     schema: &SchemaRef,
@@ -200,8 +200,8 @@ pub(super) fn append_quarantine(
     writer.write(batch).map_err(|e| quarantine_error(path, e))
 }
 
-/// Closes the quarantine table and makes it durable before it is published.
-pub(super) fn finish_quarantine(writer: ArrowWriter<std::fs::File>, path: &Path) -> Result<()> {
+/// Closes a side table and makes it durable before it is published.
+pub(super) fn finish_side_table(writer: ArrowWriter<std::fs::File>, path: &Path) -> Result<()> {
     let file = writer.into_inner().map_err(|e| quarantine_error(path, e))?;
     file.sync_all().map_err(|source| {
         Error::Sink(SinkError::Sync {

@@ -10,6 +10,7 @@ mod contract;
 mod crash;
 mod disk;
 mod errors;
+mod experiments;
 mod layout;
 mod parity;
 mod pushgateway;

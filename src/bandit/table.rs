@@ -1,0 +1,226 @@
+//! Reading the small tables of a campaign (outcomes, logged assignments):
+//! named columns of every file of a table, batch by batch, in path order,
+//! with the file and row group at hand for errors.
+
+use std::path::{Path, PathBuf};
+
+use arrow::array::ArrayRef;
+use arrow::datatypes::DataType;
+use parquet::arrow::ProjectionMask;
+
+use crate::error::Result;
+use crate::plan::{self, PlanError};
+use crate::scan::ParquetFile;
+use crate::util::Suggestion;
+
+/// Rows decoded at a time.
+const BATCH_ROWS: usize = 8192;
+
+/// A column to read: its name and what it is for (errors say `outcome
+/// column `converted``), and whether a table may lack it.
+#[derive(Debug, Clone, Copy)]
+pub struct Wanted<'a> {
+    pub name: &'a str,
+    pub role: &'static str,
+    pub required: bool,
+}
+
+/// Where a batch came from.
+#[derive(Debug, Clone, Copy)]
+pub struct At<'a> {
+    pub path: &'a Path,
+    pub row_group: usize,
+}
+
+/// The data files of `input` and a digest of them (path, size, footer).
+pub fn open(input: &Path) -> Result<(Vec<ParquetFile>, String)> {
+    let mut files = Vec::new();
+    let mut text = String::new();
+    for (path, relative) in plan::find_data_files(input)? {
+        let file = ParquetFile::open(&path)?;
+        text.push_str(&format!(
+            "{} {} {}\n",
+            relative.display(),
+            file.size_bytes,
+            file.footer_fingerprint
+        ));
+        files.push(file);
+    }
+    Ok((files, crate::util::sha256_hex(text.as_bytes())))
+}
+
+/// Calls `each` with every batch of the `wanted` columns (in that order;
+/// `None` for an optional column a file lacks).
+pub fn for_each_batch(
+    files: &[ParquetFile],
+    wanted: &[Wanted<'_>],
+    mut each: impl FnMut(At<'_>, &[Option<ArrayRef>]) -> Result<()>,
+) -> Result<()> {
+    for file in files {
+        let schema = file.metadata.schema();
+        let mut roots = Vec::new();
+        for column in wanted {
+            match schema.index_of(column.name) {
+                Ok(root) => roots.push(Some(root)),
+                Err(_) if !column.required => roots.push(None),
+                Err(_) => {
+                    let names = schema.fields().iter().map(|f| f.name().as_str());
+                    return Err(PlanError::MissingColumn {
+                        path: file.path.clone(),
+                        role: column.role,
+                        column: column.name.to_string(),
+                        suggestion: Suggestion::closest(column.name, names),
+                    }
+                    .into());
+                }
+            }
+        }
+        let mut selected: Vec<usize> = roots.iter().flatten().copied().collect();
+        selected.sort_unstable();
+        selected.dedup();
+        let projection = ProjectionMask::roots(file.metadata.parquet_schema(), selected.iter().copied());
+        for row_group in 0..file.num_row_groups() {
+            crate::stop::check()?;
+            let rows = file.row_group_rows(row_group);
+            let mut batches = file.read_row_group(row_group, &projection, BATCH_ROWS)?;
+            let mut done = 0;
+            while done < rows {
+                let n = BATCH_ROWS.min(rows - done);
+                let batch = batches.read(n)?;
+                let columns: Vec<Option<ArrayRef>> = roots
+                    .iter()
+                    .map(|root| root.map(|r| batch.column(selected.binary_search(&r).expect("selected")).clone()))
+                    .collect();
+                each(
+                    At {
+                        path: &file.path,
+                        row_group,
+                    },
+                    &columns,
+                )?;
+                done += n;
+            }
+            batches.finish()?;
+        }
+    }
+    Ok(())
+}
+
+/// A column's type error.
+pub fn type_error(
+    path: &Path,
+    role: &'static str,
+    column: &str,
+    data_type: &DataType,
+    expected: &'static str,
+) -> PlanError {
+    PlanError::ColumnType {
+        path: path.to_path_buf(),
+        role,
+        column: column.to_string(),
+        data_type: data_type.to_string(),
+        expected,
+    }
+}
+
+/// Values of a 0/1 column (boolean, integer or float) as `Some(bool)`,
+/// `None` for nulls; anything else is an error naming the row.
+pub fn flags(array: &ArrayRef, at: At<'_>, role: &'static str, column: &str) -> Result<Vec<Option<bool>>> {
+    use arrow::array::{Array, AsArray};
+    if let DataType::Boolean = array.data_type() {
+        let a = array.as_boolean();
+        return Ok((0..a.len()).map(|i| a.is_valid(i).then(|| a.value(i))).collect());
+    }
+    if !crate::features::is_numeric(array.data_type()) {
+        return Err(type_error(
+            at.path,
+            role,
+            column,
+            array.data_type(),
+            "expected a boolean or 0/1 numbers",
+        )
+        .into());
+    }
+    let mut values = Vec::with_capacity(array.len());
+    crate::features::append_column(array.as_ref(), f64::NAN, &mut values);
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| match v {
+            v if v.is_nan() => Ok(None),
+            0.0 => Ok(Some(false)),
+            1.0 => Ok(Some(true)),
+            other => Err(crate::Error::Usage(format!(
+                "{role} column `{column}` holds `{other}` in row group {} of `{}` (batch row {i}); expected 0 or 1",
+                at.row_group,
+                at.path.display()
+            ))),
+        })
+        .collect()
+}
+
+/// Values of a string column (arm names), `None` for nulls.
+pub fn strings(array: &ArrayRef, at: At<'_>, role: &'static str, column: &str) -> Result<Vec<Option<String>>> {
+    use arrow::array::Array;
+    let as_text = match array.data_type() {
+        DataType::Utf8 => array.clone(),
+        DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(_, _) => {
+            arrow::compute::cast(array, &DataType::Utf8)
+                .map_err(|_| type_error(at.path, role, column, array.data_type(), "expected strings"))?
+        }
+        other => return Err(type_error(at.path, role, column, other, "expected strings").into()),
+    };
+    use arrow::array::AsArray;
+    let a = as_text.as_string::<i32>();
+    Ok((0..a.len())
+        .map(|i| a.is_valid(i).then(|| a.value(i).to_string()))
+        .collect())
+}
+
+/// Values of a timestamp or date column as seconds since the epoch, `None`
+/// for nulls.
+pub fn seconds(array: &ArrayRef, at: At<'_>, role: &'static str, column: &str) -> Result<Vec<Option<i64>>> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Date32Type, Date64Type, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType};
+    use arrow::datatypes::{TimestampNanosecondType, TimestampSecondType};
+    let n = array.len();
+    let valid = |i: usize| array.is_valid(i);
+    Ok(match array.data_type() {
+        DataType::Timestamp(TimeUnit::Second, _) => {
+            let a = array.as_primitive::<TimestampSecondType>();
+            (0..n).map(|i| valid(i).then(|| a.value(i))).collect()
+        }
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            let a = array.as_primitive::<TimestampMillisecondType>();
+            (0..n).map(|i| valid(i).then(|| a.value(i).div_euclid(1000))).collect()
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            let a = array.as_primitive::<TimestampMicrosecondType>();
+            (0..n)
+                .map(|i| valid(i).then(|| a.value(i).div_euclid(1_000_000)))
+                .collect()
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            let a = array.as_primitive::<TimestampNanosecondType>();
+            (0..n)
+                .map(|i| valid(i).then(|| a.value(i).div_euclid(1_000_000_000)))
+                .collect()
+        }
+        DataType::Date32 => {
+            let a = array.as_primitive::<Date32Type>();
+            (0..n)
+                .map(|i| valid(i).then(|| i64::from(a.value(i)) * 86_400))
+                .collect()
+        }
+        DataType::Date64 => {
+            let a = array.as_primitive::<Date64Type>();
+            (0..n).map(|i| valid(i).then(|| a.value(i).div_euclid(1000))).collect()
+        }
+        other => return Err(type_error(at.path, role, column, other, "expected a timestamp or a date").into()),
+    })
+}
+
+/// The outcome tables' paths, for the history.
+pub fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
