@@ -1,12 +1,15 @@
 //! Champion against challengers: how the scores of models run side by side
 //! compare, for the report of a run with several `--model`s.
 //!
-//! Everything is computed from a sample of the rows' score tuples, kept in
-//! bounded memory: every row while there are at most [`SAMPLE_ROWS`], then
-//! the [`SAMPLE_ROWS`] tuples with the smallest hash of their scores (a
-//! bottom-k sample: the same rows whatever the thread count or the order the
-//! blocks arrive in, so the report is repeatable). Counts, means, minima and
-//! maxima are over every row.
+//! Quantiles and agreements come from a sample of the rows' score tuples,
+//! kept in bounded memory: every row while there are at most
+//! [`SAMPLE_ROWS`], then the [`SAMPLE_ROWS`] rows with the smallest hash (a
+//! bottom-k sample). A row's hash mixes its scores, its place in its block
+//! and a digest of the whole block, so tied tuples are told apart and the
+//! sample is the same rows whatever the thread count or the order blocks
+//! arrive in. Counts, means, minima and maxima are over every row (their
+//! last bits depend on that order). Rows where a model's score is NaN are
+//! left out and counted.
 
 use std::sync::Mutex;
 
@@ -28,8 +31,14 @@ pub struct ScoreDistribution {
     pub std_dev: f64,
     pub min: f64,
     pub max: f64,
-    /// (quantile, score) at 1, 5, 10, 25, 50, 75, 90, 95 and 99%, of the sample.
-    pub quantiles: Vec<(f64, f64)>,
+    /// At 1, 5, 10, 25, 50, 75, 90, 95 and 99%, of the sample.
+    pub quantiles: Vec<Quantile>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Quantile {
+    pub quantile: f64,
+    pub score: f64,
 }
 
 /// A challenger against the champion.
@@ -49,6 +58,8 @@ pub struct Agreement {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Comparison {
     pub rows: u64,
+    /// Rows left out because a model's score was NaN.
+    pub rows_with_nan: u64,
     /// Rows the distributions' quantiles and the agreements were computed on.
     pub sample_rows: usize,
     /// Whether the sample is every row.
@@ -71,6 +82,7 @@ pub struct ComparisonTap {
 #[derive(Default)]
 struct State {
     rows: u64,
+    rows_with_nan: u64,
     /// Per model: (sum, sum of squares, min, max), over every row.
     moments: Vec<(f64, f64, f64, f64)>,
     /// Sample hashes and, `models` values per row, the tuples.
@@ -116,8 +128,21 @@ impl ComparisonTap {
         let mut values = Vec::with_capacity(n_rows * m);
         let mut moments = vec![(0.0, 0.0, f64::INFINITY, f64::NEG_INFINITY); m];
         let compared: Vec<&[f32]> = self.columns.iter().map(|&c| scores[c].as_slice()).collect();
+        // The block's digest: identical tuples of different blocks (and of
+        // one block, by position) hash apart.
+        let mut block_seed = 0x6c61_6b65_7363_6f72u64;
+        for column in &compared {
+            for &s in column.iter() {
+                block_seed = mix(block_seed ^ u64::from(s.to_bits()));
+            }
+        }
+        let mut with_nan = 0;
         for row in 0..n_rows {
-            let mut hash = 0x6c61_6b65_7363_6f72u64;
+            if compared.iter().any(|c| c[row].is_nan()) {
+                with_nan += 1;
+                continue;
+            }
+            let mut hash = mix(block_seed ^ row as u64);
             for (k, (column, slot)) in compared.iter().zip(moments.iter_mut()).enumerate() {
                 let s = column[row];
                 hash = mix(hash ^ u64::from(s.to_bits()).wrapping_add(k as u64));
@@ -131,7 +156,8 @@ impl ComparisonTap {
             hashes.push(hash);
         }
         let mut state = self.state.lock().unwrap();
-        state.rows += n_rows as u64;
+        state.rows += (n_rows - with_nan) as u64;
+        state.rows_with_nan += with_nan as u64;
         for (all, block) in state.moments.iter_mut().zip(&moments) {
             all.0 += block.0;
             all.1 += block.1;
@@ -190,7 +216,13 @@ impl ComparisonTap {
                     std_dev: variance.sqrt(),
                     min: if rows > 0 { min } else { 0.0 },
                     max: if rows > 0 { max } else { 0.0 },
-                    quantiles: QUANTILES.iter().map(|&q| (q, quantile(&sorted, q))).collect(),
+                    quantiles: QUANTILES
+                        .iter()
+                        .map(|&q| Quantile {
+                            quantile: q,
+                            score: quantile(&sorted, q),
+                        })
+                        .collect(),
                 }
             })
             .collect::<Vec<_>>();
@@ -206,6 +238,7 @@ impl ComparisonTap {
             .collect();
         Comparison {
             rows,
+            rows_with_nan: state.rows_with_nan,
             sample_rows: columns.first().map_or(0, Vec::len),
             exact,
             distributions,
@@ -215,24 +248,23 @@ impl ComparisonTap {
 }
 
 impl State {
-    /// Keeps the `k` smallest hashes (and ties of the largest of them).
+    /// Keeps the `k` rows of smallest hash. Rows of equal hash have equal
+    /// scores (the hash covers them), so which of the tied rows at the
+    /// boundary stay does not change the sample's values.
     fn shrink(&mut self, m: usize, k: usize) {
         if self.hashes.len() <= k {
             return;
         }
-        let mut sorted = self.hashes.clone();
-        let (_, &mut kth, _) = sorted.select_nth_unstable(k - 1);
-        self.limit = self.limit.min(kth);
-        let mut kept = 0;
-        for i in 0..self.hashes.len() {
-            if self.hashes[i] <= self.limit {
-                self.hashes[kept] = self.hashes[i];
-                self.values.copy_within(i * m..(i + 1) * m, kept * m);
-                kept += 1;
-            }
-        }
-        self.hashes.truncate(kept);
-        self.values.truncate(kept * m);
+        let mut order: Vec<usize> = (0..self.hashes.len()).collect();
+        order.sort_unstable_by_key(|&i| self.hashes[i]);
+        order.truncate(k);
+        self.limit = self.limit.min(self.hashes[*order.last().expect("k > 0")]);
+        let hashes = order.iter().map(|&i| self.hashes[i]).collect();
+        let values = order
+            .iter()
+            .flat_map(|&i| self.values[i * m..(i + 1) * m].iter().copied())
+            .collect();
+        (self.hashes, self.values) = (hashes, values);
     }
 }
 
@@ -307,10 +339,14 @@ mod tests {
     use super::*;
 
     fn tap_of(rows: &[(f32, f32)]) -> Comparison {
+        tap_of_blocks(&rows.chunks(7).collect::<Vec<_>>())
+    }
+
+    fn tap_of_blocks(blocks: &[&[(f32, f32)]]) -> Comparison {
         let models = vec![("a".into(), "score_a".into()), ("b".into(), "score_b".into())];
         let tap = ComparisonTap::with_sample_rows(models, vec![0, 1], 1000);
-        for chunk in rows.chunks(7) {
-            tap.add(&[chunk.iter().map(|r| r.0).collect(), chunk.iter().map(|r| r.1).collect()]);
+        for block in blocks {
+            tap.add(&[block.iter().map(|r| r.0).collect(), block.iter().map(|r| r.1).collect()]);
         }
         tap.finish()
     }
@@ -326,7 +362,25 @@ mod tests {
         let c = tap_of(&reversed);
         assert!((c.agreements[0].rank_correlation.unwrap() + 1.0).abs() < 1e-12);
         assert_eq!(c.agreements[0].top_decile_agreement, Some(0.0));
-        assert_eq!(c.distributions[0].quantiles[4], (0.5, 49.5));
+        assert_eq!(
+            c.distributions[0].quantiles[4],
+            Quantile {
+                quantile: 0.5,
+                score: 49.5
+            }
+        );
+    }
+
+    #[test]
+    fn tied_tuples_stay_within_the_sample_and_nan_rows_are_counted() {
+        // One score everywhere: every tuple ties, yet the sample is bounded.
+        let constant = vec![(0.25f32, 0.5f32); 20_000];
+        let c = tap_of(&constant);
+        assert!(!c.exact);
+        assert!(c.sample_rows <= 1100, "{}", c.sample_rows);
+        assert_eq!(c.distributions[0].mean, 0.25);
+        let with_nan = tap_of(&[(0.1, f32::NAN), (0.2, 0.3), (0.4, 0.5)]);
+        assert_eq!((with_nan.rows, with_nan.rows_with_nan), (2, 1));
     }
 
     #[test]
@@ -339,10 +393,9 @@ mod tests {
         let rows: Vec<(f32, f32)> = (0..25_000u32)
             .map(|i| ((i % 1013) as f32, (i % 997) as f32 + (i / 3) as f32 * 1e-3))
             .collect();
-        let forward = tap_of(&rows);
-        let mut backward_rows = rows.clone();
-        backward_rows.reverse();
-        let backward = tap_of(&backward_rows);
+        let blocks: Vec<&[(f32, f32)]> = rows.chunks(64).collect();
+        let forward = tap_of_blocks(&blocks);
+        let backward = tap_of_blocks(&blocks.iter().rev().copied().collect::<Vec<_>>());
         assert!(!forward.exact);
         assert!((1000..1100).contains(&forward.sample_rows), "{}", forward.sample_rows);
         assert_eq!(forward.agreements, backward.agreements);

@@ -90,8 +90,12 @@ pub struct Contract {
     /// (rule, columns)
     pub unique: Option<(usize, Vec<String>)>,
     pub freshness: Option<FreshnessRule>,
-    /// Names of the score columns.
+    /// Names of the score columns the contract judges (profiles, the range,
+    /// guards, score drift): the model's, or a model set's champion's.
     pub score_columns: Vec<String>,
+    /// Names of every score column the output gets, in order: the judged
+    /// ones, then (for a model set) the challengers', never judged.
+    pub written_score_columns: Vec<String>,
     /// Every score must lie in this range.
     pub score_range: Option<(f64, f64)>,
     pub max_missing_share: Option<f64>,
@@ -212,6 +216,7 @@ impl Contract {
                 .columns
                 .clone()
                 .unwrap_or_else(|| crate::sink::score_column_names(n_outputs)),
+            written_score_columns: Vec::new(),
             score_range: manifest.output.range.map(|[lo, hi]| (lo, hi)).or(model_range),
             max_missing_share: manifest.guards.max_missing_share,
             max_mean_shift: manifest.guards.max_mean_shift,
@@ -220,6 +225,7 @@ impl Contract {
             feature_thresholds: vec![manifest.drift.global(); features.len()],
             score_thresholds: manifest.drift.score.unwrap_or_default().or(manifest.drift.global()),
         };
+        contract.written_score_columns = contract.score_columns.clone();
         if let Some((lo, hi)) = contract.score_range
             && (lo.is_nan() || hi.is_nan() || lo > hi)
         {
@@ -368,6 +374,25 @@ impl Contract {
     /// Whether the output carries a `lakescore_flags` column.
     pub fn flags(&self) -> bool {
         self.row_rules.iter().any(|r| r.policy == RowPolicy::Flag)
+    }
+
+    /// The contract of a model set led by this contract's model: the set
+    /// reads `columns` (this model's first, in order), and writes
+    /// `written_score_columns`, of which only this model's are judged. The
+    /// features that are not this model's get the default drift thresholds
+    /// `thresholds` and no rules.
+    pub fn for_model_set(
+        &self,
+        columns: Vec<String>,
+        written_score_columns: Vec<String>,
+        thresholds: Thresholds,
+    ) -> Contract {
+        debug_assert!(columns.len() >= self.columns.len() && columns[..self.columns.len()] == self.columns[..]);
+        let mut contract = self.clone();
+        contract.feature_thresholds.resize(columns.len(), thresholds);
+        contract.columns = columns;
+        contract.written_score_columns = written_score_columns;
+        contract
     }
 
     /// A new, empty inspection for one worker thread.

@@ -46,6 +46,8 @@ pub enum Error {
     Locked(#[from] LockError),
     #[error(transparent)]
     Runs(#[from] crate::runs::RunsError),
+    #[error(transparent)]
+    Policy(#[from] crate::bandit::policy::PolicyError),
     /// SIGINT or SIGTERM asked the run to stop.
     #[error(
         "stopped by {}: the run published nothing (its staged files are removed)",
@@ -154,6 +156,10 @@ impl Error {
             Error::Locked(LockError::Held { .. }) => exit_code::LOCKED,
             Error::Interrupted { signal } => exit_code::SIGNALLED + signal,
             Error::Device(error) => error.exit_code(),
+            // A policy that says something impossible is a usage error; one
+            // that cannot be read or written is a failure like any I/O error.
+            Error::Policy(crate::bandit::policy::PolicyError::Parse { .. })
+            | Error::Policy(crate::bandit::policy::PolicyError::Invalid { .. }) => exit_code::USAGE,
             _ => exit_code::FAILED,
         }
     }

@@ -23,6 +23,9 @@ pub fn render(report: &Value) -> String {
     page.push_str(&guards_section(section(report, "guards")));
     page.push_str(&histogram_section(section(report, "score_histogram")));
     page.push_str(&drift_section(section(report, "drift")));
+    if let Some(comparison) = section(report, "comparison") {
+        page.push_str(&comparison_section(comparison));
+    }
     page.push_str(FOOTER);
     page.push_str("</main>\n");
     page.push_str(SELF_CHECK_SCRIPT);
@@ -603,6 +606,66 @@ fn drift_section(drift: Option<&Value>) -> String {
     ));
     for column in columns {
         html.push_str(&drift_row(column));
+    }
+    html + "</tbody></table>\n"
+}
+
+/// Champion against challengers, for a run of several models.
+fn comparison_section(comparison: &Value) -> String {
+    let mut html = String::from("<h2 id=\"comparison-section\">Champion and challengers</h2>\n");
+    let rows = num_at(comparison, "rows").unwrap_or(0.0);
+    let sample = num_at(comparison, "sample_rows").unwrap_or(0.0);
+    let _ = writeln!(
+        html,
+        "<p class=\"muted\">Quantiles and agreement on {sample} of {rows} rows{}.</p>",
+        if comparison.get("exact").and_then(Value::as_bool) == Some(true) {
+            ""
+        } else {
+            " (a hash-chosen sample)"
+        }
+    );
+    html.push_str(&table_open(
+        "distributions",
+        &["Model", "Column", "#Mean", "#Std dev", "#Min", "#Median", "#Max"],
+    ));
+    for d in list_at(comparison, "distributions") {
+        let median = list_at(d, "quantiles")
+            .iter()
+            .find(|q| num_at(q, "quantile") == Some(0.5))
+            .and_then(|q| num_at(q, "score"));
+        let _ = writeln!(
+            html,
+            "<tr>{}{}{}{}{}{}{}</tr>",
+            text_cell(str_at(d, "model")),
+            text_cell(str_at(d, "column")),
+            num_cell(&fmt_opt_sig(num_at(d, "mean"))),
+            num_cell(&fmt_opt_sig(num_at(d, "std_dev"))),
+            num_cell(&fmt_opt_sig(num_at(d, "min"))),
+            num_cell(&fmt_opt_sig(median)),
+            num_cell(&fmt_opt_sig(num_at(d, "max"))),
+        );
+    }
+    html.push_str("</tbody></table>\n");
+    html.push_str(&table_open(
+        "agreements",
+        &[
+            "Challenger",
+            "Champion",
+            "#Rank correlation",
+            "#Top-decile agreement",
+            "#Mean difference",
+        ],
+    ));
+    for a in list_at(comparison, "agreements") {
+        let _ = writeln!(
+            html,
+            "<tr>{}{}{}{}{}</tr>",
+            text_cell(str_at(a, "challenger")),
+            text_cell(str_at(a, "champion")),
+            num_cell(&fmt_opt_sig(num_at(a, "rank_correlation"))),
+            num_cell(&fmt_opt_sig(num_at(a, "top_decile_agreement"))),
+            num_cell(&fmt_opt_sig(num_at(a, "mean_difference"))),
+        );
     }
     html + "</tbody></table>\n"
 }

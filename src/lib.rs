@@ -15,6 +15,11 @@
 //! [`pipeline`] is the only module that knows both the lake (Arrow, Parquet) and
 //! the models; models see only [`model::FeatureBlock`]s of plain numbers.
 //!
+//! Experiments build on the same pass: [`evaluate`] and [`compare`] watch the
+//! scores of a [`model::set::ModelSet`] (several models, one feature block);
+//! [`bandit`] assigns campaign arms, learns from outcomes and estimates
+//! policies off-line.
+//!
 //! Around a run, for the pipelines that call it: [`settings`] (flags,
 //! variables, config file), [`logging`], [`lock`] (one writer per output),
 //! [`stop`] (signals), [`sla`], [`observe`] (metrics, lineage) and [`runs`]

@@ -775,6 +775,7 @@ fn evaluate(cli: &Cli, args: &EvaluateArgs) -> Result<RunStatus, Error> {
         offset += p.model.n_outputs();
     }
     let infos: Vec<_> = packages.iter().map(|p| p.model.info().clone()).collect();
+    evaluate::check_label(&args.input, &args.label)?;
     let comparison = (packages.len() > 1).then(|| ComparisonTap::new(compared, positives.clone()));
     let tap = Arc::new(EvaluationTap::new(
         &args.label,
@@ -804,11 +805,8 @@ fn evaluate(cli: &Cli, args: &EvaluateArgs) -> Result<RunStatus, Error> {
         wall_seconds: run.wall_seconds.total,
         threads: run.threads,
     };
-    evaluate::write_outputs(&report, args.report.as_deref(), args.html.as_deref()).map_err(|source| Error::Output {
-        what: "evaluation report",
-        path: args.report.clone().or(args.html.clone()).unwrap_or_default(),
-        source,
-    })?;
+    evaluate::write_outputs(&report, args.report.as_deref(), args.html.as_deref())
+        .map_err(|(what, path, source)| Error::Output { what, path, source })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).expect("reports serialize"));
     } else {
@@ -819,7 +817,7 @@ fn evaluate(cli: &Cli, args: &EvaluateArgs) -> Result<RunStatus, Error> {
 
 /// Reads a policy file.
 fn read_policy(path: &std::path::Path) -> Result<lakescore::bandit::policy::PolicyFile, Error> {
-    lakescore::bandit::policy::PolicyFile::read(path).map_err(|e| Error::Usage(error_chain(&e)))
+    Ok(lakescore::bandit::policy::PolicyFile::read(path)?)
 }
 
 /// Prints a report (JSON or text) and writes it to `--report`.
@@ -924,7 +922,7 @@ fn feedback(args: &FeedbackArgs) -> Result<RunStatus, Error> {
     };
     let (next, mut report) = feedback::feedback(&policy, &args.outcomes, &columns, std::time::SystemTime::now())?;
     let target = args.output.clone().unwrap_or_else(|| args.policy.clone());
-    next.write(&target).map_err(|e| Error::Usage(error_chain(&e)))?;
+    policy.write_next(&next, &target)?;
     report.written = target;
     present(&report, args.report.as_deref(), args.json, feedback::render)?;
     Ok(RunStatus::Succeeded)
@@ -1110,12 +1108,14 @@ fn load(
             let mut offset = 0;
             for (k, p) in packages.iter().enumerate() {
                 let name = p.model.info().name.clone();
+                // The positive class of a two-class model, as `evaluate` takes it.
+                let output = usize::from(p.model.n_outputs() == 2);
                 let column = match k == 0 && shadow {
-                    true => p.contract.score_columns[0].clone(),
-                    false => package::set_score_columns(&name, p.model.n_outputs()).remove(0),
+                    true => p.contract.score_columns[output].clone(),
+                    false => package::set_score_columns(&name, p.model.n_outputs()).remove(output),
                 };
                 compared.push((name, column));
-                columns.push(offset);
+                columns.push(offset + output);
                 offset += p.model.n_outputs();
             }
             let champion_outputs = packages[0].model.n_outputs();

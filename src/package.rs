@@ -340,14 +340,17 @@ pub fn set_score_columns(name: &str, n_outputs: usize) -> Vec<String> {
 
 /// Several packages run as one in a single pass (champion and challengers,
 /// or an evaluation): a [`ModelSet`](model::set::ModelSet) of their models,
-/// reading also `extras`, watched by `tap`.
+/// each reading the columns its own package maps its features to, plus
+/// `extras`, watched by `tap`.
 ///
-/// The first package is the champion: the set keeps its manifest, contract
-/// (feature rules, drift of features against its reference) and name.
-/// Every model writes `score_<name>` columns, except, with `champion_columns`,
-/// the champion, which keeps its own (a shadow run publishes exactly what the
-/// champion alone would). Score drift and the score guards compare one
-/// model's scores with its reference, so a set leaves them out.
+/// The first package is the champion: the set keeps its manifest, its
+/// contract (rules, guards, score range, drift against its reference, as
+/// `--output-margin` left them), which judges the champion's scores only (a
+/// challenger's bad score never stops the champion's publication; profiles
+/// name the champion's scores as its package does), and its name. Every model
+/// writes `score_<name>` columns, except, with `champion_columns`, the
+/// champion, which keeps its own columns (a shadow run publishes the
+/// champion's scores under the names a run of it alone would).
 pub fn combine(
     packages: Vec<Package>,
     extras: Vec<model::Feature>,
@@ -356,45 +359,49 @@ pub fn combine(
 ) -> Result<Package, PackageError> {
     let mut names: Vec<String> = Vec::new();
     let mut columns: Vec<String> = Vec::new();
+    let invalid = |package: &Package, problem: String| PackageError::Invalid {
+        path: package
+            .folder
+            .clone()
+            .unwrap_or_else(|| package.manifest.artifact.clone()),
+        field: "name".into(),
+        problem,
+    };
     for (k, package) in packages.iter().enumerate() {
         let name = &package.model.info().name;
         if names.contains(name) {
-            return Err(PackageError::Invalid {
-                path: package.manifest.artifact.clone(),
-                field: "name".into(),
-                problem: format!(
+            return Err(invalid(
+                package,
+                format!(
                     "two models are named `{name}`; each model of a run needs its own name for its `score_<name>` \
                      column (package them with `model package --name`)"
                 ),
-            });
+            ));
         }
         names.push(name.clone());
-        match k == 0 && champion_columns {
-            true => columns.extend(package.contract.score_columns.iter().cloned()),
-            false => columns.extend(set_score_columns(name, package.model.n_outputs())),
+        let own = match k == 0 && champion_columns {
+            true => package.contract.score_columns.clone(),
+            false => set_score_columns(name, package.model.n_outputs()),
+        };
+        if let Some(clash) = own.iter().find(|c| columns.contains(c)) {
+            return Err(invalid(
+                package,
+                format!("model `{name}` would write a second column `{clash}`; rename one of the models"),
+            ));
         }
+        columns.extend(own);
     }
     let mut packages = packages.into_iter();
     let champion = packages.next().expect("at least one package");
-    let mut models = vec![champion.model];
-    models.extend(packages.map(|p| p.model));
+    let mut models = vec![(champion.model, champion.contract.columns.clone())];
+    models.extend(packages.map(|p| (p.model, p.contract.columns)));
     let set = model::set::ModelSet::new(models, extras, tap);
-    let mut manifest = champion.manifest;
-    manifest.output.columns = Some(columns);
-    let manifest_path = champion.folder.clone().unwrap_or_else(|| manifest.artifact.clone());
-    let mut contract = Contract::compile(
-        &manifest,
-        &manifest_path,
-        set.features(),
-        set.n_outputs(),
-        set.output_range(),
-    )?;
-    contract.compare_scores = false;
-    contract.max_mean_shift = None;
-    contract.max_positive_rate_shift = None;
+    let contract = champion
+        .contract
+        .for_model_set(set.columns().to_vec(), columns, champion.manifest.drift.global());
     Ok(Package {
         model: Box::new(set),
-        manifest,
+        manifest: champion.manifest,
         contract,
         folder: champion.folder,
         reference: champion.reference,

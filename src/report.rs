@@ -95,6 +95,13 @@ pub struct Manifest {
     pub quarantine: Option<PathBuf>,
     /// The profile of this run's features and scores.
     pub profile: Option<PathBuf>,
+    /// The challengers' scores of the partitions this run scored (`--shadow`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<PathBuf>,
+    /// With several models: every model of the run (`model` is the set: the
+    /// champion's name, a digest of every model's bytes).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<ModelInfo>,
     pub wall_seconds: WallSeconds,
 }
 

@@ -27,7 +27,7 @@ const COMMAND_LINE_ONLY: [&str; 2] = ["print-config", CONFIG_FLAG];
 /// The commands a config file configures. Other commands (`profile`, `model
 /// package`, ...) take only its global settings (log format, verbosity): a
 /// job's `output = ...` must not become the `--output` of a profile.
-const CONFIGURED_COMMANDS: [&str; 5] = ["score", "check", "bench", "evaluate", "allocate"];
+const CONFIGURED_COMMANDS: [&str; 3] = ["score", "check", "bench"];
 
 /// Whether a flag can come from the environment or a file.
 fn is_setting(arg: &clap::Arg) -> bool {

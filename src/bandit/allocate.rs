@@ -45,6 +45,8 @@ pub struct Assigner {
     holdout_seed: u64,
     draw_seed: u64,
     holdout_share: f64,
+    /// Each arm's probability of being best (Thompson sampling).
+    pub probability_best: Vec<f64>,
     /// Each arm's share among customers not held out, and their running sums.
     pub shares: Vec<f64>,
     cumulative: Vec<f64>,
@@ -52,7 +54,8 @@ pub struct Assigner {
 
 impl Assigner {
     pub fn new(policy: &Policy) -> Assigner {
-        let shares = policy.shares();
+        let probability_best = policy.probability_best();
+        let shares = policy.shares_of(&probability_best);
         let mut cumulative = Vec::with_capacity(shares.len());
         let mut sum = 0.0;
         for share in &shares {
@@ -65,6 +68,7 @@ impl Assigner {
             holdout_seed: hash_bytes(&[policy.salt.as_bytes(), b"holdout"]),
             draw_seed: hash_bytes(&[policy.salt.as_bytes(), b"draw", &policy.version.to_le_bytes()]),
             holdout_share: policy.holdout_share,
+            probability_best,
             shares,
             cumulative,
         }
@@ -155,7 +159,7 @@ pub fn allocate(
     let clock = Instant::now();
     let policy = &policy_file.policy;
     let assigner = Assigner::new(policy);
-    let probability_best = policy.probability_best();
+    let probability_best = assigner.probability_best.clone();
     let model = arm_models.map(|m| m.package.model.as_ref());
     let features: Vec<Feature> = model.map(|m| m.features().to_vec()).unwrap_or_default();
     let columns: Vec<String> = arm_models
@@ -176,6 +180,21 @@ pub fn allocate(
                 .collect()
         })
         .unwrap_or_default();
+    let score_names: Vec<String> = score_arms
+        .iter()
+        .map(|&(arm, _)| format!("score_{}", policy.arms[arm].name))
+        .collect();
+    let fixed = ["arm", "propensity", "policy_version", "holdout"];
+    if let Some(clash) = fixed
+        .iter()
+        .map(|c| c.to_string())
+        .chain(score_names.iter().cloned())
+        .find(|c| *c == policy.id_column)
+    {
+        return Err(Error::Usage(format!(
+            "the policy's id column `{clash}` has the name of an output column of `allocate`; rename it in the table"
+        )));
+    }
     let mut layouts = Vec::with_capacity(plan.files.len());
     for file in &plan.files {
         let schema = file.file.metadata.schema();
@@ -190,6 +209,7 @@ pub fn allocate(
             }
             .into());
         }
+        check_no_null_ids(file, &policy.id_column)?;
         for ((feature, &root), column) in features.iter().zip(&file.feature_roots).zip(&columns) {
             let as_read = Feature {
                 name: column.clone(),
@@ -208,15 +228,17 @@ pub fn allocate(
             Field::new("policy_version", DataType::Int64, false),
             Field::new("holdout", DataType::Boolean, false),
         ];
-        for &(arm, _) in &score_arms {
-            fields.push(Field::new(
-                format!("score_{}", policy.arms[arm].name),
-                DataType::Float32,
-                false,
-            ));
-        }
+        fields.extend(
+            score_names
+                .iter()
+                .map(|name| Field::new(name, DataType::Float32, false)),
+        );
         layouts.push(Arc::new(Schema::new(fields)));
     }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(options.threads)
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start the worker threads: {e}")))?;
 
     let mut ledger = LedgerRecord::starting(
         &options.identity.run_id,
@@ -229,6 +251,7 @@ pub fn allocate(
     ledger.model_version = Some(policy.version.to_string());
     ledger.model_sha256 = policy_file.sha256.clone();
     ledger.input_files = plan.files.len();
+    ledger.input_fingerprint = crate::pipeline::table_fingerprint(&plan);
     let mut transaction = Transaction::begin(output, options.mode, ledger, None)?;
     tracing::info!(
         campaign = %policy.campaign,
@@ -270,10 +293,6 @@ pub fn allocate(
     }
     let files: Vec<usize> = to_write.iter().flat_map(|(_, _, i)| i.iter().copied()).collect();
     let counts: Vec<AtomicU64> = (0..=policy.arms.len()).map(|_| AtomicU64::new(0)).collect();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(options.threads)
-        .build()
-        .map_err(|e| Error::Internal(format!("cannot start the worker threads: {e}")))?;
     let written: Result<Vec<(u64, u64)>> = pool.install(|| {
         files
             .par_iter()
@@ -294,7 +313,16 @@ pub fn allocate(
             })
             .collect()
     });
-    let written = match written.and_then(|w| crate::stop::check().map(|()| w)) {
+    // The counts of reused partitions are read back from their files, so
+    // that the report and `_SUCCESS` describe the whole output.
+    let reused_counted = reused
+        .iter()
+        .flat_map(|record| record.files.iter())
+        .try_for_each(|f| count_assignments(&output.join(&f.path), policy, &counts));
+    let written = match written
+        .and_then(|w| reused_counted.map(|()| w))
+        .and_then(|w| crate::stop::check().map(|()| w))
+    {
         Ok(written) => written,
         Err(error) => {
             if let Err(abort_error) = transaction.abort(error.run_status(), &error_chain(&error)) {
@@ -384,6 +412,66 @@ pub fn allocate(
         },
     )?;
     Ok(report)
+}
+
+/// Refuses a file whose footer says its id column has nulls (every customer
+/// needs an id to be assigned); files without statistics are checked as
+/// they are read.
+fn check_no_null_ids(file: &FilePlan, id_column: &str) -> Result<()> {
+    let descriptor = file.file.metadata.parquet_schema();
+    let leaves = crate::scan::leaves_of_root(descriptor, file.id_roots[0]);
+    for (row_group, metadata) in file.file.metadata.metadata().row_groups().iter().enumerate() {
+        for &leaf in &leaves {
+            let nulls = metadata.column(leaf).statistics().and_then(|s| s.null_count_opt());
+            if nulls.is_some_and(|n| n > 0) {
+                return Err(Error::Usage(format!(
+                    "id column `{id_column}` has {} nulls in row group {row_group} of `{}`; every customer needs an \
+                     id to be assigned an arm",
+                    nulls.unwrap_or(0),
+                    file.file.path.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Adds the arm and holdout counts of a published assignment file.
+fn count_assignments(path: &Path, policy: &Policy, counts: &[AtomicU64]) -> Result<()> {
+    let file = crate::scan::ParquetFile::open(path)?;
+    let wanted = [super::table::Wanted {
+        name: "arm",
+        role: "assignment",
+        required: true,
+    }];
+    let arms = policy.arms.len();
+    let mut local = vec![0u64; arms + 1];
+    super::table::for_each_batch(std::slice::from_ref(&file), &wanted, |at, batch| {
+        let [Some(arm)] = batch else {
+            unreachable!("required columns are there")
+        };
+        // By name: a dictionary read back need not keep the arms' order.
+        for (i, name) in super::table::strings(arm, at, "assignment", "arm")?
+            .into_iter()
+            .enumerate()
+        {
+            match name.map(|n| policy.arms.iter().position(|a| a.name == n)) {
+                Some(Some(k)) => local[k] += 1,
+                Some(None) => {
+                    return Err(Error::Usage(format!(
+                        "assignment {} names an arm the policy lacks",
+                        at.row(i)
+                    )));
+                }
+                None => local[arms] += 1,
+            }
+        }
+        Ok(())
+    })?;
+    for (all, mine) in counts.iter().zip(&local) {
+        all.fetch_add(*mine, Ordering::Relaxed);
+    }
+    Ok(())
 }
 
 /// One input file's assignments, written to one staged file.
@@ -497,7 +585,11 @@ impl FileAllocation<'_> {
                     let arrays: Vec<&dyn Array> = batch.columns().iter().map(|c| c.as_ref()).collect();
                     let block = features::build_block(&sources, &arrays, &[], self.features, n, None)
                         .map_err(|unknown| unknown.at(&file.path, row_group))?;
-                    let scores = model.predict(block)?;
+                    let scores = model.predict(block).map_err(|source| Error::InRowGroup {
+                        path: file.path.clone(),
+                        row_group,
+                        source,
+                    })?;
                     for &(_, column) in self.score_arms {
                         columns.push(Arc::new(Float32Array::from(scores.outputs[column].clone())));
                     }

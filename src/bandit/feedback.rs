@@ -65,6 +65,10 @@ pub struct FeedbackReport {
     pub missing_values: u64,
     /// Rows whose timestamp is null (counted, not left out).
     pub missing_timestamps: u64,
+    /// Rows whose `policy_version` (when the table has one) is not the
+    /// policy's current version (counted, not left out: an arm's rate does
+    /// not depend on the version that sent it).
+    pub other_versions: u64,
     pub earliest: Option<String>,
     pub latest: Option<String>,
     pub written: PathBuf,
@@ -80,21 +84,32 @@ pub fn feedback(
 ) -> Result<(Policy, FeedbackReport)> {
     let policy = &policy_file.policy;
     let mut files = Vec::new();
-    let mut digests = Vec::new();
     for path in outcomes {
-        let (opened, digest) = table::open(path)?;
-        files.extend(opened);
+        files.extend(table::open(path)?);
+    }
+    // A file is known by its content (size and footer), whatever its name or
+    // the order the tables are given in: one applied before is refused.
+    let mut digests: Vec<String> = Vec::with_capacity(files.len());
+    for file in &files {
+        let digest = table::content_digest(file);
+        if let Some(applied) = policy.history.iter().find(|h| h.outcome_files.contains(&digest)) {
+            return Err(Error::Usage(format!(
+                "outcome file `{}` was already applied: policy `{}` version {} counted it (its history says so); \
+                 applying it again would count its conversions twice",
+                file.path.display(),
+                policy_file.path.display(),
+                applied.version
+            )));
+        }
+        if digests.contains(&digest) {
+            return Err(Error::Usage(format!(
+                "outcome file `{}` is given twice (the same content under two names)",
+                file.path.display()
+            )));
+        }
         digests.push(digest);
     }
-    let fingerprint = crate::util::sha256_hex(digests.join("\n").as_bytes());
-    if let Some(applied) = policy.history.iter().find(|h| h.outcomes_fingerprint == fingerprint) {
-        return Err(Error::Usage(format!(
-            "these outcomes were already applied: policy `{}` version {} was made from the same files (its \
-             history says so); applying them again would count every conversion twice",
-            policy_file.path.display(),
-            applied.version
-        )));
-    }
+    digests.sort();
     let arm_index: BTreeMap<&str, usize> = policy
         .arms
         .iter()
@@ -105,6 +120,7 @@ pub fn feedback(
     let (mut sends, mut conversions) = (vec![0u64; n], vec![0u64; n]);
     let (mut holdout_sends, mut holdout_conversions) = (0u64, 0u64);
     let (mut duplicates, mut missing_values, mut missing_timestamps, mut rows) = (0u64, 0u64, 0u64, 0u64);
+    let mut other_versions = 0u64;
     let mut unknown: BTreeMap<String, u64> = BTreeMap::new();
     let mut seen: HashSet<IdKey> = HashSet::new();
     let (mut earliest, mut latest): (Option<i64>, Option<i64>) = (None, None);
@@ -129,22 +145,22 @@ pub fn feedback(
             role: "outcome timestamp",
             required: true,
         },
+        // Outcome tables joined from `allocate`'s output carry the version.
+        Wanted {
+            name: "policy_version",
+            role: "outcome",
+            required: false,
+        },
     ];
     table::for_each_batch(&files, &wanted, |at, batch| {
-        let [Some(ids), Some(arms), Some(converted), Some(times)] = batch else {
+        let [Some(ids), Some(arms), Some(converted), Some(times), versions] = batch else {
             unreachable!("required columns are there")
         };
-        if !super::is_id_type(ids.data_type()) {
-            return Err(table::type_error(
-                at.path,
-                "outcome id",
-                &columns.id,
-                ids.data_type(),
-                "expected integers or strings",
-            )
-            .into());
+        if let Some(versions) = versions {
+            let versions = table::numbers(versions, at, "outcome", "policy_version")?;
+            other_versions += versions.iter().filter(|&&v| v != policy.version as f64).count() as u64;
         }
-        let ids = super::id_keys(ids.as_ref());
+        let ids = table::ids(ids, at, "outcome id", &columns.id)?;
         let arms = table::strings(arms, at, "outcome arm", &columns.arm)?;
         let converted = table::flags(converted, at, "outcome", &columns.converted)?;
         let times = table::seconds(times, at, "outcome timestamp", &columns.timestamp)?;
@@ -196,7 +212,7 @@ pub fn feedback(
         version: next.version,
         updated_at: rfc3339_utc(now),
         outcomes: outcomes_absolute.clone(),
-        outcomes_fingerprint: fingerprint,
+        outcome_files: digests,
         sends: sends.clone(),
         conversions: conversions.clone(),
         holdout_sends,
@@ -240,6 +256,7 @@ pub fn feedback(
         unknown_arm_names,
         missing_values,
         missing_timestamps,
+        other_versions,
         earliest: earliest.map(as_time),
         latest: latest.map(as_time),
         written: PathBuf::new(),

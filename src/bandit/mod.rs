@@ -165,6 +165,14 @@ pub fn id_hashes(array: &dyn Array, seed: u64, out: &mut Vec<Option<u64>>) {
             let a = array.as_primitive::<Int32Type>();
             out.extend((0..n).map(|i| a.is_valid(i).then(|| hash_int(i128::from(a.value(i))))));
         }
+        DataType::Utf8 => {
+            let a = array.as_string::<i32>();
+            out.extend((0..n).map(|i| a.is_valid(i).then(|| hash_continue(seed, a.value(i).as_bytes()))));
+        }
+        DataType::LargeUtf8 => {
+            let a = array.as_string::<i64>();
+            out.extend((0..n).map(|i| a.is_valid(i).then(|| hash_continue(seed, a.value(i).as_bytes()))));
+        }
         _ => out.extend(id_keys(array).iter().map(|k| k.as_ref().map(|k| k.hash_with(seed)))),
     }
 }

@@ -1,7 +1,11 @@
 //! `lakescore evaluate-policy`: what conversion rate a candidate policy would
-//! have had, estimated from the assignments a logging policy made (the
-//! output of `allocate`, with each row's propensity) and their outcomes,
-//! without sending a single email.
+//! have had among the customers outside the holdout, estimated from the
+//! assignments a logging policy made (the output of `allocate`, with each
+//! row's propensity) and their outcomes, without sending a single email.
+//! (The candidate's own holdout share does not enter: the holdout gets no
+//! arm under any policy.) One night's assignments with that night's outcomes:
+//! an id's first outcome counts, as in `feedback`; later ones, and ids
+//! assigned twice, are counted and left out.
 //!
 //! Each logged row i (held-out rows aside) has its arm a_i, the logging
 //! policy's propensity mu_i, its reward r_i (1 if the customer converted,
@@ -10,7 +14,8 @@
 //! w_i = pi_i / mu_i over n rows:
 //! - IPS = sum(w_i r_i) / n, standard error sd(w_i r_i) / sqrt(n);
 //! - self-normalised IPS = sum(w_i r_i) / sum(w_i), standard error by the
-//!   delta method, sqrt(sum(w_i^2 (r_i - SNIPS)^2)) / sum(w_i);
+//!   delta method, sqrt(sum(w_i^2 (r_i - SNIPS)^2)) / sum(w_i) (with r in
+//!   {0, 1}: sum(w^2 r) (1 - 2 SNIPS) + SNIPS^2 sum(w^2), in one pass);
 //! - the effective sample size (sum w_i)^2 / sum(w_i^2);
 //! - 95% intervals as estimate ± 1.96 standard errors.
 
@@ -62,6 +67,8 @@ pub struct OffPolicyReport {
     pub holdout_rows: u64,
     /// Logged rows with no outcome (reward 0).
     pub rows_without_outcome: u64,
+    /// Ids assigned more than once (the first assignment counts).
+    pub duplicate_assignments: u64,
     /// Logged rows whose arm the candidate lacks (weight 0).
     pub rows_arm_unknown_to_candidate: u64,
     pub duplicate_outcomes: u64,
@@ -91,11 +98,11 @@ pub fn evaluate_policy(
         .zip(shares.iter().copied())
         .collect();
 
-    // Outcomes by id: converted if any of the id's outcomes converted.
+    // Outcomes by id: the first outcome of an id counts, as in `feedback`.
     let mut rewards: HashMap<IdKey, bool> = HashMap::new();
     let mut duplicate_outcomes = 0u64;
     for path in outcomes {
-        let (files, _) = table::open(path)?;
+        let files = table::open(path)?;
         let wanted = [
             Wanted {
                 name: id_column,
@@ -112,24 +119,12 @@ pub fn evaluate_policy(
             let [Some(ids), Some(converted)] = batch else {
                 unreachable!("required columns are there")
             };
-            if !super::is_id_type(ids.data_type()) {
-                return Err(table::type_error(
-                    at.path,
-                    "outcome id",
-                    id_column,
-                    ids.data_type(),
-                    "expected integers or strings",
-                )
-                .into());
-            }
+            let ids = table::ids(ids, at, "outcome id", id_column)?;
             let converted = table::flags(converted, at, "outcome", converted_column)?;
-            for (id, converted) in super::id_keys(ids.as_ref()).into_iter().zip(converted) {
+            for (id, converted) in ids.into_iter().zip(converted) {
                 if let (Some(id), Some(converted)) = (id, converted) {
                     match rewards.entry(id) {
-                        std::collections::hash_map::Entry::Occupied(mut seen) => {
-                            duplicate_outcomes += 1;
-                            *seen.get_mut() |= converted;
-                        }
+                        std::collections::hash_map::Entry::Occupied(_) => duplicate_outcomes += 1,
                         std::collections::hash_map::Entry::Vacant(slot) => {
                             slot.insert(converted);
                         }
@@ -140,7 +135,7 @@ pub fn evaluate_policy(
         })?;
     }
 
-    let (files, _) = table::open(assignments)?;
+    let files = table::open(assignments)?;
     let wanted = [
         Wanted {
             name: id_column,
@@ -165,17 +160,16 @@ pub fn evaluate_policy(
     ];
     let (mut n, mut holdout_rows, mut without_outcome, mut unknown_arm) = (0u64, 0u64, 0u64, 0u64);
     let (mut sum_wr, mut sum_wr2, mut sum_w, mut sum_w2, mut sum_r, mut max_weight) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0f64);
-    // (w, r) per row, for the SNIPS standard error's second pass.
-    let mut weighted: Vec<(f64, f64)> = Vec::new();
+    let mut assigned: std::collections::HashSet<IdKey> = std::collections::HashSet::new();
+    let mut duplicate_assignments = 0u64;
     table::for_each_batch(&files, &wanted, |at, batch| {
         let [Some(ids), Some(arms), Some(propensities), Some(holdouts)] = batch else {
             unreachable!("required columns are there")
         };
-        let ids = super::id_keys(ids.as_ref());
+        let ids = table::ids(ids, at, "assignment id", id_column)?;
         let arms = table::strings(arms, at, "assignment", "arm")?;
         let holdouts = table::flags(holdouts, at, "assignment", "holdout")?;
-        let mut mu = Vec::with_capacity(ids.len());
-        crate::features::append_column(propensities.as_ref(), f64::NAN, &mut mu);
+        let mu = table::numbers(propensities, at, "assignment", "propensity")?;
         for (i, (((id, arm), holdout), mu)) in ids.into_iter().zip(arms).zip(holdouts).zip(mu).enumerate() {
             if holdout == Some(true) {
                 holdout_rows += 1;
@@ -183,26 +177,28 @@ pub fn evaluate_policy(
             }
             let (Some(id), Some(arm)) = (id, arm) else {
                 return Err(Error::Usage(format!(
-                    "assignment row {i} of row group {} of `{}` has no id or no arm but is not held out",
-                    at.row_group,
-                    at.path.display()
+                    "assignment {} has no id or no arm but is not held out",
+                    at.row(i)
                 )));
             };
             if !(mu > 0.0 && mu <= 1.0) {
                 return Err(Error::Usage(format!(
-                    "assignment row {i} of row group {} of `{}` has propensity `{mu}`; propensities of logged \
-                     arms are in (0, 1]",
-                    at.row_group,
-                    at.path.display()
+                    "assignment {} has propensity `{mu}`; propensities of logged arms are in (0, 1]",
+                    at.row(i)
                 )));
             }
             let r = match rewards.get(&id) {
+                _ if assigned.contains(&id) => {
+                    duplicate_assignments += 1;
+                    continue;
+                }
                 Some(&converted) => f64::from(u8::from(converted)),
                 None => {
                     without_outcome += 1;
                     0.0
                 }
             };
+            assigned.insert(id);
             let pi = match share_of.get(arm.as_str()) {
                 Some(&share) => share,
                 None => {
@@ -218,7 +214,6 @@ pub fn evaluate_policy(
             sum_wr += w * r;
             sum_wr2 += (w * r) * (w * r);
             max_weight = max_weight.max(w);
-            weighted.push((w, r));
         }
         Ok(())
     })?;
@@ -236,15 +231,9 @@ pub fn evaluate_policy(
         0.0
     };
     let snips = if sum_w > 0.0 { sum_wr / sum_w } else { 0.0 };
+    // r is 0 or 1, so w^2 r^2 = w^2 r: sum(w^2 (r - s)^2) = sum(w^2 r) (1 - 2s) + s^2 sum(w^2).
     let snips_se = match sum_w > 0.0 {
-        true => {
-            weighted
-                .iter()
-                .map(|&(w, r)| w * w * (r - snips) * (r - snips))
-                .sum::<f64>()
-                .sqrt()
-                / sum_w
-        }
+        true => (sum_wr2 * (1.0 - 2.0 * snips) + snips * snips * sum_w2).max(0.0).sqrt() / sum_w,
         false => 0.0,
     };
     Ok(OffPolicyReport {
@@ -257,6 +246,7 @@ pub fn evaluate_policy(
         rows: n,
         holdout_rows,
         rows_without_outcome: without_outcome,
+        duplicate_assignments,
         rows_arm_unknown_to_candidate: unknown_arm,
         duplicate_outcomes,
         logged_rate: sum_r / nf,

@@ -35,6 +35,12 @@ pub enum PolicyError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "policy `{}` changed while this run read its outcomes (another `feedback`?); nothing was written: run \
+         again on the new version",
+        path.display()
+    )]
+    Changed { path: PathBuf },
 }
 
 /// The `format` a policy file declares.
@@ -74,10 +80,10 @@ pub struct HistoryEntry {
     /// The version the update produced.
     pub version: u64,
     pub updated_at: String,
-    /// The outcome tables read, and the digest of their files (the same
-    /// outcomes are not applied twice).
+    /// The outcome tables read, and a digest of each of their files (size
+    /// and footer, not the name): a file applied once is refused after.
     pub outcomes: Vec<PathBuf>,
-    pub outcomes_fingerprint: String,
+    pub outcome_files: Vec<String>,
     /// Per arm, in arm order: outcomes counted and conversions among them.
     pub sends: Vec<u64>,
     pub conversions: Vec<u64>,
@@ -132,6 +138,9 @@ fn is_json(path: &Path) -> bool {
     path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"))
 }
 
+/// The most arms a policy may have.
+pub const MAX_ARMS: usize = 1000;
+
 impl PolicyFile {
     pub fn read(path: &Path) -> Result<PolicyFile, PolicyError> {
         let bytes = std::fs::read(path).map_err(|source| PolicyError::Read {
@@ -161,6 +170,36 @@ impl PolicyFile {
         })
     }
 
+    /// Writes `next`, the next version of this policy, to `target`: only if
+    /// the file read is still what it was (else `Changed`, so that two
+    /// updates never both apply to one version), with arm model paths
+    /// relative to the policy's folder rewritten for `target`'s.
+    pub fn write_next(&self, next: &Policy, target: &Path) -> Result<(), PolicyError> {
+        let now = std::fs::read(&self.path).map_err(|source| PolicyError::Read {
+            path: self.path.clone(),
+            source,
+        })?;
+        if crate::util::sha256_hex(&now) != self.sha256 {
+            return Err(PolicyError::Changed {
+                path: self.path.clone(),
+            });
+        }
+        let mut next = next.clone();
+        let folder = |p: &Path| {
+            std::path::absolute(p)
+                .ok()
+                .and_then(|a| a.parent().map(Path::to_path_buf))
+        };
+        if folder(&self.path) != folder(target) {
+            for arm in &mut next.arms {
+                if let Some(model) = self.model_path(arm) {
+                    arm.model = Some(std::path::absolute(&model).unwrap_or(model));
+                }
+            }
+        }
+        next.write(target)
+    }
+
     /// An arm's model, relative to the policy file.
     pub fn model_path(&self, arm: &Arm) -> Option<PathBuf> {
         let model = arm.model.as_ref()?;
@@ -185,8 +224,11 @@ impl Policy {
                 format!("is `{}`; this lakescore reads `{POLICY_FORMAT}`", self.format),
             ));
         }
-        if self.arms.is_empty() {
-            return Err(invalid("arms", "is empty; a campaign needs at least one arm".into()));
+        if self.arms.is_empty() || self.arms.len() > MAX_ARMS {
+            return Err(invalid(
+                "arms",
+                format!("has {} arms; a campaign has 1 to {MAX_ARMS}", self.arms.len()),
+            ));
         }
         if self.salt.trim().is_empty() {
             return Err(invalid(
@@ -242,7 +284,9 @@ impl Policy {
 
     /// Thompson sampling's shares: the probability that each arm's rate is
     /// the highest, by `draws` seeded Monte Carlo draws from the posteriors
-    /// (ties go to the first arm).
+    /// (ties go to the first arm). The draws use this crate's own generator
+    /// (`datagen::Rng`, pinned by its tests) and the platform's `ln`, `sin`,
+    /// `cos` and `powf`: the same build gives the same shares, always.
     pub fn probability_best(&self) -> Vec<f64> {
         let mut rng = Rng::new(self.seed());
         let mut wins = vec![0u64; self.arms.len()];
@@ -262,9 +306,14 @@ impl Policy {
     /// The allocation shares among customers not held out: each arm gets the
     /// floor, and the rest in proportion to its probability of being best.
     pub fn shares(&self) -> Vec<f64> {
+        self.shares_of(&self.probability_best())
+    }
+
+    /// The shares for these probabilities of being best.
+    pub fn shares_of(&self, probability_best: &[f64]) -> Vec<f64> {
         let floor = self.exploration_floor;
         let free = 1.0 - floor * self.arms.len() as f64;
-        self.probability_best().iter().map(|p| floor + free * p).collect()
+        probability_best.iter().map(|p| floor + free * p).collect()
     }
 
     /// The policy as its file format writes it.
@@ -307,11 +356,20 @@ fn gamma(rng: &mut Rng, shape: f64) -> f64 {
     }
 }
 
-/// Beta(alpha, beta) as the ratio of two gammas.
+/// Beta(alpha, beta) as the ratio of two gammas. For tiny parameters both
+/// gammas can underflow to 0; the draw is then the one with the larger
+/// logarithm (`ln u / shape` decides which underflowed less), not NaN.
 pub fn beta(rng: &mut Rng, alpha: f64, beta: f64) -> f64 {
     let x = gamma(rng, alpha);
     let y = gamma(rng, beta);
-    x / (x + y)
+    match x + y {
+        sum if sum > 0.0 => x / sum,
+        _ => {
+            let lx = (1.0 - rng.uniform()).ln() / alpha;
+            let ly = (1.0 - rng.uniform()).ln() / beta;
+            if lx >= ly { 1.0 } else { 0.0 }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -396,6 +454,18 @@ mod tests {
         p.holdout_share = 0.0;
         let e = p.validate(path).unwrap_err().to_string();
         assert!(e.contains("`arms[0].beta` is -1"), "{e}");
+    }
+
+    #[test]
+    fn tiny_beta_parameters_draw_numbers_not_nan() {
+        let mut rng = Rng::new(3);
+        for _ in 0..1000 {
+            let draw = beta(&mut rng, 1e-3, 1e-3);
+            assert!((0.0..=1.0).contains(&draw), "{draw}");
+        }
+        // The shares of a policy are pinned: a change here reassigns customers.
+        let p = policy(&[(3.0, 97.0), (5.0, 95.0)]);
+        assert_eq!(p.probability_best(), vec![0.22645, 0.77355]);
     }
 
     #[test]

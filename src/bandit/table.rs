@@ -25,28 +25,38 @@ pub struct Wanted<'a> {
     pub required: bool,
 }
 
-/// Where a batch came from.
+/// Where a batch came from: its file, row group, and the row of the row
+/// group it starts at.
 #[derive(Debug, Clone, Copy)]
 pub struct At<'a> {
     pub path: &'a Path,
     pub row_group: usize,
+    pub first_row: usize,
 }
 
-/// The data files of `input` and a digest of them (path, size, footer).
-pub fn open(input: &Path) -> Result<(Vec<ParquetFile>, String)> {
-    let mut files = Vec::new();
-    let mut text = String::new();
-    for (path, relative) in plan::find_data_files(input)? {
-        let file = ParquetFile::open(&path)?;
-        text.push_str(&format!(
-            "{} {} {}\n",
-            relative.display(),
-            file.size_bytes,
-            file.footer_fingerprint
-        ));
-        files.push(file);
+impl At<'_> {
+    /// "row R of row group G of `file`", for the batch's row `i`.
+    pub fn row(&self, i: usize) -> String {
+        format!(
+            "row {} of row group {} of `{}`",
+            self.first_row + i,
+            self.row_group,
+            self.path.display()
+        )
     }
-    Ok((files, crate::util::sha256_hex(text.as_bytes())))
+}
+
+/// The data files of `input`, in path order.
+pub fn open(input: &Path) -> Result<Vec<ParquetFile>> {
+    plan::find_data_files(input)?
+        .into_iter()
+        .map(|(path, _)| Ok(ParquetFile::open(&path)?))
+        .collect()
+}
+
+/// What identifies a file's content whatever its name: its size and footer.
+pub fn content_digest(file: &ParquetFile) -> String {
+    crate::util::sha256_hex(format!("{} {}", file.size_bytes, file.footer_fingerprint).as_bytes())
 }
 
 /// Calls `each` with every batch of the `wanted` columns (in that order;
@@ -95,6 +105,7 @@ pub fn for_each_batch(
                     At {
                         path: &file.path,
                         row_group,
+                        first_row: done,
                     },
                     &columns,
                 )?;
@@ -151,9 +162,8 @@ pub fn flags(array: &ArrayRef, at: At<'_>, role: &'static str, column: &str) -> 
             0.0 => Ok(Some(false)),
             1.0 => Ok(Some(true)),
             other => Err(crate::Error::Usage(format!(
-                "{role} column `{column}` holds `{other}` in row group {} of `{}` (batch row {i}); expected 0 or 1",
-                at.row_group,
-                at.path.display()
+                "{role} column `{column}` holds `{other}` in {}; expected 0 or 1",
+                at.row(i)
             ))),
         })
         .collect()
@@ -223,4 +233,23 @@ pub fn seconds(array: &ArrayRef, at: At<'_>, role: &'static str, column: &str) -
 /// The outcome tables' paths, for the history.
 pub fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Values of a numeric column as f64 (NaN for nulls); anything else is a
+/// type error naming the column.
+pub fn numbers(array: &ArrayRef, at: At<'_>, role: &'static str, column: &str) -> Result<Vec<f64>> {
+    if !crate::features::is_numeric(array.data_type()) {
+        return Err(type_error(at.path, role, column, array.data_type(), "expected numbers").into());
+    }
+    let mut values = Vec::with_capacity(array.len());
+    crate::features::append_column(array.as_ref(), f64::NAN, &mut values);
+    Ok(values)
+}
+
+/// The ids of a column, refusing types that are not integers or strings.
+pub fn ids(array: &ArrayRef, at: At<'_>, role: &'static str, column: &str) -> Result<Vec<Option<super::IdKey>>> {
+    if !super::is_id_type(array.data_type()) {
+        return Err(type_error(at.path, role, column, array.data_type(), "expected integers or strings").into());
+    }
+    Ok(super::id_keys(array.as_ref()))
 }

@@ -98,7 +98,7 @@ fn summary(report: &EvaluationReport) -> String {
         let accuracy = m
             .confusion
             .iter()
-            .map(|c| format!("{:.6} at {}", c.accuracy, c.threshold))
+            .map(|c| format!("{} at {}", number(c.accuracy), c.threshold))
             .collect::<Vec<_>>()
             .join("<br>");
         let auc = match m.auc_method {
@@ -190,24 +190,34 @@ fn roc_svg(report: &EvaluationReport) -> String {
 }
 
 fn calibration_svg(report: &EvaluationReport) -> String {
-    let mut out = frame("Calibration", "mean score", "positive rate", report.models.len());
-    for (k, evaluation) in report.models.iter().enumerate() {
-        let points: Vec<String> = evaluation
-            .metrics
-            .calibration
-            .iter()
-            .filter_map(|bin| {
-                let (x, y) = at(bin.mean_score?, bin.positive_rate?);
-                Some(format!("{x:.1},{y:.1}"))
-            })
-            .collect();
+    // Models without probabilities (margins) have no calibration to draw.
+    let lines: Vec<(usize, Vec<String>)> = report
+        .models
+        .iter()
+        .enumerate()
+        .map(|(k, evaluation)| {
+            let points = evaluation
+                .metrics
+                .calibration
+                .iter()
+                .filter_map(|bin| {
+                    let (x, y) = at(bin.mean_score?, bin.positive_rate?);
+                    Some(format!("{x:.1},{y:.1}"))
+                })
+                .collect();
+            (k, points)
+        })
+        .filter(|(_, points): &(usize, Vec<String>)| !points.is_empty())
+        .collect();
+    let mut out = frame("Calibration", "mean score", "positive rate", lines.len());
+    for (k, points) in &lines {
         let colour = COLOURS[k % COLOURS.len()];
         let _ = write!(
             out,
             "<polyline class=\"curve\" fill=\"none\" stroke-width=\"2\" stroke=\"{colour}\" points=\"{}\"/>",
             points.join(" ")
         );
-        for point in &points {
+        for point in points {
             let (x, y) = point.split_once(',').expect("x,y");
             let _ = write!(out, "<circle cx=\"{x}\" cy=\"{y}\" r=\"3\" fill=\"{colour}\"/>");
         }
@@ -239,14 +249,26 @@ fn deciles_table(name: &str, deciles: &[super::metrics::Decile]) -> String {
     let mut out = format!(
         "<h2>Lift and gain by decile: {name}</h2>\n<table><tr><th>decile</th><th class=\"num\">rows</th>\
          <th class=\"num\">positives</th><th class=\"num\">response rate</th><th class=\"num\">lift</th>\
-         <th class=\"num\">cumulative gain</th><th class=\"num\">cumulative lift</th></tr>\n"
+         <th class=\"num\">cumulative gain</th><th class=\"num\">cumulative lift</th>\
+         <th class=\"num\">scores</th></tr>\n"
     );
     for d in deciles {
         let _ = writeln!(
             out,
             "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{:.1}</td><td class=\"num\">{:.4}</td>\
-             <td class=\"num\">{:.3}</td><td class=\"num\">{:.4}</td><td class=\"num\">{:.3}</td></tr>",
-            d.decile, d.rows, d.positives, d.response_rate, d.lift, d.cumulative_gain, d.cumulative_lift
+             <td class=\"num\">{:.3}</td><td class=\"num\">{:.4}</td><td class=\"num\">{:.3}</td>\
+             <td class=\"num\">{}</td></tr>",
+            d.decile,
+            d.rows,
+            d.positives,
+            d.response_rate,
+            d.lift,
+            d.cumulative_gain,
+            d.cumulative_lift,
+            match (d.score_max, d.score_min) {
+                (Some(hi), Some(lo)) => format!("{hi:.4} … {lo:.4}"),
+                _ => "—".to_string(),
+            }
         );
     }
     out.push_str("</table>\n");
@@ -269,7 +291,8 @@ const SELF_CHECK: &str = r#"<script>
       if (lines.length !== want) return "broken:svg " + i + " drew " + lines.length + " lines, expected " + want;
       for (var j = 0; j < lines.length; j++) {
         var box = lines[j].getBBox();
-        if (!(box.width > 0 && box.height > 0)) return "broken:svg " + i + " line " + j + " draws nothing";
+        var points = lines[j].getAttribute("points").trim().split(" ").length;
+        if (points > 1 && !(box.width > 0 || box.height > 0)) return "broken:svg " + i + " line " + j + " draws nothing";
       }
     }
     return "ok";

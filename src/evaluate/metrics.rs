@@ -13,8 +13,15 @@
 //! relative width of score; 16 MiB), and AUC counts pairs within a bucket as
 //! ties; the report then states the largest error that can cause (half the
 //! share of positive-negative pairs that share a bucket), which it computes
-//! exactly. Log loss, Brier, calibration and confusion counts are exact in
-//! both modes (summed as the rows stream by once the keys are gone).
+//! exactly. The ROC curve and the deciles are then drawn on buckets too
+//! (a bucket across a decile boundary splits its positives in proportion).
+//! Log loss, Brier, calibration and confusion counts are exact in both modes
+//! (summed block by block as the rows stream by once the keys are gone, so
+//! their last bits depend on the order blocks arrive in).
+//!
+//! Memory: 8 bytes a row while exact, and as much again for the radix
+//! sort's scratch at the end (256 MiB at most, per model evaluated); 16 MiB
+//! for the histogram.
 
 use serde::Serialize;
 
@@ -54,7 +61,8 @@ pub fn score_of(key: u32) -> f32 {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Confusion {
     pub threshold: f64,
-    pub accuracy: f64,
+    /// Null without rows.
+    pub accuracy: Option<f64>,
     pub true_positives: u64,
     pub false_positives: u64,
     pub true_negatives: u64,
@@ -87,6 +95,9 @@ pub struct Decile {
     pub lift: f64,
     pub cumulative_gain: f64,
     pub cumulative_lift: f64,
+    /// The highest and lowest score among the decile's rows.
+    pub score_max: Option<f64>,
+    pub score_min: Option<f64>,
 }
 
 /// The metrics of one score column against the labels.
@@ -113,12 +124,13 @@ pub struct BinaryMetrics {
     pub deciles: Vec<Decile>,
     /// (false positive rate, true positive rate), from (0, 0) to (1, 1).
     pub roc: Vec<(f64, f64)>,
-    pub score_min: Option<f32>,
-    pub score_max: Option<f32>,
+    pub score_min: Option<f64>,
+    pub score_max: Option<f64>,
 }
 
 /// Sums that need every row's exact score: kept from the keys in exact mode,
-/// added row by row once the keys are gone.
+/// added row by row once the keys are gone (a block's, by the worker that
+/// scored it, outside the accumulator's lock: [`BlockSums`]).
 #[derive(Debug, Clone, Default)]
 struct Sums {
     log_loss: f64,
@@ -138,18 +150,31 @@ impl Sums {
         }
     }
 
+    fn merge(&mut self, other: &Sums) {
+        self.log_loss += other.log_loss;
+        self.brier += other.brier;
+        self.outside_unit += other.outside_unit;
+        for (a, b) in self.calibration.iter_mut().zip(&other.calibration) {
+            a.0 += b.0;
+            a.1 += b.1;
+            a.2 += b.2;
+        }
+        for (a, b) in self.predicted_positive.iter_mut().zip(&other.predicted_positive) {
+            a.0 += b.0;
+            a.1 += b.1;
+        }
+    }
+
     /// Adds `negatives` and `positives` rows of score `score`.
     fn add(&mut self, score: f32, negatives: u64, positives: u64, thresholds: &[f64]) {
         let p = f64::from(score);
         let rows = negatives + positives;
         if (0.0..=1.0).contains(&p) {
-            // As scikit-learn 1.9: the columns [1 - p, p], each clipped.
-            let clip = |q: f64| q.clamp(LOG_LOSS_EPS, 1.0 - LOG_LOSS_EPS);
             if positives > 0 {
-                self.log_loss -= positives as f64 * clip(p).ln();
+                self.log_loss += positives as f64 * row_log_loss(p, true);
             }
             if negatives > 0 {
-                self.log_loss -= negatives as f64 * clip(1.0 - p).ln();
+                self.log_loss += negatives as f64 * row_log_loss(p, false);
             }
             self.brier += positives as f64 * (p - 1.0) * (p - 1.0) + negatives as f64 * p * p;
             let bin = calibration_bin(p);
@@ -172,6 +197,17 @@ impl Sums {
 /// scikit-learn's `log_loss` clips probabilities to [eps, 1 - eps] with the
 /// machine epsilon of float64.
 const LOG_LOSS_EPS: f64 = f64::EPSILON;
+
+/// One row's log loss as scikit-learn 1.9 computes it: the columns
+/// [1 - p, p], each clipped to [eps, 1 - eps], and minus the log of the
+/// label's.
+fn row_log_loss(p: f64, positive: bool) -> f64 {
+    let clip = |q: f64| q.clamp(LOG_LOSS_EPS, 1.0 - LOG_LOSS_EPS);
+    match positive {
+        true => -clip(p).ln(),
+        false => -clip(1.0 - p).ln(),
+    }
+}
 
 /// The calibration bin of a probability: the number of inner edges
 /// (`k / 10`, computed as numpy's `linspace` does) below it.
@@ -198,6 +234,21 @@ pub struct BinaryAccumulator {
     max_key: u32,
     rows: u64,
     positives: u64,
+}
+
+/// A block's sums, computed before taking the accumulator's lock once it
+/// keeps a histogram (the `ln` of every row is the costly part).
+pub struct BlockSums(Sums);
+
+impl BlockSums {
+    pub fn of(rows: &[u64], thresholds: &[f64]) -> BlockSums {
+        let mut sums = Sums::new(thresholds.len());
+        for &row in rows {
+            let label = row & 1;
+            sums.add(score_of((row >> 1) as u32), 1 - label, label, thresholds);
+        }
+        BlockSums(sums)
+    }
 }
 
 /// One row for [`BinaryAccumulator::absorb`]: its key and label.
@@ -227,9 +278,24 @@ impl BinaryAccumulator {
         }
     }
 
+    /// Whether rows are still kept one by one (else: the histogram).
+    pub fn is_exact(&self) -> bool {
+        self.histogram.is_none()
+    }
+
+    pub fn thresholds(&self) -> &[f64] {
+        &self.thresholds
+    }
+
     /// Adds a block's rows (from [`row_key`]) and the count of its rows
     /// whose score was NaN.
     pub fn absorb(&mut self, rows: &[u64], without_score: u64) {
+        self.absorb_with(rows, without_score, None);
+    }
+
+    /// As [`absorb`](Self::absorb), with the block's sums when the caller
+    /// computed them (for a histogram; ignored while exact).
+    pub fn absorb_with(&mut self, rows: &[u64], without_score: u64, block: Option<BlockSums>) {
         self.rows_without_score += without_score;
         self.rows += rows.len() as u64;
         for &row in rows {
@@ -249,7 +315,10 @@ impl BinaryAccumulator {
         for &row in rows {
             let (key, label) = ((row >> 1) as u32, (row & 1) as usize);
             histogram[(key >> BUCKET_SHIFT) as usize][label] += 1;
-            sums.add(score_of(key), 1 - label as u64, label as u64, &self.thresholds);
+        }
+        match block {
+            Some(BlockSums(block)) => sums.merge(&block),
+            None => sums.merge(&BlockSums::of(rows, &self.thresholds).0),
         }
     }
 
@@ -297,10 +366,11 @@ impl BinaryAccumulator {
                 (self.sums.take().expect("kept with the histogram"), "histogram")
             }
         };
-        let auc = (positives > 0 && negatives > 0).then(|| walk.auc_twice as f64 / (2 * positives * negatives) as f64);
+        let pairs_twice = 2 * u128::from(positives) * u128::from(negatives);
+        let auc = (pairs_twice > 0).then(|| walk.auc_twice as f64 / pairs_twice as f64);
         let auc_error_bound = match method {
             "exact" => 0.0,
-            _ if positives > 0 && negatives > 0 => walk.tied_pairs as f64 / (2 * positives * negatives) as f64,
+            _ if pairs_twice > 0 => walk.tied_pairs as f64 / pairs_twice as f64,
             _ => 0.0,
         };
         let probabilities = sums.outside_unit == 0 && rows > 0;
@@ -330,7 +400,7 @@ impl BinaryAccumulator {
                 let (fn_, tn) = (positives - tp, negatives - fp);
                 Confusion {
                     threshold,
-                    accuracy: if rows > 0 { (tp + tn) as f64 / rows as f64 } else { 0.0 },
+                    accuracy: (rows > 0).then(|| (tp + tn) as f64 / rows as f64),
                     true_positives: tp,
                     false_positives: fp,
                     true_negatives: tn,
@@ -352,8 +422,8 @@ impl BinaryAccumulator {
             calibration: if probabilities { calibration } else { Vec::new() },
             deciles: walk.deciles(),
             roc: walk.roc,
-            score_min: (rows > 0).then(|| score_of(self.min_key)),
-            score_max: (rows > 0).then(|| score_of(self.max_key)),
+            score_min: (rows > 0).then(|| f64::from(score_of(self.min_key))),
+            score_max: (rows > 0).then(|| f64::from(score_of(self.max_key))),
         }
     }
 }
@@ -431,6 +501,8 @@ struct Walk {
     /// Positives among the top `boundaries[d]` rows.
     positives_at: Vec<f64>,
     next_boundary: usize,
+    /// Per decile (from 1), the highest and lowest score in it.
+    score_range: Vec<(Option<u32>, Option<u32>)>,
 }
 
 impl Walk {
@@ -449,6 +521,7 @@ impl Walk {
             boundaries: (0..=10).map(|d| d * rows / 10).collect(),
             positives_at: vec![0.0; 11],
             next_boundary: 1,
+            score_range: vec![(None, None); 11],
         }
     }
 
@@ -458,6 +531,17 @@ impl Walk {
         let negatives_below = self.negatives - self.negatives_above - n;
         self.auc_twice += 2 * u128::from(p) * u128::from(negatives_below) + u128::from(p) * u128::from(n);
         self.tied_pairs += u128::from(p) * u128::from(n);
+        // The deciles this run has rows in: (rows_above, rows_above + in_run]
+        // meets (b[d - 1], b[d]]. Runs come highest first, so the first to
+        // reach a decile holds its highest score, the last its lowest.
+        for d in 1..=10 {
+            let (lo, hi) = (self.boundaries[d - 1], self.boundaries[d]);
+            if hi > lo && self.rows_above < hi && self.rows_above + in_run > lo {
+                let range = &mut self.score_range[d];
+                range.0.get_or_insert(run.key);
+                range.1 = Some(run.key);
+            }
+        }
         // Decile boundaries inside (or at the end of) this run: a tied run
         // gives each side its share of the positives.
         while self.next_boundary <= 10 && self.boundaries[self.next_boundary] <= self.rows_above + in_run {
@@ -505,6 +589,8 @@ impl Walk {
                     lift: ratio(response_rate),
                     cumulative_gain: if positives > 0 { at[d] / positives as f64 } else { 0.0 },
                     cumulative_lift: ratio(if b[d] > 0 { at[d] / b[d] as f64 } else { 0.0 }),
+                    score_max: self.score_range[d].0.map(|k| f64::from(score_of(k))),
+                    score_min: self.score_range[d].1.map(|k| f64::from(score_of(k))),
                 }
             })
             .collect()
@@ -627,6 +713,30 @@ mod tests {
         // numpy's 3 * 0.1 is 0.30000000000000004: 0.3 is below that edge.
         assert_eq!(calibration_bin(0.3), 2);
         assert_eq!(calibration_bin(1.0), 9);
+    }
+
+    /// scikit-learn's own answers at the edges (tests/fixtures/evaluate/probes.json).
+    #[test]
+    fn edges_agree_with_scikit_learn_probes() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/evaluate/probes.json");
+        let probes: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        let bins = probes["calibration_bin"].as_array().unwrap();
+        assert!(bins.len() > 30);
+        for probe in bins {
+            let p = probe["p"].as_f64().unwrap();
+            assert_eq!(calibration_bin(p) as u64, probe["bin"].as_u64().unwrap(), "p = {p:e}");
+        }
+        let losses = probes["log_loss_float64"].as_array().unwrap();
+        assert!(losses.len() > 10);
+        for probe in losses {
+            let (p, y) = (probe["p"].as_f64().unwrap(), probe["y"].as_u64().unwrap() == 1);
+            let want = probe["loss"].as_f64().unwrap();
+            let got = row_log_loss(p, y);
+            assert!(
+                (got - want).abs() <= 1e-12 * want.max(1.0),
+                "p = {p:e}, y = {y}: {got} vs {want}"
+            );
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::compare::{Comparison, ComparisonTap};
 use crate::model::set::ScoreTap;
 use crate::model::{Feature, FeatureBlock, ModelError, ModelInfo};
-use metrics::{BinaryAccumulator, BinaryMetrics, row_key};
+use metrics::{BinaryAccumulator, BinaryMetrics, BlockSums, row_key};
 
 /// One model's evaluation.
 #[derive(Debug, Clone, Serialize)]
@@ -139,7 +139,19 @@ impl ScoreTap for EvaluationTap {
                 }
                 rows.push(row_key(s, y == 1.0));
             }
-            self.accumulators[k].lock().unwrap().absorb(&rows, without_score);
+            let mut accumulator = self.accumulators[k].lock().unwrap();
+            if accumulator.is_exact() {
+                accumulator.absorb(&rows, without_score);
+            } else {
+                // A histogram needs every row's sums: computed unlocked.
+                let thresholds = accumulator.thresholds().to_vec();
+                drop(accumulator);
+                let block = BlockSums::of(&rows, &thresholds);
+                self.accumulators[k]
+                    .lock()
+                    .unwrap()
+                    .absorb_with(&rows, without_score, Some(block));
+            }
         }
         if let Some(comparison) = &self.comparison {
             comparison.add(scores);
@@ -148,14 +160,51 @@ impl ScoreTap for EvaluationTap {
     }
 }
 
-/// Where an evaluation writes: the JSON report and the HTML page.
-pub fn write_outputs(report: &EvaluationReport, json: Option<&Path>, html: Option<&Path>) -> std::io::Result<()> {
+/// Where an evaluation writes: the JSON report and the HTML page. A failure
+/// says which, and where.
+pub fn write_outputs(
+    report: &EvaluationReport,
+    json: Option<&Path>,
+    html: Option<&Path>,
+) -> Result<(), (&'static str, PathBuf, std::io::Error)> {
     if let Some(path) = json {
         let bytes = serde_json::to_vec_pretty(report).expect("reports serialize");
-        crate::util::write_atomically(path, &bytes)?;
+        crate::util::write_atomically(path, &bytes).map_err(|e| ("evaluation report", path.to_path_buf(), e))?;
     }
     if let Some(path) = html {
-        crate::util::write_atomically(path, html::render(report).as_bytes())?;
+        crate::util::write_atomically(path, html::render(report).as_bytes())
+            .map_err(|e| ("evaluation page", path.to_path_buf(), e))?;
+    }
+    Ok(())
+}
+
+/// Checks, from the footers, that every file of `input` has the label
+/// column and that it can hold 0/1 (so that a typo is named as the label's,
+/// not a model feature's).
+pub fn check_label(input: &Path, label: &str) -> crate::Result<()> {
+    for (path, _) in crate::plan::find_data_files(input)? {
+        let file = crate::scan::ParquetFile::open(&path)?;
+        let schema = file.metadata.schema();
+        let Ok(field) = schema.field_with_name(label) else {
+            let names = schema.fields().iter().map(|f| f.name().as_str());
+            return Err(crate::plan::PlanError::MissingColumn {
+                path,
+                role: "label",
+                column: label.to_string(),
+                suggestion: crate::util::Suggestion::closest(label, names),
+            }
+            .into());
+        };
+        if !crate::features::is_numeric(field.data_type()) {
+            return Err(crate::plan::PlanError::ColumnType {
+                path,
+                role: "label",
+                column: label.to_string(),
+                data_type: field.data_type().to_string(),
+                expected: "labels are booleans or 0/1 numbers",
+            }
+            .into());
+        }
     }
     Ok(())
 }
@@ -181,7 +230,7 @@ pub fn render_table(report: &EvaluationReport) -> String {
     );
     for evaluation in &report.models {
         let m = &evaluation.metrics;
-        let accuracy = m.confusion.first().map(|c| c.accuracy);
+        let accuracy = m.confusion.first().and_then(|c| c.accuracy);
         let lift = m.deciles.first().map(|d| d.lift);
         let _ = writeln!(
             out,

@@ -242,6 +242,11 @@ pub trait Model: Send + Sync + std::fmt::Debug {
     fn output_range(&self) -> Option<(f64, f64)> {
         None
     }
+
+    /// The models a set is made of (none for a single model).
+    fn members(&self) -> Vec<&ModelInfo> {
+        Vec::new()
+    }
 }
 
 /// Loads the model at `path` onto `device`, detecting its format from the

@@ -26,6 +26,8 @@ pub struct ModelSet {
     /// Every model's features and then the extras, each (column, missing
     /// value, categories) once.
     features: Vec<Feature>,
+    /// The table column each of `features` reads.
+    columns: Vec<String>,
     /// Per model, the position in `features` of each of its features.
     picks: Vec<Vec<usize>>,
     /// The positions of the extra features.
@@ -46,28 +48,53 @@ impl std::fmt::Debug for ModelSet {
 }
 
 impl ModelSet {
-    /// The set of `models` (the first is the champion, whose identity the set
-    /// takes, with a digest of every model's bytes as its own), reading also
-    /// `extras`, watched by `tap`.
-    pub fn new(models: Vec<Box<dyn Model>>, extras: Vec<Feature>, tap: Option<Arc<dyn ScoreTap>>) -> ModelSet {
+    /// The set of `models`, each with the table column each of its features
+    /// reads (a package may map a feature to a column of another name); the
+    /// first is the champion, whose identity the set takes, with a digest of
+    /// every model's bytes as its own. `extras` are read from the columns of
+    /// their names; `tap` watches the scores.
+    pub fn new(
+        models: Vec<(Box<dyn Model>, Vec<String>)>,
+        extras: Vec<Feature>,
+        tap: Option<Arc<dyn ScoreTap>>,
+    ) -> ModelSet {
         assert!(!models.is_empty(), "a model set needs a model");
         let mut features: Vec<Feature> = Vec::new();
-        // NaN (the usual missing value) is not equal to itself; compare bits.
-        let same = |a: &Feature, b: &Feature| {
-            a.name == b.name && a.missing_value.to_bits() == b.missing_value.to_bits() && a.categories == b.categories
-        };
-        let mut position_of = |feature: &Feature| match features.iter().position(|f| same(f, feature)) {
-            Some(position) => position,
-            None => {
+        let mut columns: Vec<String> = Vec::new();
+        // Which model added each entry (extras: none).
+        let mut owners: Vec<usize> = Vec::new();
+        // One entry per (column, missing value, categories): models that read
+        // a column alike share its values. A model's own features stay apart
+        // (so that the champion's lead the block, one entry each). NaN (the
+        // usual missing value) is not equal to itself: compare bits.
+        let mut position_of = |feature: &Feature, column: &str, owner: usize| {
+            let shared = (0..features.len()).find(|&i| {
+                owners[i] != owner
+                    && columns[i] == column
+                    && features[i].missing_value.to_bits() == feature.missing_value.to_bits()
+                    && features[i].categories == feature.categories
+            });
+            shared.unwrap_or_else(|| {
                 features.push(feature.clone());
+                columns.push(column.to_string());
+                owners.push(owner);
                 features.len() - 1
-            }
+            })
         };
         let picks: Vec<Vec<usize>> = models
             .iter()
-            .map(|m| m.features().iter().map(&mut position_of).collect())
+            .enumerate()
+            .map(|(k, (m, reads))| {
+                assert_eq!(m.features().len(), reads.len(), "a column per feature");
+                m.features()
+                    .iter()
+                    .zip(reads)
+                    .map(|(f, c)| position_of(f, c, k))
+                    .collect()
+            })
             .collect();
-        let extras = extras.iter().map(&mut position_of).collect();
+        let extras = extras.iter().map(|f| position_of(f, &f.name, usize::MAX)).collect();
+        let models: Vec<Box<dyn Model>> = models.into_iter().map(|(m, _)| m).collect();
         let mut info = models[0].info().clone();
         if models.len() > 1 {
             let identities: Vec<String> = models
@@ -80,6 +107,7 @@ impl ModelSet {
             info,
             models,
             features,
+            columns,
             picks,
             extras,
             tap,
@@ -88,6 +116,11 @@ impl ModelSet {
 
     pub fn models(&self) -> &[Box<dyn Model>] {
         &self.models
+    }
+
+    /// The table column each of [`Model::features`] reads.
+    pub fn columns(&self) -> &[String] {
+        &self.columns
     }
 
     /// How many score columns each model writes, in set order.
@@ -158,6 +191,10 @@ impl Model for ModelSet {
             tap.tap(&extras, &outputs)?;
         }
         Ok(Scores { n_rows, outputs })
+    }
+
+    fn members(&self) -> Vec<&ModelInfo> {
+        self.models.iter().map(|m| m.info()).collect()
     }
 
     fn output_range(&self) -> Option<(f64, f64)> {
@@ -252,11 +289,17 @@ mod tests {
             missing_value: f64::NAN,
             categories: None,
         };
+        // The challenger's package maps its feature `b2` to column `b`.
+        let columns = |c: &[&str]| c.iter().map(|c| c.to_string()).collect::<Vec<_>>();
         let set = ModelSet::new(
-            vec![sum("champion", &["a", "b"]), sum("challenger", &["b", "c"])],
+            vec![
+                (sum("champion", &["a", "b"]), columns(&["a", "b"])),
+                (sum("challenger", &["b2", "c"]), columns(&["b", "c"])),
+            ],
             vec![label],
             Some(seen.clone()),
         );
+        assert_eq!(set.columns(), ["a", "b", "c", "label"]);
         let names: Vec<&str> = set.features().iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["a", "b", "c", "label"]);
         assert_eq!(set.n_outputs(), 2);

@@ -214,6 +214,8 @@ pub fn score(
         rows_quarantined: report.rows_quarantined,
         quarantine: side_outputs.quarantine.clone(),
         profile: side_outputs.profile.clone(),
+        shadow: side_outputs.shadow.clone(),
+        models: package.model.members().into_iter().cloned().collect(),
         wall_seconds,
     };
     // Judged before the commit's last step, so that the ledger has it; the
@@ -259,7 +261,7 @@ fn close_unpublished(transaction: Transaction, status: RunStatus, why: &str) {
 }
 
 /// One digest for a whole input table: every file's path, size and footer.
-fn table_fingerprint(plan: &TablePlan) -> String {
+pub(crate) fn table_fingerprint(plan: &TablePlan) -> String {
     let mut text = String::new();
     for file in &plan.files {
         text.push_str(&format!(
@@ -682,7 +684,7 @@ fn prepare(package: &Package, input: &Path, options: &RunOptions, pass: PassKind
     };
     let plan = plan::plan_table(input, &request)?;
     let score_columns = match pass.predict {
-        true => contract.score_columns.clone(),
+        true => contract.written_score_columns.clone(),
         false => Vec::new(),
     };
     // With shadow scoring, the output has the champion's columns; the shadow
@@ -692,6 +694,13 @@ fn prepare(package: &Package, input: &Path, options: &RunOptions, pass: PassKind
         _ => score_columns.len(),
     };
     let shadow_columns = score_columns[published_scores..].to_vec();
+    if !shadow_columns.is_empty() && plan.id_columns.is_empty() {
+        return Err(Error::Usage(
+            "`--shadow` writes the challengers' scores with the rows' ids, and this table has none: name them with \
+             `--id-column`"
+                .into(),
+        ));
+    }
     let score_columns = score_columns[..published_scores].to_vec();
     let mut output_columns = score_columns.clone();
     output_columns.extend(shadow_columns.iter().cloned());
@@ -776,8 +785,8 @@ fn prepare(package: &Package, input: &Path, options: &RunOptions, pass: PassKind
                 let found = file.file.metadata.schema().field(file.id_roots[i]).data_type().clone();
                 if found != expected {
                     return Err(Error::Usage(format!(
-                        "id column `{}` is {found} in `{}` but {expected} in `{}`; the contract's uniqueness rule and \
-                         quarantine table need one type",
+                        "id column `{}` is {found} in `{}` but {expected} in `{}`; the contract's uniqueness rule, the \
+                         quarantine table and the shadow table need one type",
                         plan.id_columns[i],
                         file.file.path.display(),
                         first.file.path.display()
@@ -1150,7 +1159,7 @@ fn score_files(
                 let mut inspection = table.pass.inspect.then(|| {
                     package
                         .contract
-                        .inspection(package.model.features(), package.model.n_outputs())
+                        .inspection(package.model.features(), package.contract.score_columns.len())
                 });
                 let worker = Worker {
                     package,

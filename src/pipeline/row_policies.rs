@@ -194,7 +194,12 @@ pub(super) fn append_side_table(
             std::fs::create_dir_all(parent).map_err(io_error)?;
         }
         let file = std::fs::File::create(path).map_err(io_error)?;
-        *writer = Some(ArrowWriter::try_new(file, Arc::clone(schema), None).map_err(|e| quarantine_error(path, e))?);
+        let properties = parquet::file::properties::WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::SNAPPY)
+            .build();
+        *writer = Some(
+            ArrowWriter::try_new(file, Arc::clone(schema), Some(properties)).map_err(|e| quarantine_error(path, e))?,
+        );
     }
     let writer = writer.as_mut().expect("created above");
     writer.write(batch).map_err(|e| quarantine_error(path, e))

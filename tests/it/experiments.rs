@@ -82,6 +82,7 @@ fn evaluate_matches_scikit_learn_on_every_fixture() {
                 );
             }
         }
+        assert_eq!(m["deciles"].as_array().unwrap().len(), 10, "{name}");
         for (got, want) in m["deciles"]
             .as_array()
             .unwrap()
@@ -223,6 +224,7 @@ fn champion_and_challenger_score_in_one_pass_and_shadow_publishes_the_champion_a
     );
     let (champion, challenger, input) = (sample("model.json"), sample("xgb.ubj"), sample("customers"));
     let run_report = dir.path().join("both.json");
+    let page = dir.path().join("both.html");
     let score = |models: &[&Path], out: &Path, extra: &[&str]| {
         let mut args: Vec<std::ffi::OsString> = vec!["score".into()];
         for m in models {
@@ -235,8 +237,19 @@ fn champion_and_challenger_score_in_one_pass_and_shadow_publishes_the_champion_a
     score(
         &[&champion, &challenger],
         &both,
-        &["--report", run_report.to_str().unwrap()],
+        &[
+            "--report",
+            run_report.to_str().unwrap(),
+            "--html",
+            page.to_str().unwrap(),
+        ],
     );
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        html.contains("Champion and challengers") && html.contains("score_xgb"),
+        "{html}"
+    );
+    crate::browser::assert_renders_in_chromium(&page);
     score(&[&champion, &challenger], &shadow, &["--shadow"]);
     score(&[&champion], &alone, &[]);
     score(&[&challenger], &other, &[]);
@@ -528,6 +541,10 @@ fn five_nights_of_a_campaign_learn_the_best_arm() {
     // other arm keeps its floor), where only the Monte Carlo error of the
     // probability that it is best (20,000 draws: under 0.001 there) moves it.
     let ceiling = 1.0 - 3.0 * 0.05;
+    assert!(
+        best_shares[1] > best_shares[0] && best_shares[2] > best_shares[1],
+        "{best_shares:?}"
+    );
     for pair in best_shares.windows(2) {
         let at_ceiling = ceiling - pair[1] < 0.002;
         assert!(
@@ -633,8 +650,19 @@ fn feedback_counts_what_it_leaves_out_and_never_applies_outcomes_twice() {
     assert!(std::fs::read_to_string(&policy).unwrap().contains("\"version\": 3"));
     let run = feedback(&next, &outcomes, &[]);
     assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("was already applied: policy"), "{}", run.stderr);
+    // Known by content: the same file renamed, beside a new one, is refused too.
+    let renamed = dir.path().join("renamed");
+    std::fs::create_dir_all(renamed.join("day=9")).unwrap();
+    std::fs::copy(
+        outcomes.join("day=1/part-0.parquet"),
+        renamed.join("day=9/other-name.parquet"),
+    )
+    .unwrap();
+    let run = feedback(&next, &renamed, &[]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(
-        run.stderr.contains("these outcomes were already applied"),
+        run.stderr.contains("other-name.parquet` was already applied"),
         "{}",
         run.stderr
     );
@@ -665,56 +693,73 @@ fn off_policy_estimates_match_a_reference_computed_here() {
     allocate(&logging, &lake, &out);
     let assigned = assignments(&out);
     let rates: HashMap<&str, f64> = [("a", 0.05), ("b", 0.15), ("c", 0.10)].into_iter().collect();
+    let simulated = dir.path().join("simulated.parquet");
+    simulate_outcomes(&assigned, &rates, 0.02, 1, &simulated);
+    // Every tenth customer has no outcome; five have a second, contrary one
+    // (the first counts).
+    let all = read_parquet(&simulated);
+    let ids = crate::common::ids(&all);
+    let keep = BooleanArray::from(ids.iter().map(|id| id % 10 != 0).collect::<Vec<_>>());
+    let kept = arrow::compute::filter_record_batch(&all, &keep).unwrap();
+    let again = arrow::compute::filter_record_batch(&kept.slice(0, 5), &BooleanArray::from(vec![true; 5])).unwrap();
+    let flipped = arrow::compute::not(again.column_by_name("converted").unwrap().as_boolean()).unwrap();
+    let mut columns = again.columns().to_vec();
+    columns[2] = Arc::new(flipped);
+    let again = RecordBatch::try_new(again.schema(), columns).unwrap();
     let outcomes = dir.path().join("outcomes.parquet");
-    simulate_outcomes(&assigned, &rates, 0.02, 1, &outcomes);
-    let candidate = dir.path().join("candidate.toml");
-    write_policy(
-        &candidate,
-        7,
-        &[("a", 5.0, 95.0), ("b", 30.0, 170.0), ("c", 12.0, 108.0)],
-        0.2,
-        0.1,
-    );
-    let run = lakescore(os(&[
-        &"evaluate-policy",
-        &"--policy",
-        &candidate,
-        &"--assignments",
-        &out,
-        &"--outcomes",
-        &outcomes,
-        &"--json",
-    ]));
-    let report: Value = serde_json::from_str(&run.assert_ok().stdout).unwrap();
-
-    // The reference: the outcomes read back, the candidate's shares from its
-    // report, the estimators written out from their definitions.
-    let batch = read_parquet(&outcomes);
-    let converted: HashMap<i64, bool> = crate::common::ids(&batch)
+    write_parquet(&outcomes, &[kept.clone(), again], 8192);
+    let converted: HashMap<i64, bool> = crate::common::ids(&kept)
         .into_iter()
         .zip(
-            batch
-                .column_by_name("converted")
+            kept.column_by_name("converted")
                 .unwrap()
                 .as_boolean()
                 .iter()
                 .map(|c| c.unwrap()),
         )
         .collect();
-    let pi: HashMap<String, f64> = report["candidate_shares"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|pair| (pair[0].as_str().unwrap().to_string(), pair[1].as_f64().unwrap()))
-        .collect();
+
+    let estimate = |policy: &Path| -> Value {
+        let run = lakescore(os(&[
+            &"evaluate-policy",
+            &"--policy",
+            &policy,
+            &"--assignments",
+            &out,
+            &"--outcomes",
+            &outcomes,
+            &"--json",
+        ]));
+        serde_json::from_str(&run.assert_ok().stdout).unwrap()
+    };
+    // A candidate whose shares are known without Monte Carlo: a floor of 1/3
+    // for 3 arms leaves nothing to the posteriors, so every share is 1/3.
+    let uniform = dir.path().join("uniform.toml");
+    write_policy(
+        &uniform,
+        7,
+        &[("a", 5.0, 95.0), ("b", 30.0, 170.0), ("c", 12.0, 108.0)],
+        0.2,
+        1.0 / 3.0,
+    );
+    let report = estimate(&uniform);
+
+    // The reference, from the definitions: logged rows outside the holdout,
+    // w = 1/3 / propensity, r = the first outcome (none: 0).
     let rows: Vec<(f64, f64)> = assigned
         .iter()
         .filter(|(_, a)| !a.2)
-        .map(|(id, (arm, mu, _, _))| {
-            let w = pi[arm.as_ref().unwrap()] / mu.unwrap();
-            (w, if converted[id] { 1.0 } else { 0.0 })
+        .map(|(id, (_, mu, _, _))| {
+            (
+                1.0 / 3.0 / mu.unwrap(),
+                if converted.get(id) == Some(&true) { 1.0 } else { 0.0 },
+            )
         })
         .collect();
+    let without = assigned
+        .iter()
+        .filter(|(id, a)| !a.2 && !converted.contains_key(id))
+        .count();
     let n = rows.len() as f64;
     let ips = rows.iter().map(|(w, r)| w * r).sum::<f64>() / n;
     let ips_var = rows.iter().map(|(w, r)| (w * r - ips).powi(2)).sum::<f64>() / (n - 1.0);
@@ -730,6 +775,13 @@ fn off_policy_estimates_match_a_reference_computed_here() {
         );
     };
     assert_eq!(report["rows"], rows.len());
+    assert_eq!(report["rows_without_outcome"], without);
+    assert!(without > 300, "{without}");
+    assert_eq!(report["duplicate_outcomes"], 5);
+    assert_eq!(report["duplicate_assignments"], 0);
+    for pair in report["candidate_shares"].as_array().unwrap() {
+        assert_eq!(pair[1].as_f64().unwrap(), 1.0 / 3.0);
+    }
     near(&report["ips"]["value"], ips, "IPS");
     near(&report["ips"]["std_error"], (ips_var / n).sqrt(), "IPS standard error");
     near(
@@ -739,21 +791,26 @@ fn off_policy_estimates_match_a_reference_computed_here() {
     );
     near(&report["snips"]["value"], snips, "SNIPS");
     near(&report["snips"]["std_error"], snips_se, "SNIPS standard error");
+    near(
+        &report["snips"]["ci_high"],
+        snips + 1.959963984540054 * snips_se,
+        "SNIPS interval",
+    );
     near(&report["effective_sample_size"], ess, "ESS");
-    // The candidate favours b, the best arm: its estimate beats the logged rate.
+
+    // A candidate that favours b, the best arm, beats the logged rate.
+    let favouring = dir.path().join("favouring.toml");
+    write_policy(
+        &favouring,
+        7,
+        &[("a", 5.0, 95.0), ("b", 30.0, 170.0), ("c", 12.0, 108.0)],
+        0.2,
+        0.1,
+    );
+    let report = estimate(&favouring);
     assert!(report["snips"]["value"].as_f64().unwrap() > report["logged_rate"].as_f64().unwrap());
     // On-policy, the estimate is the logged rate and every weight is 1.
-    let run = lakescore(os(&[
-        &"evaluate-policy",
-        &"--policy",
-        &logging,
-        &"--assignments",
-        &out,
-        &"--outcomes",
-        &outcomes,
-        &"--json",
-    ]));
-    let report: Value = serde_json::from_str(&run.assert_ok().stdout).unwrap();
+    let report = estimate(&logging);
     near(
         &report["ips"]["value"],
         report["logged_rate"].as_f64().unwrap(),
@@ -796,4 +853,142 @@ fn allocate_refuses_bad_policies_and_ids_before_touching_the_output() {
         run.stderr
     );
     assert!(!out.exists(), "nothing was written");
+}
+
+#[test]
+fn allocate_refuses_null_ids_from_the_footer_and_resume_counts_the_whole_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    write_policy(&policy, 3, &[("a", 2.0, 9.0), ("b", 3.0, 8.0)], 0.25, 0.05);
+    // A table whose id column has a null in its second row group.
+    let table = dir.path().join("ids.parquet");
+    let schema = Arc::new(arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
+        "customer_id",
+        DataType::Int64,
+        true,
+    )]));
+    let ids: Vec<Option<i64>> = (0..20).map(|i| (i != 13).then_some(i)).collect();
+    let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(ids))]).unwrap();
+    write_parquet(&table, &[batch], 10);
+    let out = dir.path().join("out");
+    let run = lakescore(os(&[
+        &"allocate",
+        &"--policy",
+        &policy,
+        &"--input",
+        &table,
+        &"--output",
+        &out,
+    ]));
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("id column `customer_id` has 1 nulls in row group 1 of"),
+        "{}",
+        run.stderr
+    );
+    assert!(!out.exists(), "refused before the output is touched");
+
+    // Resume reuses every partition, and still counts every customer.
+    let lake = customer_lake(
+        &dir.path().join("customers"),
+        3_000,
+        1,
+        1000,
+        &["2026-11-24", "2026-11-25"],
+    );
+    let first = allocate(&policy, &lake, &out);
+    let run = lakescore(os(&[
+        &"allocate",
+        &"--policy",
+        &policy,
+        &"--input",
+        &lake,
+        &"--output",
+        &out,
+        &"--mode",
+        &"resume",
+        &"--json",
+    ]));
+    let resumed: Value = serde_json::from_str(&run.assert_ok().stdout).unwrap();
+    assert_eq!(resumed["reused_partitions"], 2);
+    for key in ["rows", "holdout_rows"] {
+        assert_eq!(resumed[key], first[key], "{key}");
+    }
+    for (a, b) in resumed["arms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(first["arms"].as_array().unwrap())
+    {
+        assert_eq!(a["rows"], b["rows"]);
+    }
+    let success: Value = serde_json::from_slice(&std::fs::read(out.join("_SUCCESS")).unwrap()).unwrap();
+    assert_eq!(success["holdout_rows"], first["holdout_rows"]);
+}
+
+#[test]
+fn a_challenger_never_stops_the_champion_and_score_columns_never_clash() {
+    let dir = tempfile::tempdir().unwrap();
+    // The sample package judges scores in [0, 1]; this challenger's are near 100.
+    let features = lakescore::datagen::benchmark_features();
+    let wild = crate::common::linear_model(
+        dir.path(),
+        "wild.json",
+        serde_json::json!({"format": "linear", "features": features, "weights": vec![0.0; features.len()],
+                           "intercept": 100.0, "link": "identity"}),
+    );
+    let out = dir.path().join("out");
+    let report = dir.path().join("report.json");
+    let run = lakescore(os(&[
+        &"score",
+        &"--model",
+        &sample("package"),
+        &"--model",
+        &wild,
+        &"--shadow",
+        &"--input",
+        &sample("customers"),
+        &"--output",
+        &out,
+        &"--report",
+        &report,
+    ]));
+    run.assert_ok();
+    let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(report["guards"]["verdict"], "pass", "{}", report["guards"]);
+    let success: Value = serde_json::from_slice(&std::fs::read(out.join("_SUCCESS")).unwrap()).unwrap();
+    assert_eq!(success["score_columns"], serde_json::json!(["score"]));
+    assert_eq!(success["models"].as_array().unwrap().len(), 2);
+    let shadow = read_parquet(Path::new(success["shadow"].as_str().unwrap()));
+    assert!(scores(&shadow, "score_wild").iter().all(|&s| s == 100.0));
+
+    // A two-output model `a` writes score_a_0 and score_a_1; a model `a_1`
+    // would write score_a_1 again.
+    let two = serde_json::json!({"format": "linear", "features": ["age"], "weights": [[0.1], [0.2]],
+                                 "intercept": [0.0, 0.0], "link": "softmax"});
+    let a = crate::common::linear_model(dir.path(), "a.json", two);
+    let a1 = crate::common::linear_model(
+        dir.path(),
+        "a_1.json",
+        serde_json::json!({"format": "linear", "features": ["age"], "weights": [0.1], "intercept": 0.0, "link": "logistic"}),
+    );
+    let run = lakescore(os(&[
+        &"score",
+        &"--model",
+        &a,
+        &"--model",
+        &a1,
+        &"--input",
+        &sample("customers"),
+        &"--output",
+        &dir.path().join("clash"),
+    ]));
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("model `a_1` would write a second column `score_a_1`"),
+        "{}",
+        run.stderr
+    );
 }
