@@ -786,8 +786,10 @@ fn evaluate(cli: &Cli, args: &EvaluateArgs) -> Result<RunStatus, Error> {
     let label = evaluate::label_feature(&args.label);
     let set = package::combine(packages, vec![label], Some(tap.clone() as Arc<dyn ScoreTap>), false)?;
     logging::set_model(&infos[0].name, infos[0].version.as_deref());
+    let clock = std::time::Instant::now();
     let run = pipeline::score_only(&set, &args.input, "evaluate", &options)?;
     let (metrics, rows_unlabeled, comparison) = tap.finish();
+    let wall_seconds = clock.elapsed().as_secs_f64();
     let report = EvaluationReport {
         command: "evaluate",
         lakescore_version: env!("CARGO_PKG_VERSION"),
@@ -802,7 +804,7 @@ fn evaluate(cli: &Cli, args: &EvaluateArgs) -> Result<RunStatus, Error> {
             .map(|((model, metrics), output)| ModelEvaluation { model, output, metrics })
             .collect(),
         comparison,
-        wall_seconds: run.wall_seconds.total,
+        wall_seconds,
         threads: run.threads,
     };
     evaluate::write_outputs(&report, args.report.as_deref(), args.html.as_deref())

@@ -40,6 +40,7 @@ pub struct EvaluationReport {
     /// Champion (the first model) against the others, with several models.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub comparison: Option<Comparison>,
+    /// The whole evaluation: the pass and the metrics' sort and walk.
     pub wall_seconds: f64,
     pub threads: usize,
 }
