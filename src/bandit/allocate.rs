@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use super::policy::{Policy, PolicyFile};
 use super::{hash_bytes, id_hashes, is_id_type, unit};
-use crate::commit::{self, LedgerRecord, OutputFileRecord, PartitionRecord, Published, Transaction, WriteMode};
+use crate::commit::{self, LedgerRecord, OutputFileRecord, Published, Transaction, WriteMode};
 use crate::error::{Error, Result, error_chain};
 use crate::features::{self, FeatureSource};
 use crate::model::{Feature, Model};
@@ -261,36 +261,16 @@ pub fn allocate(
         "allocating"
     );
 
-    // The key of a partition: the policy's bytes, the arm models', the inputs.
+    // A partition is reused when the policy's bytes, the arm models' and its
+    // inputs are those it was written from.
     let model_digest = model.map(|m| m.info().sha256.clone()).unwrap_or_default();
-    let key_of = |files: &[usize]| {
-        let inputs: Vec<(&Path, u64, &str)> = files
-            .iter()
-            .map(|&i| {
-                let f = &plan.files[i];
-                (
-                    f.relative_path.as_path(),
-                    f.file.size_bytes,
-                    f.file.footer_fingerprint.as_str(),
-                )
-            })
-            .collect();
-        commit::partition_key(&policy_file.sha256, &format!("allocate;models={model_digest}"), &inputs)
-    };
+    let (reused, to_write) = crate::pipeline::partitions_to_write(
+        &plan,
+        &transaction,
+        &policy_file.sha256,
+        &format!("allocate;models={model_digest}"),
+    );
     let by_partition = commit::partitions_of(plan.files.iter().map(|f| f.relative_path.as_path()));
-    let mut reused = Vec::new();
-    let mut to_write: Vec<(PathBuf, String, Vec<usize>)> = Vec::new();
-    for (partition, relatives) in &by_partition {
-        let indices: Vec<usize> = relatives
-            .iter()
-            .map(|r| plan.files.iter().position(|f| &f.relative_path == r).expect("planned"))
-            .collect();
-        let key = key_of(&indices);
-        match transaction.reusable_partition(partition, &key) {
-            Some(record) => reused.push(record),
-            None => to_write.push((partition.clone(), key, indices)),
-        }
-    }
     let files: Vec<usize> = to_write.iter().flat_map(|(_, _, i)| i.iter().copied()).collect();
     let counts: Vec<AtomicU64> = (0..=policy.arms.len()).map(|_| AtomicU64::new(0)).collect();
     let written: Result<Vec<(u64, u64)>> = pool.install(|| {
@@ -317,7 +297,7 @@ pub fn allocate(
     // that the report and `_SUCCESS` describe the whole output.
     let reused_counted = reused
         .iter()
-        .flat_map(|record| record.files.iter())
+        .flat_map(|(_, record)| record.files.iter())
         .try_for_each(|f| count_assignments(&output.join(&f.path), policy, &counts));
     let written = match written
         .and_then(|w| reused_counted.map(|()| w))
@@ -333,29 +313,18 @@ pub fn allocate(
     };
     let sizes: std::collections::BTreeMap<usize, (u64, u64)> = files.iter().copied().zip(written).collect();
     let run_id = transaction.run_id().to_string();
-    let staged: Vec<PartitionRecord> = to_write
-        .into_iter()
-        .map(|(partition, key, indices)| PartitionRecord {
-            partition,
-            key,
-            run_id: run_id.clone(),
-            files: indices
-                .iter()
-                .map(|i| OutputFileRecord {
-                    path: plan.files[*i].relative_path.clone(),
-                    rows: sizes[i].0,
-                    bytes: sizes[i].1,
-                })
-                .collect(),
-        })
-        .collect();
+    let staged = crate::pipeline::staged_records(&plan, to_write, &sizes, &run_id);
     let all_partitions: Vec<&Path> = by_partition.keys().map(PathBuf::as_path).collect();
     if let Err(error) = transaction.publish(&staged, &all_partitions) {
         let error = Error::from(error);
         let _ = transaction.abort(error.run_status(), &error_chain(&error));
         return Err(error);
     }
-    let mut outputs: Vec<OutputFileRecord> = staged.iter().chain(&reused).flat_map(|p| p.files.clone()).collect();
+    let mut outputs: Vec<OutputFileRecord> = staged
+        .iter()
+        .chain(reused.iter().map(|(_, record)| record))
+        .flat_map(|p| p.files.clone())
+        .collect();
     outputs.sort_by(|a, b| a.path.cmp(&b.path));
     let rows = plan.total_rows();
     let holdout_rows = counts[policy.arms.len()].load(Ordering::Relaxed);

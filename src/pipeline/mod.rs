@@ -904,7 +904,81 @@ impl Scored {
 }
 
 /// Partitions `--mode resume` keeps, with their records.
-type ReusedPartitions = Vec<(PathBuf, PartitionRecord)>;
+pub(crate) type ReusedPartitions = Vec<(PathBuf, PartitionRecord)>;
+
+/// A partition to write: its folder, its resume key, and its files (indices
+/// into the plan).
+pub(crate) type PartitionToWrite = (PathBuf, String, Vec<usize>);
+
+/// The table's partitions, split into those `--mode resume` keeps and those
+/// to write. A partition's key digests lakescore's version, `identity` (the
+/// bytes of the model, or of the policy), `options` and every input file's
+/// path, size and footer.
+pub(crate) fn partitions_to_write(
+    plan: &TablePlan,
+    transaction: &Transaction,
+    identity: &str,
+    options: &str,
+) -> (ReusedPartitions, Vec<PartitionToWrite>) {
+    let files_by_partition = commit::partitions_of(plan.files.iter().map(|f| f.relative_path.as_path()));
+    let file_index: BTreeMap<&Path, usize> = plan
+        .files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.relative_path.as_path(), i))
+        .collect();
+    let mut reused = Vec::new();
+    let mut to_write = Vec::new();
+    for (partition, files) in &files_by_partition {
+        let indices: Vec<usize> = files.iter().map(|f| file_index[f.as_path()]).collect();
+        let inputs: Vec<(&Path, u64, &str)> = indices
+            .iter()
+            .map(|&i| {
+                let f = &plan.files[i];
+                (
+                    f.relative_path.as_path(),
+                    f.file.size_bytes,
+                    f.file.footer_fingerprint.as_str(),
+                )
+            })
+            .collect();
+        let key = commit::partition_key(identity, options, &inputs);
+        match transaction.reusable_partition(partition, &key) {
+            Some(record) => {
+                tracing::info!(partition = %partition.display(), "partition already committed; reusing it");
+                reused.push((partition.clone(), record));
+            }
+            None => to_write.push((partition.clone(), key, indices)),
+        }
+    }
+    (reused, to_write)
+}
+
+/// The records of the partitions a run staged, from each file's (rows,
+/// bytes) as written.
+pub(crate) fn staged_records(
+    plan: &TablePlan,
+    to_write: Vec<PartitionToWrite>,
+    written: &BTreeMap<usize, (u64, u64)>,
+    run_id: &str,
+) -> Vec<PartitionRecord> {
+    to_write
+        .into_iter()
+        .map(|(partition, key, indices)| PartitionRecord {
+            partition,
+            key,
+            run_id: run_id.to_string(),
+            files: indices
+                .iter()
+                .map(|i| OutputFileRecord {
+                    path: plan.files[*i].relative_path.clone(),
+                    rows: written[i].0,
+                    bytes: written[i].1,
+                })
+                .collect(),
+        })
+        .collect()
+}
 
 /// Scores what resume cannot reuse into staging, and judges it. Returns the
 /// pass, the staged partitions' records, and the reused partitions.
@@ -921,38 +995,7 @@ fn stage_and_judge(
         "ids={:?};scores={:?};flags={}",
         plan.id_columns, table.score_columns, table.flags
     );
-    let files_by_partition = commit::partitions_of(plan.files.iter().map(|f| f.relative_path.as_path()));
-    let file_index: BTreeMap<&Path, usize> = plan
-        .files
-        .iter()
-        .enumerate()
-        .map(|(i, f)| (f.relative_path.as_path(), i))
-        .collect();
-
-    let mut reused = Vec::new();
-    let mut to_score = Vec::new(); // (partition, key, file indices)
-    for (partition, files) in &files_by_partition {
-        let indices: Vec<usize> = files.iter().map(|f| file_index[f.as_path()]).collect();
-        let inputs: Vec<(&Path, u64, &str)> = indices
-            .iter()
-            .map(|&i| {
-                let f = &plan.files[i];
-                (
-                    f.relative_path.as_path(),
-                    f.file.size_bytes,
-                    f.file.footer_fingerprint.as_str(),
-                )
-            })
-            .collect();
-        let key = commit::partition_key(&package.model.info().sha256, &output_options, &inputs);
-        match transaction.reusable_partition(partition, &key) {
-            Some(record) => {
-                tracing::info!(partition = %partition.display(), "partition already committed; reusing it");
-                reused.push((partition.clone(), record));
-            }
-            None => to_score.push((partition.clone(), key, indices)),
-        }
-    }
+    let (reused, to_score) = partitions_to_write(plan, transaction, &package.model.info().sha256, &output_options);
 
     let files: Vec<usize> = to_score
         .iter()
@@ -982,23 +1025,7 @@ fn stage_and_judge(
         })?;
     }
     let written: BTreeMap<usize, (u64, u64)> = files.iter().copied().zip(scored.files.iter().copied()).collect();
-    let run_id = transaction.run_id().to_string();
-    let staged: Vec<PartitionRecord> = to_score
-        .into_iter()
-        .map(|(partition, key, indices)| PartitionRecord {
-            partition,
-            key,
-            run_id: run_id.clone(),
-            files: indices
-                .iter()
-                .map(|i| OutputFileRecord {
-                    path: plan.files[*i].relative_path.clone(),
-                    rows: written[i].0,
-                    bytes: written[i].1,
-                })
-                .collect(),
-        })
-        .collect();
+    let staged = staged_records(plan, to_score, &written, transaction.run_id());
     scored.files.clear();
     Ok((scored, staged, reused))
 }
