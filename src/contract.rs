@@ -96,6 +96,10 @@ pub struct Contract {
     /// Names of every score column the output gets, in order: the judged
     /// ones, then (for a model set) the challengers', never judged.
     pub written_score_columns: Vec<String>,
+    /// How many of the features (the first) the contract judges: profiles,
+    /// the missing-share guard and drift. All of one model's; a model set's
+    /// champion's (the challengers' are decoded and filled, never judged).
+    pub judged_features: usize,
     /// Every score must lie in this range.
     pub score_range: Option<(f64, f64)>,
     pub max_missing_share: Option<f64>,
@@ -217,6 +221,7 @@ impl Contract {
                 .clone()
                 .unwrap_or_else(|| crate::sink::score_column_names(n_outputs)),
             written_score_columns: Vec::new(),
+            judged_features: features.len(),
             score_range: manifest.output.range.map(|[lo, hi]| (lo, hi)).or(model_range),
             max_missing_share: manifest.guards.max_missing_share,
             max_mean_shift: manifest.guards.max_mean_shift,
@@ -579,10 +584,11 @@ impl Inspection {
         }
         // Only the missing-share guard needs rows with any missing feature,
         // and only in batches where some feature has a null (NaN).
-        if contract.max_missing_share.is_some() && self.batch.iter().any(|b| b.nulls > 0) {
+        let judged = &self.batch[..contract.judged_features.min(self.batch.len())];
+        if contract.max_missing_share.is_some() && judged.iter().any(|b| b.nulls > 0) {
             self.missing.clear();
             self.missing.resize(n, false);
-            for (j, _) in self.batch.iter().enumerate().filter(|(_, b)| b.nulls > 0) {
+            for (j, _) in judged.iter().enumerate().filter(|(_, b)| b.nulls > 0) {
                 for (m, v) in self.missing.iter_mut().zip(column(j)) {
                     *m |= v.is_nan();
                 }
@@ -708,7 +714,8 @@ impl Inspection {
     /// The table profile of this pass: features, then scores (when scored).
     pub fn profile(self, contract: &Contract, features: &[Feature], source: &str, scored: bool) -> TableProfile {
         let mut columns = Vec::with_capacity(features.len() + self.scores.len());
-        for ((feature, accumulator), column) in features.iter().zip(self.features).zip(&contract.columns) {
+        let judged = features.iter().zip(self.features).zip(&contract.columns);
+        for ((feature, accumulator), column) in judged.take(contract.judged_features) {
             let column = (column != &feature.name).then_some(column.as_str());
             columns.push(match accumulator {
                 FeatureAccumulator::Numeric(acc) => acc.finish(&feature.name, Role::Feature, column),

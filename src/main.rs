@@ -535,6 +535,7 @@ fn run(cli: &Cli) -> Result<RunStatus, Error> {
                 &options,
             )?;
             report.comparison = comparison.map(|tap| tap.finish());
+            report.models = package.model.members().into_iter().cloned().collect();
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report).expect("reports serialize"));
             } else {
@@ -694,6 +695,7 @@ fn score_job(cli: &Cli, args: &ScoreArgs) -> Result<RunStatus, Error> {
         Err(error) => return Err(failed(error, Some(model))),
     };
     report.comparison = comparison.map(|tap| tap.finish());
+    report.models = package.model.members().into_iter().cloned().collect();
     if !began.get() {
         begin(); // rejected by a type rule before the transaction
     }
@@ -771,7 +773,8 @@ fn evaluate(cli: &Cli, args: &EvaluateArgs) -> Result<RunStatus, Error> {
         let output = evaluate::positive_output(info, p.model.n_outputs()).map_err(Error::Usage)?;
         own_outputs.push(output);
         positives.push(offset + output);
-        compared.push((info.name.clone(), package::set_score_columns(&info.name, 1).remove(0)));
+        let column = package::set_score_columns(&info.name, p.model.n_outputs()).remove(output);
+        compared.push((info.name.clone(), column));
         offset += p.model.n_outputs();
     }
     let infos: Vec<_> = packages.iter().map(|p| p.model.info().clone()).collect();
@@ -911,6 +914,8 @@ fn allocate(cli: &Cli, args: &AllocateArgs) -> Result<RunStatus, Error> {
 /// `lakescore feedback`: the next version of a policy, from outcomes.
 fn feedback(args: &FeedbackArgs) -> Result<RunStatus, Error> {
     use lakescore::bandit::feedback::{self, OutcomeColumns};
+    // Held until the next version is written: two updates take turns.
+    let _lock = lakescore::bandit::policy::PolicyLock::acquire(&args.policy)?;
     let policy = read_policy(&args.policy)?;
     let columns = OutcomeColumns {
         id: args

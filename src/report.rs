@@ -198,6 +198,10 @@ pub struct RunReport {
     /// With several models: champion against challengers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub comparison: Option<crate::compare::Comparison>,
+    /// With several models: each of them (`model` is then the set: the
+    /// champion's name, a digest of every model's bytes).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<ModelInfo>,
     /// The SLA limits given, judged (`score` only).
     pub sla: Option<SlaReport>,
     #[serde(flatten)]
@@ -247,6 +251,7 @@ impl RunReport {
             profile: None,
             shadow: None,
             comparison: None,
+            models: Vec::new(),
             sla: None,
             judgement: Judgement::default(),
             table_profile: None,

@@ -166,6 +166,11 @@ impl ParquetFile {
         })
     }
 
+    /// The SHA-256 of the whole file's bytes.
+    pub fn content_sha256(&self) -> String {
+        sha256_hex(&self.mmap[..])
+    }
+
     pub fn num_row_groups(&self) -> usize {
         self.metadata.metadata().num_row_groups()
     }

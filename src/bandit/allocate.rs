@@ -419,12 +419,20 @@ fn count_assignments(path: &Path, policy: &Policy, counts: &[AtomicU64]) -> Resu
         let [Some(arm)] = batch else {
             unreachable!("required columns are there")
         };
-        // By name: a dictionary read back need not keep the arms' order.
-        for (i, name) in super::table::strings(arm, at, "assignment", "arm")?
-            .into_iter()
-            .enumerate()
-        {
-            match name.map(|n| policy.arms.iter().position(|a| a.name == n)) {
+        // By name: a dictionary read back need not keep the arms' order. Each
+        // dictionary value is looked up once, then the keys are counted.
+        use arrow::array::AsArray;
+        let as_dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+        let dictionary = arrow::compute::cast(arm, &as_dictionary).map_err(|_| {
+            super::table::type_error(at.path, "assignment", "arm", arm.data_type(), "expected arm names")
+        })?;
+        let dictionary = dictionary.as_dictionary::<arrow::datatypes::Int32Type>();
+        let names = dictionary.values().as_string::<i32>();
+        let arm_of: Vec<Option<usize>> = (0..names.len())
+            .map(|v| policy.arms.iter().position(|a| a.name == names.value(v)))
+            .collect();
+        for (i, key) in dictionary.keys().iter().enumerate() {
+            match key.map(|k| arm_of[k as usize]) {
                 Some(Some(k)) => local[k] += 1,
                 Some(None) => {
                     return Err(Error::Usage(format!(

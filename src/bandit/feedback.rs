@@ -87,7 +87,7 @@ pub fn feedback(
     for path in outcomes {
         files.extend(table::open(path)?);
     }
-    // A file is known by its content (size and footer), whatever its name or
+    // A file is known by the digest of its bytes, whatever its name or
     // the order the tables are given in: one applied before is refused.
     let mut digests: Vec<String> = Vec::with_capacity(files.len());
     for file in &files {
@@ -156,9 +156,13 @@ pub fn feedback(
         let [Some(ids), Some(arms), Some(converted), Some(times), versions] = batch else {
             unreachable!("required columns are there")
         };
-        if let Some(versions) = versions {
+        // Counted when it is a number (null: unknown, not another version).
+        if let Some(versions) = versions.as_ref().filter(|v| crate::features::is_numeric(v.data_type())) {
             let versions = table::numbers(versions, at, "outcome", "policy_version")?;
-            other_versions += versions.iter().filter(|&&v| v != policy.version as f64).count() as u64;
+            other_versions += versions
+                .iter()
+                .filter(|&&v| !v.is_nan() && v != policy.version as f64)
+                .count() as u64;
         }
         let ids = table::ids(ids, at, "outcome id", &columns.id)?;
         let arms = table::strings(arms, at, "outcome arm", &columns.arm)?;

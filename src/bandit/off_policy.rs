@@ -29,6 +29,9 @@ use super::policy::PolicyFile;
 use super::table::{self, Wanted};
 use crate::error::{Error, Result};
 
+/// The seed of the ids' hashes that find repeated assignments.
+const ASSIGNMENT_SEED: u64 = 0x6f70_655f_6964_7321;
+
 /// The two-sided 95% quantile of the standard normal.
 const Z_95: f64 = 1.959_963_984_540_054;
 
@@ -160,7 +163,9 @@ pub fn evaluate_policy(
     ];
     let (mut n, mut holdout_rows, mut without_outcome, mut unknown_arm) = (0u64, 0u64, 0u64, 0u64);
     let (mut sum_wr, mut sum_wr2, mut sum_w, mut sum_w2, mut sum_r, mut max_weight) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0f64);
-    let mut assigned: std::collections::HashSet<IdKey> = std::collections::HashSet::new();
+    // Ids seen, by a 64-bit hash (8 bytes a row; a collision would only
+    // count one row as a repeat).
+    let mut assigned: std::collections::HashSet<u64> = std::collections::HashSet::new();
     let mut duplicate_assignments = 0u64;
     table::for_each_batch(&files, &wanted, |at, batch| {
         let [Some(ids), Some(arms), Some(propensities), Some(holdouts)] = batch else {
@@ -187,18 +192,17 @@ pub fn evaluate_policy(
                     at.row(i)
                 )));
             }
+            if !assigned.insert(id.hash_with(ASSIGNMENT_SEED)) {
+                duplicate_assignments += 1;
+                continue;
+            }
             let r = match rewards.get(&id) {
-                _ if assigned.contains(&id) => {
-                    duplicate_assignments += 1;
-                    continue;
-                }
                 Some(&converted) => f64::from(u8::from(converted)),
                 None => {
                     without_outcome += 1;
                     0.0
                 }
             };
-            assigned.insert(id);
             let pi = match share_of.get(arm.as_str()) {
                 Some(&share) => share,
                 None => {

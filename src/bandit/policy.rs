@@ -80,8 +80,8 @@ pub struct HistoryEntry {
     /// The version the update produced.
     pub version: u64,
     pub updated_at: String,
-    /// The outcome tables read, and a digest of each of their files (size
-    /// and footer, not the name): a file applied once is refused after.
+    /// The outcome tables read, and the SHA-256 of each of their files' bytes
+    /// (not of the name): a file applied once is refused after.
     pub outcomes: Vec<PathBuf>,
     pub outcome_files: Vec<String>,
     /// Per arm, in arm order: outcomes counted and conversions among them.
@@ -136,6 +136,41 @@ pub struct PolicyFile {
 
 fn is_json(path: &Path) -> bool {
     path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"))
+}
+
+/// An exclusive lock on a policy, held by `feedback` from reading it to
+/// writing its next version, so that two updates take turns: the second then
+/// reads the version the first wrote. The lock is `flock` on a file next to
+/// the policy (`.<name>.lock`), which, unlike the policy, is never replaced.
+pub struct PolicyLock {
+    _file: std::fs::File,
+}
+
+impl PolicyLock {
+    /// Waits for the lock of the policy at `path`.
+    pub fn acquire(path: &Path) -> Result<PolicyLock, PolicyError> {
+        use std::os::fd::AsRawFd;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let lock_path = path.with_file_name(format!(".{name}.lock"));
+        let error = |source| PolicyError::Write {
+            path: lock_path.clone(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(error)?;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(error(std::io::Error::last_os_error()));
+        }
+        Ok(PolicyLock { _file: file })
+    }
 }
 
 /// The most arms a policy may have.
@@ -466,6 +501,38 @@ mod tests {
         // The shares of a policy are pinned: a change here reassigns customers.
         let p = policy(&[(3.0, 97.0), (5.0, 95.0)]);
         assert_eq!(p.probability_best(), vec![0.22645, 0.77355]);
+    }
+
+    #[test]
+    fn the_next_version_is_written_only_over_the_version_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        let p = policy(&[(1.0, 2.0), (3.0, 4.0)]);
+        p.write(&path).unwrap();
+        let read = PolicyFile::read(&path).unwrap();
+        let _lock = PolicyLock::acquire(&path).unwrap();
+        let mut next = read.policy.clone();
+        next.version += 1;
+        // Someone else wrote a version meanwhile.
+        let mut other = p.clone();
+        other.version = 9;
+        other.write(&path).unwrap();
+        let e = read.write_next(&next, &path).unwrap_err().to_string();
+        assert!(e.contains("changed while this run read its outcomes"), "{e}");
+        assert_eq!(PolicyFile::read(&path).unwrap().policy.version, 9);
+        // Written elsewhere, relative model paths are made absolute.
+        let mut with_model = p.clone();
+        with_model.arms[0].model = Some("m.json".into());
+        with_model.write(&path).unwrap();
+        let read = PolicyFile::read(&path).unwrap();
+        let target = dir.path().join("next").join("p.toml");
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        read.write_next(&read.policy, &target).unwrap();
+        let written = PolicyFile::read(&target).unwrap();
+        assert_eq!(
+            written.policy.arms[0].model.as_deref(),
+            Some(dir.path().join("m.json").as_path())
+        );
     }
 
     #[test]

@@ -54,9 +54,10 @@ pub fn open(input: &Path) -> Result<Vec<ParquetFile>> {
         .collect()
 }
 
-/// What identifies a file's content whatever its name: its size and footer.
+/// What identifies a file's content whatever its name: the digest of its
+/// bytes.
 pub fn content_digest(file: &ParquetFile) -> String {
-    crate::util::sha256_hex(format!("{} {}", file.size_bytes, file.footer_fingerprint).as_bytes())
+    file.content_sha256()
 }
 
 /// Calls `each` with every batch of the `wanted` columns (in that order;

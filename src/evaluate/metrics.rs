@@ -95,7 +95,8 @@ pub struct Decile {
     pub lift: f64,
     pub cumulative_gain: f64,
     pub cumulative_lift: f64,
-    /// The highest and lowest score among the decile's rows.
+    /// The highest and lowest score among the decile's rows (null past
+    /// [`EXACT_ROWS`], where rows are counted by histogram bucket).
     pub score_max: Option<f64>,
     pub score_min: Option<f64>,
 }
@@ -420,7 +421,7 @@ impl BinaryAccumulator {
             scores_outside_unit_interval: sums.outside_unit,
             confusion,
             calibration: if probabilities { calibration } else { Vec::new() },
-            deciles: walk.deciles(),
+            deciles: walk.deciles(method == "exact"),
             roc: walk.roc,
             score_min: (rows > 0).then(|| f64::from(score_of(self.min_key))),
             score_max: (rows > 0).then(|| f64::from(score_of(self.max_key))),
@@ -564,8 +565,9 @@ impl Walk {
         }
     }
 
-    /// Lift and gain by decile, highest scores first.
-    fn deciles(&self) -> Vec<Decile> {
+    /// Lift and gain by decile, highest scores first; with the score range
+    /// when the runs were exact scores (not histogram buckets).
+    fn deciles(&self, exact: bool) -> Vec<Decile> {
         if self.rows == 0 {
             return Vec::new();
         }
@@ -589,8 +591,8 @@ impl Walk {
                     lift: ratio(response_rate),
                     cumulative_gain: if positives > 0 { at[d] / positives as f64 } else { 0.0 },
                     cumulative_lift: ratio(if b[d] > 0 { at[d] / b[d] as f64 } else { 0.0 }),
-                    score_max: self.score_range[d].0.map(|k| f64::from(score_of(k))),
-                    score_min: self.score_range[d].1.map(|k| f64::from(score_of(k))),
+                    score_max: self.score_range[d].0.filter(|_| exact).map(|k| f64::from(score_of(k))),
+                    score_min: self.score_range[d].1.filter(|_| exact).map(|k| f64::from(score_of(k))),
                 }
             })
             .collect()

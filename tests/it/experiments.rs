@@ -97,6 +97,8 @@ fn evaluate_matches_scikit_learn_on_every_fixture() {
                 "lift",
                 "cumulative_gain",
                 "cumulative_lift",
+                "score_max",
+                "score_min",
             ] {
                 close(
                     &got[key],
@@ -962,6 +964,48 @@ fn a_challenger_never_stops_the_champion_and_score_columns_never_clash() {
     assert_eq!(success["models"].as_array().unwrap().len(), 2);
     let shadow = read_parquet(Path::new(success["shadow"].as_str().unwrap()));
     assert!(scores(&shadow, "score_wild").iter().all(|&s| s == 100.0));
+
+    // A challenger reading a column that is all null: the champion's
+    // missing-share guard (at most half the rows with a missing feature)
+    // counts the champion's features only, and its drift compares them only.
+    let part = read_parquet(&sample("customers").join("dt=2026-11-25/part-00000.parquet"));
+    let mut fields: Vec<arrow::datatypes::Field> = part.schema().fields().iter().map(|f| (**f).clone()).collect();
+    fields.push(arrow::datatypes::Field::new("sparse", DataType::Float64, true));
+    let mut columns = part.columns().to_vec();
+    columns.push(arrow::array::new_null_array(&DataType::Float64, part.num_rows()));
+    let sparse_table = dir.path().join("sparse/dt=2026-11-25/part-00000.parquet");
+    let batch = RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns).unwrap();
+    write_parquet(&sparse_table, &[batch], 8192);
+    let sparse = crate::common::linear_model(
+        dir.path(),
+        "sparse.json",
+        serde_json::json!({"format": "linear", "features": ["sparse"], "weights": [1.0], "intercept": 0.0,
+                           "link": "logistic"}),
+    );
+    let sparse_report = dir.path().join("sparse.json.report");
+    let run = lakescore(os(&[
+        &"score",
+        &"--model",
+        &sample("package"),
+        &"--model",
+        &sparse,
+        &"--input",
+        &dir.path().join("sparse"),
+        &"--output",
+        &dir.path().join("sparse-out"),
+        &"--report",
+        &sparse_report,
+    ]));
+    run.assert_ok();
+    let report: Value = serde_json::from_slice(&std::fs::read(&sparse_report).unwrap()).unwrap();
+    assert_eq!(report["guards"]["verdict"], "pass", "{}", report["guards"]);
+    let drifted: Vec<&str> = report["drift"]["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(!drifted.contains(&"sparse"), "{drifted:?}");
 
     // A two-output model `a` writes score_a_0 and score_a_1; a model `a_1`
     // would write score_a_1 again.
