@@ -26,7 +26,7 @@ pub enum Error {
     Features(#[from] FeatureError),
     #[error(transparent)]
     Model(#[from] ModelError),
-    /// A model (or what watches its scores) refused a row group's values.
+    /// A model (or what watches its scores) failed on a row group's values.
     #[error("cannot score row group {row_group} of `{}`", path.display())]
     InRowGroup {
         path: std::path::PathBuf,

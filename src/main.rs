@@ -535,7 +535,6 @@ fn run(cli: &Cli) -> Result<RunStatus, Error> {
                 &options,
             )?;
             report.comparison = comparison.map(|tap| tap.finish());
-            report.models = package.model.members().into_iter().cloned().collect();
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report).expect("reports serialize"));
             } else {
@@ -695,7 +694,6 @@ fn score_job(cli: &Cli, args: &ScoreArgs) -> Result<RunStatus, Error> {
         Err(error) => return Err(failed(error, Some(model))),
     };
     report.comparison = comparison.map(|tap| tap.finish());
-    report.models = package.model.members().into_iter().cloned().collect();
     if !began.get() {
         begin(); // rejected by a type rule before the transaction
     }
@@ -764,19 +762,11 @@ fn evaluate(cli: &Cli, args: &EvaluateArgs) -> Result<RunStatus, Error> {
         RunIdentity::new(),
     );
     let packages = open_packages(&args.models, &args.device, false)?;
-    let mut positives = Vec::new();
-    let mut own_outputs = Vec::new();
-    let mut compared = Vec::new();
-    let mut offset = 0;
-    for p in &packages {
-        let info = p.model.info();
-        let output = evaluate::positive_output(info, p.model.n_outputs()).map_err(Error::Usage)?;
-        own_outputs.push(output);
-        positives.push(offset + output);
-        let column = package::set_score_columns(&info.name, p.model.n_outputs()).remove(output);
-        compared.push((info.name.clone(), column));
-        offset += p.model.n_outputs();
-    }
+    let own_outputs = packages
+        .iter()
+        .map(|p| evaluate::positive_output(p.model.info(), p.model.n_outputs()).map_err(Error::Usage))
+        .collect::<Result<Vec<usize>, Error>>()?;
+    let (compared, positives) = comparison_columns(&packages, false);
     let infos: Vec<_> = packages.iter().map(|p| p.model.info().clone()).collect();
     evaluate::check_label(&args.input, &args.label)?;
     let comparison = (packages.len() > 1).then(|| ComparisonTap::new(compared, positives.clone()));
@@ -1078,7 +1068,7 @@ fn run_options(
         as_of,
         identity,
         sla: Sla::default(),
-        shadow: None,
+        shadow: false,
     }
 }
 
@@ -1109,32 +1099,25 @@ fn load(
     let (package, comparison) = match packages.len() {
         1 => (packages.into_iter().next().expect("one"), None),
         _ => {
-            // Each model's first score is compared; a shadow champion keeps its columns.
-            let mut compared = Vec::new();
-            let mut columns = Vec::new();
-            let mut offset = 0;
-            for (k, p) in packages.iter().enumerate() {
-                let name = p.model.info().name.clone();
-                // The positive class of a two-class model, as `evaluate` takes it.
-                let output = usize::from(p.model.n_outputs() == 2);
-                let column = match k == 0 && shadow {
-                    true => p.contract.score_columns[output].clone(),
-                    false => package::set_score_columns(&name, p.model.n_outputs()).remove(output),
-                };
-                compared.push((name, column));
-                columns.push(offset + output);
-                offset += p.model.n_outputs();
-            }
-            let champion_outputs = packages[0].model.n_outputs();
+            let (compared, columns) = comparison_columns(&packages, shadow);
             let tap = Arc::new(ComparisonTap::new(compared, columns));
             let set = package::combine(packages, Vec::new(), Some(tap.clone() as Arc<dyn ScoreTap>), shadow)?;
-            options.shadow = shadow.then_some(champion_outputs);
+            options.shadow = shadow;
             (set, Some(tap))
         }
     };
     let info = package.model.info();
     logging::set_model(&info.name, info.version.as_deref());
     Ok((package, options, comparison))
+}
+
+/// What a comparison of `packages` watches: (model, column) per model, and
+/// the position of each one's compared score among the set's outputs.
+fn comparison_columns(packages: &[Package], champion_columns: bool) -> (Vec<(String, String)>, Vec<usize>) {
+    package::compared_scores(packages, champion_columns)
+        .into_iter()
+        .map(|(model, column, position)| ((model, column), position))
+        .unzip()
 }
 
 /// Opens every `--model`.

@@ -338,6 +338,38 @@ pub fn set_score_columns(name: &str, n_outputs: usize) -> Vec<String> {
     }
 }
 
+/// The score columns package `k` of a set writes: its own for a champion
+/// that keeps them (`--shadow`), `score_<name>` otherwise.
+fn written_columns(k: usize, package: &Package, champion_columns: bool) -> Vec<String> {
+    match k == 0 && champion_columns {
+        true => package.contract.score_columns.clone(),
+        false => set_score_columns(&package.model.info().name, package.model.n_outputs()),
+    }
+}
+
+/// The output a model's scores are compared (and evaluated) by: its only
+/// one, or the positive class of two.
+pub fn compared_output(n_outputs: usize) -> usize {
+    usize::from(n_outputs == 2)
+}
+
+/// One model's compared score in a set of `packages` (see [`combine`]):
+/// (model name, its column, its position among the set's outputs).
+pub fn compared_scores(packages: &[Package], champion_columns: bool) -> Vec<(String, String, usize)> {
+    let mut offset = 0;
+    packages
+        .iter()
+        .enumerate()
+        .map(|(k, package)| {
+            let output = compared_output(package.model.n_outputs());
+            let column = written_columns(k, package, champion_columns).swap_remove(output);
+            let compared = (package.model.info().name.clone(), column, offset + output);
+            offset += package.model.n_outputs();
+            compared
+        })
+        .collect()
+}
+
 /// Several packages run as one in a single pass (champion and challengers,
 /// or an evaluation): a [`ModelSet`](model::set::ModelSet) of their models,
 /// each reading the columns its own package maps its features to, plus
@@ -379,10 +411,7 @@ pub fn combine(
             ));
         }
         names.push(name.clone());
-        let own = match k == 0 && champion_columns {
-            true => package.contract.score_columns.clone(),
-            false => set_score_columns(name, package.model.n_outputs()),
-        };
+        let own = written_columns(k, package, champion_columns);
         if let Some(clash) = own.iter().find(|c| columns.contains(c)) {
             return Err(invalid(
                 package,

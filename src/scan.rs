@@ -203,6 +203,27 @@ impl ParquetFile {
         })
     }
 
+    /// Decodes the columns in `projection` of one row group, `batch_rows`
+    /// rows at a time, calling `each` with the row each batch starts at and
+    /// the batch; then checks the pages hold no rows beyond those read.
+    pub fn for_each_batch<E: From<ScanError>>(
+        &self,
+        row_group: usize,
+        projection: &ProjectionMask,
+        batch_rows: usize,
+        mut each: impl FnMut(usize, RecordBatch) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let rows = self.row_group_rows(row_group);
+        let mut batches = self.read_row_group(row_group, projection, batch_rows)?;
+        let mut done = 0;
+        while done < rows {
+            let n = batch_rows.min(rows - done);
+            each(done, batches.read(n)?)?;
+            done += n;
+        }
+        Ok(batches.finish()?)
+    }
+
     /// The error for a failure of the Arrow reader, naming the column when it
     /// was reading only one (as it usually does: the id column).
     fn arrow_decode_error(&self, row_group: usize, projection: &ProjectionMask, source: DecodeError) -> ScanError {

@@ -451,6 +451,14 @@ fn count_assignments(path: &Path, policy: &Policy, counts: &[AtomicU64]) -> Resu
     Ok(())
 }
 
+/// How a file's decoded batches are read: where the id is, where each arm
+/// model feature comes from, and the arms' names (the dictionary of `arm`).
+struct Batches {
+    id: usize,
+    sources: Vec<FeatureSource>,
+    arm_names: ArrayRef,
+}
+
 /// One input file's assignments, written to one staged file.
 struct FileAllocation<'a> {
     file: &'a FilePlan,
@@ -503,80 +511,21 @@ impl FileAllocation<'_> {
             .collect();
         let projection = ProjectionMask::roots(file.metadata.parquet_schema(), roots.iter().copied());
         let arm_names = StringArray::from_iter_values(self.policy.arms.iter().map(|a| a.name.as_str()));
-        let arm_names: ArrayRef = Arc::new(arm_names);
-        let (holdout_seed, draw_seed) = self.assigner.seeds();
+        let batches = Batches {
+            id: position(id_root),
+            sources,
+            arm_names: Arc::new(arm_names),
+        };
         let mut counts = vec![0u64; self.counts.len()];
-        let (mut holdout_hashes, mut draw_hashes) = (Vec::new(), Vec::new());
         let mut rows_written = 0u64;
         for row_group in 0..file.num_row_groups() {
             crate::stop::check()?;
-            let rows = file.row_group_rows(row_group);
-            let mut batches = file.read_row_group(row_group, &projection, BATCH_ROWS)?;
-            let mut done = 0;
-            while done < rows {
-                let n = BATCH_ROWS.min(rows - done);
-                let batch = batches.read(n)?;
-                let ids = batch.column(position(id_root));
-                if ids.null_count() > 0 {
-                    let row = (0..n).find(|&i| ids.is_null(i)).expect("a null");
-                    return Err(Error::Usage(format!(
-                        "id column `{}` is null in row {} of row group {row_group} of `{}`; every customer needs an \
-                         id to be assigned an arm",
-                        self.policy.id_column,
-                        done + row,
-                        file.path.display()
-                    )));
-                }
-                id_hashes(ids.as_ref(), holdout_seed, &mut holdout_hashes);
-                id_hashes(ids.as_ref(), draw_seed, &mut draw_hashes);
-                let mut keys = Vec::with_capacity(n);
-                let mut propensity = Vec::with_capacity(n);
-                let mut holdout = Vec::with_capacity(n);
-                for (h, d) in holdout_hashes.iter().zip(&draw_hashes) {
-                    let arm = self.assigner.arm(h.expect("no nulls"), d.expect("no nulls"));
-                    match arm {
-                        Some(k) => {
-                            counts[k] += 1;
-                            keys.push(Some(k as i16));
-                            propensity.push(Some(self.assigner.shares[k]));
-                            holdout.push(false);
-                        }
-                        None => {
-                            counts[self.counts.len() - 1] += 1;
-                            keys.push(None);
-                            propensity.push(None);
-                            holdout.push(true);
-                        }
-                    }
-                }
-                let arms = DictionaryArray::<Int16Type>::try_new(Int16Array::from(keys), Arc::clone(&arm_names))
-                    .map_err(|e| write_error(e.into()))?;
-                let mut columns: Vec<ArrayRef> = vec![
-                    Arc::clone(ids),
-                    Arc::new(arms),
-                    Arc::new(Float64Array::from(propensity)),
-                    Arc::new(Int64Array::from_value(self.policy.version as i64, n)),
-                    Arc::new(BooleanArray::from(holdout)),
-                ];
-                if let Some(model) = self.model {
-                    let arrays: Vec<&dyn Array> = batch.columns().iter().map(|c| c.as_ref()).collect();
-                    let block = features::build_block(&sources, &arrays, &[], self.features, n, None)
-                        .map_err(|unknown| unknown.at(&file.path, row_group))?;
-                    let scores = model.predict(block).map_err(|source| Error::InRowGroup {
-                        path: file.path.clone(),
-                        row_group,
-                        source,
-                    })?;
-                    for &(_, column) in self.score_arms {
-                        columns.push(Arc::new(Float32Array::from(scores.outputs[column].clone())));
-                    }
-                }
-                let out = RecordBatch::try_new(Arc::clone(self.schema), columns).map_err(|e| write_error(e.into()))?;
+            file.for_each_batch(row_group, &projection, BATCH_ROWS, |first_row, batch| {
+                let out = self.assign(&batches, &batch, row_group, first_row, &mut counts)?;
                 writer.write(&out).map_err(write_error)?;
-                rows_written += n as u64;
-                done += n;
-            }
-            batches.finish()?;
+                rows_written += out.num_rows() as u64;
+                Ok::<(), Error>(())
+            })?;
             // Output row groups mirror the input's.
             writer.flush().map_err(write_error)?;
         }
@@ -592,6 +541,75 @@ impl FileAllocation<'_> {
             all.fetch_add(*mine, Ordering::Relaxed);
         }
         Ok((rows_written, bytes))
+    }
+
+    /// The output rows of one decoded batch (starting at row `first_row` of
+    /// `row_group`); adds each arm's rows, and the holdout's, to `counts`.
+    fn assign(
+        &self,
+        read: &Batches,
+        batch: &RecordBatch,
+        row_group: usize,
+        first_row: usize,
+        counts: &mut [u64],
+    ) -> Result<RecordBatch> {
+        let path = &self.file.file.path;
+        let n = batch.num_rows();
+        let ids = batch.column(read.id);
+        if let Some(row) = (0..n).find(|&i| ids.is_null(i)) {
+            return Err(Error::Usage(format!(
+                "id column `{}` is null in row {} of row group {row_group} of `{}`; every customer needs an id to be \
+                 assigned an arm",
+                self.policy.id_column,
+                first_row + row,
+                path.display()
+            )));
+        }
+        let (holdout_seed, draw_seed) = self.assigner.seeds();
+        let (mut holdout_hashes, mut draw_hashes) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        id_hashes(ids.as_ref(), holdout_seed, &mut holdout_hashes);
+        id_hashes(ids.as_ref(), draw_seed, &mut draw_hashes);
+        let mut keys = Vec::with_capacity(n);
+        let mut propensity = Vec::with_capacity(n);
+        let mut holdout = Vec::with_capacity(n);
+        for (h, d) in holdout_hashes.iter().zip(&draw_hashes) {
+            let arm = self.assigner.arm(h.expect("no nulls"), d.expect("no nulls"));
+            counts[arm.unwrap_or(counts.len() - 1)] += 1;
+            keys.push(arm.map(|k| k as i16));
+            propensity.push(arm.map(|k| self.assigner.shares[k]));
+            holdout.push(arm.is_none());
+        }
+        let encode_error = |e: arrow::error::ArrowError| {
+            Error::Sink(SinkError::Write {
+                path: path.clone(),
+                source: e.into(),
+            })
+        };
+        let arms = DictionaryArray::<Int16Type>::try_new(Int16Array::from(keys), Arc::clone(&read.arm_names))
+            .map_err(encode_error)?;
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::clone(ids),
+            Arc::new(arms),
+            Arc::new(Float64Array::from(propensity)),
+            Arc::new(Int64Array::from_value(self.policy.version as i64, n)),
+            Arc::new(BooleanArray::from(holdout)),
+        ];
+        if let Some(model) = self.model {
+            let arrays: Vec<&dyn Array> = batch.columns().iter().map(|c| c.as_ref()).collect();
+            let block = features::build_block(&read.sources, &arrays, &[], self.features, n, None)
+                .map_err(|unknown| unknown.at(path, row_group))?;
+            let mut scores = model.predict(block).map_err(|source| Error::InRowGroup {
+                path: path.clone(),
+                row_group,
+                source,
+            })?;
+            for &(_, column) in self.score_arms {
+                columns.push(Arc::new(Float32Array::from(std::mem::take(
+                    &mut scores.outputs[column],
+                ))));
+            }
+        }
+        RecordBatch::try_new(Arc::clone(self.schema), columns).map_err(encode_error)
     }
 }
 

@@ -19,7 +19,7 @@ use super::IdKey;
 use super::policy::{HistoryEntry, Policy, PolicyFile};
 use super::table::{self, Wanted};
 use crate::error::{Error, Result};
-use crate::util::rfc3339_utc;
+use crate::util::{rfc3339_from_epoch, rfc3339_utc};
 
 /// The outcome tables' column names.
 #[derive(Debug, Clone)]
@@ -210,8 +210,10 @@ pub fn feedback(
     }
     let shares_after = next.shares();
     let unknown_arms: u64 = unknown.values().sum();
-    let outcomes_absolute: Vec<PathBuf> = outcomes.iter().map(|p| table::absolute(p)).collect();
-    let as_time = |t: i64| rfc3339_utc(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64));
+    let outcomes_absolute: Vec<PathBuf> = outcomes
+        .iter()
+        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+        .collect();
     next.history.push(HistoryEntry {
         version: next.version,
         updated_at: rfc3339_utc(now),
@@ -261,8 +263,8 @@ pub fn feedback(
         missing_values,
         missing_timestamps,
         other_versions,
-        earliest: earliest.map(as_time),
-        latest: latest.map(as_time),
+        earliest: earliest.map(rfc3339_from_epoch),
+        latest: latest.map(rfc3339_from_epoch),
         written: PathBuf::new(),
     };
     Ok((next, report))

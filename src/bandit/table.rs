@@ -2,7 +2,7 @@
 //! named columns of every file of a table, batch by batch, in path order,
 //! with the file and row group at hand for errors.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use arrow::array::ArrayRef;
 use arrow::datatypes::DataType;
@@ -92,12 +92,7 @@ pub fn for_each_batch(
         let projection = ProjectionMask::roots(file.metadata.parquet_schema(), selected.iter().copied());
         for row_group in 0..file.num_row_groups() {
             crate::stop::check()?;
-            let rows = file.row_group_rows(row_group);
-            let mut batches = file.read_row_group(row_group, &projection, BATCH_ROWS)?;
-            let mut done = 0;
-            while done < rows {
-                let n = BATCH_ROWS.min(rows - done);
-                let batch = batches.read(n)?;
+            file.for_each_batch(row_group, &projection, BATCH_ROWS, |first_row, batch| {
                 let columns: Vec<Option<ArrayRef>> = roots
                     .iter()
                     .map(|root| root.map(|r| batch.column(selected.binary_search(&r).expect("selected")).clone()))
@@ -106,13 +101,11 @@ pub fn for_each_batch(
                     At {
                         path: &file.path,
                         row_group,
-                        first_row: done,
+                        first_row,
                     },
                     &columns,
-                )?;
-                done += n;
-            }
-            batches.finish()?;
+                )
+            })?;
         }
     }
     Ok(())
@@ -143,19 +136,7 @@ pub fn flags(array: &ArrayRef, at: At<'_>, role: &'static str, column: &str) -> 
         let a = array.as_boolean();
         return Ok((0..a.len()).map(|i| a.is_valid(i).then(|| a.value(i))).collect());
     }
-    if !crate::features::is_numeric(array.data_type()) {
-        return Err(type_error(
-            at.path,
-            role,
-            column,
-            array.data_type(),
-            "expected a boolean or 0/1 numbers",
-        )
-        .into());
-    }
-    let mut values = Vec::with_capacity(array.len());
-    crate::features::append_column(array.as_ref(), f64::NAN, &mut values);
-    values
+    as_numbers(array, at, role, column, "expected a boolean or 0/1 numbers")?
         .iter()
         .enumerate()
         .map(|(i, &v)| match v {
@@ -231,16 +212,21 @@ pub fn seconds(array: &ArrayRef, at: At<'_>, role: &'static str, column: &str) -
     })
 }
 
-/// The outcome tables' paths, for the history.
-pub fn absolute(path: &Path) -> PathBuf {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
-}
-
 /// Values of a numeric column as f64 (NaN for nulls); anything else is a
 /// type error naming the column.
 pub fn numbers(array: &ArrayRef, at: At<'_>, role: &'static str, column: &str) -> Result<Vec<f64>> {
+    as_numbers(array, at, role, column, "expected numbers")
+}
+
+fn as_numbers(
+    array: &ArrayRef,
+    at: At<'_>,
+    role: &'static str,
+    column: &str,
+    expected: &'static str,
+) -> Result<Vec<f64>> {
     if !crate::features::is_numeric(array.data_type()) {
-        return Err(type_error(at.path, role, column, array.data_type(), "expected numbers").into());
+        return Err(type_error(at.path, role, column, array.data_type(), expected).into());
     }
     let mut values = Vec::with_capacity(array.len());
     crate::features::append_column(array.as_ref(), f64::NAN, &mut values);

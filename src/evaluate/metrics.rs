@@ -284,10 +284,6 @@ impl BinaryAccumulator {
         self.histogram.is_none()
     }
 
-    pub fn thresholds(&self) -> &[f64] {
-        &self.thresholds
-    }
-
     /// Adds a block's rows (from [`row_key`]) and the count of its rows
     /// whose score was NaN.
     pub fn absorb(&mut self, rows: &[u64], without_score: u64) {

@@ -58,8 +58,7 @@ pub fn label_feature(column: &str) -> Feature {
 /// the second of two (class 1 of a two-class softmax).
 pub fn positive_output(info: &ModelInfo, n_outputs: usize) -> Result<usize, String> {
     match n_outputs {
-        1 => Ok(0),
-        2 => Ok(1),
+        1 | 2 => Ok(crate::package::compared_output(n_outputs)),
         n => Err(format!(
             "model `{}` writes {n} scores; `evaluate` measures binary classifiers (one score, or two classes)",
             info.name
@@ -74,6 +73,7 @@ pub struct EvaluationTap {
     /// Per model, its positive output among the set's outputs.
     outputs: Vec<usize>,
     accumulators: Vec<Mutex<BinaryAccumulator>>,
+    thresholds: Vec<f64>,
     unlabeled: AtomicU64,
     comparison: Option<ComparisonTap>,
 }
@@ -89,6 +89,7 @@ impl EvaluationTap {
             label: label.to_string(),
             outputs,
             accumulators,
+            thresholds: thresholds.to_vec(),
             unlabeled: AtomicU64::new(0),
             comparison,
         }
@@ -145,9 +146,8 @@ impl ScoreTap for EvaluationTap {
                 accumulator.absorb(&rows, without_score);
             } else {
                 // A histogram needs every row's sums: computed unlocked.
-                let thresholds = accumulator.thresholds().to_vec();
                 drop(accumulator);
-                let block = BlockSums::of(&rows, &thresholds);
+                let block = BlockSums::of(&rows, &self.thresholds);
                 self.accumulators[k]
                     .lock()
                     .unwrap()

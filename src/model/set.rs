@@ -32,6 +32,9 @@ pub struct ModelSet {
     picks: Vec<Vec<usize>>,
     /// The positions of the extra features.
     extras: Vec<usize>,
+    /// The model whose features lead the block in order (the champion's
+    /// do): it takes the block itself, cut after them, without a copy.
+    takes_block: Option<usize>,
     tap: Option<Arc<dyn ScoreTap>>,
 }
 
@@ -103,6 +106,8 @@ impl ModelSet {
                 .collect();
             info.sha256 = sha256_hex(identities.join("\n").as_bytes());
         }
+        let leads = |p: &Vec<usize>| p.iter().enumerate().all(|(i, &j)| i == j);
+        let takes_block = picks.iter().position(leads);
         ModelSet {
             info,
             models,
@@ -110,22 +115,14 @@ impl ModelSet {
             columns,
             picks,
             extras,
+            takes_block,
             tap,
         }
-    }
-
-    pub fn models(&self) -> &[Box<dyn Model>] {
-        &self.models
     }
 
     /// The table column each of [`Model::features`] reads.
     pub fn columns(&self) -> &[String] {
         &self.columns
-    }
-
-    /// How many score columns each model writes, in set order.
-    pub fn outputs_per_model(&self) -> Vec<usize> {
-        self.models.iter().map(|m| m.n_outputs()).collect()
     }
 }
 
@@ -164,11 +161,9 @@ impl Model for ModelSet {
         let n_rows = block.n_rows;
         let extras = self.tap.as_ref().map(|_| pick(&block, &self.extras));
         let mut outputs = Vec::with_capacity(self.n_outputs());
-        // A model whose features lead the block in order (the champion's
-        // do) takes the block itself, cut after them, without a copy, last:
-        // the block is feature-major, so its first features are a prefix.
-        let leads = |p: &Vec<usize>| p.iter().enumerate().all(|(i, &j)| i == j);
-        let takes_block = self.picks.iter().position(leads);
+        // The block is feature-major, so its first features are a prefix:
+        // the model that reads them takes the block, last.
+        let takes_block = self.takes_block;
         let mut block = Some(block);
         let mut by_model: Vec<Option<Vec<Vec<f32>>>> = vec![None; self.models.len()];
         for (k, model) in self.models.iter().enumerate() {

@@ -76,10 +76,10 @@ pub struct RunOptions {
     pub identity: RunIdentity,
     /// Service levels `score` judges itself by.
     pub sla: Sla,
-    /// Shadow scoring: only this many leading score columns (the champion's)
-    /// are published; the rest (the challengers') go to the run's shadow
-    /// table, `OUT/_lakescore/shadow/<run id>.parquet`.
-    pub shadow: Option<usize>,
+    /// Shadow scoring: only the judged score columns (a model set's
+    /// champion's) are published; the rest (the challengers') go to the
+    /// run's shadow table, `OUT/_lakescore/shadow/<run id>.parquet`.
+    pub shadow: bool,
 }
 
 impl RunOptions {
@@ -215,7 +215,7 @@ pub fn score(
         quarantine: side_outputs.quarantine.clone(),
         profile: side_outputs.profile.clone(),
         shadow: side_outputs.shadow.clone(),
-        models: package.model.members().into_iter().cloned().collect(),
+        models: report.models.clone(),
         wall_seconds,
     };
     // Judged before the commit's last step, so that the ledger has it; the
@@ -279,6 +279,26 @@ pub(crate) fn table_fingerprint(plan: &TablePlan) -> String {
 /// scores are computed and dropped (no encode, no write). With `checks`, the
 /// contract and profiles run as in `score` (and are reported, never acted on).
 pub fn bench(package: &Package, input: &Path, write: bool, checks: bool, options: &RunOptions) -> Result<RunReport> {
+    unpublished_pass("bench", package, input, write, checks, options)
+}
+
+/// One pass that decodes and scores, without checks and without writing: for
+/// commands whose model set watches its own scores (`evaluate`).
+pub fn score_only(package: &Package, input: &Path, command: &'static str, options: &RunOptions) -> Result<RunReport> {
+    unpublished_pass(command, package, input, false, false, options)
+}
+
+/// A scoring pass that publishes nothing: with `write`, into a scratch
+/// folder removed afterwards; with `checks`, the contract and profiles run
+/// (reported, never acted on).
+fn unpublished_pass(
+    command: &'static str,
+    package: &Package,
+    input: &Path,
+    write: bool,
+    checks: bool,
+    options: &RunOptions,
+) -> Result<RunReport> {
     let start = Start::new(options)?;
     let (clock, run_id, pool) = (start.clock, &options.identity.run_id, &start.pool);
     let pass = PassKind {
@@ -287,7 +307,7 @@ pub fn bench(package: &Package, input: &Path, write: bool, checks: bool, options
         rules: checks,
         encode: write,
     };
-    let (table, facts, mut report) = prepare_run(&start, "bench", package, input, options, pass)?;
+    let (table, facts, mut report) = prepare_run(&start, command, package, input, options, pass)?;
     let plan_seconds = clock.elapsed().as_secs_f64();
 
     let scratch = std::env::temp_dir().join(format!("lakescore-bench-{run_id}"));
@@ -307,33 +327,6 @@ pub fn bench(package: &Package, input: &Path, write: bool, checks: bool, options
     report.status = RunStatus::Succeeded;
     scored.record(&mut report, true);
     report.bytes_written = scored.files.iter().map(|(_, bytes)| bytes).sum();
-    report.wall_seconds = WallSeconds {
-        plan: plan_seconds,
-        score: scored.seconds,
-        commit: 0.0,
-        total: 0.0,
-    };
-    Ok(report.finish(clock))
-}
-
-/// One pass that decodes and scores, without checks and without writing: for
-/// commands whose model set watches its own scores (`evaluate`).
-pub fn score_only(package: &Package, input: &Path, command: &'static str, options: &RunOptions) -> Result<RunReport> {
-    let start = Start::new(options)?;
-    let (clock, pool) = (start.clock, &start.pool);
-    let pass = PassKind {
-        predict: true,
-        inspect: false,
-        rules: false,
-        encode: false,
-    };
-    let (table, facts, mut report) = prepare_run(&start, command, package, input, options, pass)?;
-    let plan_seconds = clock.elapsed().as_secs_f64();
-    let all_files: Vec<usize> = (0..table.plan.files.len()).collect();
-    let scored = score_files(pool, package, &table, &all_files, None, None, options.progress)?;
-    let scored = judge(package, &table, &facts, scored);
-    report.status = RunStatus::Succeeded;
-    scored.record(&mut report, true);
     report.wall_seconds = WallSeconds {
         plan: plan_seconds,
         score: scored.seconds,
@@ -689,9 +682,9 @@ fn prepare(package: &Package, input: &Path, options: &RunOptions, pass: PassKind
     };
     // With shadow scoring, the output has the champion's columns; the shadow
     // table has the rest.
-    let published_scores = match options.shadow {
-        Some(n) if pass.predict && pass.encode => n.min(score_columns.len()),
-        _ => score_columns.len(),
+    let published_scores = match options.shadow && pass.predict && pass.encode {
+        true => contract.score_columns.len(),
+        false => score_columns.len(),
     };
     let shadow_columns = score_columns[published_scores..].to_vec();
     if !shadow_columns.is_empty() && plan.id_columns.is_empty() {
@@ -1452,8 +1445,9 @@ impl Worker<'_> {
                 }
             }
             let rows_out = block.n_rows;
+            // A model's error names the row group it was scoring.
             let scores = predict_checked(model, block).map_err(|error| match error {
-                Error::Model(source @ ModelError::Label { .. }) => Error::InRowGroup {
+                Error::Model(source) => Error::InRowGroup {
                     path: file.path.clone(),
                     row_group,
                     source,
@@ -1684,6 +1678,7 @@ fn prepare_run(
     let threads = pool.current_num_threads();
     let info = package.model.info();
     let mut report = RunReport::new(command, &options.identity, info, input, options, threads);
+    report.models = package.model.members().into_iter().cloned().collect();
     describe_table(&mut report, &table.plan);
     Ok((table, facts, report))
 }
