@@ -423,6 +423,11 @@ struct PackageArgs {
     /// Package version.
     #[arg(long, default_value = "0.1.0")]
     version: String,
+    /// The model's feature names in input order (comma-separated), for an
+    /// ONNX model whose one wide input names none; kept in the manifest as
+    /// `feature_names`.
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    feature_names: Vec<String>,
     /// Worker threads (default: one per core).
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     threads: usize,
@@ -461,6 +466,14 @@ fn parse_mode(text: &str) -> Result<WriteMode, String> {
 }
 
 fn main() -> ExitCode {
+    // lakescore runs one block per core; candle's element-wise ops would
+    // split each block again over a pool of their own, whose threads spin
+    // against ours (a third of an ONNX network's time). One candle thread
+    // unless the user says otherwise. Set before any thread starts.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // SAFETY: no other thread exists yet to read the environment.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+    }
     let command = settings::with_environment(Cli::command());
     let layered = match settings::parse(command, std::env::args_os().collect()) {
         Ok(Ok(layered)) => layered,
@@ -615,7 +628,8 @@ fn run(cli: &Cli) -> Result<RunStatus, Error> {
                     args.output.display()
                 )));
             }
-            let bare = open_package(&args.model, &lakescore::device::DeviceSpec::Cpu, false)?;
+            let names = (!args.feature_names.is_empty()).then(|| args.feature_names.clone());
+            let bare = open_package_with(&args.model, &lakescore::device::DeviceSpec::Cpu, false, names)?;
             if bare.folder.is_some() {
                 return Err(Error::Usage(format!(
                     "`{}` is already a package; `--model` takes a bare model file",
@@ -1040,8 +1054,20 @@ fn columns_package(input: &std::path::Path) -> Result<Package, Error> {
 }
 
 fn open_package(path: &std::path::Path, device: &DeviceSpec, output_margin: bool) -> Result<Package, Error> {
+    open_package_with(path, device, output_margin, None)
+}
+
+fn open_package_with(
+    path: &std::path::Path,
+    device: &DeviceSpec,
+    output_margin: bool,
+    feature_names: Option<Vec<String>>,
+) -> Result<Package, Error> {
     let device = device.open()?;
-    let load_options = lakescore::model::LoadOptions { output_margin };
+    let load_options = lakescore::model::LoadOptions {
+        output_margin,
+        feature_names,
+    };
     package::open(path, &device, &load_options).map_err(|error| match error {
         package::OpenError::Package(e) => Error::Package(e),
         package::OpenError::Model(e) => Error::Model(e),

@@ -97,9 +97,13 @@ pub enum PackageError {
 pub struct Manifest {
     pub name: String,
     pub version: String,
-    /// `linear`, `xgboost-json`, `xgboost-ubjson` or `lightgbm-text`.
+    /// `linear`, `xgboost-json`, `xgboost-ubjson`, `lightgbm-text` or `onnx`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
+    /// The model's feature names in input order, for an ONNX graph whose one
+    /// wide input does not name them (checked against any names it has).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature_names: Option<Vec<String>>,
     /// The model file, relative to the package folder.
     pub artifact: PathBuf,
     pub sha256: String,
@@ -444,6 +448,7 @@ pub fn format_name(format: ModelFormat) -> &'static str {
         ModelFormat::XgboostJson => "xgboost-json",
         ModelFormat::XgboostUbjson => "xgboost-ubjson",
         ModelFormat::LightgbmText => "lightgbm-text",
+        ModelFormat::Onnx => "onnx",
     }
 }
 
@@ -465,6 +470,7 @@ pub fn open(path: &Path, device: &Device, options: &LoadOptions) -> Result<Packa
             name: info.name.clone(),
             version: info.version.clone().unwrap_or_default(),
             format: Some(format_name(info.format).into()),
+            feature_names: options.feature_names.clone(),
             artifact: path.to_path_buf(),
             sha256: info.sha256.clone(),
             ..Manifest::default()
@@ -512,7 +518,11 @@ pub fn open(path: &Path, device: &Device, options: &LoadOptions) -> Result<Packa
         .into());
     }
     drop(bytes);
-    let mut model = model::load(&artifact, device, options)?;
+    let options = LoadOptions {
+        feature_names: manifest.feature_names.clone(),
+        ..options.clone()
+    };
+    let mut model = model::load(&artifact, device, &options)?;
     // The file could have changed between the check and the load.
     if model.info().sha256 != actual {
         return Err(PackageError::Checksum {
@@ -759,6 +769,7 @@ pub fn starting_manifest(
         name: name.unwrap_or_else(|| info.name.clone()),
         version: version.to_string(),
         format: Some(format_name(info.format).into()),
+        feature_names: bare.manifest.feature_names.clone(),
         artifact: artifact_name,
         sha256: info.sha256.clone(),
         reference: Some("reference.json".into()),

@@ -6,6 +6,7 @@
 //! list, and returns [`Scores`].
 
 pub mod linear;
+pub mod onnx;
 pub mod set;
 pub mod trees;
 pub mod ubjson;
@@ -67,6 +68,8 @@ pub enum ModelFormat {
     XgboostUbjson,
     /// LightGBM text model.
     LightgbmText,
+    /// An ONNX graph (`.onnx`): scikit-learn through skl2onnx, PyTorch, ...
+    Onnx,
 }
 
 impl std::fmt::Display for ModelFormat {
@@ -76,6 +79,7 @@ impl std::fmt::Display for ModelFormat {
             ModelFormat::XgboostJson => "xgboost-json",
             ModelFormat::XgboostUbjson => "xgboost-ubjson",
             ModelFormat::LightgbmText => "lightgbm-text",
+            ModelFormat::Onnx => "onnx",
         })
     }
 }
@@ -98,6 +102,10 @@ pub struct LoadOptions {
     /// Produce the raw margin instead of the transformed prediction (tree
     /// ensembles: XGBoost's `output_margin`, LightGBM's `raw_score`).
     pub output_margin: bool,
+    /// The model's feature names in input order, for a model file that does
+    /// not name them (an ONNX graph with one wide input): a package
+    /// manifest's `feature_names`.
+    pub feature_names: Option<Vec<String>>,
 }
 
 /// What identifies a model in reports, manifests and logs.
@@ -269,6 +277,31 @@ pub fn load(path: &Path, device: &Device, options: &LoadOptions) -> Result<Box<d
         path: path.to_path_buf(),
         sha256,
     };
+    if format == ModelFormat::Onnx {
+        if options.output_margin {
+            return Err(ModelError::Invalid {
+                path: path.to_path_buf(),
+                field: "`--output-margin`".into(),
+                problem: "applies to XGBoost and LightGBM models; an ONNX graph computes what it computes".into(),
+            });
+        }
+        return Ok(Box::new(onnx::OnnxModel::from_bytes(
+            path,
+            &bytes,
+            identity,
+            options.feature_names.as_deref(),
+            device,
+        )?));
+    }
+    if let Some(names) = &options.feature_names
+        && !names.is_empty()
+    {
+        return Err(ModelError::Invalid {
+            path: path.to_path_buf(),
+            field: "`feature_names`".into(),
+            problem: format!("a {format} model names its own features; `feature_names` is for ONNX graphs that do not"),
+        });
+    }
     if format == ModelFormat::Linear {
         if options.output_margin {
             return Err(ModelError::Invalid {
@@ -295,7 +328,7 @@ pub fn load(path: &Path, device: &Device, options: &LoadOptions) -> Result<Box<d
             trees::xgboost::ensemble_from_document(path, &document)?
         }
         ModelFormat::LightgbmText => trees::lightgbm::ensemble_from_text(path, &bytes)?,
-        ModelFormat::Linear => unreachable!("handled above"),
+        ModelFormat::Linear | ModelFormat::Onnx => unreachable!("handled above"),
     };
     Ok(Box::new(trees::TreeModel::new(
         identity(None, None),
@@ -313,13 +346,16 @@ pub fn detect_format(path: &Path, bytes: &[u8]) -> Result<ModelFormat, ModelErro
 /// The format, and for JSON the parsed document (parsed once: XGBoost files
 /// run to megabytes).
 fn detect(path: &Path, bytes: &[u8]) -> Result<(ModelFormat, Option<serde_json::Value>), ModelError> {
-    const SUPPORTED: &str = "linear JSON, XGBoost JSON or UBJSON, LightGBM text";
+    const SUPPORTED: &str = "linear JSON, XGBoost JSON or UBJSON, LightGBM text, ONNX";
     let unknown = |hint: String| ModelError::UnknownFormat {
         path: path.to_path_buf(),
         hint,
     };
     if trees::lightgbm::looks_like(bytes) {
         return Ok((ModelFormat::LightgbmText, None));
+    }
+    if onnx::looks_like(bytes) {
+        return Ok((ModelFormat::Onnx, None));
     }
     let mut significant = bytes.iter().filter(|b| !b.is_ascii_whitespace());
     if significant.next() != Some(&b'{') {

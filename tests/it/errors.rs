@@ -276,7 +276,7 @@ fn model_files_that_do_not_parse() {
         &[],
         1,
         &[format!(
-            "error: model file `{}` is not a format lakescore knows (supported: linear JSON, XGBoost JSON or UBJSON, LightGBM text)",
+            "error: model file `{}` is not a format lakescore knows (supported: linear JSON, XGBoost JSON or UBJSON, LightGBM text, ONNX)",
             binary.display()
         )],
     );

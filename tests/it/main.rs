@@ -12,6 +12,7 @@ mod disk;
 mod errors;
 mod experiments;
 mod layout;
+mod onnx;
 mod parity;
 mod pushgateway;
 mod reports;

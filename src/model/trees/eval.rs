@@ -15,18 +15,20 @@
 //!   every row takes the same number of steps, the tree's depth, and the
 //!   steps of several rows interleave without branches.
 //!
-//! Categorical splits need a set lookup; trees that have them take a per-node
-//! checked path, the rest the branch-free one. The arithmetic is the
-//! library's: float32 views and sums for XGBoost, float64 for LightGBM,
-//! summed per row in tree order from the base margin. (LightGBM's
-//! `average_output` is applied with the transform: its raw score is the sum.)
+//! Categorical splits (and ONNX's equality and set-membership splits) need a
+//! set lookup; trees that have them take a per-node checked path, the rest
+//! the branch-free one. The arithmetic is the library's: float32 views and
+//! sums for XGBoost and ONNX, float64 for LightGBM, summed per row in tree
+//! order from the base margin (or, for ONNX `MIN`/`MAX`, the smallest or
+//! largest leaf). (LightGBM's `average_output` is applied with the transform:
+//! its raw score is the sum.)
 
 use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
 use super::simd::PerfectForest;
-use super::{Ensemble, LGB_ZERO_THRESHOLD, LgbMissing, Library, Node, Test, XGB_MAX_CATEGORY};
+use super::{Aggregate, Ensemble, LGB_ZERO_THRESHOLD, LgbMissing, Library, Node, OnnxRule, Test, XGB_MAX_CATEGORY};
 
 /// Rows per block: the block's views (rows x views x 4-8 bytes) stay in L1/L2
 /// while every tree runs over it.
@@ -55,6 +57,8 @@ pub trait Scalar:
     /// The largest value below `self` (NaN stays NaN, -inf has none: NaN).
     fn next_down(self) -> Self;
     fn is_nan(self) -> bool;
+    fn min(self, other: Self) -> Self;
+    fn max(self, other: Self) -> Self;
 }
 
 macro_rules! scalar {
@@ -82,6 +86,12 @@ macro_rules! scalar {
             }
             fn is_nan(self) -> bool {
                 <$t>::is_nan(self)
+            }
+            fn min(self, other: Self) -> Self {
+                <$t>::min(self, other)
+            }
+            fn max(self, other: Self) -> Self {
+                <$t>::max(self, other)
             }
         }
     };
@@ -141,14 +151,28 @@ struct Step<T> {
     first: u32,
 }
 
-/// A categorical split: go to the node's `first` child when [`Self::goes_first`].
+/// A split that needs a set lookup: go to the node's `first` child when
+/// [`Program::categorical_goes_first`].
 #[derive(Debug, Clone)]
 struct CategoricalStep {
     view: u32,
+    /// Into [`Program::words`] (category bitsets) or, for ONNX membership,
+    /// [`Program::members`].
     words: std::ops::Range<usize>,
-    rule: Library,
-    /// XGBoost's default side for a missing value (LightGBM's NaN goes right).
+    rule: SetRule,
+    /// Where a missing value goes (XGBoost's default side, ONNX's
+    /// `missing_value_tracks_true`; LightGBM's NaN goes right).
     nan_first: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SetRule {
+    XgbCategory,
+    LgbCategory,
+    /// ONNX `BRANCH_EQ`/`NEQ`/`MEMBER`: a member goes first when `member_first`.
+    OnnxMember {
+        member_first: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -169,8 +193,11 @@ struct Program<T> {
     leaf_values: Vec<T>,
     categorical: Vec<CategoricalStep>,
     words: Vec<u32>,
+    /// ONNX membership values, as the view holds them.
+    members: Vec<T>,
     trees: Vec<TreeCode>,
     base_margin: Vec<T>,
+    aggregate: Aggregate,
     /// The constant-zero view that leaves loop on.
     zero_view: u32,
 }
@@ -181,7 +208,7 @@ pub struct Compiled(Precision);
 
 #[derive(Debug)]
 enum Precision {
-    /// XGBoost, with the AVX-512 layout when the CPU has it.
+    /// XGBoost and ONNX, with the AVX-512 layout when the CPU has it.
     F32(Program<f32>, Option<PerfectForest>),
     F64(Program<f64>),
 }
@@ -238,9 +265,12 @@ impl Compiled {
     pub fn new(ensemble: &Ensemble) -> Compiled {
         debug_assert_eq!(ensemble.validate(), Ok(()));
         Compiled(match ensemble.library {
-            Library::XGBoost => {
-                let program = Program::compile(ensemble);
-                let simd = PerfectForest::new(&program);
+            Library::XGBoost | Library::Onnx => {
+                let program: Program<f32> = Program::compile(ensemble);
+                // The kernel sums; MIN and MAX take the scalar paths.
+                let simd = (program.aggregate == Aggregate::Sum)
+                    .then(|| PerfectForest::new(&program))
+                    .flatten();
                 Precision::F32(program, simd)
             }
             Library::LightGBM => Precision::F64(Program::compile(ensemble)),
@@ -250,7 +280,7 @@ impl Compiled {
     /// The same program without the SIMD kernel (for tests that compare the two).
     pub fn scalar_only(ensemble: &Ensemble) -> Compiled {
         Compiled(match ensemble.library {
-            Library::XGBoost => Precision::F32(Program::compile(ensemble), None),
+            Library::XGBoost | Library::Onnx => Precision::F32(Program::compile(ensemble), None),
             Library::LightGBM => Precision::F64(Program::compile(ensemble)),
         })
     }
@@ -283,8 +313,10 @@ impl<T: Scalar> Program<T> {
             leaf_values: Vec::new(),
             categorical: Vec::new(),
             words: Vec::new(),
+            members: Vec::new(),
             trees: Vec::with_capacity(ensemble.trees.len()),
             base_margin: ensemble.base_margin.iter().map(|&b| T::from_f64(b)).collect(),
+            aggregate: ensemble.aggregate,
             zero_view: 0,
         };
         let mut view_index = std::collections::HashMap::new();
@@ -373,13 +405,68 @@ impl<T: Scalar> Program<T> {
                             } => {
                                 has_categorical = true;
                                 let v = view(&mut program, *feature, ViewKind::Value);
-                                let index = program.push_categorical(v, &right_set.0, Library::XGBoost, *default_left);
+                                let index =
+                                    program.push_categorical(v, &right_set.0, SetRule::XgbCategory, *default_left);
                                 (left, right, (index, T::ZERO))
                             }
                             Test::LgbCategory { left_set } => {
                                 has_categorical = true;
                                 let v = view(&mut program, *feature, ViewKind::LgbValue);
-                                let index = program.push_categorical(v, &left_set.0, Library::LightGBM, false);
+                                let index = program.push_categorical(v, &left_set.0, SetRule::LgbCategory, false);
+                                (left, right, (index, T::ZERO))
+                            }
+                            Test::OnnxCompare {
+                                rule,
+                                threshold,
+                                missing_left,
+                            } => {
+                                // `x <rule> t`, true left; NaN to the left when
+                                // `missing_left`. Each becomes `view <= t'` with
+                                // NaN failing it, so the side NaN takes is second.
+                                let t = *threshold;
+                                let (kind, first_is_left, t) = match (rule, missing_left) {
+                                    // x <= t
+                                    (OnnxRule::Leq, false) => (ViewKind::Value, true, T::from_f64(t as f64)),
+                                    // !(x > t) = !(-x <= next_down(-t))
+                                    (OnnxRule::Leq, true) => (ViewKind::Negated, false, next_down_f32::<T>(-t)),
+                                    // x <= next_down(t)
+                                    (OnnxRule::Lt, false) => (ViewKind::Value, true, next_down_f32::<T>(t)),
+                                    // !(x >= t) = !(-x <= -t)
+                                    (OnnxRule::Lt, true) => (ViewKind::Negated, false, T::from_f64(-t as f64)),
+                                    // -x <= -t
+                                    (OnnxRule::Gte, false) => (ViewKind::Negated, true, T::from_f64(-t as f64)),
+                                    // !(x < t) = !(x <= next_down(t))
+                                    (OnnxRule::Gte, true) => (ViewKind::Value, false, next_down_f32::<T>(t)),
+                                    // -x <= next_down(-t)
+                                    (OnnxRule::Gt, false) => (ViewKind::Negated, true, next_down_f32::<T>(-t)),
+                                    // !(x <= t)
+                                    (OnnxRule::Gt, true) => (ViewKind::Value, false, T::from_f64(t as f64)),
+                                };
+                                let v = view(&mut program, *feature, kind);
+                                if first_is_left {
+                                    (left, right, (v, t))
+                                } else {
+                                    (right, left, (v, t))
+                                }
+                            }
+                            Test::OnnxMember {
+                                values,
+                                member_left,
+                                missing_left,
+                            } => {
+                                has_categorical = true;
+                                let v = view(&mut program, *feature, ViewKind::Value);
+                                let start = program.members.len();
+                                program.members.extend(values.iter().map(|&x| T::from_f64(x as f64)));
+                                program.categorical.push(CategoricalStep {
+                                    view: v,
+                                    words: start..program.members.len(),
+                                    rule: SetRule::OnnxMember {
+                                        member_first: *member_left,
+                                    },
+                                    nan_first: *missing_left,
+                                });
+                                let index = CATEGORICAL | (program.categorical.len() - 1) as u32;
                                 (left, right, (index, T::ZERO))
                             }
                         }
@@ -409,7 +496,7 @@ impl<T: Scalar> Program<T> {
         program
     }
 
-    fn push_categorical(&mut self, view: u32, words: &[u32], rule: Library, nan_first: bool) -> u32 {
+    fn push_categorical(&mut self, view: u32, words: &[u32], rule: SetRule, nan_first: bool) -> u32 {
         let start = self.words.len();
         self.words.extend_from_slice(words);
         self.categorical.push(CategoricalStep {
@@ -446,17 +533,22 @@ impl<T: Scalar> Program<T> {
             }
             let views = &views[..rows * n_views];
             for (g, &base) in self.base_margin.iter().enumerate() {
-                sums[g * rows..(g + 1) * rows].fill(base);
+                let start = match self.aggregate {
+                    Aggregate::Sum => base,
+                    Aggregate::Min => T::INFINITY,
+                    Aggregate::Max => -T::INFINITY,
+                };
+                sums[g * rows..(g + 1) * rows].fill(start);
             }
             for (t, tree) in self.trees.iter().enumerate() {
                 let group = &mut sums[tree.group as usize * rows..][..rows];
                 if simd.is_some_and(|k| k.run(t, views, n_views, group)) {
                     continue;
                 }
-                if tree.has_categorical {
-                    self.run_checked(tree, views, n_views, group);
-                } else {
-                    self.run_branch_free(tree, views, n_views, group);
+                match self.aggregate {
+                    Aggregate::Sum => self.run_tree(tree, views, n_views, group, |a, b| a + b),
+                    Aggregate::Min => self.run_tree(tree, views, n_views, group, T::min),
+                    Aggregate::Max => self.run_tree(tree, views, n_views, group, T::max),
                 }
             }
             for r in 0..rows {
@@ -466,9 +558,26 @@ impl<T: Scalar> Program<T> {
         out
     }
 
-    /// The branch-free walk of a tree without categorical splits, adding each
-    /// row's leaf to `sums[row]`.
-    fn run_branch_free(&self, tree: &TreeCode, views: &[T], n_views: usize, sums: &mut [T]) {
+    /// Combines each row's leaf of `tree` into `sums[row]`.
+    #[inline(always)]
+    fn run_tree(&self, tree: &TreeCode, views: &[T], n_views: usize, sums: &mut [T], combine: impl Fn(T, T) -> T) {
+        if tree.has_categorical {
+            self.run_checked(tree, views, n_views, sums, combine);
+        } else {
+            self.run_branch_free(tree, views, n_views, sums, combine);
+        }
+    }
+
+    /// The branch-free walk of a tree without categorical splits, combining
+    /// each row's leaf into `sums[row]`.
+    fn run_branch_free(
+        &self,
+        tree: &TreeCode,
+        views: &[T],
+        n_views: usize,
+        sums: &mut [T],
+        combine: impl Fn(T, T) -> T,
+    ) {
         let n_rows = views.len() / n_views;
         let steps = &self.steps[..];
         // SAFETY (for the unchecked reads below): compilation only writes
@@ -502,7 +611,7 @@ impl<T: Scalar> Program<T> {
                 }
             }
             for lane in 0..LANES {
-                sums[r + lane] = sums[r + lane] + self.leaf_values[at[lane] as usize];
+                sums[r + lane] = combine(sums[r + lane], self.leaf_values[at[lane] as usize]);
             }
             r += LANES;
         }
@@ -512,19 +621,19 @@ impl<T: Scalar> Program<T> {
             for _ in 0..tree.depth {
                 at = step(at, row);
             }
-            sums[r] = sums[r] + self.leaf_values[at as usize];
+            sums[r] = combine(sums[r], self.leaf_values[at as usize]);
         }
     }
 
     /// The walk of a tree with categorical splits, one row at a time.
-    fn run_checked(&self, tree: &TreeCode, views: &[T], n_views: usize, sums: &mut [T]) {
+    fn run_checked(&self, tree: &TreeCode, views: &[T], n_views: usize, sums: &mut [T], combine: impl Fn(T, T) -> T) {
         for (r, row) in views.chunks_exact(n_views).enumerate() {
             let mut at = tree.root as usize;
             for _ in 0..tree.depth {
                 let s = &self.steps[at];
                 let second = if s.view & CATEGORICAL != 0 {
                     let c = &self.categorical[(s.view & !CATEGORICAL) as usize];
-                    !self.categorical_goes_first(c, row[c.view as usize].to_f64())
+                    !self.categorical_goes_first(c, row[c.view as usize])
                 } else {
                     goes_second(row[s.view as usize], s.threshold)
                 };
@@ -534,13 +643,21 @@ impl<T: Scalar> Program<T> {
                 }
                 at = next;
             }
-            sums[r] = sums[r] + self.leaf_values[at];
+            sums[r] = combine(sums[r], self.leaf_values[at]);
         }
     }
 
     /// Whether a categorical split sends `x` (already in the library's
     /// precision) to its first child, which is the original left child.
-    fn categorical_goes_first(&self, c: &CategoricalStep, x: f64) -> bool {
+    fn categorical_goes_first(&self, c: &CategoricalStep, value: T) -> bool {
+        if let SetRule::OnnxMember { member_first } = c.rule {
+            if value.is_nan() {
+                return c.nan_first;
+            }
+            let members = &self.members[c.words.clone()];
+            return members.iter().any(|&m| m.to_f64() == value.to_f64()) == member_first;
+        }
+        let x = value.to_f64();
         let words = &self.words[c.words.clone()];
         let contains = |category: u64| {
             words
@@ -550,7 +667,7 @@ impl<T: Scalar> Program<T> {
         match c.rule {
             // In the set goes right; missing to the default side; negative
             // or beyond float32's exact integers goes left.
-            Library::XGBoost => {
+            SetRule::XgbCategory => {
                 if x.is_nan() {
                     c.nan_first
                 } else if !(0.0..XGB_MAX_CATEGORY as f64).contains(&x) {
@@ -561,7 +678,7 @@ impl<T: Scalar> Program<T> {
             }
             // In the set goes left; NaN and negative go right. The value is
             // truncated first (`static_cast<int>`), so -0.5 is category 0.
-            Library::LightGBM => {
+            SetRule::LgbCategory => {
                 let x = x.trunc();
                 if !(0.0..2_147_483_648.0).contains(&x) {
                     false
@@ -569,6 +686,7 @@ impl<T: Scalar> Program<T> {
                     contains(x as u64)
                 }
             }
+            SetRule::OnnxMember { .. } => unreachable!("handled above"),
         }
     }
 }
@@ -644,7 +762,7 @@ mod tests {
     #[test]
     fn compiled_trees_match_the_reference_walk() {
         let mut shapes = Vec::new();
-        for library in [Library::XGBoost, Library::LightGBM] {
+        for library in [Library::XGBoost, Library::LightGBM, Library::Onnx] {
             for (leaves, balanced) in [
                 (1, true),
                 (2, true),
@@ -672,14 +790,27 @@ mod tests {
         }
         // Not a multiple of the block, the lanes or the SIMD width.
         let n_rows = 2 * BLOCK_ROWS + 37;
+        // ONNX ensembles also take the smallest and largest leaf.
+        let mut ensembles = Vec::new();
         for shape in &shapes {
             let ensemble = random_ensemble(shape);
+            if shape.library == Library::Onnx {
+                for aggregate in [Aggregate::Min, Aggregate::Max] {
+                    let mut e = ensemble.clone();
+                    e.aggregate = aggregate;
+                    e.base_margin = vec![0.0; e.n_groups];
+                    ensembles.push((shape, e));
+                }
+            }
+            ensembles.push((shape, ensemble));
+        }
+        for (shape, ensemble) in &ensembles {
             let mut values = random_rows(n_rows, shape.n_features, 0.1, shape.seed + 100);
             values[3] = 0.0;
             values[4] = -0.0;
             values[5] = 1e-40;
-            let fast = margins(Compiled::new(&ensemble), &values, n_rows);
-            let scalar = margins(Compiled::scalar_only(&ensemble), &values, n_rows);
+            let fast = margins(Compiled::new(ensemble), &values, n_rows);
+            let scalar = margins(Compiled::scalar_only(ensemble), &values, n_rows);
             for r in 0..n_rows {
                 let row: Vec<f64> = (0..shape.n_features).map(|j| values[j * n_rows + r]).collect();
                 let expected = ensemble.reference_margins(&row);
@@ -691,7 +822,8 @@ mod tests {
                     );
                     assert!(
                         f.to_bits() == e.to_bits() && s.to_bits() == e.to_bits(),
-                        "{shape:?} row {r} group {g}: simd {f}, scalar {s}, reference {e}"
+                        "{shape:?} {:?} row {r} group {g}: simd {f}, scalar {s}, reference {e}",
+                        ensemble.aggregate
                     );
                 }
             }

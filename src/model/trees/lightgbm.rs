@@ -176,6 +176,7 @@ pub fn ensemble_from_text(path: &Path, bytes: &[u8]) -> Result<Ensemble, ModelEr
         base_margin: vec![0.0; n_groups],
         average_over: (average_output && iterations > 0).then_some(iterations),
         transform,
+        aggregate: Default::default(),
     })
 }
 

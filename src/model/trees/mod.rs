@@ -1,4 +1,4 @@
-//! Tree ensembles (XGBoost, LightGBM): each library's model file is read into
+//! Tree ensembles (XGBoost, LightGBM, ONNX-ML): each library's model file is read into
 //! one [`Ensemble`] that states the library's prediction semantics exactly,
 //! then compiled into the fast evaluator ([`eval`]), which runs as a candle
 //! custom op: feature tensor in, margin tensor out.
@@ -23,11 +23,26 @@ use eval::Compiled;
 use objective::Transform;
 
 /// Whose arithmetic a model follows. The evaluator is generic over it: XGBoost
-/// compares and sums in float32, LightGBM in float64.
+/// and ONNX-ML (onnxruntime on float input) compare and sum in float32,
+/// LightGBM in float64.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Library {
     XGBoost,
     LightGBM,
+    Onnx,
+}
+
+/// How the trees' leaves combine into a group's margin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Aggregate {
+    /// The base margin plus every tree's leaf (every library; ONNX `SUM`
+    /// and `AVERAGE`).
+    #[default]
+    Sum,
+    /// ONNX `MIN` / `MAX`: the smallest / largest leaf, starting from +inf /
+    /// -inf (a group no leaf reaches stays infinite). The base margin must be 0.
+    Min,
+    Max,
 }
 
 /// A tree ensemble as its library defines it, before compilation.
@@ -47,6 +62,7 @@ pub struct Ensemble {
     pub average_over: Option<usize>,
     /// Margin -> prediction.
     pub transform: Transform,
+    pub aggregate: Aggregate,
 }
 
 /// One tree; its root is `nodes[0]`.
@@ -89,6 +105,31 @@ pub enum Test {
     /// LightGBM categorical: the category in the set goes left; NaN, negative
     /// or not in the set goes right.
     LgbCategory { left_set: Bitset },
+    /// ONNX-ML numeric: the float32 value compared with the threshold; true
+    /// goes left (the node's true branch). Missing (NaN) goes left when
+    /// `missing_left` (`missing_value_tracks_true`), else right.
+    OnnxCompare {
+        rule: OnnxRule,
+        threshold: f32,
+        missing_left: bool,
+    },
+    /// ONNX-ML `BRANCH_EQ`, `BRANCH_NEQ`, `BRANCH_MEMBER`: whether the float32
+    /// value is one of `values`; a member goes left when `member_left`.
+    /// Missing goes left when `missing_left`.
+    OnnxMember {
+        values: Vec<f32>,
+        member_left: bool,
+        missing_left: bool,
+    },
+}
+
+/// An ONNX-ML comparison `value <rule> threshold`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnnxRule {
+    Leq,
+    Lt,
+    Gte,
+    Gt,
 }
 
 /// LightGBM's missing-value type of a numeric split (`decision_type` bits 2-3).
@@ -131,6 +172,9 @@ impl Ensemble {
     /// range, no cycles (children after parents), each node reached from one
     /// parent only, features in range.
     pub fn validate(&self) -> Result<(), String> {
+        if self.aggregate != Aggregate::Sum && self.base_margin.iter().any(|&b| b != 0.0) {
+            return Err("a MIN or MAX ensemble starts from no base margin".into());
+        }
         if self.base_margin.len() != self.n_groups {
             return Err(format!(
                 "{} base margins for {} output groups",
@@ -178,10 +222,20 @@ impl Ensemble {
     /// the compiled evaluator is tested against.
     pub fn reference_margins(&self, row: &[f64]) -> Vec<f64> {
         match self.library {
-            Library::XGBoost => {
-                let mut acc: Vec<f32> = self.base_margin.iter().map(|&b| b as f32).collect();
+            Library::XGBoost | Library::Onnx => {
+                let mut acc: Vec<f32> = match self.aggregate {
+                    Aggregate::Sum => self.base_margin.iter().map(|&b| b as f32).collect(),
+                    Aggregate::Min => vec![f32::INFINITY; self.n_groups],
+                    Aggregate::Max => vec![f32::NEG_INFINITY; self.n_groups],
+                };
                 for tree in &self.trees {
-                    acc[tree.group] += tree.reference_leaf(row) as f32;
+                    let leaf = tree.reference_leaf(row) as f32;
+                    let a = &mut acc[tree.group];
+                    *a = match self.aggregate {
+                        Aggregate::Sum => *a + leaf,
+                        Aggregate::Min => a.min(leaf),
+                        Aggregate::Max => a.max(leaf),
+                    };
                 }
                 acc.into_iter().map(f64::from).collect()
             }
@@ -329,6 +383,34 @@ impl Test {
                 }
                 let c = x as i64;
                 c <= i32::MAX as i64 && left_set.contains(c as u32)
+            }
+            Test::OnnxCompare {
+                rule,
+                threshold,
+                missing_left,
+            } => {
+                let x = x as f32;
+                if x.is_nan() {
+                    return *missing_left;
+                }
+                match rule {
+                    OnnxRule::Leq => x <= *threshold,
+                    OnnxRule::Lt => x < *threshold,
+                    OnnxRule::Gte => x >= *threshold,
+                    OnnxRule::Gt => x > *threshold,
+                }
+            }
+            Test::OnnxMember {
+                values,
+                member_left,
+                missing_left,
+            } => {
+                let x = x as f32;
+                if x.is_nan() {
+                    *missing_left
+                } else {
+                    values.contains(&x) == *member_left
+                }
             }
         }
     }

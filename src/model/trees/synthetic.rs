@@ -3,7 +3,7 @@
 //! on any ensemble, not only on those a library happened to train.
 
 use super::objective::Transform;
-use super::{Bitset, Ensemble, LgbMissing, Library, Node, Test, Tree};
+use super::{Bitset, Ensemble, LgbMissing, Library, Node, OnnxRule, Test, Tree};
 use crate::datagen::Rng;
 use crate::model::Feature;
 
@@ -98,6 +98,7 @@ pub fn random_ensemble(shape: &Shape) -> Ensemble {
         base_margin: vec![0.25; shape.n_groups],
         average_over: None,
         transform: Transform::Identity,
+        aggregate: Default::default(),
     }
 }
 
@@ -133,7 +134,7 @@ fn random_tree(shape: &Shape, rng: &mut Rng) -> Vec<Node> {
         match &nodes[i] {
             Grow::Leaf => out.push(Node::Leaf {
                 value: match shape.library {
-                    Library::XGBoost => (rng.normal(0.0, 1.0) * 0.1) as f32 as f64,
+                    Library::XGBoost | Library::Onnx => (rng.normal(0.0, 1.0) * 0.1) as f32 as f64,
                     Library::LightGBM => rng.normal(0.0, 1.0) * 0.1,
                 },
             }),
@@ -180,5 +181,15 @@ fn random_test(library: Library, categorical: bool, rng: &mut Rng) -> Test {
             missing: [LgbMissing::None, LgbMissing::Zero, LgbMissing::NaN][rng.below(3) as usize],
         },
         (Library::LightGBM, true) => Test::LgbCategory { left_set: set(rng) },
+        (Library::Onnx, false) => Test::OnnxCompare {
+            rule: [OnnxRule::Leq, OnnxRule::Lt, OnnxRule::Gte, OnnxRule::Gt][rng.below(4) as usize],
+            threshold: threshold(rng) as f32,
+            missing_left: default_left,
+        },
+        (Library::Onnx, true) => Test::OnnxMember {
+            values: (0..1 + rng.below(3)).map(|_| grid_value(rng) as f32).collect(),
+            member_left: rng.uniform() < 0.5,
+            missing_left: default_left,
+        },
     }
 }

@@ -231,6 +231,7 @@ pub fn ensemble_from_document(path: &Path, document: &Value) -> Result<Ensemble,
         base_margin,
         average_over: None,
         transform,
+        aggregate: Default::default(),
     })
 }
 
