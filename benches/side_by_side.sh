@@ -2,7 +2,7 @@
 # Side-by-side benchmark: lakescore beside what a data team would run instead,
 # in one run, on the same generated lake, on this machine.
 #
-#   benches/side_by_side.sh [--rows N] [--repeat R] [--work DIR] [--models "logreg xgb lgbm"]
+#   benches/side_by_side.sh [--rows N] [--repeat R] [--work DIR] [--models "logreg xgb lgbm rf mlp"]
 #                           [--lakescore-only]
 #
 # Times (wall seconds, median of R runs; peak RSS of the median run):
@@ -13,7 +13,12 @@
 #           pyarrow I/O floor  ../shared/bench/peer_score.py io
 #   xgb:    lakescore score and pyarrow + xgboost inplace_predict (peer_score.py xgb), 300 trees depth 6
 #   lgbm:   lakescore score and pyarrow + lightgbm predict (peer_score.py lgbm), 300 trees 63 leaves
+#   rf:     lakescore score and pyarrow + onnxruntime (benches/peer_onnx.py) on one ONNX file:
+#           scikit-learn RandomForestClassifier, 100 trees of depth 10, through skl2onnx
+#   mlp:    the same for a torch MLP 34 -> 256 -> 128 -> 1 (benches/onnx_models.py trains both)
 # then checks lakescore's scores against each peer's per customer_id.
+# The ONNX models need torch, scikit-learn, skl2onnx and onnxruntime (benches/requirements-onnx.txt,
+# installed into a second venv under the work folder).
 #
 # Needs the peer scripts of ../shared/bench (PEERS=dir to point elsewhere) and
 # Python 3 with pip; the peers' packages go to a venv under the work folder.
@@ -24,7 +29,7 @@ ROWS=10000000
 REPEAT=3
 WORK=${WORK:-/tmp/lakescore-side-by-side}
 LAKESCORE_ONLY=0
-MODEL_SET="logreg xgb lgbm"
+MODEL_SET="logreg xgb lgbm rf mlp"
 while [ $# -gt 0 ]; do
   case "$1" in
     --models) MODEL_SET=$2; shift 2 ;;
@@ -124,6 +129,24 @@ for m in xgb lgbm; do
   time_it "pyarrow + $m" "$OUT/peer-$m" "$P" "$PEERS/peer_score.py" "$m" "$MODELS" "$LAKE" "$OUT/peer-$m" \
     --threads "$THREADS"
 done
+# ONNX models: lakescore and pyarrow + onnxruntime on the same file.
+if [ "$LAKESCORE_ONLY" = 0 ] && { has rf || has mlp; }; then
+  ONNX_VENV=$WORK/venv-onnx
+  [ -x "$ONNX_VENV/bin/python" ] || { python3 -m venv "$ONNX_VENV" && "$ONNX_VENV/bin/pip" install -q -r "$REPO/benches/requirements-onnx.txt"; }
+  ONNX_MODELS=$WORK/onnx-models
+  if [ ! -f "$ONNX_MODELS/mlp.onnx" ]; then
+    [ -d "$WORK/train" ] || "$BIN/gen-lake" "$WORK/train" --rows 400000 --files 1 --seed 1 --label
+    "$ONNX_VENV/bin/python" "$REPO/benches/onnx_models.py" "$WORK/train" "$ONNX_MODELS"
+  fi
+  for m in rf mlp; do
+    has "$m" || continue
+    RESULTS=$TREES
+    time_it "lakescore $m" "$OUT/lakescore-$m" \
+      "$BIN/lakescore" -q score --model "$ONNX_MODELS/$m.onnx" --input "$LAKE" --output "$OUT/lakescore-$m"
+    time_it "pyarrow + onnxruntime $m" "$OUT/peer-$m" "$ONNX_VENV/bin/python" "$REPO/benches/peer_onnx.py" \
+      "$ONNX_MODELS/$m.onnx" "$LAKE" "$OUT/peer-$m" --threads "$THREADS"
+  done
+fi
 RESULTS=$WORK/results.tsv
 
 echo
@@ -138,7 +161,7 @@ if [ -s "$TREES" ]; then
   echo
   # Rows come in pairs: lakescore, then its peer. Targets from issue 3.
   awk -F'\t' 'BEGIN { printf "%-8s %12s %10s %12s %10s %8s %8s\n", "model", "lakescore s", "peak MB", "library s", "peak MB", "ratio", "target"
-                      target["xgb"] = "1/6"; target["lgbm"] = "1/10" }
+                      target["xgb"] = "1/6"; target["lgbm"] = "1/10"; target["rf"] = "1/3"; target["mlp"] = "1/3" }
     NR % 2 == 1 { m = $1; sub("lakescore ", "", m); ours = $2; ours_mb = $3; next }
     { printf "%-8s %12.2f %10.0f %12.2f %10.0f %8.3f %8s\n", m, ours, ours_mb, $2, $3, ours / $2, target[m] }' "$TREES"
 fi
@@ -154,5 +177,10 @@ if [ "$LAKESCORE_ONLY" = 0 ]; then
     has "$m" || continue
     "$P" "$REPO/benches/compare_scores.py" "$OUT/lakescore-$m" "$OUT/peer-$m" "pyarrow + $m" || status=1
   done
+  # The forest writes both classes' probabilities; the peer keeps class 1.
+  has rf && { "$P" "$REPO/benches/compare_scores.py" "$OUT/lakescore-rf" "$OUT/peer-rf" "pyarrow + onnxruntime" \
+    --column score_1 --tolerance 1e-5 || status=1; }
+  has mlp && { "$P" "$REPO/benches/compare_scores.py" "$OUT/lakescore-mlp" "$OUT/peer-mlp" "pyarrow + onnxruntime" \
+    --tolerance 1e-5 || status=1; }
   exit $status
 fi

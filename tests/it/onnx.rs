@@ -85,6 +85,7 @@ fn every_fixture_matches_onnxruntime_and_the_library() {
     let expected = expected();
     assert!(expected.cases.len() >= 30, "the fixtures cover every exporter path");
     let mut failures = Vec::new();
+    let mut largest = (0.0f64, String::new());
     for case in &expected.cases {
         let path = fixtures().join(&case.model);
         let loaded = model::load(&path, &Device::Cpu, &options(&case.features, &case.feature_names_from));
@@ -119,6 +120,13 @@ fn every_fixture_matches_onnxruntime_and_the_library() {
             (case.library.as_ref(), "library"),
         ] {
             let Some(reference) = reference else { continue };
+            for (ours, theirs) in got.iter().zip(reference) {
+                for (a, b) in ours.iter().zip(theirs) {
+                    if (a - b).abs() > largest.0 {
+                        largest = ((a - b).abs(), format!("{} against {label}", case.name));
+                    }
+                }
+            }
             for (r, (ours, theirs)) in got.iter().zip(reference).enumerate() {
                 if ours.len() != theirs.len() || ours.iter().zip(theirs).any(|(a, b)| !close(*a, *b)) {
                     failures.push(format!(
@@ -136,6 +144,7 @@ fn every_fixture_matches_onnxruntime_and_the_library() {
         failures.len(),
         failures.join("\n")
     );
+    eprintln!("largest difference: {:e} ({})", largest.0, largest.1);
 }
 
 #[test]

@@ -174,7 +174,7 @@ pub enum Op {
     LeakyRelu {
         alpha: f64,
     },
-    /// 1 where the value is NaN, else 0 (as int64: lakescore's booleans).
+    /// 1 where the value is NaN, else 0 (u8, lakescore's booleans).
     IsNaN,
     /// `condition ? x : y`, broadcasting.
     Where,
@@ -333,6 +333,7 @@ pub fn tensor_of(t: &TensorProto, device: &Device) -> Result<Tensor, String> {
 /// The candle type an ONNX element type computes in.
 pub fn dtype_of(t: ElemType) -> Option<DType> {
     match t {
+        ElemType::Bool => Some(DType::U8),
         ElemType::Float | ElemType::Float16 | ElemType::Bfloat16 => Some(DType::F32),
         ElemType::Double => Some(DType::F64),
         t if t.is_integer() => Some(DType::I64),
@@ -1031,7 +1032,7 @@ pub fn run_op(
         }
         Op::IsNaN => {
             let x = x()?;
-            one(x.ne(x)?.to_dtype(DType::I64)?)
+            one(x.ne(x)?)
         }
         Op::Where => {
             let (condition, a, b) = (x()?, input(values, 1)?, input(values, 2)?);
@@ -1043,11 +1044,20 @@ pub fn run_op(
             };
             let shape = condition.shape().broadcast_shape_binary_op(a.shape(), "Where")?;
             let shape = shape.broadcast_shape_binary_op(b.shape(), "Where")?;
-            let condition = condition.ne(0.0)?.broadcast_as(&shape)?.contiguous()?;
-            one(condition.where_cond(
-                &a.broadcast_as(&shape)?.contiguous()?,
-                &b.broadcast_as(&shape)?.contiguous()?,
-            )?)
+            // Booleans are u8 (candle's comparisons); other conditions are
+            // true where not zero. Broadcast views, no copies.
+            let condition = match condition.dtype() {
+                DType::U8 => condition.clone(),
+                _ => condition.ne(0.0)?,
+            };
+            let view = |t: &Tensor| {
+                if t.shape() == &shape {
+                    Ok(t.clone())
+                } else {
+                    t.broadcast_as(&shape)
+                }
+            };
+            one(view(&condition)?.where_cond(&view(a)?, &view(&b)?)?)
         }
         Op::Pow { exponent } => one(if *exponent == 2.0 {
             x()?.sqr()?

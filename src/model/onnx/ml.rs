@@ -72,9 +72,7 @@ fn erf_inv(x: f32) -> f32 {
     let sgn = if x < 0.0 { -1.0f32 } else { 1.0 };
     let x = (1.0 - x) * (1.0 + x);
     let log = x.ln();
-    // onnxruntime writes pi as 3.14159f here.
-    #[allow(clippy::approx_constant)]
-    let v = 2.0 / (3.14159f32 * 0.147) + 0.5 * log;
+    let v = 2.0 / (std::f32::consts::PI * 0.147) + 0.5 * log;
     let v2 = 1.0 / 0.147 * log;
     let v3 = -v + (v * v - v2).sqrt();
     sgn * v3.sqrt()
@@ -1050,6 +1048,11 @@ impl TreeOp {
     /// values feature-major in f64 when `x` is a graph input.
     fn run(&self, x: &Tensor, block: Option<&[f64]>) -> candle_core::Result<Tensor> {
         let (n_rows, width) = x.dims2()?;
+        if x.dtype() == DType::F64 {
+            // onnxruntime compares and sums in double for double input; the
+            // evaluator's ONNX programs are float32.
+            candle_core::bail!("tree ensembles on double (float64) input are not supported; export with float input");
+        }
         if width < self.n_features {
             candle_core::bail!("the trees read feature {} of {width}", self.n_features - 1);
         }

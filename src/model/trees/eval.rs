@@ -769,6 +769,7 @@ mod tests {
                 (8, true),
                 (64, true),
                 (256, true),
+                (1024, true),
                 (40, false),
                 (300, false),
             ] {

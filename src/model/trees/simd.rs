@@ -1,5 +1,5 @@
-//! The AVX-512 kernel for float32 trees (XGBoost) of depth 8 or less: each
-//! tree padded to a perfect tree, 16 rows walked at once.
+//! The AVX-512 kernel for float32 trees (XGBoost, ONNX) of depth 10 or
+//! less: each tree padded to a perfect tree, 16 rows walked at once.
 //!
 //! Node `i` of a perfect tree has children `2i+1` and `2i+2`, so a row's
 //! position needs no child pointers: `pos = 2 * pos + (went second)`. The
@@ -14,8 +14,9 @@
 
 use super::eval::{PerfectSource, SimdTrees};
 
-/// Deepest tree the kernel pads (a depth-8 tree is 255 nodes, 1 KB).
-pub const MAX_DEPTH: u32 = 8;
+/// Deepest tree the kernel pads (a depth-10 tree is 1,023 nodes and 1,024
+/// leaves, 12 KB: a forest of 100 still fits in L2).
+pub const MAX_DEPTH: u32 = 10;
 
 #[derive(Debug, Clone, Copy)]
 struct PerfectTree {
@@ -132,7 +133,9 @@ impl SimdTrees<f32> for PerfectForest {
                     5 => avx512::run::<5>,
                     6 => avx512::run::<6>,
                     7 => avx512::run::<7>,
-                    _ => avx512::run::<8>,
+                    8 => avx512::run::<8>,
+                    9 => avx512::run::<9>,
+                    _ => avx512::run::<10>,
                 };
                 let full = sums.len() / 16 * 16;
                 kernel(
