@@ -274,6 +274,9 @@ impl MlOp {
                     intercepts.len()
                 } else {
                     let targets = attrs.int("targets", 1)?.max(1) as usize;
+                    if targets > coefficients.len().max(1) {
+                        return Err(attrs.error(format!("{targets} targets for {} coefficients", coefficients.len())));
+                    }
                     if intercepts.len() != targets {
                         intercepts = vec![0.0; targets];
                     }
@@ -340,8 +343,10 @@ impl MlOp {
             },
             "ZipMap" => MlOp::ZipMap,
             "ArrayFeatureExtractor" => {
-                if c.constant(inputs.get(1).copied().flatten()).is_none() {
-                    return Err(attrs.error("its indices are computed at run time; lakescore needs a constant"));
+                match c.constant(inputs.get(1).copied().flatten()) {
+                    None => return Err(attrs.error("its indices are computed at run time; lakescore needs a constant")),
+                    Some(t) if t.elem_count() == 0 => return Err(attrs.error("its indices are empty")),
+                    Some(_) => {}
                 }
                 MlOp::ArrayFeatureExtractor
             }
@@ -462,7 +467,7 @@ impl MlOp {
                 let x = x.to_dtype(DType::F32)?;
                 let (n, k) = x.dims2()?;
                 let mut flat: Vec<f32> = x.flatten_all()?.to_vec1()?;
-                for row in flat.chunks_exact_mut(k) {
+                for row in flat.chunks_exact_mut(k.max(1)) {
                     normalize(row, *norm);
                 }
                 Ok(vec![Some(Tensor::from_vec(flat, (n, k), x.device())?)])
@@ -571,7 +576,14 @@ impl NodeMode {
 
 /// The split of a float32 value against a threshold given in float or
 /// double, as a float32 test that decides every float32 value alike.
-fn onnx_test(mode: &NodeMode, threshold: f64, missing_left: bool) -> Test {
+fn onnx_test(mode: &NodeMode, threshold: f64, missing_left: bool) -> Result<Test, String> {
+    if threshold.is_nan() && !matches!(mode, NodeMode::Member(_)) {
+        return Err("a split's threshold is NaN".into());
+    }
+    Ok(onnx_test_of(mode, threshold, missing_left))
+}
+
+fn onnx_test_of(mode: &NodeMode, threshold: f64, missing_left: bool) -> Test {
     // The float32 values at or below / at or above the threshold.
     let down = round_f32(threshold, false);
     let up = round_f32(threshold, true);
@@ -640,16 +652,28 @@ fn build(
     classifier: Option<ClassifierKind>,
 ) -> Result<TreeOp, NodeError> {
     let n_features = nodes.iter().flatten().map(|n| n.feature + 1).max().unwrap_or(1);
+    if n_features > crate::model::MAX_FEATURES {
+        return Err(attrs.error(format!("a split reads feature {}", n_features - 1)));
+    }
+    // A corrupt output count would size allocations.
+    if n_targets > crate::model::MAX_FEATURES {
+        return Err(attrs.error(format!("declares {n_targets} outputs")));
+    }
     let mut has_weights = vec![false; n_targets];
     for weights in leaves.values() {
         for &(target, _) in weights {
             has_weights[target] = true;
         }
     }
+    // What a leaf without a weight for the target holds, and each sum
+    // starts from: a value no weight changes it back to, so that a row's
+    // untouched targets stay recognisable (onnxruntime's per-row
+    // `has_score`). Sums start at -0.0 and such leaves add -0.0: a sum stays
+    // -0.0 until a weight (even +0.0) reaches it.
     let neutral = match aggregate {
         OnnxAggregate::Min => f64::INFINITY,
         OnnxAggregate::Max => f64::NEG_INFINITY,
-        _ => 0.0,
+        _ => -0.0,
     };
     let mut trees = Vec::new();
     for (t, &root) in roots.iter().enumerate() {
@@ -707,7 +731,7 @@ fn build(
                             let (mode, threshold) = n.test.clone().expect("branch nodes carry a test");
                             Ok(FileNode::Split {
                                 feature: n.feature,
-                                test: onnx_test(&mode, threshold, n.missing_left),
+                                test: onnx_test(&mode, threshold, n.missing_left)?,
                                 left: n.true_child,
                                 right: n.false_child,
                             })
@@ -734,7 +758,7 @@ fn build(
             .collect(),
         trees,
         n_groups: n_targets,
-        base_margin: vec![0.0; n_targets],
+        base_margin: vec![if neutral == 0.0 { -0.0 } else { 0.0 }; n_targets],
         average_over: None,
         transform: Transform::Identity,
         aggregate: match aggregate {
@@ -865,8 +889,10 @@ fn compile_classic_trees(attrs: &Attributes<'_>, classifier: bool) -> Result<Tre
             .ints("classlabels_int64s")
             .len()
             .max(attrs.strings("classlabels_strings").len());
-        if labels == 0 {
-            return Err(attrs.error("TreeEnsembleClassifier without class labels"));
+        if labels < 2 {
+            return Err(attrs.error(format!(
+                "TreeEnsembleClassifier with {labels} class labels (needs 2 or more)"
+            )));
         }
         let distinct: std::collections::BTreeSet<i64> = w_id.iter().copied().collect();
         (
@@ -962,6 +988,15 @@ fn compile_trees_v5(attrs: &Attributes<'_>) -> Result<TreeOp, NodeError> {
     if leaf_targets.len() != leaf_weights.len() {
         return Err(attrs.error("`leaf_targetids` and `leaf_weights` differ in length"));
     }
+    if !tracks.is_empty() && tracks.len() != n {
+        return Err(attrs.error(format!(
+            "`nodes_missing_value_tracks_true` has {} entries for {n} nodes",
+            tracks.len()
+        )));
+    }
+    if modes.iter().any(|m| m.fract() != 0.0 || m.is_nan()) {
+        return Err(attrs.error("`nodes_modes` holds a value that is not a mode number"));
+    }
     // Flat indices: splits 0..n, then leaves n..n+leaves.
     let n_leaves = leaf_weights.len();
     let n_targets = attrs.int("n_targets", 1)?.max(1) as usize;
@@ -975,8 +1010,12 @@ fn compile_trees_v5(attrs: &Attributes<'_>) -> Result<TreeOp, NodeError> {
             3 => NodeMode::Gt,
             4 => NodeMode::Eq,
             5 => NodeMode::Neq,
-            6 => NodeMode::Member(member_sets.next().unwrap_or_default()),
-            other => return Err(attrs.error(format!("node {i} has unknown mode {other}"))),
+            6 => NodeMode::Member(member_sets.next().ok_or_else(|| {
+                attrs.error(format!(
+                    "node {i} is BRANCH_MEMBER but `membership_values` has no set left for it"
+                ))
+            })?),
+            _ => return Err(attrs.error(format!("node {i} has unknown mode {}", modes[i]))),
         };
         let child = |id: i64, leaf: i64| -> Result<usize, NodeError> {
             let limit = if leaf != 0 { n_leaves } else { n };
@@ -1011,13 +1050,15 @@ fn compile_trees_v5(attrs: &Attributes<'_>) -> Result<TreeOp, NodeError> {
     let roots: Vec<usize> = roots_attr
         .iter()
         .map(|&r| {
-            if r < 0 || r as usize >= n.max(1) {
-                Err(attrs.error(format!("tree root {r} is not a node")))
-            } else if n == 0 {
-                Ok(n)
-            } else {
-                Ok(r as usize)
+            if r < 0 || r as usize >= n {
+                return Err(attrs.error(format!("tree root {r} is not a node")));
             }
+            let r = r as usize;
+            // A one-leaf tree: a root whose both sides are the same leaf.
+            if true_ids[r] == false_ids[r] && true_leafs[r] != 0 && false_leafs[r] != 0 {
+                return Ok(n + true_ids[r] as usize);
+            }
+            Ok(r)
         })
         .collect::<Result<_, _>>()?;
     let aggregate = match attrs.int("aggregate_function", 1)? {
@@ -1056,19 +1097,15 @@ impl TreeOp {
         if width < self.n_features {
             candle_core::bail!("the trees read feature {} of {width}", self.n_features - 1);
         }
+        // The block is feature-major: the features the trees read are a prefix.
         let feature_major = match block {
-            Some(b) if width == self.n_features => Tensor::from_slice(b, (width, n_rows), x.device())?,
-            _ => x
+            Some(b) => Tensor::from_slice(&b[..self.n_features * n_rows], (self.n_features, n_rows), x.device())?,
+            None => x
                 .t()?
                 .narrow(0, 0, self.n_features)?
                 .to_dtype(DType::F32)?
                 .to_dtype(DType::F64)?
                 .contiguous()?,
-        };
-        let feature_major = if width != self.n_features && block.is_some() {
-            feature_major.narrow(0, 0, self.n_features)?.contiguous()?
-        } else {
-            feature_major
         };
         let margins = eval::evaluate(&self.compiled, &feature_major)?;
         let flat: Vec<f32> = margins.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
@@ -1088,9 +1125,18 @@ impl TreeOp {
     /// After the trees: base values, averaging, the classifier's binary
     /// rules and the post transform, as onnxruntime's aggregators do.
     fn finalize(&self, scores: &mut Vec<f32>) {
-        // MIN/MAX start from infinity; a target no leaf reached scores 0.
-        for s in scores.iter_mut() {
-            if s.is_infinite() && matches!(self.aggregate, OnnxAggregate::Min | OnnxAggregate::Max) {
+        // A target no leaf of this row weighed (still at its start: ±inf
+        // for MIN/MAX, -0.0 for sums) is onnxruntime's "no score": written
+        // 0, without its base value when there are several targets.
+        let untouched: Vec<bool> = scores
+            .iter()
+            .map(|s| match self.aggregate {
+                OnnxAggregate::Min | OnnxAggregate::Max => s.is_infinite(),
+                OnnxAggregate::Sum | OnnxAggregate::Average => *s == 0.0 && s.is_sign_negative(),
+            })
+            .collect();
+        for (s, &u) in scores.iter_mut().zip(&untouched) {
+            if u {
                 *s = 0.0;
             }
         }
@@ -1106,7 +1152,7 @@ impl TreeOp {
                     _ if per_target => self.base_values[t],
                     _ => 0.0,
                 };
-                if self.n_targets > 1 && !self.has_weights[t] {
+                if self.n_targets > 1 && (!self.has_weights[t] || untouched[t]) {
                     *s = 0.0;
                     continue;
                 }
@@ -1129,9 +1175,10 @@ impl TreeOp {
             return;
         }
         // Two classes, as onnxruntime 1.28 to 1.32 (tree_ensemble_aggregator.h).
+        let has_class_1 = self.has_weights[1] && !untouched[1];
         match self.base_values.len() {
             2 => {
-                if self.has_weights[1] {
+                if has_class_1 {
                     // onnxruntime drops the class-1 sum here (its bug, kept:
                     // parity is with the runtime the model was tested on).
                     scores[1] = self.base_values[1] + scores[0];
@@ -1144,12 +1191,12 @@ impl TreeOp {
             }
             1 => {
                 scores[0] += self.base_values[0];
-                if !self.has_weights[1] {
+                if !has_class_1 {
                     scores.pop();
                 }
             }
             _ => {
-                if !self.has_weights[1] {
+                if !has_class_1 {
                     scores.pop();
                 }
             }
@@ -1164,5 +1211,157 @@ impl TreeOp {
             SecondClass::No
         };
         write_scores(scores, self.post, second);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::onnx::proto::{AttributeProto, ElemType, TensorData, TensorProto};
+    use candle_core::Device;
+
+    fn ints(name: &str, v: &[i64]) -> AttributeProto {
+        AttributeProto {
+            name: name.into(),
+            ints: v.to_vec(),
+            ..Default::default()
+        }
+    }
+    fn floats(name: &str, v: &[f32]) -> AttributeProto {
+        AttributeProto {
+            name: name.into(),
+            floats: v.to_vec(),
+            ..Default::default()
+        }
+    }
+    fn strings(name: &str, v: &[&str]) -> AttributeProto {
+        AttributeProto {
+            name: name.into(),
+            strings: v.iter().map(|s| s.as_bytes().to_vec()).collect(),
+            ..Default::default()
+        }
+    }
+    fn text(name: &str, v: &str) -> AttributeProto {
+        AttributeProto {
+            name: name.into(),
+            s: Some(v.as_bytes().to_vec()),
+            ..Default::default()
+        }
+    }
+    fn tensor(name: &str, v: Vec<f32>) -> AttributeProto {
+        AttributeProto {
+            name: name.into(),
+            t: Some(TensorProto {
+                name: name.into(),
+                dims: vec![v.len() as i64],
+                elem_type: ElemType::Float,
+                data: TensorData::F32(v),
+            }),
+            ..Default::default()
+        }
+    }
+    fn node(op: &str, attributes: Vec<AttributeProto>) -> NodeProto {
+        NodeProto {
+            name: "trees".into(),
+            op_type: op.into(),
+            domain: "ai.onnx.ml".into(),
+            inputs: vec!["x".into()],
+            outputs: vec!["y".into()],
+            attributes,
+        }
+    }
+    fn run(op: &TreeOp, rows: &[[f32; 1]]) -> Vec<Vec<f32>> {
+        let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+        let x = Tensor::from_vec(flat, (rows.len(), 1), &Device::Cpu).unwrap();
+        op.run(&x, None).unwrap().to_vec2().unwrap()
+    }
+
+    /// One split on x0 <= 0: the true leaf weighs target 0 (3), the false
+    /// leaf target 1 (5); base values [10, 20].
+    fn two_target_regressor(aggregate: &str) -> NodeProto {
+        node(
+            "TreeEnsembleRegressor",
+            vec![
+                ints("nodes_treeids", &[0, 0, 0]),
+                ints("nodes_nodeids", &[0, 1, 2]),
+                ints("nodes_featureids", &[0, 0, 0]),
+                strings("nodes_modes", &["BRANCH_LEQ", "LEAF", "LEAF"]),
+                floats("nodes_values", &[0.0, 0.0, 0.0]),
+                ints("nodes_truenodeids", &[1, 0, 0]),
+                ints("nodes_falsenodeids", &[2, 0, 0]),
+                ints("target_treeids", &[0, 0]),
+                ints("target_nodeids", &[1, 2]),
+                ints("target_ids", &[0, 1]),
+                floats("target_weights", &[3.0, 5.0]),
+                floats("base_values", &[10.0, 20.0]),
+                ints("n_targets", &[]),
+                AttributeProto {
+                    name: "n_targets".into(),
+                    i: Some(2),
+                    ..Default::default()
+                },
+                text("aggregate_function", aggregate),
+            ],
+        )
+    }
+
+    /// onnxruntime writes 0 for a target no leaf of the row weighs, its base
+    /// value dropped: with MAX, as with SUM.
+    #[test]
+    fn untouched_targets_score_zero() {
+        for aggregate in ["SUM", "MAX", "MIN"] {
+            let n = two_target_regressor(aggregate);
+            let mut n = n;
+            n.attributes.retain(|a| !(a.name == "n_targets" && a.i.is_none()));
+            let op = compile_classic_trees(&Attributes { node: &n }, false).unwrap();
+            assert_eq!(run(&op, &[[-1.0], [1.0]]), [[13.0, 0.0], [0.0, 25.0]], "{aggregate}");
+        }
+    }
+
+    #[test]
+    fn one_label_classifiers_and_nan_thresholds_are_refused() {
+        let mut n = two_target_regressor("SUM");
+        n.op_type = "TreeEnsembleClassifier".into();
+        n.attributes
+            .retain(|a| !a.name.starts_with("target_") && a.name != "n_targets");
+        n.attributes.extend([
+            ints("class_treeids", &[0]),
+            ints("class_nodeids", &[1]),
+            ints("class_ids", &[0]),
+            floats("class_weights", &[1.0]),
+            ints("classlabels_int64s", &[7]),
+        ]);
+        let e = compile_classic_trees(&Attributes { node: &n }, true).unwrap_err();
+        assert!(e.problem.contains("1 class labels"), "{e:?}");
+
+        let mut n = two_target_regressor("SUM");
+        n.attributes.retain(|a| !(a.name == "n_targets" && a.i.is_none()));
+        for a in n.attributes.iter_mut().filter(|a| a.name == "nodes_values") {
+            a.floats[0] = f32::NAN;
+        }
+        let e = compile_classic_trees(&Attributes { node: &n }, false).unwrap_err();
+        assert!(e.problem.contains("threshold is NaN"), "{e:?}");
+    }
+
+    /// Opset 5 writes a one-leaf tree as a root whose two sides are the same leaf.
+    #[test]
+    fn one_leaf_trees_of_opset_5_load() {
+        let n = node(
+            "TreeEnsemble",
+            vec![
+                ints("nodes_featureids", &[0, 0]),
+                tensor("nodes_splits", vec![0.0, 0.0]),
+                tensor("nodes_modes", vec![0.0, 0.0]),
+                ints("nodes_truenodeids", &[0, 1]),
+                ints("nodes_falsenodeids", &[0, 2]),
+                ints("nodes_trueleafs", &[1, 1]),
+                ints("nodes_falseleafs", &[1, 1]),
+                ints("tree_roots", &[0, 1]),
+                ints("leaf_targetids", &[0, 0, 0]),
+                tensor("leaf_weights", vec![1.5, 2.0, 4.0]),
+            ],
+        );
+        let op = compile_trees_v5(&Attributes { node: &n }).unwrap();
+        assert_eq!(run(&op, &[[-1.0], [1.0]]), [[3.5], [5.5]]);
     }
 }

@@ -202,10 +202,11 @@ impl OnnxModel {
             output_range: None,
             device: device.clone(),
         };
-        // The output's width, from one row of zeros (shapes in ONNX files are
-        // often symbolic or absent).
+        // The output's width, from two rows of zeros (shapes in ONNX files
+        // are often symbolic or absent; two rows, so that a Squeeze without
+        // axes keeps the batch axis).
         let probe = onnx
-            .run(&vec![0.0; n_features], 1)
+            .run(&vec![0.0; 2 * n_features], 2)
             .map_err(|e| invalid(format!("output `{}`", output.name), format!("cannot be computed: {e}")))?;
         onnx.n_outputs = probe.len();
         if onnx.n_outputs == 0 {
@@ -222,6 +223,8 @@ impl OnnxModel {
     fn run(&self, values: &[f64], n_rows: usize) -> candle_core::Result<Vec<Vec<f32>>> {
         let out = self.graph.run(values, n_rows, &self.device)?;
         let out = match out.rank() {
+            // A Squeeze without axes of a one-row block.
+            0 => out.reshape((1, 1))?,
             1 => out.unsqueeze(1)?,
             2 => out,
             r => {
@@ -246,7 +249,11 @@ fn feature_names_of(
     n_features: usize,
     manifest: Option<&[String]>,
 ) -> Result<Vec<String>, (String, String)> {
-    let from_inputs = inputs.iter().all(|i| i.1 == 1) && inputs.len() == n_features && n_features > 1;
+    // One `[N, 1]` input per feature names them, unless a single such input
+    // has names in the metadata.
+    let from_inputs = inputs.iter().all(|i| i.1 == 1)
+        && inputs.len() == n_features
+        && (n_features > 1 || !model.metadata.contains_key(FEATURE_NAMES_KEY));
     let from_metadata = match model.metadata.get(FEATURE_NAMES_KEY) {
         Some(text) => Some(parse_names(text).map_err(|p| (format!("metadata `{FEATURE_NAMES_KEY}`"), p))?),
         None => None,
@@ -361,5 +368,60 @@ impl Model for OnnxModel {
             n_rows: block.n_rows,
             outputs,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::graph::{ColumnOp, Op};
+    use super::*;
+
+    /// The sample MLP (torch: standardise, NaN to 0, three layers) compiles
+    /// to its input's prelude and three dense layers with their ReLUs; the
+    /// parity tests check the scores.
+    #[test]
+    fn the_sample_mlp_compiles_to_a_prelude_and_dense_layers() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/sample/mlp.onnx");
+        let bytes = std::fs::read(&path).unwrap();
+        let identity = |name: Option<String>, version| ModelInfo {
+            name: name.unwrap_or_default(),
+            version,
+            format: super::super::ModelFormat::Onnx,
+            path: path.clone(),
+            sha256: String::new(),
+        };
+        let model = OnnxModel::from_bytes(&path, &bytes, identity, None, &Device::Cpu).unwrap();
+        let prelude = &model.graph.inputs[0].prelude;
+        assert!(
+            matches!(
+                prelude.as_slice(),
+                [ColumnOp::Sub(_), ColumnOp::Div(_), ColumnOp::NanTo(_)]
+            ),
+            "{prelude:?}"
+        );
+        let ops: Vec<String> = model
+            .graph
+            .steps
+            .iter()
+            .map(|s| match &s.op {
+                Op::Dense(d) => format!("dense relu={}", d.relu),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                "dense relu=true",
+                "dense relu=true",
+                "dense relu=false",
+                "Unary(Sigmoid)"
+            ]
+        );
+        assert_eq!(model.graph.tile_rows, Some(512));
+        assert!(
+            model.graph.inputs[0].column_major,
+            "a dense layer alone reads the input"
+        );
+        assert_eq!(model.output_range(), Some((0.0, 1.0)));
     }
 }

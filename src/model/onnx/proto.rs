@@ -688,7 +688,21 @@ impl ValueInfo {
 }
 
 fn decode_type(bytes: &[u8]) -> Result<TypeKind> {
+    decode_type_at(bytes, 0)
+}
+
+/// Types nest (a sequence of maps of tensors); deeper than any real model
+/// is a corrupt or hostile file, refused before the stack runs out.
+const MAX_TYPE_DEPTH: usize = 16;
+
+fn decode_type_at(bytes: &[u8], depth: usize) -> Result<TypeKind> {
     const M: &str = "TypeProto";
+    if depth > MAX_TYPE_DEPTH {
+        return Err(DecodeError {
+            at: M.into(),
+            problem: format!("types nest deeper than {MAX_TYPE_DEPTH} levels"),
+        });
+    }
     let mut kind = TypeKind::Unknown;
     let mut r = Reader::new(bytes, M);
     while let Some((field, wire)) = r.next()? {
@@ -730,7 +744,7 @@ fn decode_type(bytes: &[u8]) -> Result<TypeKind> {
                 let mut elem = TypeKind::Unknown;
                 while let Some((f, w)) = s.next()? {
                     if f == 1 {
-                        elem = decode_type(expect_bytes(w, M, "elem_type")?)?;
+                        elem = decode_type_at(expect_bytes(w, M, "elem_type")?, depth + 1)?;
                     }
                 }
                 kind = TypeKind::Sequence(Box::new(elem));
@@ -741,7 +755,7 @@ fn decode_type(bytes: &[u8]) -> Result<TypeKind> {
                 while let Some((f, w)) = m.next()? {
                     match f {
                         1 => key = ElemType::from_code(expect_varint(w, M, "key_type")? as i64),
-                        2 => value = decode_type(expect_bytes(w, M, "value_type")?)?,
+                        2 => value = decode_type_at(expect_bytes(w, M, "value_type")?, depth + 1)?,
                         _ => {}
                     }
                 }
