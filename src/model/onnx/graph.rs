@@ -327,7 +327,7 @@ pub struct Graph {
 /// Rows a dense layer computes at a time: a 256-wide float32 layer of 256
 /// rows is 256 KiB, in L2 for the next layer. (The 34-256-128-1 benchmark
 /// MLP on 10M rows: 4.2-4.5 s at 256 rows, 4.5 s at 1,024, 4.6 s at 512.)
-const DENSE_TILE_ROWS: usize = 256;
+pub const DENSE_TILE_ROWS: usize = 256;
 
 /// Everything compilation needs to know about the graph's values.
 pub struct Compiler<'a> {

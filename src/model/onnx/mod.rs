@@ -373,7 +373,7 @@ impl Model for OnnxModel {
 
 #[cfg(test)]
 mod tests {
-    use super::graph::{ColumnOp, Op};
+    use super::graph::{ColumnOp, DENSE_TILE_ROWS, Op};
     use super::*;
 
     /// The sample MLP (torch: standardise, NaN to 0, three layers) compiles
@@ -417,7 +417,7 @@ mod tests {
                 "Unary(Sigmoid)"
             ]
         );
-        assert_eq!(model.graph.tile_rows, Some(512));
+        assert_eq!(model.graph.tile_rows, Some(DENSE_TILE_ROWS));
         assert!(
             model.graph.inputs[0].column_major,
             "a dense layer alone reads the input"
