@@ -10,8 +10,9 @@ probability: column 1 of the "probabilities" output of a classifier, or the
 model's single output ([N] or [N, 1]). --batch B runs B rows per sess.run
 (default 8192, the fastest measured for onnxruntime on the 10M-row lake,
 2 threads: the MLP took 12.6 s at 8,192 and 4,096 rows, 13.2 s at 16,384,
-17.4 s at 65,536 and 18.4 s with each file in one call; the forest about
-50 s whatever the batch); 0 runs each file in one sess.run.
+17.4 s at 65,536 and 18.4 s with each file in one call; the forest 50 s at
+65,536 rows or with whole files, 91 s at 8,192, so side_by_side.sh passes
+--batch 65536 for it); 0 runs each file in one sess.run.
 """
 import argparse, glob, json, os
 import numpy as np
