@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::contract::Contract;
 use crate::drift::Thresholds;
-use crate::model::{self, LoadOptions, Model, ModelError, ModelFormat};
+use crate::model::{self, LoadOptions, Model, ModelError};
 use crate::profile::{Role, TableProfile};
 use crate::util::sha256_hex;
 
@@ -441,17 +441,6 @@ pub fn combine(
     })
 }
 
-/// The stable names of model formats used in manifests.
-pub fn format_name(format: ModelFormat) -> &'static str {
-    match format {
-        ModelFormat::Linear => "linear",
-        ModelFormat::XgboostJson => "xgboost-json",
-        ModelFormat::XgboostUbjson => "xgboost-ubjson",
-        ModelFormat::LightgbmText => "lightgbm-text",
-        ModelFormat::Onnx => "onnx",
-    }
-}
-
 /// Errors of [`open`]: the package's, or the model's.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -469,7 +458,7 @@ pub fn open(path: &Path, device: &Device, options: &LoadOptions) -> Result<Packa
         let manifest = Manifest {
             name: info.name.clone(),
             version: info.version.clone().unwrap_or_default(),
-            format: Some(format_name(info.format).into()),
+            format: Some(info.format.name().into()),
             feature_names: options.feature_names.clone(),
             artifact: path.to_path_buf(),
             sha256: info.sha256.clone(),
@@ -533,7 +522,7 @@ pub fn open(path: &Path, device: &Device, options: &LoadOptions) -> Result<Packa
         }
         .into());
     }
-    let detected = format_name(model.info().format);
+    let detected = model.info().format.name();
     if let Some(format) = &manifest.format
         && format != detected
     {
@@ -768,7 +757,7 @@ pub fn starting_manifest(
     Manifest {
         name: name.unwrap_or_else(|| info.name.clone()),
         version: version.to_string(),
-        format: Some(format_name(info.format).into()),
+        format: Some(info.format.name().into()),
         feature_names: bare.manifest.feature_names.clone(),
         artifact: artifact_name,
         sha256: info.sha256.clone(),
@@ -820,7 +809,7 @@ pub fn describe(package: &Package) -> String {
     let info = package.model.info();
     let manifest = &package.manifest;
     let _ = writeln!(out, "model     {} {}", info.name, info.version.as_deref().unwrap_or(""));
-    let _ = writeln!(out, "format    {}", format_name(info.format));
+    let _ = writeln!(out, "format    {}", info.format.name());
     match &package.folder {
         Some(folder) => {
             let _ = writeln!(out, "package   {}", folder.display());

@@ -182,11 +182,8 @@ impl LinearModel {
         let z = Tensor::cat(&margins, 0)?.broadcast_add(&self.intercepts)?;
         let scores = match self.link {
             Link::Identity => z,
-            Link::Logistic => (z.neg()?.exp()? + 1.0)?.recip()?,
-            Link::Softmax => {
-                let shifted = z.broadcast_sub(&z.max_keepdim(0)?)?.exp()?;
-                shifted.broadcast_div(&shifted.sum_keepdim(0)?)?
-            }
+            Link::Logistic => super::sigmoid(&z)?,
+            Link::Softmax => super::softmax(&z, 0)?,
         };
         scores.to_dtype(DType::F32)?.to_vec2::<f32>()
     }

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 
 use crate::util::sha256_hex;
 
@@ -72,16 +72,37 @@ pub enum ModelFormat {
     Onnx,
 }
 
-impl std::fmt::Display for ModelFormat {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl ModelFormat {
+    /// The stable name manifests, reports and errors use.
+    pub fn name(self) -> &'static str {
+        match self {
             ModelFormat::Linear => "linear",
             ModelFormat::XgboostJson => "xgboost-json",
             ModelFormat::XgboostUbjson => "xgboost-ubjson",
             ModelFormat::LightgbmText => "lightgbm-text",
             ModelFormat::Onnx => "onnx",
-        })
+        }
     }
+}
+
+impl std::fmt::Display for ModelFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Float32 or float64 sigmoid on the tensor's device, `1 / (1 + exp(-x))`
+/// (linear models, ONNX graphs).
+pub(crate) fn sigmoid(x: &Tensor) -> candle_core::Result<Tensor> {
+    x.neg()?.exp()?.affine(1.0, 1.0)?.recip()
+}
+
+/// Softmax along `axis`, with the maximum subtracted first.
+pub(crate) fn softmax(x: &Tensor, axis: usize) -> candle_core::Result<Tensor> {
+    let max = x.max_keepdim(axis)?;
+    let e = x.broadcast_sub(&max)?.exp()?;
+    let sum = e.sum_keepdim(axis)?;
+    e.broadcast_div(&sum)
 }
 
 /// The most features a model may declare (a count beyond any real table is a

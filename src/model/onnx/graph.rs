@@ -13,6 +13,7 @@ use candle_core::{DType, Device, Tensor};
 use super::dense::Dense;
 use super::ml::MlOp;
 use super::proto::{AttributeProto, ElemType, GraphProto, NodeProto, TensorData, TensorProto};
+use crate::model::{sigmoid, softmax};
 
 /// What is wrong with a node, named so that a user can find it.
 #[derive(Debug, Clone, PartialEq)]
@@ -274,6 +275,9 @@ pub struct GraphInput {
     /// the feature-major values, no transposition): when dense layers,
     /// which take any strides, are its only readers.
     pub column_major: bool,
+    /// Whether no tensor is made at all: tree ensembles, which read the
+    /// block itself, are its only readers.
+    pub block_only: bool,
 }
 
 /// One element-wise op of a graph input's prelude, with its per-column
@@ -415,6 +419,7 @@ impl Graph {
                     prelude: Vec::new(),
                     feeds: slot,
                     column_major: false,
+                    block_only: false,
                 }
             })
             .collect();
@@ -482,7 +487,9 @@ impl Graph {
                 input_slots.push(Some(c.slot(name)));
             }
             let output_slots: Vec<usize> = node.outputs.iter().map(|o| c.slot(o)).collect();
-            let op = compile_op(node, &input_slots, &mut c)?;
+            let Some(op) = compile_op(node, &input_slots, &mut c)? else {
+                continue;
+            };
             let step = Step {
                 op,
                 inputs: input_slots,
@@ -499,11 +506,6 @@ impl Graph {
                 for (slot, value) in step.outputs.iter().zip(outputs) {
                     c.constants[*slot] = value;
                 }
-                continue;
-            }
-            if let Op::Identity = step.op
-                && node.op_type == "Constant"
-            {
                 continue;
             }
             steps.push(step);
@@ -524,20 +526,26 @@ impl Graph {
                 node: "an input's element-wise ops".into(),
                 problem: e.to_string(),
             })?;
-        for input in graph_inputs.iter_mut() {
-            let mut readers = steps
-                .iter()
-                .filter(|s| s.inputs.contains(&Some(input.feeds)))
-                .peekable();
-            input.column_major = !input.rank1
-                && input.feeds != output_slot
-                && readers.peek().is_some()
-                && readers.all(|s| matches!(s.op, Op::Dense(_)));
-        }
         let tile_rows = steps
             .iter()
             .any(|s| matches!(s.op, Op::Dense(_)))
             .then_some(DENSE_TILE_ROWS);
+        for input in graph_inputs.iter_mut() {
+            let readers: Vec<&Op> = steps
+                .iter()
+                .filter(|s| s.inputs.contains(&Some(input.feeds)))
+                .map(|s| &s.op)
+                .collect();
+            let only = |f: fn(&Op) -> bool| {
+                !input.rank1 && input.feeds != output_slot && !readers.is_empty() && readers.iter().all(|op| f(op))
+            };
+            input.column_major = only(|op| matches!(op, Op::Dense(_)));
+            // The block is whole only when the graph is not run in tiles.
+            input.block_only = tile_rows.is_none()
+                && input.dtype == DType::F32
+                && input.prelude.is_empty()
+                && only(|op| matches!(op, Op::Ml(ml) if matches!(**ml, MlOp::Trees(_))));
+        }
         Ok(Graph {
             inputs: graph_inputs,
             steps,
@@ -597,7 +605,12 @@ impl Graph {
         let mut values: Vec<Option<Tensor>> = self.constants.clone();
         values.resize(self.n_slots, None);
         let mut feature = 0;
+        let whole = rows.len() == n_rows;
         for input in &self.inputs {
+            if input.block_only && whole {
+                feature += input.width;
+                continue;
+            }
             // Feature-major f64 to row-major (rows, features) in the input's
             // type, in one pass: the element-wise ops and matrix products
             // after it run on contiguous rows.
@@ -645,11 +658,11 @@ impl Graph {
             };
             values[input.feeds] = Some(tensor);
         }
-        let whole = rows.len() == n_rows;
         let context = RunContext {
             block: if whole { block } else { &[] },
             n_rows,
             inputs: &self.inputs,
+            device,
         };
         for step in &self.steps {
             let inputs: Vec<Option<Tensor>> = step.inputs.iter().map(|s| s.and_then(|s| values[s].clone())).collect();
@@ -688,6 +701,7 @@ pub struct RunContext<'a> {
     pub block: &'a [f64],
     pub n_rows: usize,
     pub inputs: &'a [GraphInput],
+    pub device: &'a Device,
 }
 
 impl RunContext<'_> {
@@ -709,7 +723,7 @@ impl RunContext<'_> {
     }
 }
 
-fn compile_op(node: &NodeProto, inputs: &[Option<usize>], c: &mut Compiler<'_>) -> Result<Op, NodeError> {
+fn compile_op(node: &NodeProto, inputs: &[Option<usize>], c: &mut Compiler<'_>) -> Result<Option<Op>, NodeError> {
     let attrs = Attributes { node };
     let need_inputs = |n: usize| -> Result<(), NodeError> {
         if inputs.len() < n || inputs[..n].iter().any(|i| i.is_none()) {
@@ -721,7 +735,7 @@ fn compile_op(node: &NodeProto, inputs: &[Option<usize>], c: &mut Compiler<'_>) 
     let candle = |e: candle_core::Error| NodeError::new(node, e.to_string());
     match node.domain.as_str() {
         "" | "ai.onnx" => {}
-        "ai.onnx.ml" => return MlOp::compile(node, inputs, c).map(|op| Op::Ml(Box::new(op))),
+        "ai.onnx.ml" => return MlOp::compile(node, inputs, c).map(|op| Some(Op::Ml(Box::new(op)))),
         other => {
             return Err(NodeError::new(
                 node,
@@ -760,9 +774,10 @@ fn compile_op(node: &NodeProto, inputs: &[Option<usize>], c: &mut Compiler<'_>) 
             } else {
                 return Err(NodeError::new(node, "a Constant without a numeric value"));
             };
+            // A value, not a step.
             let slot = c.slot(&node.outputs[0]);
             c.constants[slot] = Some(tensor);
-            Op::Identity
+            return Ok(None);
         }
         "Relu" => Op::Unary(Unary::Relu),
         "Sigmoid" => Op::Unary(Unary::Sigmoid),
@@ -949,7 +964,7 @@ fn compile_op(node: &NodeProto, inputs: &[Option<usize>], c: &mut Compiler<'_>) 
             ));
         }
     };
-    Ok(op)
+    Ok(Some(op))
 }
 
 fn axis_index(axis: i64, rank: usize) -> candle_core::Result<usize> {
@@ -965,19 +980,6 @@ fn input(values: &[Option<Tensor>], i: usize) -> candle_core::Result<&Tensor> {
         .get(i)
         .and_then(|v| v.as_ref())
         .ok_or_else(|| candle_core::Error::Msg(format!("input {i} is missing")))
-}
-
-/// Float32 sigmoid, `1 / (1 + exp(-x))`.
-pub fn sigmoid(x: &Tensor) -> candle_core::Result<Tensor> {
-    x.neg()?.exp()?.affine(1.0, 1.0)?.recip()
-}
-
-/// Softmax along `axis`, with the maximum subtracted first.
-pub fn softmax(x: &Tensor, axis: usize) -> candle_core::Result<Tensor> {
-    let max = x.max_keepdim(axis)?;
-    let e = x.broadcast_sub(&max)?.exp()?;
-    let sum = e.sum_keepdim(axis)?;
-    e.broadcast_div(&sum)
 }
 
 /// Compiles each `Gemm` whose weights and bias are constants (and whose

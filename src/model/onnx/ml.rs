@@ -7,8 +7,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 
+use super::dense::Dense;
 use super::graph::{Attributes, Compiler, NodeError, RunContext};
 use super::proto::NodeProto;
 use crate::model::Feature;
@@ -146,15 +147,17 @@ fn write_scores(scores: &mut Vec<f32>, post: PostTransform, second: SecondClass)
                     } else {
                         scores[0]
                     };
-                    *scores = vec![1.0 - s, s];
+                    scores.clear();
+                    scores.extend([1.0 - s, s]);
                 }
                 SecondClass::Negation => {
                     let s = scores[0];
-                    *scores = if post == PostTransform::Logistic {
-                        vec![logistic(-s), logistic(s)]
+                    scores.clear();
+                    if post == PostTransform::Logistic {
+                        scores.extend([logistic(-s), logistic(s)]);
                     } else {
-                        vec![-s, s]
-                    };
+                        scores.extend([-s, s]);
+                    }
                 }
             }
         }
@@ -168,9 +171,6 @@ pub struct TreeOp {
     n_features: usize,
     /// Targets (regressor) or classes (classifier).
     n_targets: usize,
-    /// Whether each target has any leaf weight (onnxruntime's `has_score`,
-    /// which every exporter's trees give on every path).
-    has_weights: Vec<bool>,
     base_values: Vec<f32>,
     aggregate: OnnxAggregate,
     n_trees: usize,
@@ -198,13 +198,13 @@ struct ClassifierKind {
 #[derive(Debug)]
 pub enum MlOp {
     Trees(Box<TreeOp>),
-    /// `LinearRegressor` and `LinearClassifier`: `x W^T + b` then the post
-    /// transform; `second` for a one-row binary classifier.
+    /// `LinearRegressor` and `LinearClassifier`: `x W^T + b` (a dense
+    /// layer), then the post transform; `binary` for a classifier with one
+    /// coefficient row and two labels.
     Linear {
-        weights: Tensor,
-        intercepts: Tensor,
+        layer: Dense,
         post: PostTransform,
-        second: SecondClassRule,
+        binary: bool,
         classifier: bool,
     },
     /// `(x - offset) * scale`.
@@ -228,14 +228,6 @@ pub enum MlOp {
     ArrayFeatureExtractor,
 }
 
-/// How a `LinearClassifier` with one coefficient row makes two columns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SecondClassRule {
-    None,
-    /// Two class labels, one row of coefficients.
-    Binary,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Norm {
     Max,
@@ -247,10 +239,6 @@ impl MlOp {
     pub fn compile(node: &NodeProto, inputs: &[Option<usize>], c: &mut Compiler<'_>) -> Result<MlOp, NodeError> {
         let attrs = Attributes { node };
         let candle = |e: candle_core::Error| NodeError::new(node, e.to_string());
-        let post = |attrs: &Attributes<'_>| -> Result<PostTransform, NodeError> {
-            let text = attrs.string("post_transform", "NONE")?;
-            PostTransform::parse(&text).ok_or_else(|| attrs.error(format!("unknown `post_transform` `{text}`")))
-        };
         Ok(match node.op_type.as_str() {
             "TreeEnsembleRegressor" | "TreeEnsembleClassifier" => MlOp::Trees(Box::new(compile_classic_trees(
                 &attrs,
@@ -289,21 +277,20 @@ impl MlOp {
                     )));
                 }
                 let n_features = coefficients.len() / n_rows;
-                let second = if classifier && n_rows == 1 {
-                    if labels != 2 {
-                        return Err(attrs.error(format!(
-                            "one coefficient row needs exactly 2 class labels, has {labels}"
-                        )));
-                    }
-                    SecondClassRule::Binary
-                } else {
-                    SecondClassRule::None
-                };
+                let binary = classifier && n_rows == 1;
+                if binary && labels != 2 {
+                    return Err(attrs.error(format!(
+                        "one coefficient row needs exactly 2 class labels, has {labels}"
+                    )));
+                }
+                // Coefficients are (outputs, features); the layer takes (features, outputs).
+                let weights_kn = (0..n_features * n_rows)
+                    .map(|i| coefficients[(i % n_rows) * n_features + i / n_rows])
+                    .collect();
                 MlOp::Linear {
-                    weights: Tensor::from_slice(&coefficients, (n_rows, n_features), c.device).map_err(candle)?,
-                    intercepts: Tensor::from_slice(&intercepts, (1, n_rows), c.device).map_err(candle)?,
-                    post: post(&attrs)?,
-                    second,
+                    layer: Dense::new(weights_kn, intercepts, n_features, n_rows, false),
+                    post: parse_post_transform(&attrs)?,
+                    binary,
                     classifier,
                 }
             }
@@ -380,10 +367,10 @@ impl MlOp {
             // onnxruntime ignores LOGISTIC and SOFTMAX on one output, and a
             // one-row binary classifier is [1 - z, z] unless LOGISTIC.
             MlOp::Linear {
-                post, second, weights, ..
-            } => match second {
-                SecondClassRule::Binary => *post == PostTransform::Logistic,
-                SecondClassRule::None => post.bounds_to_unit() && weights.dim(0).is_ok_and(|n| n > 1),
+                post, binary, layer, ..
+            } => match binary {
+                true => *post == PostTransform::Logistic,
+                false => post.bounds_to_unit() && layer.n > 1,
             },
             MlOp::Binarizer { .. } => true,
             _ => false,
@@ -397,46 +384,50 @@ impl MlOp {
         context: &RunContext<'_>,
         slots: &[Option<usize>],
     ) -> candle_core::Result<Vec<Option<Tensor>>> {
-        let x = values
-            .first()
-            .and_then(|v| v.as_ref())
-            .ok_or_else(|| candle_core::Error::Msg("input 0 is missing".into()))?;
+        let input = values.first().and_then(|v| v.as_ref());
+        if let MlOp::Trees(trees) = self {
+            // A graph input is read from the block itself (no tensor is made for it).
+            let y = match (context.block_of(slots.first().copied().flatten()), input) {
+                (Some(block), _) => trees.run_block(block, context.n_rows, context.device)?,
+                (None, Some(x)) => trees.run(x)?,
+                (None, None) => candle_core::bail!("input 0 is missing"),
+            };
+            // Classifiers write (label, probabilities); the label is never the score.
+            return Ok(match trees.classifier {
+                Some(_) => vec![None, Some(y)],
+                None => vec![Some(y)],
+            });
+        }
+        let x = input.ok_or_else(|| candle_core::Error::Msg("input 0 is missing".into()))?;
         match self {
-            MlOp::Trees(trees) => {
-                let y = trees.run(x, context.block_of(slots.first().copied().flatten()))?;
-                // Classifiers write (label, probabilities); the label is never the score.
-                Ok(match trees.classifier {
-                    Some(_) => vec![None, Some(y)],
-                    None => vec![Some(y)],
-                })
-            }
+            MlOp::Trees(_) => unreachable!("handled above"),
             MlOp::Linear {
-                weights,
-                intercepts,
-                post,
-                second,
-                ..
+                layer, post, binary, ..
             } => {
-                let x = x.to_dtype(DType::F32)?;
-                let scores = x.matmul(&weights.t()?)?.broadcast_add(intercepts)?;
+                let x = if x.dtype() == DType::F32 {
+                    x.clone()
+                } else {
+                    x.to_dtype(DType::F32)?
+                };
+                let scores = layer.forward(&x)?;
                 let (n, k) = scores.dims2()?;
                 let flat: Vec<f32> = scores.flatten_all()?.to_vec1()?;
                 let mut out = Vec::with_capacity(n * (k + 1));
                 let mut row = Vec::with_capacity(k + 1);
-                for r in 0..n {
-                    row.clear();
-                    row.extend_from_slice(&flat[r * k..(r + 1) * k]);
-                    if *second == SecondClassRule::Binary {
+                for z in flat.chunks_exact(k.max(1)) {
+                    if *binary {
                         // [1 - z, z]; with LOGISTIC [logistic(-z), logistic(z)] (onnxruntime 1.28+).
-                        let z = row[0];
-                        row = match post {
-                            PostTransform::Logistic => vec![logistic(-z), logistic(z)],
-                            _ => vec![1.0 - z, z],
-                        };
+                        let z = z[0];
+                        match post {
+                            PostTransform::Logistic => out.extend([logistic(-z), logistic(z)]),
+                            _ => out.extend([1.0 - z, z]),
+                        }
                     } else {
+                        row.clear();
+                        row.extend_from_slice(z);
                         write_scores(&mut row, *post, SecondClass::No);
+                        out.extend_from_slice(&row);
                     }
-                    out.extend_from_slice(&row);
                 }
                 let width = out.len() / n.max(1);
                 let y = Tensor::from_vec(out, (n, width.max(k)), x.device())?;
@@ -659,12 +650,6 @@ fn build(
     if n_targets > crate::model::MAX_FEATURES {
         return Err(attrs.error(format!("declares {n_targets} outputs")));
     }
-    let mut has_weights = vec![false; n_targets];
-    for weights in leaves.values() {
-        for &(target, _) in weights {
-            has_weights[target] = true;
-        }
-    }
     // What a leaf without a weight for the target holds, and each sum
     // starts from: a value no weight changes it back to, so that a row's
     // untouched targets stay recognisable (onnxruntime's per-row
@@ -772,13 +757,34 @@ fn build(
         compiled: Arc::new(Compiled::new(&ensemble)),
         n_features,
         n_targets,
-        has_weights,
         base_values,
         aggregate,
         n_trees: roots.len(),
         post,
         classifier,
     })
+}
+
+/// Every node array has one entry per node, as `reference` has; an
+/// `optional` array is empty or has one too.
+fn check_lengths(
+    attrs: &Attributes<'_>,
+    reference: (&str, usize),
+    required: &[(&str, usize)],
+    optional: &[(&str, usize)],
+) -> Result<(), NodeError> {
+    let (reference, n) = reference;
+    let optional = optional.iter().filter(|(_, len)| *len != 0);
+    match required.iter().chain(optional).find(|(_, len)| *len != n) {
+        Some((name, len)) => Err(attrs.error(format!("`{name}` has {len} entries, `{reference}` {n}"))),
+        None => Ok(()),
+    }
+}
+
+/// `post_transform` of the opset 1-3 operators (a name).
+fn parse_post_transform(attrs: &Attributes<'_>) -> Result<PostTransform, NodeError> {
+    let text = attrs.string("post_transform", "NONE")?;
+    PostTransform::parse(&text).ok_or_else(|| attrs.error(format!("unknown `post_transform` `{text}`")))
 }
 
 fn parse_aggregate(attrs: &Attributes<'_>) -> Result<OnnxAggregate, NodeError> {
@@ -802,26 +808,21 @@ fn compile_classic_trees(attrs: &Attributes<'_>, classifier: bool) -> Result<Tre
     let false_ids = attrs.ints("nodes_falsenodeids");
     let tracks = attrs.ints("nodes_missing_value_tracks_true");
     let n = tree_ids.len();
-    for (name, len) in [
-        ("nodes_nodeids", node_ids.len()),
-        ("nodes_featureids", features.len()),
-        ("nodes_modes", modes.len()),
-        ("nodes_truenodeids", true_ids.len()),
-        ("nodes_falsenodeids", false_ids.len()),
-    ] {
-        if len != n {
-            return Err(attrs.error(format!("`{name}` has {len} entries, `nodes_treeids` {n}")));
-        }
-    }
-    if !values.is_empty() && values.len() != n {
-        return Err(attrs.error(format!("`nodes_values` has {} entries for {n} nodes", values.len())));
-    }
-    if !tracks.is_empty() && tracks.len() != n {
-        return Err(attrs.error(format!(
-            "`nodes_missing_value_tracks_true` has {} entries for {n} nodes",
-            tracks.len()
-        )));
-    }
+    check_lengths(
+        attrs,
+        ("nodes_treeids", n),
+        &[
+            ("nodes_nodeids", node_ids.len()),
+            ("nodes_featureids", features.len()),
+            ("nodes_modes", modes.len()),
+            ("nodes_truenodeids", true_ids.len()),
+            ("nodes_falsenodeids", false_ids.len()),
+        ],
+        &[
+            ("nodes_values", values.len()),
+            ("nodes_missing_value_tracks_true", tracks.len()),
+        ],
+    )?;
     let index: HashMap<(i64, i64), usize> = tree_ids
         .iter()
         .zip(&node_ids)
@@ -929,10 +930,7 @@ fn compile_classic_trees(attrs: &Attributes<'_>, classifier: bool) -> Result<Tre
         .numbers("base_values")?
         .map(|(v, _)| v.iter().map(|&b| b as f32).collect())
         .unwrap_or_default();
-    let post = {
-        let text = attrs.string("post_transform", "NONE")?;
-        PostTransform::parse(&text).ok_or_else(|| attrs.error(format!("unknown `post_transform` `{text}`")))?
-    };
+    let post = parse_post_transform(attrs)?;
     if !classifier && !base_values.is_empty() && base_values.len() != n_targets {
         return Err(attrs.error(format!("{} base values for {n_targets} targets", base_values.len())));
     }
@@ -973,26 +971,21 @@ fn compile_trees_v5(attrs: &Attributes<'_>) -> Result<TreeOp, NodeError> {
     let roots_attr = attrs.ints("tree_roots");
     let leaf_targets = attrs.ints("leaf_targetids");
     let leaf_weights = tensor_numbers("leaf_weights")?;
-    for (name, len) in [
-        ("nodes_splits", splits.len()),
-        ("nodes_modes", modes.len()),
-        ("nodes_truenodeids", true_ids.len()),
-        ("nodes_falsenodeids", false_ids.len()),
-        ("nodes_trueleafs", true_leafs.len()),
-        ("nodes_falseleafs", false_leafs.len()),
-    ] {
-        if len != n {
-            return Err(attrs.error(format!("`{name}` has {len} entries, `nodes_featureids` {n}")));
-        }
-    }
+    check_lengths(
+        attrs,
+        ("nodes_featureids", n),
+        &[
+            ("nodes_splits", splits.len()),
+            ("nodes_modes", modes.len()),
+            ("nodes_truenodeids", true_ids.len()),
+            ("nodes_falsenodeids", false_ids.len()),
+            ("nodes_trueleafs", true_leafs.len()),
+            ("nodes_falseleafs", false_leafs.len()),
+        ],
+        &[("nodes_missing_value_tracks_true", tracks.len())],
+    )?;
     if leaf_targets.len() != leaf_weights.len() {
         return Err(attrs.error("`leaf_targetids` and `leaf_weights` differ in length"));
-    }
-    if !tracks.is_empty() && tracks.len() != n {
-        return Err(attrs.error(format!(
-            "`nodes_missing_value_tracks_true` has {} entries for {n} nodes",
-            tracks.len()
-        )));
     }
     if modes.iter().any(|m| m.fract() != 0.0 || m.is_nan()) {
         return Err(attrs.error("`nodes_modes` holds a value that is not a mode number"));
@@ -1085,9 +1078,8 @@ fn compile_trees_v5(attrs: &Attributes<'_>) -> Result<TreeOp, NodeError> {
 }
 
 impl TreeOp {
-    /// The ensemble over `x` (`(rows, features)`); `block` is the same
-    /// values feature-major in f64 when `x` is a graph input.
-    fn run(&self, x: &Tensor, block: Option<&[f64]>) -> candle_core::Result<Tensor> {
+    /// The ensemble over `x` (`(rows, features)`).
+    fn run(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (n_rows, width) = x.dims2()?;
         if x.dtype() == DType::F64 {
             // onnxruntime compares and sums in double for double input; the
@@ -1097,17 +1089,29 @@ impl TreeOp {
         if width < self.n_features {
             candle_core::bail!("the trees read feature {} of {width}", self.n_features - 1);
         }
-        // The block is feature-major: the features the trees read are a prefix.
-        let feature_major = match block {
-            Some(b) => Tensor::from_slice(&b[..self.n_features * n_rows], (self.n_features, n_rows), x.device())?,
-            None => x
-                .t()?
-                .narrow(0, 0, self.n_features)?
-                .to_dtype(DType::F32)?
-                .to_dtype(DType::F64)?
-                .contiguous()?,
-        };
-        let margins = eval::evaluate(&self.compiled, &feature_major)?;
+        let feature_major = x
+            .t()?
+            .narrow(0, 0, self.n_features)?
+            .to_dtype(DType::F32)?
+            .to_dtype(DType::F64)?
+            .contiguous()?;
+        self.evaluate(&feature_major, n_rows)
+    }
+
+    /// The ensemble over a graph input's part of the feature-major block
+    /// (its features, `n_rows` each): the features the trees read are a prefix.
+    fn run_block(&self, block: &[f64], n_rows: usize, device: &Device) -> candle_core::Result<Tensor> {
+        let width = block.len() / n_rows.max(1);
+        if width < self.n_features {
+            candle_core::bail!("the trees read feature {} of {width}", self.n_features - 1);
+        }
+        let feature_major = Tensor::from_slice(&block[..self.n_features * n_rows], (self.n_features, n_rows), device)?;
+        self.evaluate(&feature_major, n_rows)
+    }
+
+    /// Margins of the `(features, rows)` f64 tensor, finalized per row.
+    fn evaluate(&self, feature_major: &Tensor, n_rows: usize) -> candle_core::Result<Tensor> {
+        let margins = eval::evaluate(&self.compiled, feature_major)?;
         let flat: Vec<f32> = margins.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
         let k = self.n_targets;
         let mut out = Vec::with_capacity(n_rows * k.max(2));
@@ -1119,7 +1123,7 @@ impl TreeOp {
             out.extend_from_slice(&row);
         }
         let width = out.len() / n_rows.max(1);
-        Tensor::from_vec(out, (n_rows, width.max(1)), x.device())
+        Tensor::from_vec(out, (n_rows, width.max(1)), feature_major.device())
     }
 
     /// After the trees: base values, averaging, the classifier's binary
@@ -1152,7 +1156,7 @@ impl TreeOp {
                     _ if per_target => self.base_values[t],
                     _ => 0.0,
                 };
-                if self.n_targets > 1 && (!self.has_weights[t] || untouched[t]) {
+                if self.n_targets > 1 && untouched[t] {
                     *s = 0.0;
                     continue;
                 }
@@ -1175,7 +1179,7 @@ impl TreeOp {
             return;
         }
         // Two classes, as onnxruntime 1.28 to 1.32 (tree_ensemble_aggregator.h).
-        let has_class_1 = self.has_weights[1] && !untouched[1];
+        let has_class_1 = !untouched[1];
         match self.base_values.len() {
             2 => {
                 if has_class_1 {
@@ -1273,7 +1277,7 @@ mod tests {
     fn run(op: &TreeOp, rows: &[[f32; 1]]) -> Vec<Vec<f32>> {
         let flat: Vec<f32> = rows.iter().flatten().copied().collect();
         let x = Tensor::from_vec(flat, (rows.len(), 1), &Device::Cpu).unwrap();
-        op.run(&x, None).unwrap().to_vec2().unwrap()
+        op.run(&x).unwrap().to_vec2().unwrap()
     }
 
     /// One split on x0 <= 0: the true leaf weighs target 0 (3), the false

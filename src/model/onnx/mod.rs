@@ -379,9 +379,8 @@ mod tests {
     /// The sample MLP (torch: standardise, NaN to 0, three layers) compiles
     /// to its input's prelude and three dense layers with their ReLUs; the
     /// parity tests check the scores.
-    #[test]
-    fn the_sample_mlp_compiles_to_a_prelude_and_dense_layers() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/sample/mlp.onnx");
+    fn sample(name: &str) -> OnnxModel {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/sample").join(name);
         let bytes = std::fs::read(&path).unwrap();
         let identity = |name: Option<String>, version| ModelInfo {
             name: name.unwrap_or_default(),
@@ -390,7 +389,21 @@ mod tests {
             path: path.clone(),
             sha256: String::new(),
         };
-        let model = OnnxModel::from_bytes(&path, &bytes, identity, None, &Device::Cpu).unwrap();
+        OnnxModel::from_bytes(&path, &bytes, identity, None, &Device::Cpu).unwrap()
+    }
+
+    /// The sample forest reads the feature block itself: no input tensor.
+    #[test]
+    fn the_sample_forest_reads_the_block() {
+        let model = sample("rf.onnx");
+        assert!(model.graph.inputs[0].block_only);
+        assert!(!model.graph.inputs[0].column_major);
+        assert_eq!(model.graph.tile_rows, None);
+    }
+
+    #[test]
+    fn the_sample_mlp_compiles_to_a_prelude_and_dense_layers() {
+        let model = sample("mlp.onnx");
         let prelude = &model.graph.inputs[0].prelude;
         assert!(
             matches!(
@@ -422,6 +435,7 @@ mod tests {
             model.graph.inputs[0].column_major,
             "a dense layer alone reads the input"
         );
+        assert!(!model.graph.inputs[0].block_only);
         assert_eq!(model.output_range(), Some((0.0, 1.0)));
     }
 }
