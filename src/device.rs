@@ -71,6 +71,12 @@ impl DeviceSpec {
             DeviceSpec::Cpu => Ok(candle_core::Device::Cpu),
             DeviceSpec::Cuda(index) => candle_core::Device::new_cuda(index).map_err(|source| match source {
                 candle_core::Error::NotCompiledWithCudaSupport => DeviceError::NotCompiledWithCuda { spec: self },
+                // candle attaches a backtrace under RUST_BACKTRACE; the
+                // driver's error is what a user can act on.
+                candle_core::Error::WithBacktrace { inner, .. } => DeviceError::Unavailable {
+                    spec: self,
+                    source: inner,
+                },
                 source => DeviceError::Unavailable {
                     spec: self,
                     source: Box::new(source),

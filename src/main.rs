@@ -128,6 +128,9 @@ struct AllocateArgs {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Where the arms' models run: `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    device: DeviceSpec,
     /// Worker threads (default: one per core).
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     threads: usize,
@@ -393,6 +396,9 @@ struct ProfileArgs {
     /// Where to write the profile (JSON).
     #[arg(long, value_name = "FILE")]
     output: PathBuf,
+    /// Where `--model` runs: `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    device: DeviceSpec,
     /// Worker threads (default: one per core).
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     threads: usize,
@@ -575,9 +581,16 @@ fn run(cli: &Cli) -> Result<RunStatus, Error> {
         Command::Profile(args) => {
             let profile = if args.merge.is_empty() {
                 let input = args.input.as_ref().expect("clap requires --input without --merge");
-                let options = run_options(cli, args.threads, Vec::new(), "cpu".into(), None, RunIdentity::new());
+                let options = run_options(
+                    cli,
+                    args.threads,
+                    Vec::new(),
+                    args.device.to_string(),
+                    None,
+                    RunIdentity::new(),
+                );
                 let (package, scores) = match &args.model {
-                    Some(model) => (open_package(model, &lakescore::device::DeviceSpec::Cpu, false)?, true),
+                    Some(model) => (open_package(model, &args.device, false)?, true),
                     None => (columns_package(input)?, false),
                 };
                 let scores = scores && package.model.n_outputs() > 0;
@@ -859,7 +872,7 @@ fn allocate(cli: &Cli, args: &AllocateArgs) -> Result<RunStatus, Error> {
     for arm in &policy.policy.arms {
         match policy.model_path(arm) {
             Some(path) => {
-                let mut package = open_package(&path, &DeviceSpec::Cpu, false)?;
+                let mut package = open_package(&path, &args.device, false)?;
                 if package.model.n_outputs() != 1 {
                     return Err(Error::Usage(format!(
                         "the model of arm `{}` (`{}`) writes {} scores; an arm's model writes one, its expected value",

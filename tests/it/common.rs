@@ -14,6 +14,52 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::properties::WriterProperties;
 
+/// One numeric test body for every device, as candle's `test_device!`:
+/// `test_device!(body, cpu_test, cuda_test)` makes `cpu_test`, which runs
+/// `body("cpu")`, and, built with the `cuda` feature, `cuda_test`, which
+/// runs `body("cuda")` when a GPU is present ([`gpu_present`]).
+macro_rules! test_device {
+    ($body:ident, $cpu:ident, $cuda:ident) => {
+        #[test]
+        fn $cpu() {
+            $body("cpu");
+        }
+
+        #[cfg(feature = "cuda")]
+        #[test]
+        fn $cuda() {
+            if $crate::common::gpu_present() {
+                $body("cuda");
+            }
+        }
+    };
+}
+pub(crate) use test_device;
+
+/// Whether a CUDA GPU opens. Without one the CUDA twin of a test passes with
+/// a note, unless `LAKESCORE_TEST_REQUIRE_GPU` is set (the GPU check sets
+/// it), where that is a failure.
+#[cfg(feature = "cuda")]
+pub fn gpu_present() -> bool {
+    match candle_core::Device::new_cuda(0) {
+        Ok(_) => true,
+        Err(error) if std::env::var_os("LAKESCORE_TEST_REQUIRE_GPU").is_some() => {
+            panic!("LAKESCORE_TEST_REQUIRE_GPU is set, but no GPU opened: {error}")
+        }
+        Err(error) => {
+            eprintln!("skipped on CUDA: no GPU ({error})");
+            false
+        }
+    }
+}
+
+/// The candle device a `--device` name opens.
+pub fn open_device(name: &str) -> candle_core::Device {
+    name.parse::<lakescore::device::DeviceSpec>()
+        .and_then(|spec| spec.open())
+        .unwrap_or_else(|error| panic!("device `{name}`: {error}"))
+}
+
 /// What a run of the binary did.
 #[derive(Debug)]
 pub struct Run {

@@ -403,9 +403,22 @@ fn missing_input_and_overlapping_output() {
     );
 }
 
+/// Built without the `cuda` feature, `--device cuda` is a usage error; built
+/// with it, on a machine without a GPU, a failure to open the device.
 #[test]
 fn cuda_without_the_feature_is_a_usage_error() {
     let case = case();
+    #[cfg(feature = "cuda")]
+    if !gpu_present() {
+        let run = score(&case.model, &case.lake, &case.out, &["--device", "cuda"]);
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        assert!(
+            run.stderr.contains("error: cannot open CUDA device `cuda:0`"),
+            "{}",
+            run.stderr
+        );
+    }
+    #[cfg(not(feature = "cuda"))]
     assert_fails(
         &case,
         &case.model,

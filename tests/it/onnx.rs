@@ -10,6 +10,8 @@ use candle_core::Device;
 use lakescore::model::{self, FeatureBlock, LoadOptions};
 use serde::Deserialize;
 
+use crate::common::{open_device, test_device};
+
 #[derive(Deserialize)]
 struct Expected {
     cases: Vec<Case>,
@@ -80,15 +82,21 @@ fn close(a: f64, b: f64) -> bool {
     (a.is_nan() && b.is_nan()) || (a - b).abs() <= TOLERANCE
 }
 
-#[test]
-fn every_fixture_matches_onnxruntime_and_the_library() {
+test_device!(
+    every_fixture,
+    every_fixture_matches_onnxruntime_and_the_library,
+    every_fixture_matches_onnxruntime_and_the_library_on_cuda
+);
+
+fn every_fixture(device: &str) {
+    let device = open_device(device);
     let expected = expected();
     assert!(expected.cases.len() >= 30, "the fixtures cover every exporter path");
     let mut failures = Vec::new();
     let mut largest = (0.0f64, String::new());
     for case in &expected.cases {
         let path = fixtures().join(&case.model);
-        let loaded = model::load(&path, &Device::Cpu, &options(&case.features, &case.feature_names_from));
+        let loaded = model::load(&path, &device, &options(&case.features, &case.feature_names_from));
         let model = match loaded {
             Ok(m) => m,
             Err(e) => {

@@ -10,43 +10,72 @@ use std::path::Path;
 
 use crate::common::*;
 
-#[test]
-fn sample_scores_match_numpy_within_1e_6() {
-    assert_sample_scores("model.json", "expected_scores.parquet", 1e-6);
+// Each runs on the CPU, and on CUDA where built with it and a GPU is present
+// (`test_device!`): the same tolerances on both.
+
+fn logistic(device: &str) {
+    assert_sample_scores(device, "model.json", "expected_scores.parquet", 1e-6);
 }
+test_device!(
+    logistic,
+    sample_scores_match_numpy_within_1e_6,
+    sample_scores_match_numpy_within_1e_6_on_cuda
+);
 
 /// XGBoost is float32 math in a fixed order: the same bits.
-#[test]
-fn sample_xgboost_scores_are_xgboosts_bit_for_bit() {
-    assert_sample_scores("xgb.ubj", "expected_scores_xgb.parquet", 0.0);
+fn xgboost(device: &str) {
+    assert_sample_scores(device, "xgb.ubj", "expected_scores_xgb.parquet", 0.0);
 }
+test_device!(
+    xgboost,
+    sample_xgboost_scores_are_xgboosts_bit_for_bit,
+    sample_xgboost_scores_are_xgboosts_bit_for_bit_on_cuda
+);
 
-#[test]
-fn sample_lightgbm_scores_match_lightgbm_within_1e_6() {
-    assert_sample_scores("lgbm.txt", "expected_scores_lgbm.parquet", 1e-6);
+fn lightgbm(device: &str) {
+    assert_sample_scores(device, "lgbm.txt", "expected_scores_lgbm.parquet", 1e-6);
 }
+test_device!(
+    lightgbm,
+    sample_lightgbm_scores_match_lightgbm_within_1e_6,
+    sample_lightgbm_scores_match_lightgbm_within_1e_6_on_cuda
+);
 
 /// A random forest through skl2onnx: both classes' probabilities.
-#[test]
-fn sample_onnx_forest_scores_match_onnxruntime_within_1e_6() {
-    assert_sample_columns("rf.onnx", "expected_scores_rf.parquet", &["score_0", "score_1"], 1e-6);
+fn onnx_forest(device: &str) {
+    assert_sample_columns(
+        device,
+        "rf.onnx",
+        "expected_scores_rf.parquet",
+        &["score_0", "score_1"],
+        1e-6,
+    );
 }
+test_device!(
+    onnx_forest,
+    sample_onnx_forest_scores_match_onnxruntime_within_1e_6,
+    sample_onnx_forest_scores_match_onnxruntime_within_1e_6_on_cuda
+);
 
 /// A torch MLP (NaN imputed inside the graph), with fused dense layers.
-#[test]
-fn sample_onnx_mlp_scores_match_onnxruntime_within_1e_6() {
-    assert_sample_scores("mlp.onnx", "expected_scores_mlp.parquet", 1e-6);
+fn onnx_mlp(device: &str) {
+    assert_sample_scores(device, "mlp.onnx", "expected_scores_mlp.parquet", 1e-6);
+}
+test_device!(
+    onnx_mlp,
+    sample_onnx_mlp_scores_match_onnxruntime_within_1e_6,
+    sample_onnx_mlp_scores_match_onnxruntime_within_1e_6_on_cuda
+);
+
+fn assert_sample_scores(device: &str, model: &str, expected: &str, tolerance: f64) {
+    assert_sample_columns(device, model, expected, &["score"], tolerance);
 }
 
-fn assert_sample_scores(model: &str, expected: &str, tolerance: f64) {
-    assert_sample_columns(model, expected, &["score"], tolerance);
-}
-
-fn assert_sample_columns(model: &str, expected: &str, columns: &[&str], tolerance: f64) {
+fn assert_sample_columns(device: &str, model: &str, expected: &str, columns: &[&str], tolerance: f64) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/sample");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("scores");
-    score(&root.join(model), &root.join("customers"), &out, &[]).assert_ok();
+    score(&root.join(model), &root.join("customers"), &out, &["--device", device]).assert_ok();
     let expected = read_parquet(&root.join(expected));
     let expected_ids = ids(&expected);
     for column in columns {

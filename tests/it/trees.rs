@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use arrow::array::{Array, Float32Array, Float64Array};
 use arrow::record_batch::RecordBatch;
 
-use crate::common::{int64_column, lakescore, parquet_files, read_parquet};
+use crate::common::{int64_column, lakescore, parquet_files, read_parquet, test_device};
 
 #[derive(serde::Deserialize)]
 struct Case {
@@ -34,7 +34,7 @@ fn cases() -> Vec<Case> {
 }
 
 /// Scores a case's input; the output batch, or the failed run's stderr.
-fn run_case(case: &Case, output_margin: bool) -> Result<RecordBatch, String> {
+fn run_case(case: &Case, output_margin: bool, device: &str) -> Result<RecordBatch, String> {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let input = fixtures().join(&case.name).join("input.parquet");
@@ -49,6 +49,8 @@ fn run_case(case: &Case, output_margin: bool) -> Result<RecordBatch, String> {
         out.clone().into(),
         "--id-column".into(),
         "row_id".into(),
+        "--device".into(),
+        device.into(),
     ];
     if output_margin {
         args.push("--output-margin".into());
@@ -125,8 +127,13 @@ fn compare(ours: &[f32], expected: &Expected) -> Result<usize, String> {
     }
 }
 
-#[test]
-fn every_fixture_matches_its_library() {
+test_device!(
+    every_fixture,
+    every_fixture_matches_its_library,
+    every_fixture_matches_its_library_on_cuda
+);
+
+fn every_fixture(device: &str) {
     let cases = cases();
     assert!(
         cases.len() >= 60,
@@ -137,7 +144,7 @@ fn every_fixture_matches_its_library() {
     let (mut columns_checked, mut exact_rows, mut rows) = (0, 0, 0);
     for case in &cases {
         if let Some(needle) = &case.expect_error {
-            match run_case(case, false) {
+            match run_case(case, false, device) {
                 Ok(_) => failures.push(format!("{}: scored, but should fail with {needle:?}", case.name)),
                 Err(stderr) if !stderr.contains("exit 1:") || !stderr.contains(needle.as_str()) => {
                     failures.push(format!("{}: expected exit 1 and {needle:?}, got {stderr}", case.name))
@@ -148,7 +155,7 @@ fn every_fixture_matches_its_library() {
         }
         let expected = read_parquet(&fixtures().join(&case.name).join("expected.parquet"));
         for (output_margin, prefix, n) in [(false, "pred", case.n_pred), (true, "margin", case.n_margin)] {
-            let batch = match run_case(case, output_margin) {
+            let batch = match run_case(case, output_margin, device) {
                 Ok(batch) => batch,
                 Err(stderr) => {
                     failures.push(format!("{} ({prefix}): {stderr}", case.name));

@@ -6,9 +6,13 @@
 //! again inside each block and spin on the join).
 //!
 //! [`super::graph`] compiles a `Gemm` with constant weights and bias (and
-//! the `Relu` that alone reads it) into this op.
+//! the `Relu` that alone reads it) into this op. On a GPU the layer is
+//! candle's CUDA matmul (cuBLAS), bias and ReLU, with the weights uploaded
+//! once per device.
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use std::sync::Mutex;
+
+use candle_core::{CpuStorage, CustomOp1, DeviceLocation, Layout, Shape, Tensor};
 
 /// Weights and bias of a layer, in float32.
 #[derive(Debug)]
@@ -20,6 +24,8 @@ pub struct Dense {
     pub k: usize,
     pub n: usize,
     pub relu: bool,
+    /// `(k, n)` weights and `(1, n)` bias on a GPU, made on first use there.
+    on_device: Mutex<Option<(DeviceLocation, Tensor, Tensor)>>,
 }
 
 impl Dense {
@@ -33,12 +39,32 @@ impl Dense {
             k,
             n,
             relu,
+            on_device: Mutex::new(None),
         }
     }
 
     /// `(m, k)` f32 in, any strides; `(m, n)` out.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.apply_op1_no_bwd(self)
+        if x.device().is_cpu() {
+            return x.apply_op1_no_bwd(self);
+        }
+        let (weights, bias) = self.weights_on(x.device())?;
+        let y = x.contiguous()?.matmul(&weights)?.broadcast_add(&bias)?;
+        if self.relu { y.relu() } else { Ok(y) }
+    }
+
+    /// The weights and bias as tensors on `device`, uploaded once.
+    fn weights_on(&self, device: &candle_core::Device) -> candle_core::Result<(Tensor, Tensor)> {
+        let mut cached = self.on_device.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((location, weights, bias)) = cached.as_ref()
+            && *location == device.location()
+        {
+            return Ok((weights.clone(), bias.clone()));
+        }
+        let weights = Tensor::from_slice(&self.weights, (self.k, self.n), device)?;
+        let bias = Tensor::from_slice(&self.bias, (1, self.n), device)?;
+        *cached = Some((device.location(), weights.clone(), bias.clone()));
+        Ok((weights, bias))
     }
 }
 

@@ -581,8 +581,10 @@ impl Graph {
     /// Runs the graph on feature-major `block` (`n_features` x `n_rows`, the
     /// graph inputs' features one after another), returning the output.
     pub fn run(&self, block: &[f64], n_rows: usize, device: &Device) -> candle_core::Result<Tensor> {
+        // Tiles keep a CPU's layer outputs in its cache; a GPU takes the
+        // block whole (each tile would be several kernel launches).
         match self.tile_rows {
-            Some(tile) if n_rows > tile => {
+            Some(tile) if n_rows > tile && device.is_cpu() => {
                 let mut outputs = Vec::with_capacity(n_rows.div_ceil(tile));
                 for start in (0..n_rows).step_by(tile) {
                     let rows = tile.min(n_rows - start);

@@ -64,16 +64,6 @@ impl OnnxModel {
             field,
             problem,
         };
-        if !device.is_cpu() {
-            return Err(invalid(
-                "`--device`".into(),
-                format!(
-                    "ONNX graphs run on the CPU (their dense layers and tree ensembles are CPU kernels); \
-                     drop `--device {}`",
-                    describe_device(device)
-                ),
-            ));
-        }
         let model = ModelProto::decode(bytes).map_err(|e| invalid("the ONNX protobuf".into(), e.to_string()))?;
         let opset = model.opsets.get("").or_else(|| model.opsets.get("ai.onnx")).copied();
         let ml_opset = model.opsets.get("ai.onnx.ml").copied().unwrap_or(0);

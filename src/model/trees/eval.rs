@@ -99,11 +99,13 @@ macro_rules! scalar {
 scalar!(f32, u32);
 scalar!(f64, u64);
 
-/// How a view derives from its feature's f64 value.
+/// How a view derives from its feature's f64 value. (The numbers are the
+/// CUDA kernel's, `kernels/trees.cu`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
 enum ViewKind {
-    Value,
-    Negated,
+    Value = 0,
+    Negated = 1,
     /// LightGBM's value: its dense input is made sparse first, so |x| <=
     /// 1e-35 is 0.
     LgbValue,
@@ -204,7 +206,51 @@ struct Program<T> {
 
 /// A compiled ensemble, in its library's precision.
 #[derive(Debug)]
-pub struct Compiled(Precision);
+pub struct Compiled {
+    precision: Precision,
+    /// Its copies on GPUs (`src/model/trees/cuda.rs`), made on first use.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) uploads: DeviceUploads,
+}
+
+/// Per-device copies of a compiled program, kept with the model so that its
+/// arrays are uploaded once per device, not once per block. (Opaque here:
+/// only the CUDA backend knows what it stores.)
+#[derive(Default)]
+pub(crate) struct DeviceUploads(std::sync::Mutex<Vec<(usize, Arc<dyn std::any::Any + Send + Sync>)>>);
+
+impl std::fmt::Debug for DeviceUploads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let devices: Vec<usize> = self
+            .0
+            .lock()
+            .map(|u| u.iter().map(|(d, _)| *d).collect())
+            .unwrap_or_default();
+        f.debug_tuple("DeviceUploads").field(&devices).finish()
+    }
+}
+
+impl DeviceUploads {
+    /// The copy on `device`, made by `upload` the first time.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn get_or_upload<U: std::any::Any + Send + Sync, E>(
+        &self,
+        device: usize,
+        upload: impl FnOnce() -> Result<U, E>,
+    ) -> Result<Arc<U>, E> {
+        // Held across the upload: two blocks on one device upload once.
+        let mut uploads = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(found) = uploads.iter().find(|(d, _)| *d == device)
+            && let Ok(copy) = found.1.clone().downcast::<U>()
+        {
+            return Ok(copy);
+        }
+        let copy = Arc::new(upload()?);
+        uploads.retain(|(d, _)| *d != device);
+        uploads.push((device, copy.clone()));
+        Ok(copy)
+    }
+}
 
 #[derive(Debug)]
 enum Precision {
@@ -264,7 +310,7 @@ impl Compiled {
     /// `TreeModel::new` check it).
     pub fn new(ensemble: &Ensemble) -> Compiled {
         debug_assert_eq!(ensemble.validate(), Ok(()));
-        Compiled(match ensemble.library {
+        Compiled::with(match ensemble.library {
             Library::XGBoost | Library::Onnx => {
                 let program: Program<f32> = Program::compile(ensemble);
                 // The kernel sums; MIN and MAX take the scalar paths.
@@ -279,14 +325,21 @@ impl Compiled {
 
     /// The same program without the SIMD kernel (for tests that compare the two).
     pub fn scalar_only(ensemble: &Ensemble) -> Compiled {
-        Compiled(match ensemble.library {
+        Compiled::with(match ensemble.library {
             Library::XGBoost | Library::Onnx => Precision::F32(Program::compile(ensemble), None),
             Library::LightGBM => Precision::F64(Program::compile(ensemble)),
         })
     }
 
+    fn with(precision: Precision) -> Compiled {
+        Compiled {
+            precision,
+            uploads: DeviceUploads::default(),
+        }
+    }
+
     pub fn n_groups(&self) -> usize {
-        match &self.0 {
+        match &self.precision {
             Precision::F32(p, _) => p.n_groups,
             Precision::F64(p) => p.n_groups,
         }
@@ -294,7 +347,7 @@ impl Compiled {
 
     /// Row-major margins of feature-major `features` (`n_features` x `n_rows`).
     fn margins_of(&self, features: &[f64], n_rows: usize) -> CpuStorage {
-        match &self.0 {
+        match &self.precision {
             Precision::F32(p, simd) => {
                 CpuStorage::F32(p.margins(features, n_rows, simd.as_ref().map(|s| s as &dyn SimdTrees<f32>)))
             }
@@ -712,8 +765,132 @@ fn next_down_f32<T: Scalar>(t: f32) -> T {
     T::from_f64(Scalar::next_down(t) as f64)
 }
 
+/// A compiled program flattened into the arrays `kernels/trees.cu` reads
+/// (its header describes them), ready to upload to a GPU once per model.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) struct DeviceLayout<T> {
+    pub n_features: usize,
+    pub n_views: usize,
+    pub n_groups: usize,
+    /// `(feature, kind)` per view.
+    pub views: Vec<u32>,
+    /// `Step<T>` per node slot, as the kernel's struct (`repr(C)`) bytes.
+    pub steps: Vec<u8>,
+    pub leaf_values: Vec<T>,
+    /// `(root, depth, group, has_categorical)` per tree.
+    pub trees: Vec<u32>,
+    /// Tree indices group by group, each group in the model's tree order.
+    pub tree_order: Vec<u32>,
+    /// `n_groups + 1` offsets into `tree_order`.
+    pub group_start: Vec<u32>,
+    pub base_margin: Vec<T>,
+    /// 0 sum, 1 min, 2 max.
+    pub aggregate: u32,
+    /// `(view, start, end, rule, nan_first)` per set split; `rule` 0 XGBoost
+    /// category, 1 LightGBM category, 2 / 3 ONNX membership with members
+    /// going first / second.
+    pub categorical: Vec<u32>,
+    pub words: Vec<u32>,
+    pub members: Vec<T>,
+}
+
+impl<T: Scalar> Program<T> {
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn device_layout(&self) -> DeviceLayout<T> {
+        let mut steps = Vec::with_capacity(self.steps.len() * std::mem::size_of::<Step<T>>());
+        for step in &self.steps {
+            // SAFETY: `Step<T>` is `repr(C)` of a float and two u32s, with no
+            // padding for f32 (12 bytes) or f64 (16 bytes): every byte is
+            // initialised.
+            let bytes = unsafe {
+                std::slice::from_raw_parts((step as *const Step<T>).cast::<u8>(), std::mem::size_of::<Step<T>>())
+            };
+            steps.extend_from_slice(bytes);
+        }
+        let mut tree_order = Vec::with_capacity(self.trees.len());
+        let mut group_start = vec![0u32];
+        for g in 0..self.n_groups as u32 {
+            tree_order.extend((0..self.trees.len() as u32).filter(|&t| self.trees[t as usize].group == g));
+            group_start.push(tree_order.len() as u32);
+        }
+        DeviceLayout {
+            n_features: self.n_features,
+            n_views: self.views.len(),
+            n_groups: self.n_groups,
+            views: self.views.iter().flat_map(|v| [v.feature, v.kind as u32]).collect(),
+            steps,
+            leaf_values: self.leaf_values.clone(),
+            trees: self
+                .trees
+                .iter()
+                .flat_map(|t| [t.root, t.depth, t.group, u32::from(t.has_categorical)])
+                .collect(),
+            tree_order,
+            group_start,
+            base_margin: self.base_margin.clone(),
+            aggregate: match self.aggregate {
+                Aggregate::Sum => 0,
+                Aggregate::Min => 1,
+                Aggregate::Max => 2,
+            },
+            categorical: self
+                .categorical
+                .iter()
+                .flat_map(|c| {
+                    let rule = match c.rule {
+                        SetRule::XgbCategory => 0,
+                        SetRule::LgbCategory => 1,
+                        SetRule::OnnxMember { member_first: true } => 2,
+                        SetRule::OnnxMember { member_first: false } => 3,
+                    };
+                    [
+                        c.view,
+                        c.words.start as u32,
+                        c.words.end as u32,
+                        rule,
+                        u32::from(c.nan_first),
+                    ]
+                })
+                .collect(),
+            words: self.words.clone(),
+            members: self.members.clone(),
+        }
+    }
+}
+
+/// The program in the precision the GPU runs it in.
+#[derive(Debug)]
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) enum DeviceProgram {
+    F32(DeviceLayout<f32>),
+    F64(DeviceLayout<f64>),
+}
+
+impl Compiled {
+    /// Whether it compares and sums in float64 (LightGBM) rather than float32.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn is_f64(&self) -> bool {
+        matches!(self.precision, Precision::F64(_))
+    }
+
+    /// The arrays the CUDA kernel reads.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn device_program(&self) -> DeviceProgram {
+        match &self.precision {
+            Precision::F32(p, _) => DeviceProgram::F32(p.device_layout()),
+            Precision::F64(p) => DeviceProgram::F64(p.device_layout()),
+        }
+    }
+}
+
 /// The evaluator as a candle op.
-struct TreeOp(Arc<Compiled>);
+struct TreeOp {
+    compiled: Arc<Compiled>,
+    /// On CUDA, the lanes per row (`None`: the kernel's own choice).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    lanes_per_row: Option<u32>,
+}
 
 impl CustomOp1 for TreeOp {
     fn name(&self) -> &'static str {
@@ -728,14 +905,37 @@ impl CustomOp1 for TreeOp {
         let Some((start, end)) = layout.contiguous_offsets() else {
             candle_core::bail!("tree ensemble: features must be contiguous");
         };
-        let margins = self.0.margins_of(&values[start..end], n_rows);
-        Ok((margins, Shape::from((n_rows, self.0.n_groups()))))
+        let margins = self.compiled.margins_of(&values[start..end], n_rows);
+        Ok((margins, Shape::from((n_rows, self.compiled.n_groups()))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::margins(&self.compiled, storage, layout, self.lanes_per_row)
     }
 }
 
 /// Margins `(n_rows, n_groups)` of a `(n_features, n_rows)` f64 tensor.
 pub fn evaluate(compiled: &Arc<Compiled>, features: &Tensor) -> candle_core::Result<Tensor> {
-    features.apply_op1_no_bwd(&TreeOp(compiled.clone()))
+    evaluate_with(compiled, features, None)
+}
+
+/// [`evaluate`], with the CUDA kernel's lanes per row chosen (1 to 32, a
+/// power of two; `None` for its own choice): for the tests and benchmarks
+/// that compare them. The CPU ignores it.
+pub fn evaluate_with(
+    compiled: &Arc<Compiled>,
+    features: &Tensor,
+    lanes_per_row: Option<u32>,
+) -> candle_core::Result<Tensor> {
+    features.apply_op1_no_bwd(&TreeOp {
+        compiled: compiled.clone(),
+        lanes_per_row,
+    })
 }
 
 #[cfg(test)]
@@ -829,6 +1029,181 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `kernels/trees.cu`'s algorithm, step for step, on the flat arrays it
+    /// reads: the view kinds and set rules by the kernel's numbers, the
+    /// trees group by group, `split` lanes per row adding each round's
+    /// leaves in tree order. (What a GPU-less machine can check of the
+    /// kernel: the layout and the order of the sums.)
+    fn kernel_mirror<T: Scalar>(layout: &DeviceLayout<T>, features: &[f64], n_rows: usize, split: usize) -> Vec<T> {
+        let kind_of = |k: u32| match k {
+            0 => ViewKind::Value,
+            1 => ViewKind::Negated,
+            2 => ViewKind::LgbValue,
+            3 => ViewKind::LgbNegated,
+            4 => ViewKind::NanToZero,
+            5 => ViewKind::ZeroToNan,
+            6 => ViewKind::NegatedZeroToNan,
+            7 => ViewKind::Zero,
+            _ => panic!("view kind {k}"),
+        };
+        let step_size = std::mem::size_of::<Step<T>>();
+        assert_eq!(step_size, if std::mem::size_of::<T>() == 4 { 12 } else { 16 });
+        let step = |slot: u32| -> Step<T> {
+            let bytes = &layout.steps[slot as usize * step_size..][..step_size];
+            // SAFETY: the bytes of one `Step<T>`, as `device_layout` wrote them.
+            unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Step<T>>()) }
+        };
+        let goes_first = |c: &[u32], value: T| -> bool {
+            let (start, end, rule, nan_first) = (c[1] as usize, c[2] as usize, c[3], c[4] != 0);
+            if rule >= 2 {
+                if value.is_nan() {
+                    return nan_first;
+                }
+                let member = layout.members[start..end].iter().any(|m| m.to_f64() == value.to_f64());
+                return member == (rule == 2);
+            }
+            let words = &layout.words[start..end];
+            let contains = |c: u64| words.get((c / 32) as usize).is_some_and(|w| w >> (c % 32) & 1 == 1);
+            let x = value.to_f64();
+            if rule == 0 {
+                if x.is_nan() {
+                    nan_first
+                } else if !(0.0..16_777_216.0).contains(&x) {
+                    true
+                } else {
+                    !contains(x as u64)
+                }
+            } else {
+                let x = x.trunc();
+                (0.0..2_147_483_648.0).contains(&x) && contains(x as u64)
+            }
+        };
+        let mut out = vec![T::ZERO; n_rows * layout.n_groups];
+        for r in 0..n_rows {
+            let row: Vec<T> = layout
+                .views
+                .chunks_exact(2)
+                .map(|v| match kind_of(v[1]) {
+                    ViewKind::Zero => T::ZERO,
+                    kind => View { feature: v[0], kind }.compute(features[v[0] as usize * n_rows + r]),
+                })
+                .collect();
+            let walk = |t: usize| -> T {
+                let tree = &layout.trees[4 * t..4 * t + 4];
+                let mut at = tree[0];
+                for _ in 0..tree[1] {
+                    let s = step(at);
+                    let second = if tree[3] != 0 && s.view & CATEGORICAL != 0 {
+                        let c = &layout.categorical[5 * (s.view & !CATEGORICAL) as usize..][..5];
+                        !goes_first(c, row[c[0] as usize])
+                    } else {
+                        goes_second(row[s.view as usize], s.threshold)
+                    };
+                    let next = s.first + u32::from(second);
+                    if next == at {
+                        break;
+                    }
+                    at = next;
+                }
+                layout.leaf_values[at as usize]
+            };
+            for g in 0..layout.n_groups {
+                let (first, end) = (layout.group_start[g] as usize, layout.group_start[g + 1] as usize);
+                let mut acc = match layout.aggregate {
+                    0 => layout.base_margin[g],
+                    1 => T::INFINITY,
+                    _ => -T::INFINITY,
+                };
+                for round in (first..end).step_by(split) {
+                    let leaves: Vec<T> = (0..split)
+                        .map(|lane| {
+                            if round + lane < end {
+                                walk(layout.tree_order[round + lane] as usize)
+                            } else {
+                                T::ZERO
+                            }
+                        })
+                        .collect();
+                    for leaf in leaves.iter().take(end - round) {
+                        acc = match layout.aggregate {
+                            0 => acc + *leaf,
+                            1 => acc.min(*leaf),
+                            _ => acc.max(*leaf),
+                        };
+                    }
+                }
+                out[r * layout.n_groups + g] = acc;
+            }
+        }
+        out
+    }
+
+    /// The arrays the CUDA kernel reads describe the same function as the
+    /// CPU evaluator, for every library, set splits, several groups and the
+    /// ONNX aggregates, bit for bit, whatever the lanes per row.
+    #[test]
+    fn the_device_layout_scores_like_the_evaluator() {
+        let mut cases = 0;
+        for library in [Library::XGBoost, Library::LightGBM, Library::Onnx] {
+            for (leaves, balanced, categorical_share, n_groups) in [
+                (64, true, 0.0, 1),
+                (40, false, 0.2, 3),
+                (1, true, 0.0, 2),
+                (300, false, 0.2, 1),
+            ] {
+                let shape = Shape {
+                    library,
+                    n_trees: 9,
+                    n_features: 7,
+                    n_groups,
+                    leaves,
+                    balanced,
+                    categorical_share,
+                    seed: 7 + cases,
+                };
+                let mut ensembles = vec![random_ensemble(&shape)];
+                if library == Library::Onnx {
+                    for aggregate in [Aggregate::Min, Aggregate::Max] {
+                        let mut e = ensembles[0].clone();
+                        e.aggregate = aggregate;
+                        e.base_margin = vec![0.0; e.n_groups];
+                        ensembles.push(e);
+                    }
+                }
+                let n_rows = 301;
+                let mut values = random_rows(n_rows, shape.n_features, 0.1, shape.seed);
+                values[3] = 0.0;
+                values[4] = -0.0;
+                values[5] = 1e-40;
+                for ensemble in &ensembles {
+                    let compiled = Compiled::new(ensemble);
+                    let expected = margins(Compiled::scalar_only(ensemble), &values, n_rows);
+                    for split in [1, 4, 32] {
+                        let got: Vec<f64> = match compiled.device_program() {
+                            DeviceProgram::F32(l) => {
+                                assert!(!compiled.is_f64());
+                                kernel_mirror(&l, &values, n_rows, split)
+                                    .iter()
+                                    .map(|&x| x as f64)
+                                    .collect()
+                            }
+                            DeviceProgram::F64(l) => kernel_mirror(&l, &values, n_rows, split),
+                        };
+                        for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+                            assert_eq!(
+                                g.to_bits(),
+                                e.to_bits(),
+                                "{shape:?} split {split} value {i}: {g} vs {e}"
+                            );
+                        }
+                    }
+                    cases += 1;
+                }
+            }
+        }
+        assert_eq!(cases, 20);
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! xgboost.rs / lightgbm.rs --(Ensemble)--> eval::Compiled --(candle op)--> margins --(objective)--> scores
 //! ```
 
+#[cfg(feature = "cuda")]
+mod cuda;
 pub mod eval;
 pub mod lightgbm;
 pub mod objective;
