@@ -36,7 +36,7 @@ echo "== building with --features cuda (release)"
 cargo build --release --features cuda --bin lakescore --bin gen-lake
 # The test and bench executables' paths, from cargo's own report.
 executables() {
-  cargo "$@" --features cuda --no-run --message-format=json 2> /dev/null |
+  cargo "$@" --features cuda --no-run --message-format=json 2> "$STAGE/cargo.log" |
     python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -45,7 +45,8 @@ for line in sys.stdin:
         print(m["target"]["kind"][0], m["target"]["name"], m["executable"])
 ' lakescore it cuda_trees
 }
-{ executables test --release --lib --test it; executables bench --bench cuda_trees; } > "$STAGE/executables"
+{ executables test --release --lib --test it; executables bench --bench cuda_trees; } > "$STAGE/executables" ||
+  { cat "$STAGE/cargo.log" >&2; exit 1; }
 cat "$STAGE/executables"
 while read -r kind name path; do
   case "$kind/$name" in

@@ -41,6 +41,12 @@ RESULTS=$LOGS/results.tsv
 : > "$RESULTS"
 started=$(date +%s)
 say() { echo "== [$(($(date +%s) - started)) s] $*"; }
+# What has been gathered so far, in OUT after each stage: a call cut off
+# by its time limit still returns the stages it finished.
+snapshot() {
+  cp "$RESULTS" "$OUT/" 2> /dev/null
+  tar -C "$WORK" -czf "$OUT/logs.tar.gz" logs $(cd "$WORK" && ls -d target/criterion 2> /dev/null)
+}
 
 say "unpacking .gpu/bundle.tar.xz"
 python3 -c 'import tarfile, sys; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' .gpu/bundle.tar.xz "$WORK/bundle" || exit 1
@@ -75,16 +81,17 @@ echo "cores: $THREADS, seed: $SEED, libraries: $NV"
 # ---- 1. parity
 [ "$DEVICE" = cuda ] && export LAKESCORE_TEST_REQUIRE_GPU=1
 say "parity: the kernel against the CPU evaluator"
-"$BIN/lib-tests" trees::cuda:: > "$LOGS/parity-kernel.log" 2>&1
+timeout 300 "$BIN/lib-tests" trees::cuda:: > "$LOGS/parity-kernel.log" 2>&1
 echo -e "parity\tkernel vs CPU evaluator (fresh random ensembles, every lane count)\t$?" >> "$RESULTS"
 grep -E "^test |test result|seed" "$LOGS/parity-kernel.log"
 say "parity: every model test's CUDA twin"
-"$BIN/it-tests" on_cuda --test-threads 4 > "$LOGS/parity-models.log" 2>&1
+timeout 300 "$BIN/it-tests" on_cuda --test-threads 8 > "$LOGS/parity-models.log" 2>&1
 echo -e "parity\tmodel tests on CUDA (tree and ONNX fixtures, 5 sample models)\t$?" >> "$RESULTS"
 grep -E "^test |test result" "$LOGS/parity-models.log"
 if [ "$DEVICE" = cuda ] && ! grep -q "test result: ok. [1-9]" "$LOGS/parity-models.log"; then
   echo -e "parity\tno CUDA model test ran\t1" >> "$RESULTS"
 fi
+snapshot
 
 # ---- 2. the kernel alone
 say "the tree kernel alone: rows $KERNEL_ROWS"
@@ -106,14 +113,16 @@ times.sort()
 print(f"{2 * x.numel() / times[len(times) // 2] / 1e12:.2f}")
 EOF
   cat "$LOGS/bandwidth.txt"
-  (cd "$WORK" && LAKESCORE_BENCH_ROWS=$KERNEL_ROWS "$BIN/cuda_trees" --bench > "$LOGS/kernel.log" 2>&1)
+  (cd "$WORK" && CRITERION_HOME=$WORK/target/criterion LAKESCORE_BENCH_ROWS=$KERNEL_ROWS \
+    timeout 240 "$BIN/cuda_trees" --bench > "$LOGS/kernel.log" 2>&1)
   echo -e "kernel\tcriterion run\t$?" >> "$RESULTS"
   grep -E "^cuda_trees|thrpt" "$LOGS/kernel.log"
+  snapshot
 fi
 
 # ---- 3. end to end
 say "end to end: generating a $ROWS-row lake (seed $SEED)"
-"$BIN/gen-lake" "$WORK/lake" --rows "$ROWS" --files 16 --seed "$SEED" > "$LOGS/gen-lake.log" 2>&1 || {
+timeout 180 "$BIN/gen-lake" "$WORK/lake" --rows "$ROWS" --files 16 --seed "$SEED" > "$LOGS/gen-lake.log" 2>&1 || {
   cat "$LOGS/gen-lake.log"
   exit 1
 }
@@ -125,7 +134,7 @@ for m in logreg.json xgb.json lgbm.txt rf.onnx mlp.onnx; do
     dev=${run%%:*}
     tag=${m%%.*}-${run##*:}
     t0=$(date +%s.%N)
-    "$BIN/lakescore" -q score --model "$model" --input "$WORK/lake" --output "$WORK/out-$tag" \
+    timeout 120 "$BIN/lakescore" -q score --model "$model" --input "$WORK/lake" --output "$WORK/out-$tag" \
       --device "$dev" --threads "$THREADS" --report "$LOGS/report-$tag.json" > "$LOGS/score-$tag.log" 2>&1
     code=$?
     t1=$(date +%s.%N)
@@ -157,12 +166,14 @@ try:
 except Exception as e:
     print(f"compare\t{os.path.basename(a_dir)[4:-4]}\t1\t{e}")
 EOF
+  [ "${PIPESTATUS[0]}" = 0 ] || echo -e "compare\t${m%%.*}\t1\tthe comparison itself failed" >> "$RESULTS"
+  snapshot
   rm -rf "$WORK/out-${m%%.*}-cpu" "$WORK/out-${m%%.*}-gpu"
 done
 
 # ---- 4. the table
 say "done"
 python3 benches/gpu_check_table.py "$LOGS" "$WORK" "$DEVICE" "$KERNEL_ROWS" | tee "$LOGS/gpu-check.md"
-cp "$LOGS/gpu-check.md" "$RESULTS" "$OUT/"
-tar -C "$WORK" -czf "$OUT/logs.tar.gz" logs $(cd "$WORK" && ls -d target/criterion 2> /dev/null)
+cp "$LOGS/gpu-check.md" "$OUT/"
+snapshot
 ! cut -f3 "$RESULTS" | grep -qv '^0$'

@@ -25,7 +25,8 @@
 D=${1:-/tmp/lakescore-cuda}
 mkdir -p "$D"
 if [ ! -x "$D/venv/bin/python" ]; then python3 -m venv "$D/venv" || return 1 2>/dev/null || exit 1; fi
-C=$D/venv/lib/python3.11/site-packages/nvidia/cu13
+# (Whatever python3 the machine has: the venv's site-packages by its version.)
+C=$("$D/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/nvidia/cu13
 if [ ! -x "$C/bin/nvcc" ]; then
   "$D/venv/bin/pip" install -q 'cuda-toolkit[nvcc,cudart,cublas,curand,nvrtc,cccl,crt,nvvm]==13.0.2' || return 1 2>/dev/null || exit 1
 fi

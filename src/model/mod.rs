@@ -281,6 +281,19 @@ pub trait Model: Send + Sync + std::fmt::Debug {
 /// Loads the model at `path` onto `device`, detecting its format from the
 /// file's content.
 pub fn load(path: &Path, device: &Device, options: &LoadOptions) -> Result<Box<dyn Model>, ModelError> {
+    let model = load_on(path, device, options)?;
+    // candle queues each host thread's GPU work on that thread's own stream:
+    // the weights uploaded here must have landed before the workers' threads
+    // read them.
+    device.synchronize().map_err(|source| ModelError::Compute {
+        model: model.info().name.clone(),
+        device: describe_device(device),
+        source: Box::new(source),
+    })?;
+    Ok(model)
+}
+
+fn load_on(path: &Path, device: &Device, options: &LoadOptions) -> Result<Box<dyn Model>, ModelError> {
     let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
         path: path.to_path_buf(),
         source,

@@ -12,7 +12,7 @@
 
 use std::sync::Mutex;
 
-use candle_core::{CpuStorage, CustomOp1, DeviceLocation, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
 
 /// Weights and bias of a layer, in float32.
 #[derive(Debug)]
@@ -25,7 +25,7 @@ pub struct Dense {
     pub n: usize,
     pub relu: bool,
     /// `(k, n)` weights and `(1, n)` bias on a GPU, made on first use there.
-    on_device: Mutex<Option<(DeviceLocation, Tensor, Tensor)>>,
+    on_device: Mutex<Option<(Device, Tensor, Tensor)>>,
 }
 
 impl Dense {
@@ -56,14 +56,17 @@ impl Dense {
     /// The weights and bias as tensors on `device`, uploaded once.
     fn weights_on(&self, device: &candle_core::Device) -> candle_core::Result<(Tensor, Tensor)> {
         let mut cached = self.on_device.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some((location, weights, bias)) = cached.as_ref()
-            && *location == device.location()
+        if let Some((on, weights, bias)) = cached.as_ref()
+            && on.same_device(device)
         {
             return Ok((weights.clone(), bias.clone()));
         }
         let weights = Tensor::from_slice(&self.weights, (self.k, self.n), device)?;
         let bias = Tensor::from_slice(&self.bias, (1, self.n), device)?;
-        *cached = Some((device.location(), weights.clone(), bias.clone()));
+        // Other threads use them on their own streams (candle's per-thread
+        // streams): the copies must be done first.
+        device.synchronize()?;
+        *cached = Some((device.clone(), weights.clone(), bias.clone()));
         Ok((weights, bias))
     }
 }

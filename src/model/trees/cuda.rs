@@ -81,7 +81,7 @@ fn upload<T: DeviceRepr + Copy + Default>(device: &CudaDevice, values: &[T]) -> 
 
 impl<T: KernelFloat> Uploaded<T> {
     fn new(device: &CudaDevice, layout: DeviceLayout<T>) -> candle_core::Result<Uploaded<T>> {
-        Ok(Uploaded {
+        let uploaded = Uploaded {
             views: upload(device, &layout.views)?,
             steps: upload(device, &layout.steps)?,
             leaf_values: upload(device, &layout.leaf_values)?,
@@ -96,7 +96,12 @@ impl<T: KernelFloat> Uploaded<T> {
             n_views: layout.n_views,
             n_groups: layout.n_groups,
             aggregate: layout.aggregate,
-        })
+        };
+        // The copies are queued on this thread's stream (candle's device
+        // uses per-thread streams); other workers' threads launch on theirs,
+        // with no order between them: the copies must be done first.
+        device.cuda_stream().synchronize().w()?;
+        Ok(uploaded)
     }
 }
 
@@ -177,10 +182,17 @@ fn run<T: KernelFloat>(
         }
         let split = lanes_per_row(row_bytes, chosen_lanes_per_row)?;
         // Whole warps, and rows that fit in shared memory.
+        let rows_per_warp = 32 / split;
+        if rows_per_warp as usize * row_bytes > SHARED_BYTES {
+            candle_core::bail!(
+                "tree ensemble: {split} lanes per row put {rows_per_warp} rows of {row_bytes} bytes in a warp, more \
+                 than {SHARED_BYTES} bytes of shared memory; choose more lanes per row"
+            );
+        }
         let max_rows = (SHARED_BYTES / row_bytes) as u32;
         let rows_per_block = (BLOCK_THREADS / split).min(max_rows);
-        let rows_per_warp = 32 / split;
         let rows_per_block = (rows_per_block / rows_per_warp).max(1) * rows_per_warp;
+        debug_assert!(rows_per_block as usize * row_bytes <= SHARED_BYTES);
         let threads = rows_per_block * split;
         let blocks = (n_rows as u64).div_ceil(u64::from(rows_per_block));
         let config = LaunchConfig {
@@ -232,9 +244,9 @@ mod tests {
 
     use candle_core::{Device, Tensor};
 
+    use crate::model::trees::Library;
     use crate::model::trees::eval::{Compiled, evaluate_with};
-    use crate::model::trees::synthetic::{Shape, random_ensemble, random_rows};
-    use crate::model::trees::{Aggregate, Library};
+    use crate::model::trees::synthetic::{Shape, random_ensemble, random_ensembles_every_aggregate, random_rows};
 
     /// A GPU, or `None` (the test then passes with a note), unless
     /// `LAKESCORE_TEST_REQUIRE_GPU` is set: the GPU check sets it, so that a
@@ -300,15 +312,7 @@ mod tests {
                     categorical_share,
                     seed: seed.wrapping_add(checked),
                 };
-                let mut ensembles = vec![random_ensemble(&shape)];
-                if library == Library::Onnx {
-                    for aggregate in [Aggregate::Min, Aggregate::Max] {
-                        let mut e = ensembles[0].clone();
-                        e.aggregate = aggregate;
-                        e.base_margin = vec![0.0; e.n_groups];
-                        ensembles.push(e);
-                    }
-                }
+                let ensembles = random_ensembles_every_aggregate(&shape);
                 // Not a multiple of any block's rows.
                 let n_rows = 5003;
                 let mut values = random_rows(n_rows, shape.n_features, 0.1, shape.seed ^ 0x5eed);

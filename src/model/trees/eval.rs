@@ -941,7 +941,7 @@ pub fn evaluate_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::trees::synthetic::{Shape, random_ensemble, random_rows};
+    use crate::model::trees::synthetic::{Shape, random_ensembles_every_aggregate, random_rows};
 
     fn margins(compiled: Compiled, values: &[f64], n_rows: usize) -> Vec<f64> {
         let features = Tensor::from_slice(values, (values.len() / n_rows, n_rows), &candle_core::Device::Cpu).unwrap();
@@ -992,19 +992,14 @@ mod tests {
         // Not a multiple of the block, the lanes or the SIMD width.
         let n_rows = 2 * BLOCK_ROWS + 37;
         // ONNX ensembles also take the smallest and largest leaf.
-        let mut ensembles = Vec::new();
-        for shape in &shapes {
-            let ensemble = random_ensemble(shape);
-            if shape.library == Library::Onnx {
-                for aggregate in [Aggregate::Min, Aggregate::Max] {
-                    let mut e = ensemble.clone();
-                    e.aggregate = aggregate;
-                    e.base_margin = vec![0.0; e.n_groups];
-                    ensembles.push((shape, e));
-                }
-            }
-            ensembles.push((shape, ensemble));
-        }
+        let ensembles: Vec<_> = shapes
+            .iter()
+            .flat_map(|shape| {
+                random_ensembles_every_aggregate(shape)
+                    .into_iter()
+                    .map(move |e| (shape, e))
+            })
+            .collect();
         for (shape, ensemble) in &ensembles {
             let mut values = random_rows(n_rows, shape.n_features, 0.1, shape.seed + 100);
             values[3] = 0.0;
@@ -1163,15 +1158,7 @@ mod tests {
                     categorical_share,
                     seed: 7 + cases,
                 };
-                let mut ensembles = vec![random_ensemble(&shape)];
-                if library == Library::Onnx {
-                    for aggregate in [Aggregate::Min, Aggregate::Max] {
-                        let mut e = ensembles[0].clone();
-                        e.aggregate = aggregate;
-                        e.base_margin = vec![0.0; e.n_groups];
-                        ensembles.push(e);
-                    }
-                }
+                let ensembles = random_ensembles_every_aggregate(&shape);
                 let n_rows = 301;
                 let mut values = random_rows(n_rows, shape.n_features, 0.1, shape.seed);
                 values[3] = 0.0;

@@ -3,7 +3,7 @@
 //! on any ensemble, not only on those a library happened to train.
 
 use super::objective::Transform;
-use super::{Bitset, Ensemble, LgbMissing, Library, Node, OnnxRule, Test, Tree};
+use super::{Aggregate, Bitset, Ensemble, LgbMissing, Library, Node, OnnxRule, Test, Tree};
 use crate::datagen::Rng;
 use crate::model::Feature;
 
@@ -74,6 +74,24 @@ pub fn random_rows(n_rows: usize, n_features: usize, nan_share: f64, seed: u64) 
 /// A multiple of 1/4 around 0: thresholds and values meet there.
 fn grid_value(rng: &mut Rng) -> f64 {
     (rng.normal(0.0, 1.0) * 4.0).round() / 4.0
+}
+
+/// [`random_ensemble`], and for ONNX also the same trees taking the
+/// smallest and the largest leaf (`MIN`, `MAX`; base margin 0), so that a
+/// test covers every way leaves combine.
+pub fn random_ensembles_every_aggregate(shape: &Shape) -> Vec<Ensemble> {
+    let ensemble = random_ensemble(shape);
+    let mut ensembles = Vec::new();
+    if shape.library == Library::Onnx {
+        for aggregate in [Aggregate::Min, Aggregate::Max] {
+            let mut e = ensemble.clone();
+            e.aggregate = aggregate;
+            e.base_margin = vec![0.0; e.n_groups];
+            ensembles.push(e);
+        }
+    }
+    ensembles.push(ensemble);
+    ensembles
 }
 
 pub fn random_ensemble(shape: &Shape) -> Ensemble {
