@@ -143,30 +143,11 @@ for m in logreg.json xgb.json lgbm.txt rf.onnx mlp.onnx; do
   done
   tolerance=1e-6
   [ "$m" = mlp.onnx ] && tolerance=1e-5
-  python3 - "$WORK/out-${m%%.*}-cpu" "$WORK/out-${m%%.*}-gpu" "$tolerance" >> "$RESULTS" << 'EOF'
-# Every score column of two outputs of one lake, per customer_id.
-import glob, os, sys
-import numpy as np
-import pyarrow.parquet as pq
-a_dir, b_dir, tolerance = sys.argv[1], sys.argv[2], float(sys.argv[3])
-def load(folder):
-    files = sorted(f for f in glob.glob(os.path.join(folder, "**", "*.parquet"), recursive=True)
-                   if "/_" not in f[len(folder):])
-    table = pq.ParquetDataset(files).read()
-    order = np.argsort(table["customer_id"].to_numpy(), kind="stable")
-    return {c: table[c].to_numpy()[order] for c in table.column_names if c == "customer_id" or c.startswith("score")}
-try:
-    a, b = load(a_dir), load(b_dir)
-    same_ids = np.array_equal(a["customer_id"], b["customer_id"])
-    columns = [c for c in a if c.startswith("score")]
-    worst = max(float(np.nanmax(np.abs(a[c].astype(np.float64) - b[c].astype(np.float64)))) for c in columns)
-    nan_agree = all(np.array_equal(np.isnan(a[c]), np.isnan(b[c])) for c in columns)
-    ok = same_ids and nan_agree and worst <= tolerance and list(a) == list(b)
-    print(f"compare\t{os.path.basename(a_dir)[4:-4]}\t{0 if ok else 1}\t{worst:.3g}\t{len(a['customer_id'])}\t{tolerance}")
-except Exception as e:
-    print(f"compare\t{os.path.basename(a_dir)[4:-4]}\t1\t{e}")
-EOF
-  [ "${PIPESTATUS[0]}" = 0 ] || echo -e "compare\t${m%%.*}\t1\tthe comparison itself failed" >> "$RESULTS"
+  # Every score column, per customer (benches/compare_scores.py).
+  verdict=$(python3 benches/compare_scores.py "$WORK/out-${m%%.*}-cpu" "$WORK/out-${m%%.*}-gpu" "$DEVICE" \
+    --same-columns --tolerance "$tolerance" 2>&1)
+  code=$?
+  echo -e "compare\t${m%%.*}\t$code\t$(echo "$verdict" | tr '\n' ' ')" >> "$RESULTS"
   snapshot
   rm -rf "$WORK/out-${m%%.*}-cpu" "$WORK/out-${m%%.*}-gpu"
 done

@@ -157,28 +157,21 @@ __device__ __forceinline__ T walk(const Tree &tree, const T *row, const Step<T> 
                                   const T *__restrict__ leaf_values, const Categorical *__restrict__ categorical,
                                   const uint32_t *__restrict__ words, const T *__restrict__ members) {
     uint32_t at = tree.root;
-    if (!tree.has_categorical) {
-        for (uint32_t d = 0; d < tree.depth; ++d) {
-            const Step<T> s = steps[at];
+    for (uint32_t d = 0; d < tree.depth; ++d) {
+        const Step<T> s = steps[at];
+        bool second;
+        // `has_categorical` is the same for every lane walking this tree, so
+        // trees without set splits never take the lookup's branch.
+        if (tree.has_categorical && (s.view & CATEGORICAL)) {
+            const Categorical c = categorical[s.view & ~CATEGORICAL];
+            second = !categorical_goes_first(c, row[c.view], words, members);
+        } else {
             // `!(x <= t)`: NaN takes the second child.
-            const uint32_t next = s.first + (uint32_t)(!(row[s.view] <= s.threshold));
-            if (next == at) break;
-            at = next;
+            second = !(row[s.view] <= s.threshold);
         }
-    } else {
-        for (uint32_t d = 0; d < tree.depth; ++d) {
-            const Step<T> s = steps[at];
-            bool second;
-            if (s.view & CATEGORICAL) {
-                const Categorical c = categorical[s.view & ~CATEGORICAL];
-                second = !categorical_goes_first(c, row[c.view], words, members);
-            } else {
-                second = !(row[s.view] <= s.threshold);
-            }
-            const uint32_t next = s.first + (uint32_t)second;
-            if (next == at) break;
-            at = next;
-        }
+        const uint32_t next = s.first + (uint32_t)second;
+        if (next == at) break;
+        at = next;
     }
     return leaf_values[at];
 }

@@ -2,9 +2,11 @@
 //!
 //! Callers never branch on the `cuda` cargo feature: without it, candle's
 //! stand-in CUDA device refuses to open, and we turn that into a clear error.
+//! [`PerDevice`] keeps what a model uploads to a device, once per device.
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::error::exit_code;
 
@@ -82,6 +84,63 @@ impl DeviceSpec {
                     source: Box::new(source),
                 },
             }),
+        }
+    }
+}
+
+/// What a model uploads to a device (a compiled tree program, a layer's
+/// weights), made on first use there and kept with the model, so that it is
+/// uploaded once per device, not once per block.
+pub struct PerDevice<U: ?Sized + Send + Sync>(Mutex<Vec<(candle_core::Device, Arc<U>)>>);
+
+impl<U: ?Sized + Send + Sync> Default for PerDevice<U> {
+    fn default() -> Self {
+        PerDevice(Mutex::new(Vec::new()))
+    }
+}
+
+impl<U: ?Sized + Send + Sync> fmt::Debug for PerDevice<U> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let copies = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        f.debug_struct("PerDevice").field("devices", &copies.len()).finish()
+    }
+}
+
+impl<U: ?Sized + Send + Sync> PerDevice<U> {
+    /// The copy on `device`, made by `upload` the first time. The device is
+    /// synchronised before the copy is shared: candle queues each host
+    /// thread's GPU work on that thread's own stream, and the other workers'
+    /// streams are not ordered after it.
+    pub fn get_or_upload(
+        &self,
+        device: &candle_core::Device,
+        upload: impl FnOnce() -> candle_core::Result<Arc<U>>,
+    ) -> candle_core::Result<Arc<U>> {
+        // Held across the upload: two blocks on one device upload once.
+        let mut copies = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, copy)) = copies.iter().find(|(on, _)| on.same_device(device)) {
+            return Ok(copy.clone());
+        }
+        let copy = upload()?;
+        device.synchronize()?;
+        copies.push((device.clone(), copy.clone()));
+        Ok(copy)
+    }
+}
+
+/// For the tests' CUDA twins: GPU 0, or `None` (the test then passes with a
+/// note) where none opens, unless `LAKESCORE_TEST_REQUIRE_GPU` is set (the
+/// GPU check sets it), where that is a failure.
+#[doc(hidden)]
+pub fn gpu_for_tests() -> Option<candle_core::Device> {
+    match candle_core::Device::new_cuda(0) {
+        Ok(device) => Some(device),
+        Err(error) if std::env::var_os("LAKESCORE_TEST_REQUIRE_GPU").is_some() => {
+            panic!("LAKESCORE_TEST_REQUIRE_GPU is set, but no GPU opened: {error}")
+        }
+        Err(error) => {
+            eprintln!("skipped on CUDA: no GPU ({error})");
+            None
         }
     }
 }

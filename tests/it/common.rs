@@ -36,21 +36,12 @@ macro_rules! test_device {
 }
 pub(crate) use test_device;
 
-/// Whether a CUDA GPU opens. Without one the CUDA twin of a test passes with
-/// a note, unless `LAKESCORE_TEST_REQUIRE_GPU` is set (the GPU check sets
-/// it), where that is a failure.
+/// Whether a CUDA GPU opens ([`lakescore::device::gpu_for_tests`]: without
+/// one a CUDA twin passes with a note, unless `LAKESCORE_TEST_REQUIRE_GPU`
+/// is set).
 #[cfg(feature = "cuda")]
 pub fn gpu_present() -> bool {
-    match candle_core::Device::new_cuda(0) {
-        Ok(_) => true,
-        Err(error) if std::env::var_os("LAKESCORE_TEST_REQUIRE_GPU").is_some() => {
-            panic!("LAKESCORE_TEST_REQUIRE_GPU is set, but no GPU opened: {error}")
-        }
-        Err(error) => {
-            eprintln!("skipped on CUDA: no GPU ({error})");
-            false
-        }
-    }
+    lakescore::device::gpu_for_tests().is_some()
 }
 
 /// The candle device a `--device` name opens.

@@ -10,9 +10,11 @@
 //! candle's CUDA matmul (cuBLAS), bias and ReLU, with the weights uploaded
 //! once per device.
 
-use std::sync::Mutex;
+use std::sync::Arc;
 
-use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+
+use crate::device::PerDevice;
 
 /// Weights and bias of a layer, in float32.
 #[derive(Debug)]
@@ -25,7 +27,7 @@ pub struct Dense {
     pub n: usize,
     pub relu: bool,
     /// `(k, n)` weights and `(1, n)` bias on a GPU, made on first use there.
-    on_device: Mutex<Option<(Device, Tensor, Tensor)>>,
+    on_device: PerDevice<(Tensor, Tensor)>,
 }
 
 impl Dense {
@@ -39,7 +41,7 @@ impl Dense {
             k,
             n,
             relu,
-            on_device: Mutex::new(None),
+            on_device: PerDevice::default(),
         }
     }
 
@@ -48,26 +50,16 @@ impl Dense {
         if x.device().is_cpu() {
             return x.apply_op1_no_bwd(self);
         }
-        let (weights, bias) = self.weights_on(x.device())?;
-        let y = x.contiguous()?.matmul(&weights)?.broadcast_add(&bias)?;
+        let device = x.device();
+        let on_device = self.on_device.get_or_upload(device, || {
+            Ok(Arc::new((
+                Tensor::from_slice(&self.weights, (self.k, self.n), device)?,
+                Tensor::from_slice(&self.bias, (1, self.n), device)?,
+            )))
+        })?;
+        let (weights, bias) = &*on_device;
+        let y = x.contiguous()?.matmul(weights)?.broadcast_add(bias)?;
         if self.relu { y.relu() } else { Ok(y) }
-    }
-
-    /// The weights and bias as tensors on `device`, uploaded once.
-    fn weights_on(&self, device: &candle_core::Device) -> candle_core::Result<(Tensor, Tensor)> {
-        let mut cached = self.on_device.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some((on, weights, bias)) = cached.as_ref()
-            && on.same_device(device)
-        {
-            return Ok((weights.clone(), bias.clone()));
-        }
-        let weights = Tensor::from_slice(&self.weights, (self.k, self.n), device)?;
-        let bias = Tensor::from_slice(&self.bias, (1, self.n), device)?;
-        // Other threads use them on their own streams (candle's per-thread
-        // streams): the copies must be done first.
-        device.synchronize()?;
-        *cached = Some((device.clone(), weights.clone(), bias.clone()));
-        Ok((weights, bias))
     }
 }
 

@@ -41,30 +41,23 @@ struct Uploaded<T> {
     aggregate: u32,
 }
 
+/// A program on one device, in its library's precision.
+enum OnDevice {
+    F32(Uploaded<f32>),
+    F64(Uploaded<f64>),
+}
+
 /// The float types the kernel has an instance for.
 trait KernelFloat: DeviceRepr + CudaDType + Copy + Default + Send + Sync + 'static {
     const KERNEL: &'static str;
-    fn layout(program: DeviceProgram) -> Option<DeviceLayout<Self>>;
 }
 
 impl KernelFloat for f32 {
     const KERNEL: &'static str = "trees_f32";
-    fn layout(program: DeviceProgram) -> Option<DeviceLayout<f32>> {
-        match program {
-            DeviceProgram::F32(layout) => Some(layout),
-            DeviceProgram::F64(_) => None,
-        }
-    }
 }
 
 impl KernelFloat for f64 {
     const KERNEL: &'static str = "trees_f64";
-    fn layout(program: DeviceProgram) -> Option<DeviceLayout<f64>> {
-        match program {
-            DeviceProgram::F64(layout) => Some(layout),
-            DeviceProgram::F32(_) => None,
-        }
-    }
 }
 
 /// Copies `values` to the device; an empty array becomes one default
@@ -81,7 +74,7 @@ fn upload<T: DeviceRepr + Copy + Default>(device: &CudaDevice, values: &[T]) -> 
 
 impl<T: KernelFloat> Uploaded<T> {
     fn new(device: &CudaDevice, layout: DeviceLayout<T>) -> candle_core::Result<Uploaded<T>> {
-        let uploaded = Uploaded {
+        Ok(Uploaded {
             views: upload(device, &layout.views)?,
             steps: upload(device, &layout.steps)?,
             leaf_values: upload(device, &layout.leaf_values)?,
@@ -96,12 +89,7 @@ impl<T: KernelFloat> Uploaded<T> {
             n_views: layout.n_views,
             n_groups: layout.n_groups,
             aggregate: layout.aggregate,
-        };
-        // The copies are queued on this thread's stream (candle's device
-        // uses per-thread streams); other workers' threads launch on theirs,
-        // with no order between them: the copies must be done first.
-        device.cuda_stream().synchronize().w()?;
-        Ok(uploaded)
+        })
     }
 }
 
@@ -131,33 +119,35 @@ pub(crate) fn margins(
     layout: &Layout,
     lanes_per_row: Option<u32>,
 ) -> candle_core::Result<(CudaStorage, Shape)> {
-    if compiled.is_f64() {
-        run::<f64>(compiled, storage, layout, lanes_per_row)
-    } else {
-        run::<f32>(compiled, storage, layout, lanes_per_row)
+    let device = storage.device();
+    let on_device = compiled
+        .uploads
+        .get_or_upload(&candle_core::Device::Cuda(device.clone()), || {
+            Ok(std::sync::Arc::new(match compiled.device_program() {
+                DeviceProgram::F32(layout) => OnDevice::F32(Uploaded::new(device, layout)?),
+                DeviceProgram::F64(layout) => OnDevice::F64(Uploaded::new(device, layout)?),
+            }))
+        })?;
+    match on_device.downcast_ref::<OnDevice>() {
+        Some(OnDevice::F32(program)) => run(program, device, storage, layout, lanes_per_row),
+        Some(OnDevice::F64(program)) => run(program, device, storage, layout, lanes_per_row),
+        None => candle_core::bail!("tree ensemble: another kind of upload is cached for this program"),
     }
 }
 
 fn run<T: KernelFloat>(
-    compiled: &Compiled,
+    program: &Uploaded<T>,
+    device: &CudaDevice,
     storage: &CudaStorage,
     layout: &Layout,
     chosen_lanes_per_row: Option<u32>,
 ) -> candle_core::Result<(CudaStorage, Shape)> {
-    let device = storage.device();
     let (n_features, n_rows) = layout.shape().dims2()?;
     let Some((start, end)) = layout.contiguous_offsets() else {
         candle_core::bail!("tree ensemble: features must be contiguous");
     };
     let features = storage.as_cuda_slice::<f64>()?;
     let features = features.slice(start..end);
-    let key = std::sync::Arc::as_ptr(&device.cuda_stream()) as usize;
-    let program = compiled.uploads.get_or_upload(key, || {
-        let Some(layout) = T::layout(compiled.device_program()) else {
-            candle_core::bail!("tree ensemble: program precision changed");
-        };
-        Uploaded::<T>::new(device, layout)
-    })?;
     if n_features != program.n_features {
         candle_core::bail!(
             "tree ensemble: {n_features} feature rows, the model has {}",
@@ -244,25 +234,10 @@ mod tests {
 
     use candle_core::{Device, Tensor};
 
+    use crate::device::gpu_for_tests;
     use crate::model::trees::Library;
     use crate::model::trees::eval::{Compiled, evaluate_with};
     use crate::model::trees::synthetic::{Shape, random_ensemble, random_ensembles_every_aggregate, random_rows};
-
-    /// A GPU, or `None` (the test then passes with a note), unless
-    /// `LAKESCORE_TEST_REQUIRE_GPU` is set: the GPU check sets it, so that a
-    /// missing GPU fails there.
-    fn gpu() -> Option<Device> {
-        match Device::new_cuda(0) {
-            Ok(device) => Some(device),
-            Err(error) if std::env::var_os("LAKESCORE_TEST_REQUIRE_GPU").is_some() => {
-                panic!("LAKESCORE_TEST_REQUIRE_GPU is set, but no GPU opened: {error}")
-            }
-            Err(error) => {
-                eprintln!("skipped: no GPU ({error})");
-                None
-            }
-        }
-    }
 
     fn margins(
         compiled: &Arc<Compiled>,
@@ -287,7 +262,7 @@ mod tests {
     /// seed is printed) with NaN, zeros and a denormal.
     #[test]
     fn the_kernel_scores_like_the_cpu_bit_for_bit() {
-        let Some(gpu) = gpu() else { return };
+        let Some(gpu) = gpu_for_tests() else { return };
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -344,7 +319,7 @@ mod tests {
     /// An empty block, and a block of one row.
     #[test]
     fn tiny_blocks() {
-        let Some(gpu) = gpu() else { return };
+        let Some(gpu) = gpu_for_tests() else { return };
         let shape = Shape {
             library: Library::XGBoost,
             n_trees: 5,

@@ -29,6 +29,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
 use super::simd::PerfectForest;
 use super::{Aggregate, Ensemble, LGB_ZERO_THRESHOLD, LgbMissing, Library, Node, OnnxRule, Test, XGB_MAX_CATEGORY};
+use crate::device::PerDevice;
 
 /// Rows per block: the block's views (rows x views x 4-8 bytes) stay in L1/L2
 /// while every tree runs over it.
@@ -208,48 +209,10 @@ struct Program<T> {
 #[derive(Debug)]
 pub struct Compiled {
     precision: Precision,
-    /// Its copies on GPUs (`src/model/trees/cuda.rs`), made on first use.
+    /// Its copies on GPUs, made on first use (opaque here: only
+    /// `src/model/trees/cuda.rs` knows what it stores).
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    pub(crate) uploads: DeviceUploads,
-}
-
-/// Per-device copies of a compiled program, kept with the model so that its
-/// arrays are uploaded once per device, not once per block. (Opaque here:
-/// only the CUDA backend knows what it stores.)
-#[derive(Default)]
-pub(crate) struct DeviceUploads(std::sync::Mutex<Vec<(usize, Arc<dyn std::any::Any + Send + Sync>)>>);
-
-impl std::fmt::Debug for DeviceUploads {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let devices: Vec<usize> = self
-            .0
-            .lock()
-            .map(|u| u.iter().map(|(d, _)| *d).collect())
-            .unwrap_or_default();
-        f.debug_tuple("DeviceUploads").field(&devices).finish()
-    }
-}
-
-impl DeviceUploads {
-    /// The copy on `device`, made by `upload` the first time.
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    pub(crate) fn get_or_upload<U: std::any::Any + Send + Sync, E>(
-        &self,
-        device: usize,
-        upload: impl FnOnce() -> Result<U, E>,
-    ) -> Result<Arc<U>, E> {
-        // Held across the upload: two blocks on one device upload once.
-        let mut uploads = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(found) = uploads.iter().find(|(d, _)| *d == device)
-            && let Ok(copy) = found.1.clone().downcast::<U>()
-        {
-            return Ok(copy);
-        }
-        let copy = Arc::new(upload()?);
-        uploads.retain(|(d, _)| *d != device);
-        uploads.push((device, copy.clone()));
-        Ok(copy)
-    }
+    pub(crate) uploads: PerDevice<dyn std::any::Any + Send + Sync>,
 }
 
 #[derive(Debug)]
@@ -334,7 +297,7 @@ impl Compiled {
     fn with(precision: Precision) -> Compiled {
         Compiled {
             precision,
-            uploads: DeviceUploads::default(),
+            uploads: PerDevice::default(),
         }
     }
 
@@ -868,12 +831,6 @@ pub(crate) enum DeviceProgram {
 }
 
 impl Compiled {
-    /// Whether it compares and sums in float64 (LightGBM) rather than float32.
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    pub(crate) fn is_f64(&self) -> bool {
-        matches!(self.precision, Precision::F64(_))
-    }
-
     /// The arrays the CUDA kernel reads.
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     pub(crate) fn device_program(&self) -> DeviceProgram {
@@ -1170,7 +1127,7 @@ mod tests {
                     for split in [1, 4, 32] {
                         let got: Vec<f64> = match compiled.device_program() {
                             DeviceProgram::F32(l) => {
-                                assert!(!compiled.is_f64());
+                                assert_ne!(library, Library::LightGBM, "float32 program");
                                 kernel_mirror(&l, &values, n_rows, split)
                                     .iter()
                                     .map(|&x| x as f64)
