@@ -8,8 +8,6 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::error::exit_code;
-
 /// The device a user asked for on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceSpec {
@@ -33,10 +31,12 @@ pub enum DeviceError {
 }
 
 impl DeviceError {
-    pub fn exit_code(&self) -> i32 {
+    /// The request cannot be met by any machine as built (a usage error),
+    /// rather than by this machine now.
+    pub fn is_usage(&self) -> bool {
         match self {
-            DeviceError::Unknown(_) | DeviceError::NotCompiledWithCuda { .. } => exit_code::USAGE,
-            DeviceError::Unavailable { .. } => exit_code::FAILED,
+            DeviceError::Unknown(_) | DeviceError::NotCompiledWithCuda { .. } => true,
+            DeviceError::Unavailable { .. } => false,
         }
     }
 }
@@ -172,6 +172,6 @@ mod tests {
             error.to_string(),
             "cannot use `cuda:0`: lakescore was built without CUDA support; rebuild with `--features cuda`"
         );
-        assert_eq!(error.exit_code(), exit_code::USAGE);
+        assert!(error.is_usage());
     }
 }

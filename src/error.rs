@@ -1,5 +1,6 @@
-//! The error type of the whole library: one enum per stage, gathered here, and
-//! the exit code each kind of failure maps to.
+//! The error type of the whole library: one enum per stage, gathered here.
+//! Which exit code each kind of failure ends the binary with is the binary's
+//! business (`src/cli/exit_code.rs`).
 //!
 //! Messages name what the user can act on (file, row group, column, model
 //! field), have no trailing period, and quote values in backticks; the
@@ -48,12 +49,9 @@ pub enum Error {
     Runs(#[from] crate::runs::RunsError),
     #[error(transparent)]
     Policy(#[from] crate::bandit::policy::PolicyError),
-    /// SIGINT or SIGTERM asked the run to stop.
-    #[error(
-        "stopped by {}: the run published nothing (its staged files are removed)",
-        crate::stop::signal_name(*signal)
-    )]
-    Interrupted { signal: i32 },
+    /// The run's cancel token was triggered (by SIGINT or SIGTERM in the binary).
+    #[error(transparent)]
+    Stopped(#[from] crate::cancel::Stopped),
     /// A command-line value that is well-formed but cannot be used.
     #[error("{0}")]
     Usage(String),
@@ -74,7 +72,7 @@ impl Error {
     /// How a run that ended with this error is recorded (ledger, metrics).
     pub fn run_status(&self) -> RunStatus {
         match self {
-            Error::Interrupted { .. } => RunStatus::Interrupted,
+            Error::Stopped(_) => RunStatus::Interrupted,
             Error::Locked(LockError::Held { .. }) => RunStatus::Locked,
             _ => RunStatus::Failed,
         }
@@ -117,50 +115,3 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Process exit codes, as documented in the README and `--help`.
-pub mod exit_code {
-    /// The run finished and its output is published.
-    pub const DONE: i32 = 0;
-    /// The run failed; nothing was half-published.
-    pub const FAILED: i32 = 1;
-    /// The command line cannot be used as given.
-    pub const USAGE: i32 = 2;
-    /// A data contract or guard said no; nothing was published.
-    pub const REJECTED: i32 = 3;
-    /// An SLA was missed; the output is published.
-    pub const SLA_MISSED: i32 = 4;
-    /// Another run holds the output's lock; nothing was touched.
-    pub const LOCKED: i32 = 5;
-    /// Stopped by a signal: 128 + its number (130 for SIGINT, 143 for SIGTERM).
-    pub const SIGNALLED: i32 = 128;
-
-    /// The code of a command that returned (rather than failed) with `status`.
-    pub fn of(status: super::RunStatus) -> i32 {
-        use super::RunStatus::*;
-        match status {
-            Running | Succeeded => DONE,
-            SlaMissed => SLA_MISSED,
-            Rejected => REJECTED,
-            Failed | Interrupted => FAILED,
-            Locked => LOCKED,
-        }
-    }
-}
-
-impl Error {
-    /// The exit code the binary ends with for this error.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            Error::Usage(_) => exit_code::USAGE,
-            Error::Locked(LockError::Held { .. }) => exit_code::LOCKED,
-            Error::Interrupted { signal } => exit_code::SIGNALLED + signal,
-            Error::Device(error) => error.exit_code(),
-            // A policy that says something impossible is a usage error; one
-            // that cannot be read or written is a failure like any I/O error.
-            Error::Policy(crate::bandit::policy::PolicyError::Parse { .. })
-            | Error::Policy(crate::bandit::policy::PolicyError::Invalid { .. }) => exit_code::USAGE,
-            _ => exit_code::FAILED,
-        }
-    }
-}

@@ -20,13 +20,19 @@
 //! [`bandit`] assigns campaign arms, learns from outcomes and estimates
 //! policies off-line.
 //!
-//! Around a run, for the pipelines that call it: [`settings`] (flags,
-//! variables, config file), [`logging`], [`lock`] (one writer per output),
-//! [`stop`] (signals), [`sla`], [`observe`] (metrics, lineage) and [`runs`]
-//! (the ledger, listed).
+//! Around a run, for the pipelines that call it: [`lock`] (one writer per
+//! output), [`cancel`] (a token that stops a run), [`progress`], [`sla`],
+//! [`observe`] (metrics, lineage) and [`runs`] (the ledger, listed).
+//!
+//! The library keeps no process-wide mutable state: a run's settings, its
+//! cancel token and its log context (a `tracing` span) travel with it, so a
+//! program can run several at once. The command line, its settings layers,
+//! the log format, the progress bar, signals and exit codes are the binary's
+//! (`src/cli/`, the `cli` feature).
 //! See ARCHITECTURE.md for the map and the invariants.
 
 pub mod bandit;
+pub mod cancel;
 pub mod commit;
 pub mod compare;
 pub mod contract;
@@ -38,7 +44,6 @@ pub mod evaluate;
 pub mod features;
 pub mod html;
 pub mod lock;
-pub mod logging;
 pub mod model;
 pub mod observe;
 pub mod package;
@@ -49,10 +54,8 @@ pub mod progress;
 pub mod report;
 pub mod runs;
 pub mod scan;
-pub mod settings;
 pub mod sink;
 pub mod sla;
-pub mod stop;
 pub mod test_hooks;
 pub mod util;
 

@@ -293,10 +293,11 @@ pub struct FailureReport {
 }
 
 impl FailureReport {
-    pub fn new(error: &crate::Error) -> Self {
+    /// The report of `error`, which ends the process with `exit_code`.
+    pub fn new(error: &crate::Error, exit_code: i32) -> Self {
         FailureReport {
             status: RunStatus::Failed,
-            exit_code: error.exit_code(),
+            exit_code,
             error: crate::error::causes(error).map(|e| e.to_string()).collect(),
             peak_rss_bytes: crate::util::peak_rss_bytes(),
         }

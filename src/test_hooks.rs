@@ -1,8 +1,11 @@
 //! Fault injection for the tests, through environment variables that no user
 //! sets: they make a run die or panic at a chosen point, so that the tests can
 //! prove what a crash or a bug leaves behind. Read once per process.
-
-use std::sync::OnceLock;
+//!
+//! Live only with the `test-hooks` cargo feature, which the test build turns
+//! on (the crate's dev-dependency on itself) and no other build does: a
+//! release binary, or the library inside another program, ignores these
+//! variables, so no environment can make it exit or panic on purpose.
 
 /// Exit like a killed process before publishing partition k (0-based).
 pub const CRASH_BEFORE_PARTITION: &str = "LAKESCORE_TEST_CRASH_BEFORE_PARTITION";
@@ -27,8 +30,9 @@ struct Hooks {
     publish_delay_ms: Option<u64>,
 }
 
+#[cfg(feature = "test-hooks")]
 fn hooks() -> &'static Hooks {
-    static HOOKS: OnceLock<Hooks> = OnceLock::new();
+    static HOOKS: std::sync::OnceLock<Hooks> = std::sync::OnceLock::new();
     HOOKS.get_or_init(|| {
         let read = |name| std::env::var(name).ok().and_then(|v| v.parse().ok());
         Hooks {
@@ -39,6 +43,18 @@ fn hooks() -> &'static Hooks {
             publish_delay_ms: std::env::var(PUBLISH_DELAY_MS).ok().and_then(|v| v.parse().ok()),
         }
     })
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn hooks() -> &'static Hooks {
+    static NONE: Hooks = Hooks {
+        crash_before_partition: None,
+        crash_before_record: None,
+        panic_in_row_group: None,
+        row_group_delay_ms: None,
+        publish_delay_ms: None,
+    };
+    &NONE
 }
 
 fn die() -> ! {

@@ -26,6 +26,7 @@ use serde::Serialize;
 
 use super::policy::{Policy, PolicyFile};
 use super::{hash_bytes, id_hashes, is_id_type, unit};
+use crate::cancel::CancelToken;
 use crate::commit::{self, LedgerRecord, OutputFileRecord, Published, Transaction, WriteMode};
 use crate::error::{Error, Result, error_chain};
 use crate::features::{self, FeatureSource};
@@ -137,6 +138,8 @@ pub struct AllocationReport {
 #[derive(Debug, Clone)]
 pub struct AllocateOptions {
     pub threads: usize,
+    /// Stops the run at its next row group, or before it publishes.
+    pub cancel: CancelToken,
     pub mode: WriteMode,
     pub identity: RunIdentity,
 }
@@ -235,10 +238,7 @@ pub fn allocate(
         );
         layouts.push(Arc::new(Schema::new(fields)));
     }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(options.threads)
-        .build()
-        .map_err(|e| Error::Internal(format!("cannot start the worker threads: {e}")))?;
+    let pool = crate::pipeline::build_pool(options.threads)?;
 
     let mut ledger = LedgerRecord::starting(
         &options.identity.run_id,
@@ -288,6 +288,7 @@ pub fn allocate(
                     features: &features,
                     score_arms: &score_arms,
                     counts: &counts,
+                    cancel: &options.cancel,
                 };
                 writer.write(&path)
             })
@@ -298,10 +299,10 @@ pub fn allocate(
     let reused_counted = reused
         .iter()
         .flat_map(|(_, record)| record.files.iter())
-        .try_for_each(|f| count_assignments(&output.join(&f.path), policy, &counts));
+        .try_for_each(|f| count_assignments(&output.join(&f.path), policy, &counts, &options.cancel));
     let written = match written
         .and_then(|w| reused_counted.map(|()| w))
-        .and_then(|w| crate::stop::check().map(|()| w))
+        .and_then(|w| options.cancel.check().map(|()| w).map_err(Error::from))
     {
         Ok(written) => written,
         Err(error) => {
@@ -406,7 +407,7 @@ fn check_no_null_ids(file: &FilePlan, id_column: &str) -> Result<()> {
 }
 
 /// Adds the arm and holdout counts of a published assignment file.
-fn count_assignments(path: &Path, policy: &Policy, counts: &[AtomicU64]) -> Result<()> {
+fn count_assignments(path: &Path, policy: &Policy, counts: &[AtomicU64], cancel: &CancelToken) -> Result<()> {
     let file = crate::scan::ParquetFile::open(path)?;
     let wanted = [super::table::Wanted {
         name: "arm",
@@ -415,7 +416,7 @@ fn count_assignments(path: &Path, policy: &Policy, counts: &[AtomicU64]) -> Resu
     }];
     let arms = policy.arms.len();
     let mut local = vec![0u64; arms + 1];
-    super::table::for_each_batch(std::slice::from_ref(&file), &wanted, |at, batch| {
+    super::table::for_each_batch(std::slice::from_ref(&file), &wanted, cancel, |at, batch| {
         let [Some(arm)] = batch else {
             unreachable!("required columns are there")
         };
@@ -470,6 +471,7 @@ struct FileAllocation<'a> {
     score_arms: &'a [(usize, usize)],
     /// Rows per arm, then the holdout's.
     counts: &'a [AtomicU64],
+    cancel: &'a CancelToken,
 }
 
 impl FileAllocation<'_> {
@@ -519,7 +521,7 @@ impl FileAllocation<'_> {
         let mut counts = vec![0u64; self.counts.len()];
         let mut rows_written = 0u64;
         for row_group in 0..file.num_row_groups() {
-            crate::stop::check()?;
+            self.cancel.check()?;
             file.for_each_batch(row_group, &projection, BATCH_ROWS, |first_row, batch| {
                 let out = self.assign(&batches, &batch, row_group, first_row, &mut counts)?;
                 writer.write(&out).map_err(write_error)?;

@@ -18,6 +18,7 @@ use serde::Serialize;
 use super::IdKey;
 use super::policy::{HistoryEntry, Policy, PolicyFile};
 use super::table::{self, Wanted};
+use crate::cancel::CancelToken;
 use crate::error::{Error, Result};
 use crate::util::{rfc3339_from_epoch, rfc3339_utc};
 
@@ -81,6 +82,7 @@ pub fn feedback(
     outcomes: &[PathBuf],
     columns: &OutcomeColumns,
     now: SystemTime,
+    cancel: &CancelToken,
 ) -> Result<(Policy, FeedbackReport)> {
     let policy = &policy_file.policy;
     let mut files = Vec::new();
@@ -152,7 +154,7 @@ pub fn feedback(
             required: false,
         },
     ];
-    table::for_each_batch(&files, &wanted, |at, batch| {
+    table::for_each_batch(&files, &wanted, cancel, |at, batch| {
         let [Some(ids), Some(arms), Some(converted), Some(times), versions] = batch else {
             unreachable!("required columns are there")
         };

@@ -27,6 +27,7 @@ use serde::Serialize;
 use super::IdKey;
 use super::policy::PolicyFile;
 use super::table::{self, Wanted};
+use crate::cancel::CancelToken;
 use crate::error::{Error, Result};
 
 /// The seed of the ids' hashes that find repeated assignments.
@@ -91,6 +92,7 @@ pub fn evaluate_policy(
     outcomes: &[PathBuf],
     id_column: &str,
     converted_column: &str,
+    cancel: &CancelToken,
 ) -> Result<OffPolicyReport> {
     let policy = &candidate.policy;
     let shares = policy.shares();
@@ -118,7 +120,7 @@ pub fn evaluate_policy(
                 required: true,
             },
         ];
-        table::for_each_batch(&files, &wanted, |at, batch| {
+        table::for_each_batch(&files, &wanted, cancel, |at, batch| {
             let [Some(ids), Some(converted)] = batch else {
                 unreachable!("required columns are there")
             };
@@ -167,7 +169,7 @@ pub fn evaluate_policy(
     // count one row as a repeat).
     let mut assigned: std::collections::HashSet<u64> = std::collections::HashSet::new();
     let mut duplicate_assignments = 0u64;
-    table::for_each_batch(&files, &wanted, |at, batch| {
+    table::for_each_batch(&files, &wanted, cancel, |at, batch| {
         let [Some(ids), Some(arms), Some(propensities), Some(holdouts)] = batch else {
             unreachable!("required columns are there")
         };

@@ -8,6 +8,7 @@ use arrow::array::ArrayRef;
 use arrow::datatypes::DataType;
 use parquet::arrow::ProjectionMask;
 
+use crate::cancel::CancelToken;
 use crate::error::Result;
 use crate::plan::{self, PlanError};
 use crate::scan::ParquetFile;
@@ -65,6 +66,7 @@ pub fn content_digest(file: &ParquetFile) -> String {
 pub fn for_each_batch(
     files: &[ParquetFile],
     wanted: &[Wanted<'_>],
+    cancel: &CancelToken,
     mut each: impl FnMut(At<'_>, &[Option<ArrayRef>]) -> Result<()>,
 ) -> Result<()> {
     for file in files {
@@ -91,7 +93,7 @@ pub fn for_each_batch(
         selected.dedup();
         let projection = ProjectionMask::roots(file.metadata.parquet_schema(), selected.iter().copied());
         for row_group in 0..file.num_row_groups() {
-            crate::stop::check()?;
+            cancel.check()?;
             file.for_each_batch(row_group, &projection, BATCH_ROWS, |first_row, batch| {
                 let columns: Vec<Option<ArrayRef>> = roots
                     .iter()

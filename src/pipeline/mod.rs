@@ -21,6 +21,7 @@ use arrow::array::{Array, ArrayRef, BooleanArray, Float32Array, Int32Array, Int6
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 
+use crate::cancel::CancelToken;
 use crate::commit::{self, LedgerRecord, OutputFileRecord, PartitionRecord, RunStatus, Transaction, WriteMode};
 use crate::contract::{self, Contract, Inspection, NULL_KEY, RowMarks, TableFacts};
 use crate::drift::Status;
@@ -32,13 +33,11 @@ use crate::observe::RunIdentity;
 use crate::package::{ColumnKind, Package};
 use crate::plan::{self, ColumnRequest, FilePlan, IdColumns, TablePlan, WorkUnit};
 use crate::profile::TableProfile;
-use crate::progress::Progress;
 use crate::report::rows_per_second;
 use crate::report::{InputRecord, Judgement, Manifest, RunReport, StageSeconds, WallSeconds};
 use crate::scan::{LeafReader, ParquetFile, leaves_of_root};
 use crate::sink::{self, CopiedChunk, EncodedRowGroup, OutputLayout, SinkError, StagedFile};
 use crate::sla::{Sla, SlaReport};
-use crate::stop;
 use crate::test_hooks;
 use crate::util::{rfc3339_utc, sha256_hex};
 
@@ -61,13 +60,15 @@ pub const BATCH_ROWS: usize = 2048;
 pub const IN_FLIGHT_PER_THREAD: usize = 2;
 
 /// Settings shared by the commands.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunOptions {
     /// Worker threads; 0 means one per core.
     pub threads: usize,
     pub id_columns: IdColumns,
-    /// Show a progress bar when stderr is a terminal.
-    pub progress: bool,
+    /// Told how far each pass has got (the binary's progress bar).
+    pub progress: Option<Arc<dyn crate::progress::Progress>>,
+    /// Stops the run at its next row group, or before it publishes.
+    pub cancel: CancelToken,
     /// The device the model was loaded on, for reports.
     pub device: String,
     /// The run's clock for freshness rules, seconds since the epoch (default: now).
@@ -80,6 +81,24 @@ pub struct RunOptions {
     /// champion's) are published; the rest (the challengers') go to the
     /// run's shadow table, `OUT/_lakescore/shadow/<run id>.parquet`.
     pub shadow: bool,
+}
+
+impl Default for RunOptions {
+    /// One thread per core, the default id columns, on the CPU, a new run
+    /// identity, no SLA, no progress, a token nobody has triggered.
+    fn default() -> RunOptions {
+        RunOptions {
+            threads: 0,
+            id_columns: IdColumns::Default,
+            progress: None,
+            cancel: CancelToken::new(),
+            device: "cpu".into(),
+            as_of: None,
+            identity: RunIdentity::new(),
+            sla: Sla::default(),
+            shadow: false,
+        }
+    }
 }
 
 impl RunOptions {
@@ -171,7 +190,7 @@ pub fn score(
     let outcome = stage_and_judge(pool, package, &table, &facts, &mut transaction, options)
         // The last moment a stop request is heard: publishing takes renames
         // only, and a run that has begun to publish finishes.
-        .and_then(|done| stop::check().map(|()| done));
+        .and_then(|done| options.cancel.check().map(|()| done).map_err(Error::from));
     let (scored, staged, reused) = match outcome {
         Ok(done) => done,
         Err(error) => return Err(abort(transaction, error)),
@@ -320,7 +339,7 @@ fn unpublished_pass(
         &all_files,
         write.then_some(&destination),
         None,
-        options.progress,
+        options,
     );
     let _ = std::fs::remove_dir_all(&scratch);
     let scored = judge(package, &table, &facts, scored?);
@@ -353,7 +372,7 @@ pub fn check(package: &Package, input: &Path, options: &RunOptions) -> Result<Ru
         return Ok(report.finish_rejected(clock));
     }
     let all_files: Vec<usize> = (0..table.plan.files.len()).collect();
-    let scored = score_files(pool, package, &table, &all_files, None, None, options.progress)?;
+    let scored = score_files(pool, package, &table, &all_files, None, None, options)?;
     let scored = judge(package, &table, &facts, scored);
     scored.record(&mut report, false);
     Ok(match report.judgement.rejects() {
@@ -377,7 +396,7 @@ pub fn profile(package: &Package, input: &Path, scores: bool, options: &RunOptio
     };
     let table = pool.install(|| prepare(package, input, options, pass))?;
     let all_files: Vec<usize> = (0..table.plan.files.len()).collect();
-    let scored = score_files(&pool, package, &table, &all_files, None, None, options.progress)?;
+    let scored = score_files(&pool, package, &table, &all_files, None, None, options)?;
     let inspection = scored.inspection.expect("profiling inspects");
     Ok(inspection.profile(
         &package.contract,
@@ -1006,7 +1025,7 @@ fn stage_and_judge(
         &files,
         Some(&destination),
         Some(&side_paths),
-        options.progress,
+        options,
     )?;
     let mut scored = judge(package, table, facts, scored);
     if let Some(profile) = &scored.profile {
@@ -1146,7 +1165,7 @@ fn score_files(
     file_indices: &[usize],
     destination: Option<Destination<'_>>,
     side_paths: Option<&SidePaths>,
-    show_progress: bool,
+    options: &RunOptions,
 ) -> Result<Scored> {
     let clock = Instant::now();
     let plan = &table.plan;
@@ -1156,7 +1175,11 @@ fn score_files(
         .flat_map(|&file_idx| all_units.iter().filter(move |u| u.file_idx == file_idx).copied())
         .collect();
     let total_rows: u64 = units.iter().map(|u| u.n_rows as u64).sum();
-    let progress = Progress::new(total_rows, show_progress);
+    let progress = options.progress.as_deref();
+    if let Some(progress) = progress {
+        progress.begin(total_rows);
+    }
+
     let window = IN_FLIGHT_PER_THREAD * pool.current_num_threads();
     let exchange = Exchange {
         state: Mutex::new(ExchangeState {
@@ -1186,6 +1209,7 @@ fn score_files(
                     table,
                     units: &units,
                     encode,
+                    cancel: &options.cancel,
                 };
                 worker.run(&next_unit, &exchange, window, &mut stages, inspection.as_mut());
                 worker_stages.lock().unwrap().add(&stages);
@@ -1206,7 +1230,7 @@ fn score_files(
                 &exchange,
                 destination,
                 side_paths,
-                &progress,
+                progress,
             )
         }))
         .unwrap_or_else(|payload| {
@@ -1220,7 +1244,9 @@ fn score_files(
             Err(error) => exchange.fail(usize::MAX, error),
         }
     });
-    progress.finish();
+    if let Some(progress) = progress {
+        progress.finish();
+    }
     if let Some((_, error)) = exchange.state.into_inner().unwrap().failure {
         return Err(error);
     }
@@ -1247,6 +1273,7 @@ struct Worker<'a> {
     table: &'a PreparedTable,
     units: &'a [WorkUnit],
     encode: bool,
+    cancel: &'a CancelToken,
 }
 
 impl Worker<'_> {
@@ -1272,8 +1299,8 @@ impl Worker<'_> {
                     return;
                 }
             }
-            if let Err(stopped) = stop::check() {
-                exchange.fail(unit_idx, stopped);
+            if let Err(stopped) = self.cancel.check() {
+                exchange.fail(unit_idx, stopped.into());
                 return;
             }
             let unit = self.units[unit_idx];
@@ -1542,7 +1569,7 @@ fn write_in_order(
     exchange: &Exchange,
     destination: Option<Destination<'_>>,
     side_paths: Option<&SidePaths>,
-    progress: &Progress,
+    progress: Option<&dyn crate::progress::Progress>,
 ) -> Result<Written> {
     let quarantine_path = side_paths.map(|p| p.quarantine.as_path());
     let shadow_path = side_paths.map(|p| p.shadow.as_path());
@@ -1589,7 +1616,9 @@ fn write_in_order(
                     writing.time(|| append_side_table(&mut shadow, path, schema, &batch))?;
                 }
             }
-            progress.add_rows(units[unit_idx].n_rows as u64);
+            if let Some(progress) = progress {
+                progress.advance(units[unit_idx].n_rows as u64);
+            }
             unit_idx += 1;
             exchange.mark_written(unit_idx);
         }
@@ -1638,12 +1667,23 @@ fn input_records(plan: &TablePlan) -> Vec<InputRecord> {
         .collect()
 }
 
-fn build_pool(threads: usize) -> Result<rayon::ThreadPool> {
+pub(crate) fn build_pool(threads: usize) -> Result<rayon::ThreadPool> {
+    // The pool is the run's own: its threads log inside the run's span (its
+    // id and model), which the calling thread has entered, for their whole
+    // life, whatever task they run.
+    let span = tracing::Span::current();
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("lakescore-worker-{i}"))
+        .start_handler(move |_| RUN_SPAN.with(|entered| *entered.borrow_mut() = Some(span.clone().entered())))
+        .exit_handler(|_| RUN_SPAN.with(|entered| drop(entered.borrow_mut().take())))
         .build()
         .map_err(|e| Error::Internal(format!("cannot start {threads} worker threads: {e}")))
+}
+
+thread_local! {
+    /// A worker thread's entered run span, left when the pool ends.
+    static RUN_SPAN: std::cell::RefCell<Option<tracing::span::EnteredSpan>> = const { std::cell::RefCell::new(None) };
 }
 
 /// The start of a command: its clock and its worker pool (its id and start

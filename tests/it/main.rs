@@ -9,6 +9,7 @@ mod common;
 mod contract;
 mod crash;
 mod disk;
+mod embedded;
 mod errors;
 mod experiments;
 mod layout;

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use clap::parser::ValueSource;
 use clap::{ArgAction, ArgMatches, Command};
 
-use crate::util::Suggestion;
+use lakescore::util::Suggestion;
 
 /// The flag naming the config file (its own variable is `LAKESCORE_CONFIG`).
 pub const CONFIG_FLAG: &str = "config";

@@ -1,21 +1,25 @@
 //! Logs: one line per event on stderr, through `tracing`, readable on a
 //! terminal or one JSON object per line (`--log-format json`). Every line
 //! carries the run's identity (run id, model name and version) once the run
-//! knows it, whichever thread logs it: the identity is process-wide context
-//! set by [`set_run`] and [`set_model`], not a span a worker thread could miss.
+//! knows it, whichever thread logs it: the identity is the fields of the
+//! run's span ([`run_span`]), which the command enters and the library's
+//! worker pools enter on each of their threads. Nothing here is global but
+//! the subscriber itself, so two runs in one process each name their own.
 
 use std::fmt::Write as _;
-use std::sync::RwLock;
 use std::time::SystemTime;
 
 use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::util::rfc3339_millis;
+use lakescore::util::rfc3339_millis;
 
 /// The variable with `tracing` filter directives that override `-q`/`-v`
 /// (`LAKESCORE_LOG=lakescore=debug,parquet=warn`).
@@ -27,39 +31,89 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Default)]
+/// The span a command's run logs in: every line inside it names the run, and
+/// the model once [`set_model`] has said which.
+pub fn run_span(run_id: &str) -> tracing::Span {
+    // At ERROR level, so that it is enabled whenever any line is written.
+    tracing::error_span!(
+        target: "lakescore",
+        "run",
+        run_id = run_id,
+        model = tracing::field::Empty,
+        model_version = tracing::field::Empty
+    )
+}
+
+/// From now on, every line of the run names this model.
+pub fn set_model(span: &tracing::Span, name: &str, version: Option<&str>) {
+    span.record("model", name);
+    if let Some(version) = version {
+        span.record("model_version", version);
+    }
+}
+
+/// The run's identity as its span's fields, kept in the span's extensions.
+#[derive(Default, Clone)]
 struct RunContext {
     run_id: Option<String>,
     model: Option<String>,
     model_version: Option<String>,
 }
 
-static CONTEXT: RwLock<RunContext> = RwLock::new(RunContext {
-    run_id: None,
-    model: None,
-    model_version: None,
-});
-
-/// From now on, every line names this run.
-pub fn set_run(run_id: &str) {
-    CONTEXT.write().unwrap().run_id = Some(run_id.to_string());
+impl Visit for RunContext {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        let slot = match field.name() {
+            "run_id" => &mut self.run_id,
+            "model" => &mut self.model,
+            "model_version" => &mut self.model_version,
+            _ => return,
+        };
+        *slot = Some(value.to_string());
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.record_str(field, &format!("{value:?}"));
+    }
 }
 
-/// From now on, every line names this model.
-pub fn set_model(name: &str, version: Option<&str>) {
-    let mut context = CONTEXT.write().unwrap();
-    context.model = Some(name.to_string());
-    context.model_version = version.map(str::to_string);
+/// Keeps each `run` span's fields where the line format finds them.
+struct RunContextLayer;
+
+impl<S> Layer<S> for RunContextLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        if attrs.metadata().name() != "run" {
+            return;
+        }
+        let mut context = RunContext::default();
+        attrs.record(&mut context);
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(context);
+        }
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(id)
+            && let Some(context) = span.extensions_mut().get_mut::<RunContext>()
+        {
+            values.record(context);
+        }
+    }
 }
 
 /// Installs the logger: `level` is `error`, `info`, `debug` or `trace`, unless
 /// [`FILTER_VARIABLE`] says otherwise.
 pub fn init(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_env(FILTER_VARIABLE).unwrap_or_else(|_| EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .event_format(LineFormat { format })
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(RunContextLayer)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .event_format(LineFormat { format }),
+        )
         .init();
 }
 
@@ -72,12 +126,18 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, _: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> std::fmt::Result {
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> std::fmt::Result {
         let mut fields = Fields::default();
         event.record(&mut fields);
         let level = event.metadata().level().as_str();
         let time = rfc3339_millis(SystemTime::now());
-        let context = CONTEXT.read().unwrap();
+        // The innermost run span around the event (or the current thread's).
+        let context = ctx
+            .event_scope()
+            .into_iter()
+            .flatten()
+            .find_map(|span| span.extensions().get::<RunContext>().cloned())
+            .unwrap_or_default();
         match self.format {
             LogFormat::Json => {
                 // Written by hand to keep the order people scan for: time,

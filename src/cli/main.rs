@@ -1,24 +1,32 @@
 //! The `lakescore` binary: parse the command line, call the library, print
-//! errors, and exit with the documented code.
+//! errors, and exit with the documented code. What only a process needs
+//! lives beside this file: the settings' layers (`settings`), the log format
+//! (`logging`), the progress bar (`progress`), signals (`signals`) and exit
+//! codes (`exit_code`); the library has none of them.
+
+mod exit_code;
+mod logging;
+mod progress;
+mod settings;
+mod signals;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use lakescore::cancel::CancelToken;
 use lakescore::commit::RunStatus;
 use lakescore::commit::WriteMode;
 use lakescore::compare::ComparisonTap;
 use lakescore::device::DeviceSpec;
-use lakescore::error::{Error, causes, error_chain, exit_code};
-use lakescore::logging::{self, LogFormat};
+use lakescore::error::{Error, causes, error_chain};
 use lakescore::model::set::ScoreTap;
 use lakescore::observe::{Endpoint, Lineage, Observers, RunEnd, RunIdentity, RunStart};
 use lakescore::package::{self, Package};
 use lakescore::pipeline::{self, RunOptions};
 use lakescore::plan::IdColumns;
 use lakescore::report::{FailureReport, RunReport};
-use lakescore::settings;
 use lakescore::sla::{Deadline, Sla};
 
 // Arrow decoding allocates and frees row-group-sized buffers all the time;
@@ -471,6 +479,8 @@ fn parse_mode(text: &str) -> Result<WriteMode, String> {
     text.parse()
 }
 
+use crate::logging::LogFormat;
+
 fn main() -> ExitCode {
     // lakescore runs one block per core; candle's element-wise ops would
     // split each block again over a pool of their own, whose threads spin
@@ -505,14 +515,24 @@ fn main() -> ExitCode {
     }
     // Commands with a pass stop cleanly at the next row group; the others are
     // quick and keep the default (end at once).
-    if !matches!(cli.command, Command::Runs(_) | Command::Model(ModelCommand::Inspect(_))) {
-        lakescore::stop::install_handlers();
-    }
-    let code = match run(&cli) {
+    let cancel = match cli.command {
+        Command::Runs(_) | Command::Model(ModelCommand::Inspect(_)) => CancelToken::new(),
+        _ => signals::install_handlers(),
+    };
+    // Every log line of a command that runs a pass names the run (and, once
+    // loaded, the model): the lines are written inside the run's span.
+    let identity = RunIdentity::new();
+    let span = match cli.command {
+        Command::Runs(_) | Command::Model(ModelCommand::Inspect(_)) | Command::Feedback(_) => tracing::Span::none(),
+        Command::EvaluatePolicy(_) => tracing::Span::none(),
+        _ => logging::run_span(&identity.run_id),
+    };
+    let _in_run = span.enter();
+    let code = match run(&cli, &identity, &cancel) {
         Ok(status) => exit_code::of(status),
         Err(error) => {
             report_error(&cli, &error);
-            error.exit_code()
+            exit_code::of_error(&error)
         }
     };
     ExitCode::from(code as u8)
@@ -524,8 +544,8 @@ fn report_error(cli: &Cli, error: &Error) {
     let chain = error_chain(error);
     match cli.log_format {
         LogFormat::Json => match error.hint() {
-            Some(hint) => tracing::error!(exit_code = error.exit_code(), hint, "{chain}"),
-            None => tracing::error!(exit_code = error.exit_code(), "{chain}"),
+            Some(hint) => tracing::error!(exit_code = exit_code::of_error(error), hint, "{chain}"),
+            None => tracing::error!(exit_code = exit_code::of_error(error), "{chain}"),
         },
         LogFormat::Text => {
             eprintln!("error: {error}");
@@ -541,11 +561,12 @@ fn report_error(cli: &Cli, error: &Error) {
 
 /// Runs the command; how it ended (`succeeded`, or for `score` and `check`
 /// also `rejected` and `sla_missed`) decides the exit code.
-fn run(cli: &Cli) -> Result<RunStatus, Error> {
+fn run(cli: &Cli, identity: &RunIdentity, cancel: &CancelToken) -> Result<RunStatus, Error> {
+    let job = Job { cli, identity, cancel };
     match &cli.command {
-        Command::Score(args) => score_job(cli, args),
+        Command::Score(args) => score_job(&job, args),
         Command::Bench(args) => {
-            let (package, options, comparison) = load(&args.model_input, cli, None, RunIdentity::new(), false)?;
+            let (package, options, comparison) = load(&args.model_input, &job, None, false)?;
             let mut report = pipeline::bench(
                 &package,
                 &args.model_input.input,
@@ -567,7 +588,7 @@ fn run(cli: &Cli) -> Result<RunStatus, Error> {
                     "`check` checks a table against one package's contract: give `--model` once".into(),
                 ));
             }
-            let outcome = load(&args.model_input, cli, args.as_of, RunIdentity::new(), false)
+            let outcome = load(&args.model_input, &job, args.as_of, false)
                 .and_then(|(package, options, _)| pipeline::check(&package, &args.model_input.input, &options));
             let report = outcome.inspect_err(|error| write_failure_report(args.report.as_deref(), error))?;
             write_reports(&report, args.report.as_deref(), args.html.as_deref())?;
@@ -581,14 +602,7 @@ fn run(cli: &Cli) -> Result<RunStatus, Error> {
         Command::Profile(args) => {
             let profile = if args.merge.is_empty() {
                 let input = args.input.as_ref().expect("clap requires --input without --merge");
-                let options = run_options(
-                    cli,
-                    args.threads,
-                    Vec::new(),
-                    args.device.to_string(),
-                    None,
-                    RunIdentity::new(),
-                );
+                let options = run_options(&job, args.threads, Vec::new(), args.device.to_string(), None);
                 let (package, scores) = match &args.model {
                     Some(model) => (open_package(model, &args.device, false)?, true),
                     None => (columns_package(input)?, false),
@@ -613,10 +627,10 @@ fn run(cli: &Cli) -> Result<RunStatus, Error> {
             );
             Ok(RunStatus::Succeeded)
         }
-        Command::Evaluate(args) => evaluate(cli, args),
-        Command::Allocate(args) => allocate(cli, args),
-        Command::Feedback(args) => feedback(args),
-        Command::EvaluatePolicy(args) => evaluate_policy(args),
+        Command::Evaluate(args) => evaluate(&job, args),
+        Command::Allocate(args) => allocate(&job, args),
+        Command::Feedback(args) => feedback(args, cancel),
+        Command::EvaluatePolicy(args) => evaluate_policy(args, cancel),
         Command::Runs(args) => {
             let runs = lakescore::runs::list(&args.output)?;
             if args.json {
@@ -649,7 +663,7 @@ fn run(cli: &Cli) -> Result<RunStatus, Error> {
                     args.model.display()
                 )));
             }
-            let options = run_options(cli, args.threads, Vec::new(), "cpu".into(), None, RunIdentity::new());
+            let options = run_options(&job, args.threads, Vec::new(), "cpu".into(), None);
             let reference = pipeline::profile(&bare, &args.reference, bare.model.n_outputs() > 0, &options)?;
             let manifest = package::starting_manifest(&bare, &args.model, args.name.clone(), &args.version, &reference);
             package::write(&args.output, &args.model, &manifest, Some(&reference))?;
@@ -669,8 +683,8 @@ fn run(cli: &Cli) -> Result<RunStatus, Error> {
 /// that it began and how it ended, whatever the ending, except when another
 /// run holds the output: that run's metrics, report and lineage are not this
 /// one's to touch.
-fn score_job(cli: &Cli, args: &ScoreArgs) -> Result<RunStatus, Error> {
-    let identity = RunIdentity::new();
+fn score_job(job: &Job, args: &ScoreArgs) -> Result<RunStatus, Error> {
+    let (cli, identity) = (job.cli, job.identity.clone());
     let observers = observers_of(&args.monitoring, &args.output)?;
     let start = RunStart {
         identity: &identity,
@@ -694,7 +708,7 @@ fn score_job(cli: &Cli, args: &ScoreArgs) -> Result<RunStatus, Error> {
             start: start.clone(),
             finished_at: std::time::SystemTime::now(),
             status: error.run_status(),
-            exit_code: error.exit_code(),
+            exit_code: exit_code::of_error(&error),
             error: Some(error_chain(&error)),
             model,
             report: None,
@@ -702,11 +716,10 @@ fn score_job(cli: &Cli, args: &ScoreArgs) -> Result<RunStatus, Error> {
         write_failure_report(args.report.as_deref(), &error);
         error
     };
-    let (package, mut options, comparison) =
-        match load(&args.model_input, cli, args.as_of, identity.clone(), args.shadow) {
-            Ok(loaded) => loaded,
-            Err(error) => return Err(failed(error, None)),
-        };
+    let (package, mut options, comparison) = match load(&args.model_input, job, args.as_of, args.shadow) {
+        Ok(loaded) => loaded,
+        Err(error) => return Err(failed(error, None)),
+    };
     options.sla = args.sla.sla();
     let model = package.model.info();
     let mut report = match pipeline::score(
@@ -732,7 +745,7 @@ fn score_job(cli: &Cli, args: &ScoreArgs) -> Result<RunStatus, Error> {
     // the process ends with.
     let written = write_reports(&report, args.report.as_deref(), args.html.as_deref());
     if let Err(report_error) = &written {
-        exit_code = report_error.exit_code();
+        exit_code = exit_code::of_error(report_error);
         error = Some(error_chain(report_error));
     }
     let clock = std::time::Instant::now();
@@ -775,19 +788,12 @@ fn score_job(cli: &Cli, args: &ScoreArgs) -> Result<RunStatus, Error> {
 }
 
 /// `lakescore evaluate`: every model against the label, in one pass.
-fn evaluate(cli: &Cli, args: &EvaluateArgs) -> Result<RunStatus, Error> {
+fn evaluate(job: &Job, args: &EvaluateArgs) -> Result<RunStatus, Error> {
     use lakescore::evaluate::{self, EvaluationReport, EvaluationTap, ModelEvaluation};
     if let Some(bad) = args.thresholds.iter().find(|t| !t.is_finite()) {
         return Err(Error::Usage(format!("`--threshold {bad}` is not a number")));
     }
-    let options = run_options(
-        cli,
-        args.threads,
-        Vec::new(),
-        args.device.to_string(),
-        None,
-        RunIdentity::new(),
-    );
+    let options = run_options(job, args.threads, Vec::new(), args.device.to_string(), None);
     let packages = open_packages(&args.models, &args.device, false)?;
     let own_outputs = packages
         .iter()
@@ -805,7 +811,7 @@ fn evaluate(cli: &Cli, args: &EvaluateArgs) -> Result<RunStatus, Error> {
     ));
     let label = evaluate::label_feature(&args.label);
     let set = package::combine(packages, vec![label], Some(tap.clone() as Arc<dyn ScoreTap>), false)?;
-    logging::set_model(&infos[0].name, infos[0].version.as_deref());
+    logging::set_model(&tracing::Span::current(), &infos[0].name, infos[0].version.as_deref());
     let clock = std::time::Instant::now();
     let run = pipeline::score_only(&set, &args.input, "evaluate", &options)?;
     let (metrics, rows_unlabeled, comparison) = tap.finish();
@@ -860,12 +866,15 @@ fn present<T: serde::Serialize>(
 }
 
 /// `lakescore allocate`: one arm (or the holdout) per customer, published atomically.
-fn allocate(cli: &Cli, args: &AllocateArgs) -> Result<RunStatus, Error> {
+fn allocate(job: &Job, args: &AllocateArgs) -> Result<RunStatus, Error> {
     use lakescore::bandit::allocate::{self, AllocateOptions, ArmModels};
     let policy = read_policy(&args.policy)?;
-    let identity = RunIdentity::new();
-    logging::set_run(&identity.run_id);
-    logging::set_model(&policy.policy.campaign, Some(&policy.policy.version.to_string()));
+    let identity = job.identity.clone();
+    logging::set_model(
+        &tracing::Span::current(),
+        &policy.policy.campaign,
+        Some(&policy.policy.version.to_string()),
+    );
     // The arms' models, named after their arms, as one set.
     let mut packages = Vec::new();
     let mut columns = Vec::new();
@@ -899,9 +908,9 @@ fn allocate(cli: &Cli, args: &AllocateArgs) -> Result<RunStatus, Error> {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let _ = cli;
     let options = AllocateOptions {
         threads,
+        cancel: job.cancel.clone(),
         mode: args.mode,
         identity,
     };
@@ -929,7 +938,7 @@ fn allocate(cli: &Cli, args: &AllocateArgs) -> Result<RunStatus, Error> {
 }
 
 /// `lakescore feedback`: the next version of a policy, from outcomes.
-fn feedback(args: &FeedbackArgs) -> Result<RunStatus, Error> {
+fn feedback(args: &FeedbackArgs, cancel: &CancelToken) -> Result<RunStatus, Error> {
     use lakescore::bandit::feedback::{self, OutcomeColumns};
     // Held until the next version is written: two updates take turns.
     let _lock = lakescore::bandit::policy::PolicyLock::acquire(&args.policy)?;
@@ -944,7 +953,8 @@ fn feedback(args: &FeedbackArgs) -> Result<RunStatus, Error> {
         converted: args.columns.converted_column.clone(),
         timestamp: args.columns.timestamp_column.clone(),
     };
-    let (next, mut report) = feedback::feedback(&policy, &args.outcomes, &columns, std::time::SystemTime::now())?;
+    let (next, mut report) =
+        feedback::feedback(&policy, &args.outcomes, &columns, std::time::SystemTime::now(), cancel)?;
     let target = args.output.clone().unwrap_or_else(|| args.policy.clone());
     policy.write_next(&next, &target)?;
     report.written = target;
@@ -953,7 +963,7 @@ fn feedback(args: &FeedbackArgs) -> Result<RunStatus, Error> {
 }
 
 /// `lakescore evaluate-policy`: a candidate policy, estimated off-policy.
-fn evaluate_policy(args: &EvaluatePolicyArgs) -> Result<RunStatus, Error> {
+fn evaluate_policy(args: &EvaluatePolicyArgs, cancel: &CancelToken) -> Result<RunStatus, Error> {
     use lakescore::bandit::off_policy;
     let policy = read_policy(&args.policy)?;
     let id_column = args
@@ -966,6 +976,7 @@ fn evaluate_policy(args: &EvaluatePolicyArgs) -> Result<RunStatus, Error> {
         &args.outcomes,
         &id_column,
         &args.converted_column,
+        cancel,
     )?;
     present(&report, args.report.as_deref(), args.json, off_policy::render)?;
     Ok(RunStatus::Succeeded)
@@ -1087,25 +1098,31 @@ fn open_package_with(
     })
 }
 
-fn run_options(
-    cli: &Cli,
-    threads: usize,
-    id_columns: Vec<String>,
-    device: String,
-    as_of: Option<i64>,
-    identity: RunIdentity,
-) -> RunOptions {
-    logging::set_run(&identity.run_id);
+/// A command's context: its command line, its run's identity, and the
+/// token SIGINT and SIGTERM trigger.
+struct Job<'a> {
+    cli: &'a Cli,
+    identity: &'a RunIdentity,
+    cancel: &'a CancelToken,
+}
+
+fn run_options(job: &Job, threads: usize, id_columns: Vec<String>, device: String, as_of: Option<i64>) -> RunOptions {
+    let cli = job.cli;
+    let progress = !cli.quiet && matches!(cli.log_format, LogFormat::Text);
     RunOptions {
         threads,
         id_columns: match id_columns.is_empty() {
             true => IdColumns::Default,
             false => IdColumns::Named(id_columns),
         },
-        progress: !cli.quiet && matches!(cli.log_format, LogFormat::Text),
+        progress: progress
+            .then(progress::Bar::for_terminal)
+            .flatten()
+            .map(|bar| Arc::new(bar) as Arc<dyn lakescore::progress::Progress>),
+        cancel: job.cancel.clone(),
         device,
         as_of,
-        identity,
+        identity: job.identity.clone(),
         sla: Sla::default(),
         shadow: false,
     }
@@ -1116,18 +1133,16 @@ fn run_options(
 /// set, watched by the comparison the report carries.
 fn load(
     args: &ModelInput,
-    cli: &Cli,
+    job: &Job,
     as_of: Option<i64>,
-    identity: RunIdentity,
     shadow: bool,
 ) -> Result<(Package, RunOptions, Option<Arc<ComparisonTap>>), Error> {
     let mut options = run_options(
-        cli,
+        job,
         args.threads,
         args.id_columns.clone(),
         args.device.to_string(),
         as_of,
-        identity,
     );
     let packages = open_packages(&args.models, &args.device, args.output_margin)?;
     if shadow && packages.len() < 2 {
@@ -1146,7 +1161,7 @@ fn load(
         }
     };
     let info = package.model.info();
-    logging::set_model(&info.name, info.version.as_deref());
+    logging::set_model(&tracing::Span::current(), &info.name, info.version.as_deref());
     Ok((package, options, comparison))
 }
 
@@ -1171,7 +1186,7 @@ fn open_packages(models: &[PathBuf], device: &DeviceSpec, output_margin: bool) -
 /// report's, which is only logged.
 fn write_failure_report(path: Option<&std::path::Path>, error: &Error) {
     if let Some(path) = path
-        && let Err(report_error) = write_report(path, &FailureReport::new(error))
+        && let Err(report_error) = write_report(path, &FailureReport::new(error, exit_code::of_error(error)))
     {
         tracing::warn!(error = %report_error, "cannot write the failure report");
     }
