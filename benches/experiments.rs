@@ -9,9 +9,9 @@ use std::hint::black_box;
 
 use arrow::array::Int64Array;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use lakescore::bandit::allocate::Assigner;
 use lakescore::bandit::id_hashes;
 use lakescore::bandit::policy::{Arm, POLICY_FORMAT, Policy};
+use lakescore::campaign::allocate::Assigner;
 use lakescore::compare::ComparisonTap;
 use lakescore::datagen::Rng;
 use lakescore::evaluate::EvaluationTap;

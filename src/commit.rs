@@ -30,7 +30,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::lock::{Holder, OutputLock};
+use crate::lock::{Holder, LockError, OutputLock};
 use crate::test_hooks;
 use crate::util::{fsync_dir, is_atomic_write_temporary, rfc3339_utc, sha256_hex, write_atomically};
 
@@ -60,6 +60,10 @@ pub enum CommitError {
     },
     #[error("cannot publish `{}`: `{}` exists and is not a folder", staged.display(), target.display())]
     TargetNotADirectory { staged: PathBuf, target: PathBuf },
+    /// The output's lock could not be taken (`crate::Error::Locked` when it
+    /// reaches the top: another run holds it, exit code 5).
+    #[error(transparent)]
+    Locked(#[from] LockError),
 }
 
 fn io_error<'a>(operation: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CommitError + 'a {
@@ -350,12 +354,11 @@ impl Transaction {
         mode: WriteMode,
         ledger: LedgerRecord,
         lock: Option<OutputLock>,
-    ) -> Result<Self, crate::error::Error> {
+    ) -> Result<Self, CommitError> {
         if out.exists() && !out.is_dir() {
             return Err(CommitError::OutputNotADirectory {
                 path: out.to_path_buf(),
-            }
-            .into());
+            });
         }
         let meta = out.join(META_DIR);
         let lock = match lock {
@@ -365,8 +368,7 @@ impl Transaction {
         if mode == WriteMode::ErrorIfExists && holds_published_output(out)? {
             return Err(CommitError::OutputExists {
                 path: out.to_path_buf(),
-            }
-            .into());
+            });
         }
         for dir in ["runs", "partitions", "staging"] {
             fs::create_dir_all(meta.join(dir)).map_err(io_error("create folder", &meta.join(dir)))?;
@@ -495,7 +497,7 @@ impl Transaction {
             .remove_success()
             .and_then(|()| write_atomically(&path, &bytes).map_err(io_error("write manifest", &path)))
         {
-            let _ = self.abort_in_place(RunStatus::Failed, &crate::error::error_chain(&error));
+            let _ = self.abort_in_place(RunStatus::Failed, &crate::util::error_chain(&error));
             return Err(error);
         }
         self.ledger.status = match published.sla_missed.is_empty() {
@@ -507,7 +509,7 @@ impl Transaction {
         self.ledger.sla_missed = published.sla_missed;
         // The table is published: failing to tidy up after it is not a failed run.
         if let Err(error) = self.close() {
-            tracing::warn!(error = %crate::error::error_chain(&error), "the run succeeded but cleaning up after it failed");
+            tracing::warn!(error = %crate::util::error_chain(&error), "the run succeeded but cleaning up after it failed");
         }
         Ok(())
     }

@@ -15,8 +15,8 @@
 use serde::Serialize;
 
 use crate::drift::{self, ColumnDrift, Status, Thresholds};
+use crate::manifest::{CategoryValue, ColumnKind, Manifest, PackageError, RowPolicy, TablePolicy};
 use crate::model::{Feature, FeatureBlock};
-use crate::package::{CategoryValue, ColumnKind, Manifest, PackageError, RowPolicy, TablePolicy};
 use crate::profile::{
     BatchSummary, CategoryAccumulator, ColumnProfile, NumericAccumulator, PROFILE_FORMAT, Role, TableProfile,
 };
@@ -325,7 +325,7 @@ impl Contract {
                 "table",
                 "min_rows",
                 policy,
-                format!("at least {} rows", crate::report::group_thousands(min_rows)),
+                format!("at least {} rows", crate::util::group_thousands(min_rows)),
             );
             contract.min_rows = Some((rule, min_rows));
         }
@@ -348,7 +348,7 @@ impl Contract {
                     ));
                 }
             };
-            let max_age_seconds = crate::package::parse_age(&freshness.max_age)
+            let max_age_seconds = crate::manifest::parse_age(&freshness.max_age)
                 .map_err(|problem| invalid("table.freshness.max_age".into(), problem))?;
             let what = match &source {
                 FreshnessSource::Column(c) => format!("newest `{c}`"),
@@ -892,8 +892,8 @@ pub fn judge_rules(
             n => format!(
                 "{}: {} of {} rows are not ({})",
                 spec.requirement,
-                crate::report::group_thousands(n),
-                crate::report::group_thousands(inspection.rows),
+                crate::util::group_thousands(n),
+                crate::util::group_thousands(inspection.rows),
                 percent(n as f64 / inspection.rows.max(1) as f64)
             ),
         };
@@ -921,8 +921,8 @@ pub fn judge_rules(
     if let Some((rule, min_rows)) = contract.min_rows {
         let detail = format!(
             "{} rows, at least {} required",
-            crate::report::group_thousands(facts.rows),
-            crate::report::group_thousands(min_rows)
+            crate::util::group_thousands(facts.rows),
+            crate::util::group_thousands(min_rows)
         );
         results[rule] = Some(result(rule, 1, u64::from(facts.rows < min_rows), detail, Vec::new()));
     }
@@ -931,7 +931,7 @@ pub fn judge_rules(
             0 => format!("({}) unique in every row", columns.join(", ")),
             n => format!(
                 "{} rows repeat the ({}) of an earlier row",
-                crate::report::group_thousands(n),
+                crate::util::group_thousands(n),
                 columns.join(", ")
             ),
         };
@@ -986,7 +986,7 @@ pub fn judge_guards(
         status: if non_finite > 0 { Status::Fail } else { Status::Pass },
         value: Some(non_finite as f64),
         bound: "0".into(),
-        detail: format!("{} NaN or infinite scores", crate::report::group_thousands(non_finite)),
+        detail: format!("{} NaN or infinite scores", crate::util::group_thousands(non_finite)),
     });
     if let Some((lo, hi)) = contract.score_range {
         let n = inspection.scores_out_of_range;
@@ -995,7 +995,7 @@ pub fn judge_guards(
             status: if n > 0 { Status::Fail } else { Status::Pass },
             value: Some(n as f64),
             bound: format!("[{lo}, {hi}]"),
-            detail: format!("{} scores outside [{lo}, {hi}]", crate::report::group_thousands(n)),
+            detail: format!("{} scores outside [{lo}, {hi}]", crate::util::group_thousands(n)),
         });
     }
     if let Some(largest) = contract.max_missing_share {

@@ -20,7 +20,7 @@ pub use crate::sink::SinkError;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
-    Plan(#[from] PlanError),
+    Plan(PlanError),
     #[error(transparent)]
     Scan(#[from] ScanError),
     #[error(transparent)]
@@ -38,7 +38,7 @@ pub enum Error {
     #[error(transparent)]
     Sink(#[from] SinkError),
     #[error(transparent)]
-    Commit(#[from] CommitError),
+    Commit(CommitError),
     #[error(transparent)]
     Device(#[from] DeviceError),
     #[error(transparent)]
@@ -102,16 +102,26 @@ impl Error {
     }
 }
 
-/// An error and its causes, outermost first.
-pub fn causes<'a>(
-    error: &'a (dyn std::error::Error + 'static),
-) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
-    std::iter::successors(Some(error), |error| error.source())
+impl From<PlanError> for Error {
+    fn from(error: PlanError) -> Error {
+        match error {
+            // A footer that cannot be read is a scan error wherever it is met.
+            PlanError::Scan(scan) => Error::Scan(scan),
+            other => Error::Plan(other),
+        }
+    }
 }
 
-/// `error: cause: cause` on one line, for the ledger, logs and lineage.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    causes(error).map(|e| e.to_string()).collect::<Vec<_>>().join(": ")
+impl From<CommitError> for Error {
+    fn from(error: CommitError) -> Error {
+        match error {
+            // One variant for a lock however it was met (exit code, status).
+            CommitError::Locked(lock) => Error::Locked(lock),
+            other => Error::Commit(other),
+        }
+    }
 }
+
+pub use crate::util::{causes, error_chain};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

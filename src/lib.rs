@@ -9,7 +9,8 @@
 //!                              profiles)            score profiles)
 //! ```
 //!
-//! A model comes from a [`package`] (artifact, contract, reference profile);
+//! A model comes from a [`package`] (artifact, [`manifest`], contract,
+//! reference profile);
 //! [`profile`] and [`drift`] hold the statistics the [`contract`] judges by.
 //!
 //! [`pipeline`] is the only module that knows both the lake (Arrow, Parquet) and
@@ -17,8 +18,8 @@
 //!
 //! Experiments build on the same pass: [`evaluate`] and [`compare`] watch the
 //! scores of a [`model::set::ModelSet`] (several models, one feature block);
-//! [`bandit`] assigns campaign arms, learns from outcomes and estimates
-//! policies off-line.
+//! [`campaign`] assigns campaign arms, learns from outcomes and estimates
+//! policies off-line, with the arithmetic of [`bandit`].
 //!
 //! Around a run, for the pipelines that call it: [`lock`] (one writer per
 //! output), [`cancel`] (a token that stops a run), [`progress`], [`sla`],
@@ -32,6 +33,7 @@
 //! See ARCHITECTURE.md for the map and the invariants.
 
 pub mod bandit;
+pub mod campaign;
 pub mod cancel;
 pub mod commit;
 pub mod compare;
@@ -43,7 +45,9 @@ pub mod error;
 pub mod evaluate;
 pub mod features;
 pub mod html;
+pub mod identity;
 pub mod lock;
+pub mod manifest;
 pub mod model;
 pub mod observe;
 pub mod package;

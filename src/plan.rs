@@ -13,8 +13,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use crate::error::{Error, Result};
-use crate::scan::ParquetFile;
+use crate::scan::{ParquetFile, ScanError};
 use crate::util::Suggestion;
 
 /// The id column carried to the output when the user names none.
@@ -71,7 +70,12 @@ pub enum PlanError {
         path.display()
     )]
     DefaultIdColumnNotEverywhere { path: PathBuf },
+    /// A data file's footer could not be read (`crate::Error::Scan` at the top).
+    #[error(transparent)]
+    Scan(#[from] ScanError),
 }
+
+type Result<T, E = PlanError> = std::result::Result<T, E>;
 
 /// Which id columns to carry from input to output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,7 +158,7 @@ pub fn plan_table(input: &Path, request: &ColumnRequest) -> Result<TablePlan> {
     let found = find_data_files(input)?;
     let opened: Vec<Result<ParquetFile>> = found
         .par_iter()
-        .map(|(path, _)| ParquetFile::open(path).map_err(Error::from))
+        .map(|(path, _)| ParquetFile::open(path).map_err(PlanError::from))
         .collect();
     let files = opened.into_iter().collect::<Result<Vec<_>>>()?;
 
@@ -181,8 +185,7 @@ fn default_id_columns(files: &[ParquetFile]) -> Result<Vec<String>> {
         Some(_) if !files.iter().any(has_default) => Ok(Vec::new()),
         Some(lacking) => Err(PlanError::DefaultIdColumnNotEverywhere {
             path: lacking.path.clone(),
-        }
-        .into()),
+        }),
     }
 }
 
@@ -249,8 +252,7 @@ pub fn find_data_files(input: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
     if found.is_empty() {
         return Err(PlanError::NoDataFiles {
             path: input.to_path_buf(),
-        }
-        .into());
+        });
     }
     Ok(found)
 }

@@ -9,12 +9,11 @@ use serde::Serialize;
 use crate::commit::{OutputFileRecord, RunStatus};
 use crate::contract::{Checks, Drift, Guards, ScoreHistogram};
 use crate::drift::Status;
+use crate::identity::RunIdentity;
 use crate::model::ModelInfo;
-use crate::observe::RunIdentity;
-use crate::pipeline::RunOptions;
 use crate::profile::TableProfile;
 use crate::sla::SlaReport;
-use crate::util::{peak_rss_bytes, rfc3339_utc};
+use crate::util::{group_thousands, peak_rss_bytes, rfc3339_utc};
 
 /// Seconds spent in each stage of the per-row-group work, summed over the
 /// worker threads (so they can add up to more than the wall time).
@@ -219,7 +218,7 @@ impl RunReport {
         identity: &RunIdentity,
         model: &ModelInfo,
         input: &Path,
-        options: &RunOptions,
+        device: &str,
         threads: usize,
     ) -> RunReport {
         RunReport {
@@ -232,7 +231,7 @@ impl RunReport {
             model: model.clone(),
             input: input.to_path_buf(),
             output: None,
-            device: options.device.clone(),
+            device: device.to_string(),
             threads,
             files: 0,
             row_groups: 0,
@@ -294,11 +293,11 @@ pub struct FailureReport {
 
 impl FailureReport {
     /// The report of `error`, which ends the process with `exit_code`.
-    pub fn new(error: &crate::Error, exit_code: i32) -> Self {
+    pub fn new(error: &(dyn std::error::Error + 'static), exit_code: i32) -> Self {
         FailureReport {
             status: RunStatus::Failed,
             exit_code,
-            error: crate::error::causes(error).map(|e| e.to_string()).collect(),
+            error: crate::util::causes(error).map(|e| e.to_string()).collect(),
             peak_rss_bytes: crate::util::peak_rss_bytes(),
         }
     }
@@ -409,29 +408,5 @@ impl RunReport {
             }
         }
         out
-    }
-}
-
-/// `12345678` -> `12,345,678`.
-pub fn group_thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn groups_thousands() {
-        assert_eq!(super::group_thousands(0), "0");
-        assert_eq!(super::group_thousands(999), "999");
-        assert_eq!(super::group_thousands(1000), "1,000");
-        assert_eq!(super::group_thousands(12345678), "12,345,678");
     }
 }

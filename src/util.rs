@@ -190,8 +190,41 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
+/// `12345678` -> `12,345,678`.
+pub fn group_thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// An error and its causes, outermost first.
+pub fn causes<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |error| error.source())
+}
+
+/// `error: cause: cause` on one line, for the ledger, logs and lineage.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    causes(error).map(|e| e.to_string()).collect::<Vec<_>>().join(": ")
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn groups_thousands() {
+        assert_eq!(super::group_thousands(0), "0");
+        assert_eq!(super::group_thousands(999), "999");
+        assert_eq!(super::group_thousands(1000), "1,000");
+        assert_eq!(super::group_thousands(12345678), "12,345,678");
+    }
+
     use super::*;
     use std::time::Duration;
 

@@ -1,9 +1,7 @@
-//! Multi-armed bandit campaigns: a versioned [`policy`] of arms with Beta
-//! posteriors; [`allocate`], which gives every customer one arm (or the
-//! holdout) and publishes the assignments atomically; [`feedback`], which
-//! updates the posteriors from outcome tables into the next version; and
-//! [`off_policy`], which estimates a candidate policy's conversion rate from
-//! logged assignments (IPS, SNIPS).
+//! Multi-armed bandits, the arithmetic: a versioned [`policy`] of arms with
+//! Beta posteriors and Thompson shares, and the stable hash that decides
+//! every customer's fate. What runs campaigns over tables (allocate,
+//! feedback, off-policy evaluation) is [`crate::campaign`], built on this.
 //!
 //! Every customer's fate is a pure function of the policy's salt, its
 //! version and the customer's id (hashed here, stably across platforms and
@@ -12,11 +10,7 @@
 //! salt, version and id against the version's shares. A re-run of a version
 //! is byte-identical.
 
-pub mod allocate;
-pub mod feedback;
-pub mod off_policy;
 pub mod policy;
-pub mod table;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Int32Type, Int64Type, UInt32Type, UInt64Type};

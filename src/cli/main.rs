@@ -867,7 +867,7 @@ fn present<T: serde::Serialize>(
 
 /// `lakescore allocate`: one arm (or the holdout) per customer, published atomically.
 fn allocate(job: &Job, args: &AllocateArgs) -> Result<RunStatus, Error> {
-    use lakescore::bandit::allocate::{self, AllocateOptions, ArmModels};
+    use lakescore::campaign::allocate::{self, AllocateOptions, ArmModels};
     let policy = read_policy(&args.policy)?;
     let identity = job.identity.clone();
     logging::set_model(
@@ -939,7 +939,7 @@ fn allocate(job: &Job, args: &AllocateArgs) -> Result<RunStatus, Error> {
 
 /// `lakescore feedback`: the next version of a policy, from outcomes.
 fn feedback(args: &FeedbackArgs, cancel: &CancelToken) -> Result<RunStatus, Error> {
-    use lakescore::bandit::feedback::{self, OutcomeColumns};
+    use lakescore::campaign::feedback::{self, OutcomeColumns};
     // Held until the next version is written: two updates take turns.
     let _lock = lakescore::bandit::policy::PolicyLock::acquire(&args.policy)?;
     let policy = read_policy(&args.policy)?;
@@ -964,7 +964,7 @@ fn feedback(args: &FeedbackArgs, cancel: &CancelToken) -> Result<RunStatus, Erro
 
 /// `lakescore evaluate-policy`: a candidate policy, estimated off-policy.
 fn evaluate_policy(args: &EvaluatePolicyArgs, cancel: &CancelToken) -> Result<RunStatus, Error> {
-    use lakescore::bandit::off_policy;
+    use lakescore::campaign::off_policy;
     let policy = read_policy(&args.policy)?;
     let id_column = args
         .id_column

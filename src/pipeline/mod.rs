@@ -1717,7 +1717,7 @@ fn prepare_run(
     let facts = table_facts(pool, &table, &package.contract, options)?;
     let threads = pool.current_num_threads();
     let info = package.model.info();
-    let mut report = RunReport::new(command, &options.identity, info, input, options, threads);
+    let mut report = RunReport::new(command, &options.identity, info, input, &options.device, threads);
     report.models = package.model.members().into_iter().cloned().collect();
     describe_table(&mut report, &table.plan);
     Ok((table, facts, report))

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 
 use super::dense::Dense;
-use super::graph::{Attributes, Compiler, NodeError, RunContext};
+use super::node::{Attributes, Compiler, NodeError};
 use super::proto::NodeProto;
 use crate::model::Feature;
 use crate::model::trees::eval::{self, Compiled};
@@ -342,7 +342,7 @@ impl MlOp {
                     node,
                     format!(
                         "operator `ai.onnx.ml.{other}` is not supported by lakescore (supported: {})",
-                        super::graph::SUPPORTED_OPS
+                        super::node::SUPPORTED_OPS
                     ),
                 ));
             }
@@ -381,14 +381,15 @@ impl MlOp {
     pub fn run(
         &self,
         values: &[Option<Tensor>],
-        context: &RunContext<'_>,
-        slots: &[Option<usize>],
+        block: Option<&[f64]>,
+        n_rows: usize,
+        device: &Device,
     ) -> candle_core::Result<Vec<Option<Tensor>>> {
         let input = values.first().and_then(|v| v.as_ref());
         if let MlOp::Trees(trees) = self {
             // A graph input is read from the block itself (no tensor is made for it).
-            let y = match (context.block_of(slots.first().copied().flatten()), input) {
-                (Some(block), _) => trees.run_block(block, context.n_rows, context.device)?,
+            let y = match (block, input) {
+                (Some(block), _) => trees.run_block(block, n_rows, device)?,
                 (None, Some(x)) => trees.run(x)?,
                 (None, None) => candle_core::bail!("input 0 is missing"),
             };

@@ -17,6 +17,7 @@
 pub mod dense;
 pub mod graph;
 pub mod ml;
+pub mod node;
 pub mod proto;
 
 use std::path::Path;

@@ -8,7 +8,8 @@ use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DeviceRepr, LaunchCon
 use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage, WrapErr};
 use candle_core::{Layout, Shape};
 
-use super::eval::{Compiled, DeviceLayout, DeviceProgram};
+use super::kernel::{DeviceLayout, DeviceProgram};
+use crate::device::PerDevice;
 
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/trees.ptx"));
 const MODULE: &str = "lakescore-trees";
@@ -114,20 +115,19 @@ fn lanes_per_row(row_bytes: usize, chosen: Option<u32>) -> candle_core::Result<u
 /// Margins `(n_rows, n_groups)` of a `(n_features, n_rows)` f64 tensor on a
 /// CUDA device: [`super::eval::evaluate`]'s CUDA half.
 pub(crate) fn margins(
-    compiled: &Compiled,
+    uploads: &PerDevice<dyn std::any::Any + Send + Sync>,
+    device_program: impl FnOnce() -> DeviceProgram,
     storage: &CudaStorage,
     layout: &Layout,
     lanes_per_row: Option<u32>,
 ) -> candle_core::Result<(CudaStorage, Shape)> {
     let device = storage.device();
-    let on_device = compiled
-        .uploads
-        .get_or_upload(&candle_core::Device::Cuda(device.clone()), || {
-            Ok(std::sync::Arc::new(match compiled.device_program() {
-                DeviceProgram::F32(layout) => OnDevice::F32(Uploaded::new(device, layout)?),
-                DeviceProgram::F64(layout) => OnDevice::F64(Uploaded::new(device, layout)?),
-            }))
-        })?;
+    let on_device = uploads.get_or_upload(&candle_core::Device::Cuda(device.clone()), || {
+        Ok(std::sync::Arc::new(match device_program() {
+            DeviceProgram::F32(layout) => OnDevice::F32(Uploaded::new(device, layout)?),
+            DeviceProgram::F64(layout) => OnDevice::F64(Uploaded::new(device, layout)?),
+        }))
+    })?;
     match on_device.downcast_ref::<OnDevice>() {
         Some(OnDevice::F32(program)) => run(program, device, storage, layout, lanes_per_row),
         Some(OnDevice::F64(program)) => run(program, device, storage, layout, lanes_per_row),

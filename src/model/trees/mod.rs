@@ -10,6 +10,7 @@
 #[cfg(feature = "cuda")]
 mod cuda;
 pub mod eval;
+pub mod kernel;
 pub mod lightgbm;
 pub mod objective;
 pub mod simd;

@@ -12,7 +12,7 @@
 //! Chosen at run time (`is_x86_feature_detected!`): the binary runs on any
 //! x86-64 and uses this only where the CPU has AVX-512F.
 
-use super::eval::{PerfectSource, SimdTrees};
+use super::kernel::{PerfectSource, SimdTrees};
 
 /// Deepest tree the kernel pads (a depth-10 tree is 1,023 nodes and 1,024
 /// leaves, 12 KB: a forest of 100 still fits in L2).
@@ -39,7 +39,7 @@ impl PerfectForest {
     /// The layout, when this CPU can run the kernel and some tree fits it.
     pub fn new(source: &dyn PerfectSource) -> Option<PerfectForest> {
         // Gather offsets (row x views + view) are 32-bit.
-        if !cpu_has_avx512() || source.n_views().saturating_mul(super::eval::BLOCK_ROWS) >= 1 << 31 {
+        if !cpu_has_avx512() || source.n_views().saturating_mul(super::kernel::BLOCK_ROWS) >= 1 << 31 {
             return None;
         }
         let mut forest = PerfectForest {
@@ -152,7 +152,7 @@ impl SimdTrees<f32> for PerfectForest {
                     let mut node = 0usize;
                     for _ in 0..tree.depth {
                         let x = row[self.views[tree.offset + node] as usize];
-                        let second = super::eval::goes_second(x, self.thresholds[tree.offset + node]);
+                        let second = super::kernel::goes_second(x, self.thresholds[tree.offset + node]);
                         node = 2 * node + 1 + usize::from(second);
                     }
                     sums[r] += self.leaves[tree.leaf_offset + node - ((1 << tree.depth) - 1)];

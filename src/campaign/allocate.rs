@@ -24,8 +24,8 @@ use parquet::file::properties::WriterProperties;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::policy::{Policy, PolicyFile};
-use super::{hash_bytes, id_hashes, is_id_type, unit};
+use crate::bandit::policy::{Policy, PolicyFile};
+use crate::bandit::{hash_bytes, id_hashes, is_id_type, unit};
 use crate::cancel::CancelToken;
 use crate::commit::{self, LedgerRecord, OutputFileRecord, Published, Transaction, WriteMode};
 use crate::error::{Error, Result, error_chain};

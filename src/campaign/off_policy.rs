@@ -24,9 +24,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::IdKey;
-use super::policy::PolicyFile;
 use super::table::{self, Wanted};
+use crate::bandit::IdKey;
+use crate::bandit::policy::PolicyFile;
 use crate::cancel::CancelToken;
 use crate::error::{Error, Result};
 

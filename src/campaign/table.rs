@@ -236,9 +236,14 @@ fn as_numbers(
 }
 
 /// The ids of a column, refusing types that are not integers or strings.
-pub fn ids(array: &ArrayRef, at: At<'_>, role: &'static str, column: &str) -> Result<Vec<Option<super::IdKey>>> {
-    if !super::is_id_type(array.data_type()) {
+pub fn ids(
+    array: &ArrayRef,
+    at: At<'_>,
+    role: &'static str,
+    column: &str,
+) -> Result<Vec<Option<crate::bandit::IdKey>>> {
+    if !crate::bandit::is_id_type(array.data_type()) {
         return Err(type_error(at.path, role, column, array.data_type(), "expected integers or strings").into());
     }
-    Ok(super::id_keys(array.as_ref()))
+    Ok(crate::bandit::id_keys(array.as_ref()))
 }

@@ -15,9 +15,9 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::IdKey;
-use super::policy::{HistoryEntry, Policy, PolicyFile};
 use super::table::{self, Wanted};
+use crate::bandit::IdKey;
+use crate::bandit::policy::{HistoryEntry, Policy, PolicyFile};
 use crate::cancel::CancelToken;
 use crate::error::{Error, Result};
 use crate::util::{rfc3339_from_epoch, rfc3339_utc};
