@@ -1,8 +1,9 @@
 //! The seam between the compiled evaluator ([`super::eval`]) and the kernels
 //! it hands trees to: the float types it compares and sums in, the
 //! comparison every walk makes, what the AVX-512 kernel ([`super::simd`])
-//! reads of a program, and the flat arrays the CUDA kernel ([`super::cuda`])
-//! uploads. The kernels see only these, never the evaluator itself.
+//! reads of a program, and the flat arrays the CUDA kernel (`cuda.rs`, with
+//! the `cuda` feature) uploads. The kernels see only these, never the
+//! evaluator itself.
 
 /// Rows per block: the block's views (rows x views x 4-8 bytes) stay in L1/L2
 /// while every tree runs over it.
