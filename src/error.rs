@@ -102,6 +102,15 @@ impl Error {
     }
 }
 
+impl From<crate::package::OpenError> for Error {
+    fn from(error: crate::package::OpenError) -> Error {
+        match error {
+            crate::package::OpenError::Package(e) => Error::Package(e),
+            crate::package::OpenError::Model(e) => Error::Model(e),
+        }
+    }
+}
+
 impl From<PlanError> for Error {
     fn from(error: PlanError) -> Error {
         match error {

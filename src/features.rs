@@ -40,6 +40,17 @@ pub enum FeatureError {
         category: String,
         known: usize,
     },
+    /// The same, in a batch scored in memory ([`crate::scorer`]).
+    #[error(
+        "column `{column}` of {source_name} holds category {category:?}, which is not in the training set of the \
+         model (XGBoost refuses unseen categories; the model knows {known})"
+    )]
+    UnknownCategoryInBatch {
+        source_name: String,
+        column: String,
+        category: String,
+        known: usize,
+    },
     #[error(
         "column `{column}` of `{}` has type `{data_type}`, which cannot be a numeric model feature{hint}",
         path.display()
@@ -246,6 +257,16 @@ pub struct UnknownCategory {
 }
 
 impl UnknownCategory {
+    /// In the in-memory batches of `source_name`.
+    pub fn in_batch(self, source_name: &str) -> FeatureError {
+        FeatureError::UnknownCategoryInBatch {
+            source_name: source_name.to_string(),
+            column: self.column,
+            category: self.category,
+            known: self.known,
+        }
+    }
+
     pub fn at(self, path: &std::path::Path, row_group: usize) -> FeatureError {
         FeatureError::UnknownCategory {
             path: path.to_path_buf(),

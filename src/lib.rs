@@ -58,6 +58,7 @@ pub mod progress;
 pub mod report;
 pub mod runs;
 pub mod scan;
+pub mod scorer;
 pub mod sink;
 pub mod sla;
 pub mod test_hooks;

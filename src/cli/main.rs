@@ -1092,10 +1092,7 @@ fn open_package_with(
         output_margin,
         feature_names,
     };
-    package::open(path, &device, &load_options).map_err(|error| match error {
-        package::OpenError::Package(e) => Error::Package(e),
-        package::OpenError::Model(e) => Error::Model(e),
-    })
+    Ok(package::open(path, &device, &load_options)?)
 }
 
 /// A command's context: its command line, its run's identity, and the

@@ -72,7 +72,7 @@ pub(super) fn table_facts(
     Ok(facts)
 }
 
-fn is_kind(data_type: &DataType, kind: ColumnKind) -> bool {
+pub(crate) fn is_kind(data_type: &DataType, kind: ColumnKind) -> bool {
     use DataType::*;
     match data_type {
         Dictionary(_, values) => is_kind(values, kind),
@@ -136,20 +136,7 @@ fn newest_in_column(plan: &TablePlan, column: &str) -> Result<Result<(i64, Strin
                 return Ok(None);
             }
             let batch = batches.read(unit.n_rows)?;
-            let seconds = arrow::compute::cast(
-                batch.column(0),
-                &DataType::Timestamp(arrow::datatypes::TimeUnit::Second, None),
-            )
-            .and_then(|t| arrow::compute::cast(&t, &DataType::Int64))
-            .map_err(|e| {
-                Error::Usage(format!(
-                    "the contract's freshness column `{column}` in `{}` is {}, not a date or timestamp: {e}",
-                    file.path.display(),
-                    schema.field(root).data_type()
-                ))
-            })?;
-            let seconds = seconds.as_any().downcast_ref::<Int64Array>().expect("cast to Int64");
-            Ok(arrow::compute::max(seconds))
+            newest_of_column(batch.column(0), column, &file.path.display().to_string())
         })
         .collect::<Result<Vec<Option<i64>>>>()?;
     Ok(newest_per_unit
@@ -163,6 +150,21 @@ fn newest_in_column(plan: &TablePlan, column: &str) -> Result<Result<(i64, Strin
             )
         })
         .ok_or_else(|| format!("`{column}` holds no value in any row")))
+}
+
+/// The newest instant in `values` (of the contract's freshness `column`, in
+/// `source`), seconds since the epoch; `None` when all are null.
+pub(crate) fn newest_of_column(values: &ArrayRef, column: &str, source: &str) -> Result<Option<i64>> {
+    let seconds = arrow::compute::cast(values, &DataType::Timestamp(arrow::datatypes::TimeUnit::Second, None))
+        .and_then(|t| arrow::compute::cast(&t, &DataType::Int64))
+        .map_err(|e| {
+            Error::Usage(format!(
+                "the contract's freshness column `{column}` in `{source}` is {}, not a date or timestamp: {e}",
+                values.data_type()
+            ))
+        })?;
+    let seconds = seconds.as_any().downcast_ref::<Int64Array>().expect("cast to Int64");
+    Ok(arrow::compute::max(seconds))
 }
 
 /// Turns a pass's inspection into the run's judgement: rules, guards, drift,
@@ -209,32 +211,58 @@ pub(super) fn judge(package: &Package, table: &PreparedTable, facts: &TableFacts
     let unique = unique_values.or_else(|| {
         unique_positions.map(|(repeats, positions)| (repeats, positions.into_iter().map(example).collect()))
     });
-    let checks = contract::judge_rules(contract, &inspection, &profile, facts, unique, &example);
+    scored.judgement = judgement_of(
+        package,
+        &inspection,
+        &profile,
+        facts,
+        unique,
+        &example,
+        table.pass.predict,
+    );
+    scored.inspection = Some(inspection);
+    scored.profile = Some(std::sync::Arc::new(profile));
+    scored
+}
+
+/// The contract's judgement of what a pass saw (its merged `inspection`
+/// and the `profile` made of it): rules, and when the model ran, guards and
+/// the score histogram; drift when the package has a reference. `unique`:
+/// the repeats of the unique columns and examples; `example` names a rule's
+/// example row.
+pub(crate) fn judgement_of(
+    package: &Package,
+    inspection: &Inspection,
+    profile: &TableProfile,
+    facts: &TableFacts,
+    unique: Option<(u64, Vec<String>)>,
+    example: &dyn Fn((usize, usize)) -> String,
+    predicted: bool,
+) -> Judgement {
+    let contract = &package.contract;
+    let checks = contract::judge_rules(contract, inspection, profile, facts, unique, example);
     let mut judgement = Judgement {
         checks: Some(checks),
         ..Judgement::default()
     };
-    if table.pass.predict {
+    if predicted {
         judgement.guards = Some(contract::judge_guards(
             contract,
-            &inspection,
-            &profile,
+            inspection,
+            profile,
             package.reference.as_ref(),
         ));
-        judgement.score_histogram = contract::score_histogram(&profile, package.reference.as_ref());
+        judgement.score_histogram = contract::score_histogram(profile, package.reference.as_ref());
     }
     if let Some(reference) = &package.reference {
         judgement.drift = Some(contract::judge_drift(
             contract,
-            &profile,
+            profile,
             reference,
             &package.reference_name(),
         ));
     }
-    scored.judgement = judgement;
-    scored.inspection = Some(inspection);
-    scored.profile = Some(std::sync::Arc::new(profile));
-    scored
+    judgement
 }
 
 /// (unit, row within it) of the `global`-th row of the pass.

@@ -41,13 +41,16 @@ use crate::sla::{Sla, SlaReport};
 use crate::test_hooks;
 use crate::util::{rfc3339_utc, sha256_hex};
 
+mod block;
 mod judging;
 mod row_policies;
 
+pub(crate) use block::BlockSteps;
+pub(crate) use judging::{is_kind, judgement_of, newest_of_column};
+pub(crate) use row_policies::row_keys;
+
 use judging::{judge, rejected_by_schema, table_facts};
-use row_policies::{
-    append_side_table, drop_rows, fill_missing, finish_side_table, flags_column, leaf_keys, quarantine_rows, row_keys,
-};
+use row_policies::{append_side_table, finish_side_table, leaf_keys, quarantine_rows};
 
 /// Rows decoded, turned into features and scored at a time within a row group.
 /// The feature block (2048 rows x 34 features x 8 bytes = 557 KB) then stays in
@@ -679,6 +682,61 @@ struct PreparedTable {
     shadow_schema: Option<SchemaRef>,
 }
 
+/// The model's features as a pass builds its feature blocks.
+pub(crate) struct BlockFeatures {
+    /// With NaN for missing values when the pass inspects them (rules see
+    /// every null); else with the model's own missing values.
+    pub features: Vec<Feature>,
+    /// (feature, fill value) of features whose missing value is not NaN,
+    /// filled in after inspection.
+    pub fills: Vec<(usize, f64)>,
+    /// (feature, missing value) of categorical features: the missing value
+    /// replaces [`features::UNKNOWN_CATEGORY`] after inspection.
+    pub unknown_fills: Vec<(usize, f64)>,
+}
+
+impl BlockFeatures {
+    pub(crate) fn of(model: &dyn Model, inspect: bool) -> BlockFeatures {
+        let features = model.features();
+        let after_inspection = |keep: fn(&Feature) -> bool| -> Vec<(usize, f64)> {
+            match inspect {
+                true => features
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, f)| keep(f))
+                    .map(|(j, f)| (j, f.missing_value))
+                    .collect(),
+                false => Vec::new(),
+            }
+        };
+        BlockFeatures {
+            features: features
+                .iter()
+                .map(|f| Feature {
+                    missing_value: if inspect { f64::NAN } else { f.missing_value },
+                    ..f.clone()
+                })
+                .collect(),
+            fills: after_inspection(|f| !f.missing_value.is_nan()),
+            unknown_fills: after_inspection(|f| f.categories.is_some()),
+        }
+    }
+}
+
+impl PreparedTable {
+    /// The steps every block of this pass goes through after decoding.
+    fn block_steps<'a>(&'a self, package: &'a Package) -> BlockSteps<'a> {
+        BlockSteps {
+            contract: &package.contract,
+            model: package.model.as_ref(),
+            fills: &self.fills,
+            unknown_fills: &self.unknown_fills,
+            flags: self.flags,
+            published_scores: self.score_columns.len(),
+        }
+    }
+}
+
 /// Columns of the quarantine table after the id columns.
 const QUARANTINE_COLUMNS: [&str; 4] = [
     "lakescore_file",
@@ -830,34 +888,11 @@ fn prepare(package: &Package, input: &Path, options: &RunOptions, pass: PassKind
         Field::new(QUARANTINE_COLUMNS[2], DataType::Int64, false),
         Field::new(QUARANTINE_COLUMNS[3], DataType::Utf8, false),
     ]);
-    let block_features: Vec<Feature> = model
-        .features()
-        .iter()
-        .map(|f| Feature {
-            missing_value: if pass.inspect { f64::NAN } else { f.missing_value },
-            ..f.clone()
-        })
-        .collect();
-    let fills = match pass.inspect {
-        true => model
-            .features()
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| !f.missing_value.is_nan())
-            .map(|(j, f)| (j, f.missing_value))
-            .collect(),
-        false => Vec::new(),
-    };
-    let unknown_fills = match pass.inspect {
-        true => model
-            .features()
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| f.categories.is_some())
-            .map(|(j, f)| (j, f.missing_value))
-            .collect(),
-        false => Vec::new(),
-    };
+    let BlockFeatures {
+        features: block_features,
+        fills,
+        unknown_fills,
+    } = BlockFeatures::of(model, pass.inspect);
     Ok(PreparedTable {
         plan,
         pass,
@@ -1340,7 +1375,8 @@ impl Worker<'_> {
         stages: &mut StageSeconds,
         mut inspection: Option<&mut Inspection>,
     ) -> Result<EncodedUnit> {
-        let (table, model, contract) = (self.table, self.package.model.as_ref(), &self.package.contract);
+        let (table, contract) = (self.table, &self.package.contract);
+        let steps = table.block_steps(self.package);
         let unit = self.units[unit_idx];
         let file_plan = &table.plan.files[unit.file_idx];
         let file = &file_plan.file;
@@ -1432,10 +1468,7 @@ impl Worker<'_> {
                 })
                 .collect();
             if let Some(inspection) = inspection.as_deref_mut() {
-                inspection.inspect_features(contract, &block, unit_idx, rows_done, &mut marks);
-                fill_missing(&mut block, &table.fills, &table.unknown_fills, |j| {
-                    inspection.batch_nulls(j)
-                });
+                steps.inspect_features(&mut block, inspection, unit_idx, rows_done, &mut marks);
                 if let Some(unique) = &table.unique_ids {
                     match scan.key_reader {
                         Some(reader) => leaf_keys(&leaves[reader], &mut done.keys),
@@ -1460,27 +1493,25 @@ impl Worker<'_> {
                 rows_done += n_rows;
                 continue;
             }
-            let keep = marks
-                .any_quarantined
-                .then(|| BooleanArray::from_iter(marks.quarantined.iter().map(|&q| Some(!q))));
-            if let Some(keep) = &keep {
-                block = drop_rows(block, &marks.quarantined);
-                if table.quarantines {
-                    done.quarantine.push(quarantine_rows(
-                        table, file_plan, row_group, rows_done, &ids, &marks, contract, keep,
-                    )?);
-                }
+            let (block, keep) = steps.set_aside_quarantined(block, &marks);
+            if let Some(keep) = &keep
+                && table.quarantines
+            {
+                done.quarantine.push(quarantine_rows(
+                    table, file_plan, row_group, rows_done, &ids, &marks, contract, keep,
+                )?);
             }
             let rows_out = block.n_rows;
             // A model's error names the row group it was scoring.
-            let scores = predict_checked(model, block).map_err(|error| match error {
+            let located = |error| match error {
                 Error::Model(source) => Error::InRowGroup {
                     path: file.path.clone(),
                     row_group,
                     source,
                 },
                 other => other,
-            })?;
+            };
+            let scores = steps.score(block, None).map_err(located)?;
             lap(&mut stages.model);
             if let Some(inspection) = inspection.as_deref_mut() {
                 inspection.inspect_scores(contract, &scores);
@@ -1488,30 +1519,15 @@ impl Worker<'_> {
             }
 
             if let Some(encoder) = encoder.as_mut() {
-                let mut output: Vec<ArrayRef> = Vec::with_capacity(ids.len() + scores.len() + 1);
-                for id in &ids {
-                    output.push(match &keep {
-                        Some(keep) => arrow::compute::filter(id, keep).map_err(|e| encode_error(e.into()))?,
-                        None => Arc::clone(id),
-                    });
-                }
-                let mut scores: Vec<ArrayRef> = scores
-                    .into_iter()
-                    .map(|s| Arc::new(Float32Array::from(s)) as ArrayRef)
-                    .collect();
-                if let Some(schema) = &table.shadow_schema {
-                    let published = table.score_columns.len();
-                    let mut columns = output.clone();
-                    columns.extend(scores.drain(published..));
+                let output = steps
+                    .output(&ids, keep.as_ref(), scores, &marks, n_rows)
+                    .map_err(|e| encode_error(e.into()))?;
+                if let (Some(schema), Some(columns)) = (&table.shadow_schema, output.shadow) {
                     let batch =
                         RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| encode_error(e.into()))?;
                     done.shadow.push(batch);
                 }
-                output.extend(scores);
-                if table.flags {
-                    output.push(flags_column(&marks, contract, n_rows));
-                }
-                encoder.write(&output).map_err(encode_error)?;
+                encoder.write(&output.columns).map_err(encode_error)?;
                 lap(&mut stages.encode);
             }
             done.rows_out += rows_out;
@@ -1527,25 +1543,6 @@ impl Worker<'_> {
         }
         Ok(done)
     }
-}
-
-/// The model's scores for a block, checked to be one column per output of one
-/// score per row.
-fn predict_checked(model: &dyn Model, block: FeatureBlock) -> Result<Vec<Vec<f32>>> {
-    let n_rows = block.n_rows;
-    let scores = model.predict(block)?;
-    if scores.n_rows != n_rows
-        || scores.outputs.len() != model.n_outputs()
-        || scores.outputs.iter().any(|o| o.len() != n_rows)
-    {
-        return Err(Error::Internal(format!(
-            "model `{}` returned {} outputs of {:?} rows for {n_rows} rows",
-            model.info().name,
-            scores.outputs.len(),
-            scores.outputs.iter().map(Vec::len).collect::<Vec<_>>()
-        )));
-    }
-    Ok(scores.outputs)
 }
 
 /// What the writer did.

@@ -131,7 +131,7 @@ pub(super) fn leaf_keys(leaf: &LeafReader, keys: &mut Vec<u64>) {
 /// integer column (exact; a null id takes one fixed key), otherwise a hash of
 /// the row's values in Arrow's row format (two different ids share a key with
 /// odds of about n^2 / 2^65, and the examples then show both).
-pub(super) fn row_keys(columns: &[&ArrayRef], n_rows: usize) -> Result<Vec<u64>, arrow::error::ArrowError> {
+pub(crate) fn row_keys(columns: &[&ArrayRef], n_rows: usize) -> Result<Vec<u64>, arrow::error::ArrowError> {
     use arrow::array::AsArray;
     use arrow::datatypes::{Int32Type, Int64Type};
     use std::hash::{Hash, Hasher};

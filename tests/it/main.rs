@@ -14,6 +14,7 @@ mod errors;
 mod experiments;
 mod imports;
 mod layout;
+mod memory;
 mod onnx;
 mod parity;
 mod pushgateway;

@@ -278,3 +278,72 @@ fn a_string_column_needs_the_models_categories() {
     );
     assert!(error.contains("lgb_cat_pandas/input.parquet"), "{error}");
 }
+
+/// The in-memory scorer (`lakescore::scorer`) gives the command line's
+/// scores bit for bit on every fixture, transformed and as margins, and
+/// refuses what the command line refuses.
+#[test]
+fn in_memory_scores_are_the_cli_scores_on_every_fixture() {
+    use lakescore::plan::IdColumns;
+    use lakescore::scorer::{Scorer, ScorerOptions};
+    let mut compared = 0;
+    for case in cases() {
+        let input = fixtures().join(&case.name).join("input.parquet");
+        let batches: Vec<RecordBatch> = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(&input).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+        for output_margin in [false, true] {
+            let load = lakescore::model::LoadOptions {
+                output_margin,
+                ..Default::default()
+            };
+            let in_memory = lakescore::package::open(&fixtures().join(&case.model), &candle_core::Device::Cpu, &load)
+                .map_err(lakescore::Error::from)
+                .and_then(|package| {
+                    let options = ScorerOptions {
+                        id_columns: IdColumns::Named(vec!["row_id".into()]),
+                        ..ScorerOptions::default()
+                    };
+                    Scorer::new(package, options)?.score_all(batches.clone())
+                });
+            match (&case.expect_error, in_memory) {
+                (Some(needle), Err(error)) => {
+                    let chain = lakescore::error::error_chain(&error);
+                    assert!(chain.contains(needle.as_str()), "{}: {chain}", case.name);
+                }
+                (Some(_), Ok(_)) => panic!("{}: scored in memory, but should fail", case.name),
+                (None, Err(error)) => panic!("{}: {}", case.name, lakescore::error::error_chain(&error)),
+                (None, Ok((scored, _))) => {
+                    let ours = arrow::compute::concat_batches(&scored[0].schema(), &scored).unwrap();
+                    let cli = run_case(&case, output_margin, "cpu").unwrap();
+                    assert_eq!(ours.schema(), cli.schema(), "{}", case.name);
+                    assert_eq!(
+                        int64_column(&ours, "row_id"),
+                        int64_column(&cli, "row_id"),
+                        "{}",
+                        case.name
+                    );
+                    for field in cli.schema().fields().iter().filter(|f| f.name().starts_with("score")) {
+                        let bits = |batch: &RecordBatch| -> Vec<u32> {
+                            f32_column(batch, field.name()).iter().map(|v| v.to_bits()).collect()
+                        };
+                        assert_eq!(
+                            bits(&ours),
+                            bits(&cli),
+                            "{} {} (margin: {output_margin})",
+                            case.name,
+                            field.name()
+                        );
+                        compared += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(compared >= 120, "only {compared} score columns compared");
+}
