@@ -29,7 +29,7 @@ bench_lake() {
   repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
   cd "$repo"
   cargo build --release --quiet --bin lakescore --bin gen-lake
-  BIN=$repo/target/release
+  BIN=${CARGO_TARGET_DIR:-$repo/target}/release
   mkdir -p "$WORK"
   LAKE=$WORK/customers-$ROWS
   if [ ! -f "$LAKE/.complete" ]; then

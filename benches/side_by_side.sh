@@ -3,7 +3,11 @@
 # in one run, on the same generated lake, on this machine.
 #
 #   benches/side_by_side.sh [--rows N] [--repeat R] [--work DIR] [--models "logreg xgb lgbm rf mlp"]
-#                           [--lakescore-only]
+#                           [--lakescore-only] [--baseline BIN]
+#
+# --baseline BIN also times another lakescore binary (an earlier build, kept
+# aside) on every lakescore row, interleaved with this build run by run, and
+# prints the two side by side: how a change to the engine moved its speed.
 #
 # Times (wall seconds, median of R runs; peak RSS of the median run):
 #   logreg: lakescore score    logistic model, all cores
@@ -30,6 +34,7 @@ REPEAT=3
 WORK=${WORK:-/tmp/lakescore-side-by-side}
 LAKESCORE_ONLY=0
 MODEL_SET="logreg xgb lgbm rf mlp"
+BASELINE=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --models) MODEL_SET=$2; shift 2 ;;
@@ -37,6 +42,7 @@ while [ $# -gt 0 ]; do
     --repeat) REPEAT=$2; shift 2 ;;
     --work) WORK=$2; shift 2 ;;
     --lakescore-only) LAKESCORE_ONLY=1; shift ;;
+    --baseline) BASELINE=$(cd "$(dirname "$2")" && pwd)/$(basename "$2"); shift 2 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -46,7 +52,7 @@ PEERS=${PEERS:-$REPO/../shared/bench}
 THREADS=$(nproc)
 cd "$REPO"
 cargo build --release --quiet --bin lakescore --bin gen-lake --example io_floor
-BIN=$REPO/target/release
+BIN=${CARGO_TARGET_DIR:-$REPO/target}/release
 mkdir -p "$WORK"
 
 LAKE=$WORK/customers-$ROWS
@@ -86,26 +92,55 @@ cat "$LAKE"/dt=*/*.parquet > /dev/null
 
 RESULTS=$WORK/results.tsv
 : > "$RESULTS"
+# run_once FILE COMMAND...: one timed run ("seconds peak-KB" into FILE).
+run_once() {
+  local file=$1; shift
+  /usr/bin/time -f "%e %M" -o "$file" "$@" > /dev/null 2> "$WORK/stderr.txt" \
+    || { cat "$WORK/stderr.txt" >&2; echo "$* failed" >&2; exit 1; }
+}
+# median_of NAME: the median of "seconds peak-KB" lines on stdin, as a results row.
+median_of() {
+  sort -n | sed -n "$(( (REPEAT + 1) / 2 ))p" | awk -v name="$1" '{ printf "%s\t%.2f\t%.0f\n", name, $1, $2 / 1024 }'
+}
 # time_it NAME OUTDIR COMMAND...: median wall seconds of $REPEAT runs, and that run's peak RSS.
 time_it() {
   local name=$1 out=$2; shift 2
   local runs=()
   for _ in $(seq "$REPEAT"); do
     rm -rf "$out"
-    /usr/bin/time -f "%e %M" -o "$WORK/time.txt" "$@" > /dev/null 2> "$WORK/stderr.txt" \
-      || { cat "$WORK/stderr.txt" >&2; echo "$name failed" >&2; exit 1; }
+    run_once "$WORK/time.txt" "$@"
     runs+=("$(cat "$WORK/time.txt")")
   done
-  printf '%s\n' "${runs[@]}" | sort -n | sed -n "$(( (REPEAT + 1) / 2 ))p" | \
-    awk -v name="$name" '{ printf "%s\t%.2f\t%.0f\n", name, $1, $2 / 1024 }' >> "$RESULTS"
+  printf '%s\n' "${runs[@]}" | median_of "$name" >> "$RESULTS"
+}
+BASELINE_RESULTS=$WORK/baseline.tsv
+: > "$BASELINE_RESULTS"
+# time_lakescore NAME OUTDIR ARGS...: this build's lakescore (and, with
+# --baseline, the other binary, interleaved run by run) on ARGS.
+time_lakescore() {
+  local name=$1 out=$2; shift 2
+  if [ -z "$BASELINE" ]; then
+    time_it "$name" "$out" "$BIN/lakescore" "$@"
+    return
+  fi
+  local ours=() theirs=()
+  for _ in $(seq "$REPEAT"); do
+    rm -rf "$out"; run_once "$WORK/time.txt" "$BIN/lakescore" "$@"; ours+=("$(cat "$WORK/time.txt")")
+    rm -rf "$out"; run_once "$WORK/time.txt" "$BASELINE" "$@"; theirs+=("$(cat "$WORK/time.txt")")
+  done
+  # The baseline's output last: put this build's back for the score checks.
+  rm -rf "$out"; run_once "$WORK/time.txt" "$BIN/lakescore" "$@"
+  printf '%s\n' "${ours[@]}" | median_of "$name" >> "$RESULTS"
+  paste <(printf '%s\n' "${ours[@]}" | median_of "$name") <(printf '%s\n' "${theirs[@]}" | median_of "$name") \
+    | cut -f1-3,5-6 >> "$BASELINE_RESULTS"
 }
 
 OUT=$WORK/out
 has() { [[ " $MODEL_SET " == *" $1 "* ]]; }
 [ "$LAKESCORE_ONLY" = 1 ] && MODEL_SET=logreg
 if has logreg; then
-time_it "lakescore score (logistic)" "$OUT/lakescore" \
-  "$BIN/lakescore" -q score --model "$MODEL" --input "$LAKE" --output "$OUT/lakescore"
+time_lakescore "lakescore score (logistic)" "$OUT/lakescore" \
+  -q score --model "$MODEL" --input "$LAKE" --output "$OUT/lakescore"
 fi
 if [ "$LAKESCORE_ONLY" = 0 ] && has logreg; then
   time_it "arrow-rs I/O floor (read 35 cols, write id+score)" "$OUT/floor" "$BIN/examples/io_floor" "$LAKE" "$OUT/floor"
@@ -124,8 +159,8 @@ for m in xgb lgbm; do
   has "$m" || continue
   [ "$m" = xgb ] && file=xgb.json || file=lgbm.txt
   RESULTS=$TREES
-  time_it "lakescore $m" "$OUT/lakescore-$m" \
-    "$BIN/lakescore" -q score --model "$MODELS/$file" --input "$LAKE" --output "$OUT/lakescore-$m"
+  time_lakescore "lakescore $m" "$OUT/lakescore-$m" \
+    -q score --model "$MODELS/$file" --input "$LAKE" --output "$OUT/lakescore-$m"
   time_it "pyarrow + $m" "$OUT/peer-$m" "$P" "$PEERS/peer_score.py" "$m" "$MODELS" "$LAKE" "$OUT/peer-$m" \
     --threads "$THREADS"
 done
@@ -141,8 +176,8 @@ if [ "$LAKESCORE_ONLY" = 0 ] && { has rf || has mlp; }; then
   for m in rf mlp; do
     has "$m" || continue
     RESULTS=$TREES
-    time_it "lakescore $m" "$OUT/lakescore-$m" \
-      "$BIN/lakescore" -q score --model "$ONNX_MODELS/$m.onnx" --input "$LAKE" --output "$OUT/lakescore-$m"
+    time_lakescore "lakescore $m" "$OUT/lakescore-$m" \
+      -q score --model "$ONNX_MODELS/$m.onnx" --input "$LAKE" --output "$OUT/lakescore-$m"
     # Each at onnxruntime's fastest batch on this lake (benches/peer_onnx.py):
     # 65,536 rows for the forest (8,192 takes 1.8x as long), 8,192 for the MLP.
     [ "$m" = rf ] && batch=65536 || batch=8192
@@ -167,6 +202,13 @@ if [ -s "$TREES" ]; then
                       target["xgb"] = "1/6"; target["lgbm"] = "1/10"; target["rf"] = "1/3"; target["mlp"] = "1/3" }
     NR % 2 == 1 { m = $1; sub("lakescore ", "", m); ours = $2; ours_mb = $3; next }
     { printf "%-8s %12.2f %10.0f %12.2f %10.0f %8.3f %8s\n", m, ours, ours_mb, $2, $3, ours / $2, target[m] }' "$TREES"
+fi
+
+if [ -s "$BASELINE_RESULTS" ]; then
+  echo
+  echo "this build against --baseline $BASELINE (interleaved, median of $REPEAT each):"
+  awk -F'\t' 'BEGIN { printf "%-32s %10s %10s %12s %10s %8s\n", "run", "this s", "peak MB", "baseline s", "peak MB", "ratio" }
+    { printf "%-32s %10.2f %10.0f %12.2f %10.0f %8.3f\n", $1, $2, $3, $4, $5, $2 / $4 }' "$BASELINE_RESULTS"
 fi
 
 if [ "$LAKESCORE_ONLY" = 0 ]; then
