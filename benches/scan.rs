@@ -34,7 +34,10 @@ fn bench_scan(c: &mut Criterion) {
         ..LakeSpec::default()
     };
     let path = generate_lake(dir.path(), &spec).unwrap().remove(0);
-    let file = ParquetFile::open(&path).unwrap();
+    // Mapped, as `lakescore score` reads a lake (the bench's own file does not change).
+    // SAFETY: nothing writes the file while the bench reads it.
+    let mapped = lakescore::source::LocalTable::open_file(&path, unsafe { lakescore::source::MmapChoice::auto() });
+    let file = ParquetFile::read(&path, mapped.unwrap()).unwrap();
     let schema = file.metadata.schema().clone();
     let descriptor = file.metadata.parquet_schema();
     let names = benchmark_features();

@@ -4,10 +4,14 @@
 //! The data flows one way through the modules, each named after its stage:
 //!
 //! ```text
-//! plan -> scan -> features -> contract -> model -> contract -> sink -> commit
-//!                             (rules,              (guards,
-//!                              profiles)            score profiles)
+//! source -> plan -> scan -> features -> contract -> model -> contract -> sink -> commit
+//!                                       (rules,              (guards,
+//!                                        profiles)            score profiles)
 //! ```
+//!
+//! A table's bytes come from a [`source::TableSource`] (a local folder, mapped
+//! or read); Arrow batches already in memory go through [`scorer`] instead,
+//! the same per-block steps without files.
 //!
 //! A model comes from a [`package`] (artifact, [`manifest`], contract,
 //! reference profile);
@@ -61,6 +65,7 @@ pub mod scan;
 pub mod scorer;
 pub mod sink;
 pub mod sla;
+pub mod source;
 pub mod test_hooks;
 pub mod util;
 

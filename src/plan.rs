@@ -1,19 +1,13 @@
-//! Plan: find the Parquet files of a table, read each footer once, resolve the
-//! columns the run needs by name, and cut the table into work units (one row
-//! group of one file each).
-//!
-//! A table is a single file or a folder tree, usually Hive-partitioned
-//! (`dt=2026-11-25/part-00000.parquet`). Entries whose names start with `_` or
-//! `.` are not data (`_SUCCESS`, `_lakescore/`, `.part.crc`, staging folders)
-//! and are skipped at every level; every other file is expected to be Parquet.
+//! Plan: list a table's data files through its [`TableSource`], read each
+//! footer once, resolve the columns the run needs by name, and cut the table
+//! into work units (one row group of one file each).
 
-use std::collections::HashSet;
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use rayon::prelude::*;
 
 use crate::scan::{ParquetFile, ScanError};
+use crate::source::{SourceError, TableSource};
 use crate::util::Suggestion;
 
 /// The id column carried to the output when the user names none.
@@ -21,22 +15,9 @@ pub const DEFAULT_ID_COLUMN: &str = "customer_id";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("input `{}` does not exist", path.display())]
-    InputNotFound { path: PathBuf },
-    #[error("cannot read input `{}`", path.display())]
-    Inspect {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot list input folder `{}`", path.display())]
-    ReadDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("input `{}` holds no data files (names starting with `_` or `.` are not data)", path.display())]
-    NoDataFiles { path: PathBuf },
+    /// The table's files cannot be listed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
     #[error("model feature `{feature}` has no column in `{}`{suggestion}", path.display())]
     MissingFeature {
         path: PathBuf,
@@ -154,11 +135,14 @@ impl TablePlan {
 /// Plans the table at `input`. Footers are read in parallel on the current
 /// rayon pool; errors are reported for the first bad file in path order, so the
 /// same input always gives the same message.
-pub fn plan_table(input: &Path, request: &ColumnRequest) -> Result<TablePlan> {
-    let found = find_data_files(input)?;
+pub fn plan_table(input: &dyn TableSource, request: &ColumnRequest) -> Result<TablePlan> {
+    let found = input.list()?;
     let opened: Vec<Result<ParquetFile>> = found
         .par_iter()
-        .map(|(path, _)| ParquetFile::open(path).map_err(PlanError::from))
+        .map(|file| {
+            let bytes = input.open(file)?;
+            Ok(ParquetFile::read(&file.location, bytes)?)
+        })
         .collect();
     let files = opened.into_iter().collect::<Result<Vec<_>>>()?;
 
@@ -169,10 +153,18 @@ pub fn plan_table(input: &Path, request: &ColumnRequest) -> Result<TablePlan> {
     let files = files
         .into_iter()
         .zip(found)
-        .map(|(file, (_, relative_path))| plan_file(file, relative_path, &request.features, &id_columns))
+        .map(|(file, listed)| {
+            plan_file(
+                file,
+                listed.relative_path,
+                listed.partition_values,
+                &request.features,
+                &id_columns,
+            )
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok(TablePlan {
-        input: input.to_path_buf(),
+        input: input.location().to_path_buf(),
         files,
         id_columns,
     })
@@ -192,6 +184,7 @@ fn default_id_columns(files: &[ParquetFile]) -> Result<Vec<String>> {
 fn plan_file(
     file: ParquetFile,
     relative_path: PathBuf,
+    partition_values: Vec<(String, String)>,
     features: &[String],
     id_columns: &[String],
 ) -> Result<FilePlan> {
@@ -219,137 +212,10 @@ fn plan_file(
     }
 
     Ok(FilePlan {
-        partition_values: partition_values(&relative_path),
+        partition_values,
         feature_roots,
         id_roots,
         relative_path,
         file,
     })
-}
-
-/// Data files under `input`, each with its path relative to `input`, in path
-/// order. A file given directly is its own table, named by its file name.
-pub fn find_data_files(input: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
-    let metadata = fs::metadata(input).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => PlanError::InputNotFound {
-            path: input.to_path_buf(),
-        },
-        _ => PlanError::Inspect {
-            path: input.to_path_buf(),
-            source,
-        },
-    })?;
-    if metadata.is_file() {
-        let name = input
-            .file_name()
-            .map(PathBuf::from)
-            .unwrap_or_else(|| input.to_path_buf());
-        return Ok(vec![(input.to_path_buf(), name)]);
-    }
-    let mut found = Vec::new();
-    let mut visited = HashSet::new();
-    walk(input, Path::new(""), &mut visited, &mut found)?;
-    if found.is_empty() {
-        return Err(PlanError::NoDataFiles {
-            path: input.to_path_buf(),
-        });
-    }
-    Ok(found)
-}
-
-fn walk(
-    dir: &Path,
-    relative: &Path,
-    visited: &mut HashSet<PathBuf>,
-    found: &mut Vec<(PathBuf, PathBuf)>,
-) -> Result<()> {
-    let read_error = |source| PlanError::ReadDir {
-        path: dir.to_path_buf(),
-        source,
-    };
-    // Symbolic links are followed; a link back up the tree is visited once.
-    if !visited.insert(fs::canonicalize(dir).map_err(read_error)?) {
-        return Ok(());
-    }
-    let mut entries = fs::read_dir(dir)
-        .map_err(read_error)?
-        .map(|entry| entry.map(|e| e.file_name()))
-        .collect::<std::io::Result<Vec<_>>>()
-        .map_err(read_error)?;
-    entries.sort();
-    for name in entries {
-        let text = name.to_string_lossy();
-        if text.starts_with('_') || text.starts_with('.') {
-            continue;
-        }
-        let path = dir.join(&name);
-        // Follows symbolic links; a dangling one is an error, not a skip.
-        let metadata = fs::metadata(&path).map_err(|source| PlanError::Inspect {
-            path: path.clone(),
-            source,
-        })?;
-        if metadata.is_dir() {
-            walk(&path, &relative.join(&name), visited, found)?;
-        } else {
-            found.push((path, relative.join(&name)));
-        }
-    }
-    Ok(())
-}
-
-/// `k=v` components of the folders above a file, with Hive's `%XX` escapes
-/// decoded.
-pub fn partition_values(relative_path: &Path) -> Vec<(String, String)> {
-    let Some(parent) = relative_path.parent() else {
-        return Vec::new();
-    };
-    parent
-        .components()
-        .filter_map(|c| {
-            let text = c.as_os_str().to_string_lossy();
-            let (key, value) = text.split_once('=')?;
-            (!key.is_empty()).then(|| (unescape_hive(key), unescape_hive(value)))
-        })
-        .collect()
-}
-
-fn unescape_hive(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex_digit = |k: usize| bytes.get(k).and_then(|b| (*b as char).to_digit(16));
-        if bytes[i] == b'%'
-            && let (Some(high), Some(low)) = (hex_digit(i + 1), hex_digit(i + 2))
-        {
-            out.push((high * 16 + low) as u8);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_hive_partition_values() {
-        let values = partition_values(Path::new("dt=2026-11-25/region=north%2Feast/part-0.parquet"));
-        assert_eq!(
-            values,
-            vec![
-                ("dt".into(), "2026-11-25".into()),
-                ("region".into(), "north/east".into())
-            ]
-        );
-        assert!(partition_values(Path::new("part-0.parquet")).is_empty());
-        assert!(partition_values(Path::new("plain/part-0.parquet")).is_empty());
-        assert_eq!(unescape_hive("100%"), "100%");
-        assert_eq!(unescape_hive("a%3Ab"), "a:b");
-        assert_eq!(unescape_hive("%é"), "%é");
-    }
 }

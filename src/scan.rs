@@ -1,20 +1,23 @@
-//! Scan: memory-map a Parquet file, read its footer once, and decode the
-//! projected columns of one row group at a time straight from the mapping.
+//! Scan: read a Parquet file's footer once, and decode the projected columns
+//! of one row group at a time, from the bytes its [`crate::source`] gives.
 //!
-//! The file is never copied into memory: parquet's `ChunkReader` is given a
+//! A memory-mapped file is never copied: parquet's `ChunkReader` is given a
 //! `Bytes` that borrows the mapping, so only the pages of the projected column
 //! chunks are touched, and after a row group is decoded its pages are dropped
 //! from this process's resident set (`MADV_DONTNEED`), which keeps peak memory
-//! independent of the table size. Input files must not be modified while a run
-//! reads them, as with any reader of immutable lake files.
+//! independent of the table size. Any other source has a row group's
+//! projected column chunks fetched when a worker starts it (one coalesced
+//! request) and dropped when the row group is done: memory is bounded the
+//! same way.
 
-use std::fs::File;
+use std::collections::HashMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow::record_batch::RecordBatch;
+use bytes::Buf;
 use bytes::Bytes;
-use memmap2::{Advice, Mmap, UncheckedAdvice};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
@@ -23,10 +26,12 @@ use parquet::column::page::PageReader;
 use parquet::column::reader::{ColumnReader, ColumnReaderImpl, get_column_reader};
 use parquet::data_type::{BoolType, DoubleType, FloatType, Int32Type, Int64Type};
 use parquet::errors::ParquetError;
-use parquet::file::metadata::ColumnChunkMetaData;
+use parquet::file::metadata::{ColumnChunkMetaData, ParquetMetaDataReader};
+use parquet::file::reader::{ChunkReader, Length};
 use parquet::file::serialized_reader::SerializedPageReader;
 use parquet::schema::types::SchemaDescriptor;
 
+use crate::source::{FileBytes, LocalTable, MmapChoice, SourceError};
 use crate::util::sha256_hex;
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +46,16 @@ pub enum ScanError {
     EmptyFile { path: PathBuf },
     #[error("input file `{}` is not a Parquet file: it does not end with the `PAR1` magic", path.display())]
     NotParquet { path: PathBuf },
+    #[error("cannot read row group {row_group} of `{}`", path.display())]
+    Read {
+        path: PathBuf,
+        row_group: usize,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file's source failed before its bytes were read.
+    #[error(transparent)]
+    Source(#[from] SourceError),
     #[error("cannot read the Parquet footer of `{}`", path.display())]
     Footer {
         path: PathBuf,
@@ -91,16 +106,7 @@ pub enum DecodeError {
     RowCount { expected: usize, found: usize },
 }
 
-/// Keeps the mapping alive for as long as any `Bytes` slice of it exists.
-struct MappedBytes(Arc<Mmap>);
-
-impl AsRef<[u8]> for MappedBytes {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-/// One input file, memory-mapped, with its footer parsed.
+/// One input file with its footer parsed, read through its source.
 pub struct ParquetFile {
     pub path: PathBuf,
     pub size_bytes: u64,
@@ -108,8 +114,15 @@ pub struct ParquetFile {
     /// the file's content does, for the price of hashing a few kilobytes.
     pub footer_fingerprint: String,
     pub metadata: ArrowReaderMetadata,
-    mmap: Arc<Mmap>,
-    bytes: Bytes,
+    data: Arc<dyn FileBytes>,
+    /// The whole file, when the source holds it at no cost (a memory map).
+    whole: Option<Bytes>,
+    /// Each started row group's fetched column chunks, until released
+    /// (sources without `whole` only).
+    fetched: Mutex<HashMap<usize, Arc<Fetched>>>,
+    /// Every column chunk's byte range, in file order: what is fetched when
+    /// a reader reads outside what was (sources without `whole` only).
+    chunk_layout: Arc<Vec<Range<u64>>>,
 }
 
 impl std::fmt::Debug for ParquetFile {
@@ -124,51 +137,131 @@ impl std::fmt::Debug for ParquetFile {
 
 const PARQUET_MAGIC: &[u8; 4] = b"PAR1";
 
+/// The footer is read with one suffix read of this many bytes, and a second
+/// only when it is larger (a few kilobytes is usual; wide tables with many
+/// row groups reach hundreds).
+pub const FOOTER_READ_HINT: u64 = 64 * 1024;
+
 impl ParquetFile {
-    /// Maps `path` and reads its footer, once for the whole run.
+    /// Opens the local file `path` and reads its footer (with positioned
+    /// reads, no mapping). For the side tables a command reads (outcomes,
+    /// assignments, labels); a run's input table is read through its
+    /// [`crate::source::TableSource`].
     pub fn open(path: &Path) -> Result<Self, ScanError> {
-        let open_error = |source| ScanError::Open {
+        let data = LocalTable::open_file(path, MmapChoice::never()).map_err(|error| match error {
+            SourceError::Open { path, source } => ScanError::Open { path, source },
+            other => ScanError::Source(other),
+        })?;
+        ParquetFile::read(path, data)
+    }
+
+    /// Reads the footer of the file at `path` (for messages) from `data`.
+    pub fn read(path: &Path, data: Arc<dyn FileBytes>) -> Result<Self, ScanError> {
+        let read_error = |source| ScanError::Open {
             path: path.to_path_buf(),
             source,
         };
-        let file = File::open(path).map_err(open_error)?;
-        let size_bytes = file.metadata().map_err(open_error)?.len();
+        let size_bytes = data.len();
         if size_bytes == 0 {
-            // mmap of an empty file fails with a confusing EINVAL; say what it is.
+            // (A mapping of an empty file fails with a confusing EINVAL.)
             return Err(ScanError::EmptyFile {
                 path: path.to_path_buf(),
             });
         }
-        // SAFETY: the mapping is read-only; lake files are immutable while a run
-        // reads them (documented at the top of this module and in the README).
-        let mmap = Arc::new(unsafe { Mmap::map(&file) }.map_err(open_error)?);
-        if mmap.len() < 8 || &mmap[mmap.len() - 4..] != PARQUET_MAGIC {
-            return Err(ScanError::NotParquet {
-                path: path.to_path_buf(),
-            });
+        let not_parquet = || ScanError::NotParquet {
+            path: path.to_path_buf(),
+        };
+        let whole = data.whole();
+        let tail = match &whole {
+            Some(bytes) => bytes.clone(),
+            None => data.suffix(FOOTER_READ_HINT.min(size_bytes)).map_err(read_error)?,
+        };
+        if tail.len() < 8 || &tail[tail.len() - 4..] != PARQUET_MAGIC {
+            return Err(not_parquet());
         }
-        let bytes = Bytes::from_owner(MappedBytes(Arc::clone(&mmap)));
-        let metadata =
-            ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::new()).map_err(|source| ScanError::Footer {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        let footer_len = u32::from_le_bytes(mmap[mmap.len() - 8..mmap.len() - 4].try_into().unwrap()) as usize;
-        let footer_start = mmap.len().saturating_sub(footer_len + 8);
-        let footer_fingerprint = sha256_hex(&mmap[footer_start..]);
+        let footer_len = u32::from_le_bytes(tail[tail.len() - 8..tail.len() - 4].try_into().unwrap()) as u64;
+        // The footer with its length and magic, as far as the file holds it.
+        let footer_with_tail = (footer_len + 8).min(size_bytes);
+        let footer = match footer_with_tail as usize <= tail.len() {
+            true => tail.slice(tail.len() - footer_with_tail as usize..),
+            false => data.suffix(footer_with_tail).map_err(read_error)?,
+        };
+        let footer_fingerprint = sha256_hex(&footer);
+        let footer_error = |source| ScanError::Footer {
+            path: path.to_path_buf(),
+            source,
+        };
+        let metadata = match &whole {
+            Some(bytes) => ArrowReaderMetadata::load(bytes, ArrowReaderOptions::new()).map_err(footer_error)?,
+            None => {
+                if footer_len + 8 > size_bytes {
+                    return Err(footer_error(ParquetError::General(format!(
+                        "the footer says it is {footer_len} bytes long, in a file of {size_bytes} bytes"
+                    ))));
+                }
+                let metadata =
+                    ParquetMetaDataReader::decode_metadata(&footer[..footer.len() - 8]).map_err(footer_error)?;
+                ArrowReaderMetadata::try_new(Arc::new(metadata), ArrowReaderOptions::new()).map_err(footer_error)?
+            }
+        };
+        let mut chunk_layout: Vec<Range<u64>> = match whole {
+            Some(_) => Vec::new(),
+            None => metadata
+                .metadata()
+                .row_groups()
+                .iter()
+                .flat_map(|rg| rg.columns().iter().map(|c| c.byte_range()))
+                .map(|(start, len)| start.min(size_bytes)..start.saturating_add(len).min(size_bytes))
+                .collect(),
+        };
+        chunk_layout.sort_by_key(|r| r.start);
         Ok(ParquetFile {
             path: path.to_path_buf(),
             size_bytes,
             footer_fingerprint,
             metadata,
-            mmap,
-            bytes,
+            data,
+            whole,
+            fetched: Mutex::new(HashMap::new()),
+            chunk_layout: Arc::new(chunk_layout),
         })
     }
 
+    /// What parquet's readers read row group `row_group` from: the whole
+    /// file, or its fetched column chunks.
+    fn chunks(&self, row_group: usize) -> Chunks {
+        match &self.whole {
+            Some(bytes) => Chunks::Whole(bytes.clone()),
+            None => Chunks::Fetched {
+                file_len: self.size_bytes,
+                fetched: self
+                    .fetched
+                    .lock()
+                    .unwrap()
+                    .get(&row_group)
+                    .cloned()
+                    .unwrap_or_default(),
+                data: Arc::clone(&self.data),
+                layout: Arc::clone(&self.chunk_layout),
+            },
+        }
+    }
+
     /// The SHA-256 of the whole file's bytes.
-    pub fn content_sha256(&self) -> String {
-        sha256_hex(&self.mmap[..])
+    pub fn content_sha256(&self) -> Result<String, ScanError> {
+        let bytes = match &self.whole {
+            Some(bytes) => bytes.clone(),
+            None => {
+                let whole_file = 0..self.size_bytes;
+                let read = self.data.ranges(std::slice::from_ref(&whole_file));
+                read.map_err(|source| ScanError::Open {
+                    path: self.path.clone(),
+                    source,
+                })?
+                .remove(0)
+            }
+        };
+        Ok(sha256_hex(&bytes))
     }
 
     pub fn num_row_groups(&self) -> usize {
@@ -188,7 +281,7 @@ impl ParquetFile {
         projection: &ProjectionMask,
         batch_rows: usize,
     ) -> Result<RowGroupBatches<'_>, ScanError> {
-        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(self.bytes.clone(), self.metadata.clone())
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(self.chunks(row_group), self.metadata.clone())
             .with_row_groups(vec![row_group])
             .with_projection(projection.clone())
             .with_batch_size(batch_rows.max(1))
@@ -201,6 +294,22 @@ impl ParquetFile {
             reader,
             rows_read: 0,
         })
+    }
+
+    /// Every row of the columns in `projection` of one row group (which has
+    /// rows), as one batch: for reads outside the pass (a freshness column,
+    /// example rows' ids), readied, read and let go at once.
+    pub fn read_columns(&self, row_group: usize, projection: &ProjectionMask) -> Result<RecordBatch, ScanError> {
+        let leaves: Vec<usize> = (0..self.metadata.parquet_schema().num_columns())
+            .filter(|&leaf| projection.leaf_included(leaf))
+            .collect();
+        self.prefetch_row_group(row_group, &leaves)?;
+        let rows = self.row_group_rows(row_group);
+        let batch = self
+            .read_row_group(row_group, projection, rows.max(1))
+            .and_then(|mut batches| batches.read(rows));
+        self.release_row_group(row_group, &leaves);
+        batch
     }
 
     /// Decodes the columns in `projection` of one row group, `batch_rows`
@@ -265,7 +374,7 @@ impl ParquetFile {
             source: source.into(),
         };
         let pages = SerializedPageReader::new(
-            Arc::new(self.bytes.clone()),
+            Arc::new(self.chunks(row_group)),
             chunk,
             self.row_group_rows(row_group),
             None,
@@ -307,7 +416,7 @@ impl ParquetFile {
             column: chunk.column_path().string(),
             source,
         };
-        let mut pages = SerializedPageReader::new(Arc::new(self.bytes.clone()), chunk, expected, None)
+        let mut pages = SerializedPageReader::new(Arc::new(self.chunks(row_group)), chunk, expected, None)
             .map_err(|e| check_error(e.into()))?;
         let mut found = 0;
         while let Some(page) = pages.get_next_page().map_err(|e| check_error(e.into()))? {
@@ -324,49 +433,175 @@ impl ParquetFile {
 
     /// The bytes of the file and the footer's metadata of one column chunk,
     /// for copying it to the output unchanged.
-    pub fn column_chunk(&self, row_group: usize, leaf: usize) -> (Bytes, ColumnChunkMetaData) {
+    pub fn column_chunk(&self, row_group: usize, leaf: usize) -> (Chunks, ColumnChunkMetaData) {
         (
-            self.bytes.clone(),
+            self.chunks(row_group),
             self.metadata.metadata().row_group(row_group).column(leaf).clone(),
         )
     }
 
-    /// Hints that the pages of these leaf columns of a row group are needed soon.
-    pub fn prefetch_row_group(&self, row_group: usize, leaves: &[usize]) {
-        self.advise_row_group(row_group, leaves, PageAdvice::WillNeed);
-    }
-
-    /// Drops the pages of a decoded row group from this process's memory; the
-    /// data stays in the page cache and would simply be faulted in again.
-    pub fn release_row_group(&self, row_group: usize, leaves: &[usize]) {
-        self.advise_row_group(row_group, leaves, PageAdvice::DontNeed);
-    }
-
-    fn advise_row_group(&self, row_group: usize, leaves: &[usize], advice: PageAdvice) {
-        let page = page_size();
+    /// The byte ranges of these leaf columns' chunks in a row group.
+    fn chunk_ranges(&self, row_group: usize, leaves: &[usize]) -> Vec<Range<u64>> {
         let row_group = self.metadata.metadata().row_group(row_group);
-        for &leaf in leaves {
-            let (start, len) = row_group.column(leaf).byte_range();
-            let start = (start as usize).min(self.mmap.len());
-            // Offsets come from the file: saturate rather than trust them.
-            let end = start.saturating_add(len as usize).min(self.mmap.len());
-            let aligned_start = start / page * page;
-            if end <= aligned_start {
-                continue;
+        leaves
+            .iter()
+            .map(|&leaf| {
+                let (start, len) = row_group.column(leaf).byte_range();
+                // Offsets come from the file: saturate rather than trust them.
+                start.min(self.size_bytes)..start.saturating_add(len).min(self.size_bytes)
+            })
+            .collect()
+    }
+
+    /// Readies the chunks of these leaf columns of a row group: a mapped
+    /// file faults their pages in; any other source fetches them, in one
+    /// coalesced request, and keeps them until [`Self::release_row_group`].
+    pub fn prefetch_row_group(&self, row_group: usize, leaves: &[usize]) -> Result<(), ScanError> {
+        let ranges = self.chunk_ranges(row_group, leaves);
+        if self.whole.is_some() {
+            self.data.will_need(&ranges);
+            return Ok(());
+        }
+        let bytes = self.data.ranges(&ranges).map_err(|source| ScanError::Read {
+            path: self.path.clone(),
+            row_group,
+            source,
+        })?;
+        let mut fetched = self.fetched.lock().unwrap();
+        let entry = fetched.entry(row_group).or_default();
+        let mut chunks = entry.chunks.clone();
+        chunks.extend(ranges.into_iter().zip(bytes));
+        chunks.sort_by_key(|(range, _)| range.start);
+        *entry = Arc::new(Fetched { chunks });
+        Ok(())
+    }
+
+    /// Lets the chunks of a decoded row group go: a mapped file drops their
+    /// pages from this process's memory (they stay in the page cache); any
+    /// other source drops the fetched bytes.
+    pub fn release_row_group(&self, row_group: usize, leaves: &[usize]) {
+        let ranges = self.chunk_ranges(row_group, leaves);
+        if self.whole.is_some() {
+            self.data.done_with(&ranges);
+            return;
+        }
+        let mut fetched = self.fetched.lock().unwrap();
+        if let Some(entry) = fetched.get_mut(&row_group) {
+            let kept: Vec<(Range<u64>, Bytes)> = entry
+                .chunks
+                .iter()
+                .filter(|(range, _)| !ranges.contains(range))
+                .cloned()
+                .collect();
+            match kept.is_empty() {
+                true => {
+                    fetched.remove(&row_group);
+                }
+                false => *entry = Arc::new(Fetched { chunks: kept }),
             }
-            let len = end - aligned_start;
-            // Advice is best effort: a failure changes speed, never results.
-            let _ = match advice {
-                PageAdvice::WillNeed => populate(&self.mmap, aligned_start, len),
-                // SAFETY: the mapping is a read-only shared file mapping that this
-                // process never writes. MADV_DONTNEED on it only discards resident
-                // pages, and the next access reads them from the file again, so
-                // no slice of the mapping ever sees different bytes.
-                PageAdvice::DontNeed => unsafe {
-                    self.mmap
-                        .unchecked_advise_range(UncheckedAdvice::DontNeed, aligned_start, len)
-                },
-            };
+        }
+    }
+}
+
+/// Column chunks of one row group, fetched, by their place in the file.
+#[derive(Debug, Default)]
+pub struct Fetched {
+    chunks: Vec<(Range<u64>, Bytes)>,
+}
+
+impl Fetched {
+    /// `len` bytes at `start`, when a fetched chunk holds them.
+    fn get(&self, start: u64, len: u64) -> Option<Bytes> {
+        let at = self.chunks.partition_point(|(range, _)| range.start <= start);
+        let (range, bytes) = self.chunks.get(at.checked_sub(1)?)?;
+        (start + len <= range.end)
+            .then(|| bytes.slice((start - range.start) as usize..(start - range.start + len) as usize))
+    }
+
+    /// From `start` to the end of the fetched chunk that holds it.
+    fn from(&self, start: u64) -> Option<Bytes> {
+        let at = self.chunks.partition_point(|(range, _)| range.start <= start);
+        let (range, bytes) = self.chunks.get(at.checked_sub(1)?)?;
+        (start < range.end).then(|| bytes.slice((start - range.start) as usize..))
+    }
+}
+
+/// What parquet's readers read a row group from: the whole file (mapped), or
+/// the row group's fetched chunks, by file offset. A read outside what was
+/// fetched (a reader the worker did not prefetch for) is fetched then.
+#[derive(Clone)]
+pub enum Chunks {
+    Whole(Bytes),
+    Fetched {
+        file_len: u64,
+        fetched: Arc<Fetched>,
+        data: Arc<dyn FileBytes>,
+        /// Every column chunk's range, in file order.
+        layout: Arc<Vec<Range<u64>>>,
+    },
+}
+
+impl Chunks {
+    fn fetch(data: &dyn FileBytes, range: Range<u64>) -> parquet::errors::Result<Bytes> {
+        data.ranges(std::slice::from_ref(&range))
+            .map(|mut bytes| bytes.remove(0))
+            .map_err(|e| ParquetError::External(Box::new(e)))
+    }
+}
+
+impl Length for Chunks {
+    fn len(&self) -> u64 {
+        match self {
+            Chunks::Whole(bytes) => bytes.len() as u64,
+            Chunks::Fetched { file_len, .. } => *file_len,
+        }
+    }
+}
+
+impl ChunkReader for Chunks {
+    type T = bytes::buf::Reader<Bytes>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        match self {
+            Chunks::Whole(bytes) => bytes.get_read(start),
+            Chunks::Fetched {
+                file_len,
+                fetched,
+                data,
+                layout,
+            } => match fetched.from(start) {
+                Some(bytes) => Ok(bytes.reader()),
+                None => {
+                    // To the end of the column chunk that holds `start` (a
+                    // reader reads pages from here), else of the file.
+                    let at = layout.partition_point(|r| r.start <= start);
+                    let end = match at.checked_sub(1).map(|i| &layout[i]) {
+                        Some(chunk) if start < chunk.end => chunk.end,
+                        _ => *file_len,
+                    };
+                    Ok(Chunks::fetch(data.as_ref(), start..end)?.reader())
+                }
+            },
+        }
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        match self {
+            Chunks::Whole(bytes) => bytes.get_bytes(start, length),
+            Chunks::Fetched {
+                file_len,
+                fetched,
+                data,
+                ..
+            } => match fetched.get(start, length as u64) {
+                Some(bytes) => Ok(bytes),
+                None if start + length as u64 <= *file_len => {
+                    Chunks::fetch(data.as_ref(), start..start + length as u64)
+                }
+                None => Err(ParquetError::EOF(format!(
+                    "expected to read {length} bytes at offset {start}, while the file has {file_len}"
+                ))),
+            },
         }
     }
 }
@@ -492,30 +727,4 @@ fn read_exactly<T: parquet::data_type::DataType>(
         rows += records;
     }
     Ok(())
-}
-
-#[derive(Clone, Copy)]
-enum PageAdvice {
-    /// Map the pages in before the decoder asks for them.
-    WillNeed,
-    /// Drop the pages from this process's resident set.
-    DontNeed,
-}
-
-/// Maps the pages of a range in one call (`MADV_POPULATE_READ`, Linux 5.14+)
-/// rather than one page fault per 64 KB as the decoder walks it: a tenth of
-/// the page faults and about 5% of the run time on the 10M-row benchmark.
-/// Older kernels get the `WILLNEED` read-ahead hint instead.
-fn populate(mmap: &Mmap, start: usize, len: usize) -> std::io::Result<()> {
-    #[cfg(target_os = "linux")]
-    if mmap.advise_range(Advice::PopulateRead, start, len).is_ok() {
-        return Ok(());
-    }
-    mmap.advise_range(Advice::WillNeed, start, len)
-}
-
-fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if size > 0 { size as usize } else { 4096 }
 }

@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use arrow::array::ArrayRef;
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
-use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::basic::Compression;
@@ -165,8 +164,9 @@ impl OutputLayout {
 /// An input column chunk to be copied byte for byte into the output: how id
 /// columns pass through untouched, without being decoded or encoded.
 pub struct CopiedChunk {
-    /// The input file's bytes (the memory mapping).
-    pub source: Bytes,
+    /// The input file's bytes: the mapping, or the row group's fetched
+    /// chunks, read by file offset.
+    pub source: crate::scan::Chunks,
     /// The chunk's metadata in the input footer.
     pub metadata: ColumnChunkMetaData,
 }

@@ -35,6 +35,7 @@ use crate::observe::RunIdentity;
 use crate::package::Package;
 use crate::plan::{self, ColumnRequest, FilePlan, IdColumns, PlanError};
 use crate::sink::SinkError;
+use crate::source::TableSource;
 use crate::util::rfc3339_utc;
 
 /// Rows decoded and assigned at a time.
@@ -155,7 +156,7 @@ pub struct ArmModels {
 pub fn allocate(
     policy_file: &PolicyFile,
     arm_models: Option<&ArmModels>,
-    input: &Path,
+    input_table: &dyn TableSource,
     output: &Path,
     options: &AllocateOptions,
 ) -> Result<AllocationReport> {
@@ -172,7 +173,8 @@ pub fn allocate(
         features: columns.clone(),
         id_columns: IdColumns::Named(vec![policy.id_column.clone()]),
     };
-    let plan = plan::plan_table(input, &request)?;
+    let plan = plan::plan_table(input_table, &request)?;
+    let input = input_table.location();
     commit::check_separate(input, output)?;
     let score_arms: Vec<(usize, usize)> = arm_models
         .map(|m| {

@@ -93,7 +93,7 @@ pub fn feedback(
     // the order the tables are given in: one applied before is refused.
     let mut digests: Vec<String> = Vec::with_capacity(files.len());
     for file in &files {
-        let digest = table::content_digest(file);
+        let digest = table::content_digest(file)?;
         if let Some(applied) = policy.history.iter().find(|h| h.outcome_files.contains(&digest)) {
             return Err(Error::Usage(format!(
                 "outcome file `{}` was already applied: policy `{}` version {} counted it (its history says so); \

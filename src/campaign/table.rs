@@ -10,8 +10,9 @@ use parquet::arrow::ProjectionMask;
 
 use crate::cancel::CancelToken;
 use crate::error::Result;
-use crate::plan::{self, PlanError};
-use crate::scan::ParquetFile;
+use crate::plan::PlanError;
+use crate::scan::{ParquetFile, ScanError};
+use crate::source::{LocalTable, MmapChoice, TableSource};
 use crate::util::Suggestion;
 
 /// Rows decoded at a time.
@@ -49,16 +50,24 @@ impl At<'_> {
 
 /// The data files of `input`, in path order.
 pub fn open(input: &Path) -> Result<Vec<ParquetFile>> {
-    plan::find_data_files(input)?
-        .into_iter()
-        .map(|(path, _)| Ok(ParquetFile::open(&path)?))
+    let source = LocalTable::new(input, MmapChoice::never());
+    source
+        .list()
+        .map_err(crate::plan::PlanError::from)?
+        .iter()
+        .map(|file| {
+            Ok(ParquetFile::read(
+                &file.location,
+                source.open(file).map_err(ScanError::from)?,
+            )?)
+        })
         .collect()
 }
 
 /// What identifies a file's content whatever its name: the digest of its
 /// bytes.
-pub fn content_digest(file: &ParquetFile) -> String {
-    file.content_sha256()
+pub fn content_digest(file: &ParquetFile) -> Result<String> {
+    Ok(file.content_sha256()?)
 }
 
 /// Calls `each` with every batch of the `wanted` columns (in that order;

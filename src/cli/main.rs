@@ -28,6 +28,7 @@ use lakescore::pipeline::{self, RunOptions};
 use lakescore::plan::IdColumns;
 use lakescore::report::{FailureReport, RunReport};
 use lakescore::sla::{Deadline, Sla};
+use lakescore::source::{LocalTable, MmapChoice};
 
 // Arrow decoding allocates and frees row-group-sized buffers all the time;
 // mimalloc reuses them where glibc keeps returning them to the kernel.
@@ -569,7 +570,7 @@ fn run(cli: &Cli, identity: &RunIdentity, cancel: &CancelToken) -> Result<RunSta
             let (package, options, comparison) = load(&args.model_input, &job, None, false)?;
             let mut report = pipeline::bench(
                 &package,
-                &args.model_input.input,
+                &local_table(&args.model_input.input),
                 !args.no_write,
                 !args.no_checks,
                 &options,
@@ -588,8 +589,9 @@ fn run(cli: &Cli, identity: &RunIdentity, cancel: &CancelToken) -> Result<RunSta
                     "`check` checks a table against one package's contract: give `--model` once".into(),
                 ));
             }
-            let outcome = load(&args.model_input, &job, args.as_of, false)
-                .and_then(|(package, options, _)| pipeline::check(&package, &args.model_input.input, &options));
+            let outcome = load(&args.model_input, &job, args.as_of, false).and_then(|(package, options, _)| {
+                pipeline::check(&package, &local_table(&args.model_input.input), &options)
+            });
             let report = outcome.inspect_err(|error| write_failure_report(args.report.as_deref(), error))?;
             write_reports(&report, args.report.as_deref(), args.html.as_deref())?;
             if args.json {
@@ -608,7 +610,7 @@ fn run(cli: &Cli, identity: &RunIdentity, cancel: &CancelToken) -> Result<RunSta
                     None => (columns_package(input)?, false),
                 };
                 let scores = scores && package.model.n_outputs() > 0;
-                pipeline::profile(&package, input, scores, &options)?
+                pipeline::profile(&package, &local_table(input), scores, &options)?
             } else {
                 merge_profiles(&args.merge)?
             };
@@ -664,7 +666,12 @@ fn run(cli: &Cli, identity: &RunIdentity, cancel: &CancelToken) -> Result<RunSta
                 )));
             }
             let options = run_options(&job, args.threads, Vec::new(), "cpu".into(), None);
-            let reference = pipeline::profile(&bare, &args.reference, bare.model.n_outputs() > 0, &options)?;
+            let reference = pipeline::profile(
+                &bare,
+                &local_table(&args.reference),
+                bare.model.n_outputs() > 0,
+                &options,
+            )?;
             let manifest = package::starting_manifest(&bare, &args.model, args.name.clone(), &args.version, &reference);
             package::write(&args.output, &args.model, &manifest, Some(&reference))?;
             eprintln!(
@@ -724,7 +731,7 @@ fn score_job(job: &Job, args: &ScoreArgs) -> Result<RunStatus, Error> {
     let model = package.model.info();
     let mut report = match pipeline::score(
         &package,
-        &args.model_input.input,
+        &local_table(&args.model_input.input),
         &args.output,
         args.mode,
         &options,
@@ -813,7 +820,7 @@ fn evaluate(job: &Job, args: &EvaluateArgs) -> Result<RunStatus, Error> {
     let set = package::combine(packages, vec![label], Some(tap.clone() as Arc<dyn ScoreTap>), false)?;
     logging::set_model(&tracing::Span::current(), &infos[0].name, infos[0].version.as_deref());
     let clock = std::time::Instant::now();
-    let run = pipeline::score_only(&set, &args.input, "evaluate", &options)?;
+    let run = pipeline::score_only(&set, &local_table(&args.input), "evaluate", &options)?;
     let (metrics, rows_unlabeled, comparison) = tap.finish();
     let wall_seconds = clock.elapsed().as_secs_f64();
     let report = EvaluationReport {
@@ -914,7 +921,13 @@ fn allocate(job: &Job, args: &AllocateArgs) -> Result<RunStatus, Error> {
         mode: args.mode,
         identity,
     };
-    let report = allocate::allocate(&policy, arm_models.as_ref(), &args.input, &args.output, &options)?;
+    let report = allocate::allocate(
+        &policy,
+        arm_models.as_ref(),
+        &local_table(&args.input),
+        &args.output,
+        &options,
+    )?;
     present(&report, args.report.as_deref(), args.json, |r| {
         let mut out = format!(
             "allocated {} customers of `{}` to {} arms of `{}` version {} ({} held out), {:.2} s\n",
@@ -1064,7 +1077,7 @@ fn merge_profiles(paths: &[PathBuf]) -> Result<lakescore::profile::TableProfile,
 
 /// A package around the stand-in model of a table's numeric columns.
 fn columns_package(input: &std::path::Path) -> Result<Package, Error> {
-    let model = pipeline::TableColumns::of(input)?;
+    let model = pipeline::TableColumns::of(&local_table(input))?;
     let manifest = lakescore::package::Manifest::default();
     let contract =
         lakescore::contract::Contract::compile(&manifest, input, lakescore::model::Model::features(&model), 0, None)?;
@@ -1196,6 +1209,14 @@ fn write_report(path: &std::path::Path, report: &impl serde::Serialize) -> Resul
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// A local input table, memory-mapped.
+fn local_table(path: &std::path::Path) -> LocalTable {
+    // SAFETY: lake files are written once and replaced, never rewritten in
+    // place, while a run reads them: the README's "Input data" makes this
+    // the user's side of the contract.
+    LocalTable::new(path, unsafe { MmapChoice::auto() })
 }
 
 fn init_logging(cli: &Cli) {

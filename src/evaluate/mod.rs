@@ -183,7 +183,9 @@ pub fn write_outputs(
 /// column and that it can hold 0/1 (so that a typo is named as the label's,
 /// not a model feature's).
 pub fn check_label(input: &Path, label: &str) -> crate::Result<()> {
-    for (path, _) in crate::plan::find_data_files(input)? {
+    let source = crate::source::LocalTable::new(input, crate::source::MmapChoice::never());
+    for listed in crate::source::TableSource::list(&source).map_err(crate::plan::PlanError::from)? {
+        let path = listed.location;
         let file = crate::scan::ParquetFile::open(&path)?;
         let schema = file.metadata.schema();
         let Ok(field) = schema.field_with_name(label) else {

@@ -131,11 +131,10 @@ fn newest_in_column(plan: &TablePlan, column: &str) -> Result<Result<(i64, Strin
                 )));
             };
             let projection = ProjectionMask::roots(file.metadata.parquet_schema(), [root]);
-            let mut batches = file.read_row_group(unit.row_group, &projection, unit.n_rows.max(1))?;
             if unit.n_rows == 0 {
                 return Ok(None);
             }
-            let batch = batches.read(unit.n_rows)?;
+            let batch = file.read_columns(unit.row_group, &projection)?;
             newest_of_column(batch.column(0), column, &file.path.display().to_string())
         })
         .collect::<Result<Vec<Option<i64>>>>()?;
@@ -303,11 +302,7 @@ fn describe_rows(
             .then(|| {
                 let projection =
                     ProjectionMask::roots(file.file.metadata.parquet_schema(), file.id_roots.iter().copied());
-                let mut batches = file
-                    .file
-                    .read_row_group(unit.row_group, &projection, unit.n_rows.max(1))
-                    .ok()?;
-                batches.read(unit.n_rows).ok()
+                file.file.read_columns(unit.row_group, &projection).ok()
             })
             .flatten();
         for row in rows {

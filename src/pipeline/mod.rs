@@ -35,18 +35,24 @@ use crate::plan::{self, ColumnRequest, FilePlan, IdColumns, TablePlan, WorkUnit}
 use crate::profile::TableProfile;
 use crate::report::rows_per_second;
 use crate::report::{InputRecord, Judgement, Manifest, RunReport, StageSeconds, WallSeconds};
-use crate::scan::{LeafReader, ParquetFile, leaves_of_root};
+use crate::scan::{LeafReader, ParquetFile, ScanError, leaves_of_root};
 use crate::sink::{self, CopiedChunk, EncodedRowGroup, OutputLayout, SinkError, StagedFile};
 use crate::sla::{Sla, SlaReport};
+use crate::source::TableSource;
 use crate::test_hooks;
 use crate::util::{rfc3339_utc, sha256_hex};
 
 mod block;
 mod judging;
+mod pass;
+mod publish;
 mod row_policies;
 
 pub(crate) use block::BlockSteps;
 pub(crate) use judging::{is_kind, judgement_of, newest_of_column};
+use pass::score_files;
+pub(crate) use publish::{partitions_to_write, staged_records};
+use publish::{publish, stage_and_judge};
 pub(crate) use row_policies::row_keys;
 
 use judging::{judge, rejected_by_schema, table_facts};
@@ -142,7 +148,7 @@ struct PassKind {
 /// transaction (for the lineage START event).
 pub fn score(
     package: &Package,
-    input: &Path,
+    input: &dyn TableSource,
     output: &Path,
     mode: WriteMode,
     options: &RunOptions,
@@ -150,6 +156,8 @@ pub fn score(
 ) -> Result<RunReport> {
     let start = Start::new(options)?;
     let identity = &options.identity;
+    let input_table = input;
+    let input = input_table.location();
     let mut ledger = LedgerRecord::starting(&identity.run_id, &identity.uuid, identity.started_at, mode, input);
     // A second run into an output lakescore has written before is refused
     // here, before planning (which reads every footer). A new output has no
@@ -172,7 +180,7 @@ pub fn score(
 
     // Everything that can be checked before touching OUT is checked here, so
     // that bad input or a bad model leaves OUT exactly as it was.
-    let (table, facts, mut report) = prepare_run(&start, "score", package, input, options, pass)?;
+    let (table, facts, mut report) = prepare_run(&start, "score", package, input_table, options, pass)?;
     commit::check_separate(input, output)?;
     let plan_seconds = clock.elapsed().as_secs_f64();
     report.output = Some(output.to_path_buf());
@@ -300,13 +308,24 @@ pub(crate) fn table_fingerprint(plan: &TablePlan) -> String {
 /// output goes to a scratch folder that is removed afterwards; without, the
 /// scores are computed and dropped (no encode, no write). With `checks`, the
 /// contract and profiles run as in `score` (and are reported, never acted on).
-pub fn bench(package: &Package, input: &Path, write: bool, checks: bool, options: &RunOptions) -> Result<RunReport> {
+pub fn bench(
+    package: &Package,
+    input: &dyn TableSource,
+    write: bool,
+    checks: bool,
+    options: &RunOptions,
+) -> Result<RunReport> {
     unpublished_pass("bench", package, input, write, checks, options)
 }
 
 /// One pass that decodes and scores, without checks and without writing: for
 /// commands whose model set watches its own scores (`evaluate`).
-pub fn score_only(package: &Package, input: &Path, command: &'static str, options: &RunOptions) -> Result<RunReport> {
+pub fn score_only(
+    package: &Package,
+    input: &dyn TableSource,
+    command: &'static str,
+    options: &RunOptions,
+) -> Result<RunReport> {
     unpublished_pass(command, package, input, false, false, options)
 }
 
@@ -316,7 +335,7 @@ pub fn score_only(package: &Package, input: &Path, command: &'static str, option
 fn unpublished_pass(
     command: &'static str,
     package: &Package,
-    input: &Path,
+    input: &dyn TableSource,
     write: bool,
     checks: bool,
     options: &RunOptions,
@@ -360,7 +379,7 @@ fn unpublished_pass(
 
 /// `lakescore check`: the contract alone, in one streaming pass, no model run
 /// and nothing written. Status `rejected` when a failing rule says stop.
-pub fn check(package: &Package, input: &Path, options: &RunOptions) -> Result<RunReport> {
+pub fn check(package: &Package, input: &dyn TableSource, options: &RunOptions) -> Result<RunReport> {
     let start = Start::new(options)?;
     let (clock, pool) = (start.clock, &start.pool);
     let pass = PassKind {
@@ -389,7 +408,7 @@ pub fn check(package: &Package, input: &Path, options: &RunOptions) -> Result<Ru
 
 /// `lakescore profile`: the profile of a table's model features (and, with
 /// `scores`, of the model's scores), in one pass.
-pub fn profile(package: &Package, input: &Path, scores: bool, options: &RunOptions) -> Result<TableProfile> {
+pub fn profile(package: &Package, input: &dyn TableSource, scores: bool, options: &RunOptions) -> Result<TableProfile> {
     let pool = build_pool(options.thread_count())?;
     let pass = PassKind {
         predict: scores,
@@ -404,7 +423,7 @@ pub fn profile(package: &Package, input: &Path, scores: bool, options: &RunOptio
     Ok(inspection.profile(
         &package.contract,
         package.model.features(),
-        &input.display().to_string(),
+        &input.location().display().to_string(),
         scores,
     ))
 }
@@ -420,12 +439,15 @@ pub struct TableColumns {
 impl TableColumns {
     /// The numeric top-level columns of the first file of `input` (string and
     /// nested columns are left out: they have no model categories to count by).
-    pub fn of(input: &Path) -> Result<TableColumns> {
-        let files = plan::find_data_files(input)?;
-        let Some((path, _)) = files.first() else {
-            return Err(Error::Usage(format!("`{}` holds no Parquet files", input.display())));
+    pub fn of(input: &dyn TableSource) -> Result<TableColumns> {
+        let files = input.list().map_err(plan::PlanError::from)?;
+        let Some(first) = files.first() else {
+            return Err(Error::Usage(format!(
+                "`{}` holds no Parquet files",
+                input.location().display()
+            )));
         };
-        let file = ParquetFile::open(path)?;
+        let file = ParquetFile::read(&first.location, input.open(first).map_err(ScanError::from)?)?;
         let features = file
             .metadata
             .schema()
@@ -443,7 +465,7 @@ impl TableColumns {
                 name: "columns".into(),
                 version: None,
                 format: crate::model::ModelFormat::Linear,
-                path: input.to_path_buf(),
+                path: input.location().to_path_buf(),
                 sha256: String::new(),
             },
             features,
@@ -745,7 +767,7 @@ const QUARANTINE_COLUMNS: [&str; 4] = [
     "lakescore_reasons",
 ];
 
-fn prepare(package: &Package, input: &Path, options: &RunOptions, pass: PassKind) -> Result<PreparedTable> {
+fn prepare(package: &Package, input: &dyn TableSource, options: &RunOptions, pass: PassKind) -> Result<PreparedTable> {
     let model = package.model.as_ref();
     let contract = &package.contract;
     let request = ColumnRequest {
@@ -911,6 +933,12 @@ fn prepare(package: &Package, input: &Path, options: &RunOptions, pass: PassKind
     })
 }
 
+/// Where a run stages its side tables.
+struct SidePaths {
+    quarantine: PathBuf,
+    shadow: PathBuf,
+}
+
 /// What a pass did: counts, the writer's results, and the inspection.
 struct Scored {
     rows: u64,
@@ -947,706 +975,6 @@ impl Scored {
         report.judgement = self.judgement.clone();
         report.stage_seconds = self.stages;
         report.table_profile = self.profile.clone();
-    }
-}
-
-/// Partitions `--mode resume` keeps, with their records.
-pub(crate) type ReusedPartitions = Vec<(PathBuf, PartitionRecord)>;
-
-/// A partition to write: its folder, its resume key, and its files (indices
-/// into the plan).
-pub(crate) type PartitionToWrite = (PathBuf, String, Vec<usize>);
-
-/// The table's partitions, split into those `--mode resume` keeps and those
-/// to write. A partition's key digests lakescore's version, `identity` (the
-/// bytes of the model, or of the policy), `options` and every input file's
-/// path, size and footer.
-pub(crate) fn partitions_to_write(
-    plan: &TablePlan,
-    transaction: &Transaction,
-    identity: &str,
-    options: &str,
-) -> (ReusedPartitions, Vec<PartitionToWrite>) {
-    let files_by_partition = commit::partitions_of(plan.files.iter().map(|f| f.relative_path.as_path()));
-    let file_index: BTreeMap<&Path, usize> = plan
-        .files
-        .iter()
-        .enumerate()
-        .map(|(i, f)| (f.relative_path.as_path(), i))
-        .collect();
-    let mut reused = Vec::new();
-    let mut to_write = Vec::new();
-    for (partition, files) in &files_by_partition {
-        let indices: Vec<usize> = files.iter().map(|f| file_index[f.as_path()]).collect();
-        let inputs: Vec<(&Path, u64, &str)> = indices
-            .iter()
-            .map(|&i| {
-                let f = &plan.files[i];
-                (
-                    f.relative_path.as_path(),
-                    f.file.size_bytes,
-                    f.file.footer_fingerprint.as_str(),
-                )
-            })
-            .collect();
-        let key = commit::partition_key(identity, options, &inputs);
-        match transaction.reusable_partition(partition, &key) {
-            Some(record) => {
-                tracing::info!(partition = %partition.display(), "partition already committed; reusing it");
-                reused.push((partition.clone(), record));
-            }
-            None => to_write.push((partition.clone(), key, indices)),
-        }
-    }
-    (reused, to_write)
-}
-
-/// The records of the partitions a run staged, from each file's (rows,
-/// bytes) as written.
-pub(crate) fn staged_records(
-    plan: &TablePlan,
-    to_write: Vec<PartitionToWrite>,
-    written: &BTreeMap<usize, (u64, u64)>,
-    run_id: &str,
-) -> Vec<PartitionRecord> {
-    to_write
-        .into_iter()
-        .map(|(partition, key, indices)| PartitionRecord {
-            partition,
-            key,
-            run_id: run_id.to_string(),
-            files: indices
-                .iter()
-                .map(|i| OutputFileRecord {
-                    path: plan.files[*i].relative_path.clone(),
-                    rows: written[i].0,
-                    bytes: written[i].1,
-                })
-                .collect(),
-        })
-        .collect()
-}
-
-/// Scores what resume cannot reuse into staging, and judges it. Returns the
-/// pass, the staged partitions' records, and the reused partitions.
-fn stage_and_judge(
-    pool: &rayon::ThreadPool,
-    package: &Package,
-    table: &PreparedTable,
-    facts: &TableFacts,
-    transaction: &mut Transaction,
-    options: &RunOptions,
-) -> Result<(Scored, Vec<PartitionRecord>, ReusedPartitions)> {
-    let plan = &table.plan;
-    let output_options = format!(
-        "ids={:?};scores={:?};flags={}",
-        plan.id_columns, table.score_columns, table.flags
-    );
-    let (reused, to_score) = partitions_to_write(plan, transaction, &package.model.info().sha256, &output_options);
-
-    let files: Vec<usize> = to_score
-        .iter()
-        .flat_map(|(_, _, indices)| indices.iter().copied())
-        .collect();
-    let destination = |relative: &Path| transaction.staged_path(relative);
-    let side_paths = SidePaths {
-        quarantine: transaction.staged_side_path("quarantine.parquet"),
-        shadow: transaction.staged_side_path("shadow.parquet"),
-    };
-    let scored = score_files(
-        pool,
-        package,
-        table,
-        &files,
-        Some(&destination),
-        Some(&side_paths),
-        options,
-    )?;
-    let mut scored = judge(package, table, facts, scored);
-    if let Some(profile) = &scored.profile {
-        let path = transaction.staged_side_path("profile.json");
-        crate::util::write_atomically(&path, &profile.to_json()).map_err(|source| Error::Output {
-            what: "run profile",
-            path,
-            source,
-        })?;
-    }
-    let written: BTreeMap<usize, (u64, u64)> = files.iter().copied().zip(scored.files.iter().copied()).collect();
-    let staged = staged_records(plan, to_score, &written, transaction.run_id());
-    scored.files.clear();
-    Ok((scored, staged, reused))
-}
-
-/// Where a run stages its side tables.
-struct SidePaths {
-    quarantine: PathBuf,
-    shadow: PathBuf,
-}
-
-/// Side outputs a published run leaves in `OUT/_lakescore/`.
-struct SideOutputs {
-    quarantine: Option<PathBuf>,
-    profile: Option<PathBuf>,
-    shadow: Option<PathBuf>,
-}
-
-/// Publishes the staged partitions, then the side outputs. Returns every
-/// partition's record (reused ones included) and where the side outputs went.
-fn publish(
-    scored: &Scored,
-    staged: Vec<PartitionRecord>,
-    reused: &[(PathBuf, PartitionRecord)],
-    table: &PreparedTable,
-    transaction: &mut Transaction,
-) -> Result<(Vec<PartitionRecord>, SideOutputs)> {
-    // Side outputs go first: once a partition is published, a crash and a
-    // resume reuse it, so its quarantined rows must already be in OUT (in
-    // this run's quarantine table, which its ledger entry names).
-    let run_id = transaction.run_id().to_string();
-    let quarantine = match scored.quarantined_rows {
-        0 => None,
-        _ => Some(transaction.publish_side("quarantine.parquet", "quarantine", &format!("{run_id}.parquet"))?),
-    };
-    let profile = match scored.profile {
-        Some(_) => Some(transaction.publish_side("profile.json", "profiles", &format!("{run_id}.json"))?),
-        None => None,
-    };
-    let shadow = match scored.shadow_rows {
-        0 => None,
-        _ => Some(transaction.publish_side("shadow.parquet", "shadow", &format!("{run_id}.parquet"))?),
-    };
-    let files_by_partition = commit::partitions_of(table.plan.files.iter().map(|f| f.relative_path.as_path()));
-    let all_partitions: Vec<&Path> = files_by_partition.keys().map(PathBuf::as_path).collect();
-    transaction.publish(&staged, &all_partitions)?;
-    let mut records = staged;
-    records.extend(reused.iter().map(|(_, record)| record.clone()));
-    records.sort_by(|a, b| a.partition.cmp(&b.partition));
-    Ok((
-        records,
-        SideOutputs {
-            quarantine,
-            profile,
-            shadow,
-        },
-    ))
-}
-
-/// The writer's and workers' meeting point.
-struct Exchange {
-    state: Mutex<ExchangeState>,
-    changed: Condvar,
-}
-
-struct ExchangeState {
-    /// Finished units waiting for the writer, by unit index.
-    ready: BTreeMap<usize, EncodedUnit>,
-    /// Units the writer has consumed; workers stay within a window of it.
-    written: usize,
-    /// The first failure, by unit index; everyone stops when it is set.
-    failure: Option<(usize, Error)>,
-}
-
-struct EncodedUnit {
-    /// Rows in the output (quarantined rows left out).
-    rows_out: usize,
-    encoded: Option<EncodedRowGroup>,
-    /// The unique-column key of every row, in order.
-    keys: Vec<u64>,
-    /// Quarantined rows, as rows of the quarantine table.
-    quarantine: Vec<RecordBatch>,
-    /// The challengers' scores, as rows of the shadow table.
-    shadow: Vec<RecordBatch>,
-}
-
-impl Exchange {
-    /// Waits for unit `unit_idx` and takes it; `None` once any unit failed.
-    fn take_in_order(&self, unit_idx: usize) -> Option<EncodedUnit> {
-        let mut state = self.state.lock().unwrap();
-        loop {
-            if state.failure.is_some() {
-                return None;
-            }
-            if let Some(done) = state.ready.remove(&unit_idx) {
-                return Some(done);
-            }
-            state = self.changed.wait(state).unwrap();
-        }
-    }
-
-    /// Lets workers run up to a window past `units_written`.
-    fn mark_written(&self, units_written: usize) {
-        self.state.lock().unwrap().written = units_written;
-        self.changed.notify_all();
-    }
-
-    fn fail(&self, unit_idx: usize, error: Error) {
-        let mut state = self.state.lock().unwrap();
-        if state.failure.as_ref().is_none_or(|(first, _)| unit_idx < *first) {
-            state.failure = Some((unit_idx, error));
-        }
-        self.changed.notify_all();
-    }
-}
-
-type Destination<'a> = &'a (dyn Fn(&Path) -> PathBuf + Sync);
-
-/// Scores the files `file_indices` of the table, writing each to
-/// `destination(relative path)` (or nowhere), and quarantined rows to
-/// `quarantine` (or nowhere).
-fn score_files(
-    pool: &rayon::ThreadPool,
-    package: &Package,
-    table: &PreparedTable,
-    file_indices: &[usize],
-    destination: Option<Destination<'_>>,
-    side_paths: Option<&SidePaths>,
-    options: &RunOptions,
-) -> Result<Scored> {
-    let clock = Instant::now();
-    let plan = &table.plan;
-    let all_units = plan.work_units();
-    let units: Vec<WorkUnit> = file_indices
-        .iter()
-        .flat_map(|&file_idx| all_units.iter().filter(move |u| u.file_idx == file_idx).copied())
-        .collect();
-    let total_rows: u64 = units.iter().map(|u| u.n_rows as u64).sum();
-    let progress = options.progress.as_deref();
-    if let Some(progress) = progress {
-        progress.begin(total_rows);
-    }
-
-    let window = IN_FLIGHT_PER_THREAD * pool.current_num_threads();
-    let exchange = Exchange {
-        state: Mutex::new(ExchangeState {
-            ready: BTreeMap::new(),
-            written: 0,
-            failure: None,
-        }),
-        changed: Condvar::new(),
-    };
-    let next_unit = AtomicUsize::new(0);
-    let worker_stages = Mutex::new(StageSeconds::default());
-    let inspected: Mutex<Option<Inspection>> = Mutex::new(None);
-    let encode = destination.is_some() && table.pass.encode;
-
-    let mut written = Written::default();
-    pool.in_place_scope(|scope| {
-        for _ in 0..pool.current_num_threads() {
-            scope.spawn(|_| {
-                let mut stages = StageSeconds::default();
-                let mut inspection = table.pass.inspect.then(|| {
-                    package
-                        .contract
-                        .inspection(package.model.features(), package.contract.score_columns.len())
-                });
-                let worker = Worker {
-                    package,
-                    table,
-                    units: &units,
-                    encode,
-                    cancel: &options.cancel,
-                };
-                worker.run(&next_unit, &exchange, window, &mut stages, inspection.as_mut());
-                worker_stages.lock().unwrap().add(&stages);
-                if let Some(mine) = inspection {
-                    let mut all = inspected.lock().unwrap();
-                    match all.as_mut() {
-                        Some(all) => all.merge(&mine),
-                        None => *all = Some(mine),
-                    }
-                }
-            });
-        }
-        let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
-            write_in_order(
-                table,
-                file_indices,
-                &units,
-                &exchange,
-                destination,
-                side_paths,
-                progress,
-            )
-        }))
-        .unwrap_or_else(|payload| {
-            Err(Error::Internal(format!(
-                "the output writer panicked: {}",
-                panic_message(&*payload)
-            )))
-        });
-        match outcome {
-            Ok(done) => written = done,
-            Err(error) => exchange.fail(usize::MAX, error),
-        }
-    });
-    if let Some(progress) = progress {
-        progress.finish();
-    }
-    if let Some((_, error)) = exchange.state.into_inner().unwrap().failure {
-        return Err(error);
-    }
-    let mut stages = worker_stages.into_inner().unwrap();
-    stages.write = written.seconds;
-    Ok(Scored {
-        rows: total_rows,
-        files: written.files,
-        stages,
-        seconds: clock.elapsed().as_secs_f64(),
-        units,
-        inspection: inspected.into_inner().unwrap(),
-        keys: written.keys,
-        quarantined_rows: written.quarantined_rows,
-        shadow_rows: written.shadow_rows,
-        judgement: Judgement::default(),
-        profile: None,
-    })
-}
-
-/// One worker thread's view of the pass.
-struct Worker<'a> {
-    package: &'a Package,
-    table: &'a PreparedTable,
-    units: &'a [WorkUnit],
-    encode: bool,
-    cancel: &'a CancelToken,
-}
-
-impl Worker<'_> {
-    fn run(
-        &self,
-        next_unit: &AtomicUsize,
-        exchange: &Exchange,
-        window: usize,
-        stages: &mut StageSeconds,
-        mut inspection: Option<&mut Inspection>,
-    ) {
-        loop {
-            let unit_idx = next_unit.fetch_add(1, Ordering::Relaxed);
-            if unit_idx >= self.units.len() {
-                return;
-            }
-            {
-                let mut state = exchange.state.lock().unwrap();
-                while state.failure.is_none() && unit_idx >= state.written + window {
-                    state = exchange.changed.wait(state).unwrap();
-                }
-                if state.failure.is_some() {
-                    return;
-                }
-            }
-            if let Err(stopped) = self.cancel.check() {
-                exchange.fail(unit_idx, stopped.into());
-                return;
-            }
-            let unit = self.units[unit_idx];
-            // A panic (a bug here or in a decoder, on a file it did not expect)
-            // becomes an error like any other, so that the writer and the other
-            // workers stop instead of waiting forever for this unit.
-            let scored = panic::catch_unwind(AssertUnwindSafe(|| {
-                self.score_unit(unit_idx, stages, inspection.as_deref_mut())
-            }))
-            .unwrap_or_else(|payload| {
-                let path = self.table.plan.files[unit.file_idx].file.path.display();
-                Err(Error::Internal(format!(
-                    "scoring row group {} of `{path}` panicked: {}",
-                    unit.row_group,
-                    panic_message(&*payload)
-                )))
-            });
-            match scored {
-                Ok(done) => {
-                    let mut state = exchange.state.lock().unwrap();
-                    state.ready.insert(unit_idx, done);
-                    exchange.changed.notify_all();
-                }
-                Err(error) => {
-                    exchange.fail(unit_idx, error);
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Decode, features, checks, model and encode for one row group, a batch
-    /// of [`BATCH_ROWS`] rows at a time.
-    fn score_unit(
-        &self,
-        unit_idx: usize,
-        stages: &mut StageSeconds,
-        mut inspection: Option<&mut Inspection>,
-    ) -> Result<EncodedUnit> {
-        let (table, contract) = (self.table, &self.package.contract);
-        let steps = table.block_steps(self.package);
-        let unit = self.units[unit_idx];
-        let file_plan = &table.plan.files[unit.file_idx];
-        let file = &file_plan.file;
-        let scan = &table.scans[unit.file_idx];
-        let row_group = unit.row_group;
-        let encode_error = |source| SinkError::Encode {
-            path: file.path.clone(),
-            row_group,
-            source,
-        };
-        let mut clock = Instant::now();
-        let mut lap = |slot: &mut f64| {
-            let now = Instant::now();
-            *slot += (now - clock).as_secs_f64();
-            clock = now;
-        };
-
-        test_hooks::in_row_group(row_group);
-        file.prefetch_row_group(row_group, &scan.leaves);
-        let mut batches = match &scan.arrow_projection {
-            Some(projection) => Some(file.read_row_group(row_group, projection, BATCH_ROWS)?),
-            None => None,
-        };
-        // Copied chunks are not decoded, but their pages are read and
-        // decompressed, so that a damaged chunk fails the run instead of being
-        // copied into the output (no output, no copy: nothing to check).
-        if self.encode {
-            for &leaf in &scan.copied_leaves {
-                file.check_column_chunk(row_group, leaf)?;
-            }
-        }
-        let mut leaves: Vec<LeafReader> = scan
-            .leaf_readers
-            .iter()
-            .map(|&leaf| file.leaf_reader(row_group, leaf))
-            .collect::<Result<_, _>>()?;
-        let n_values = table.layouts[unit.file_idx].schema.fields().len() - scan.id_sources.len();
-        let mut encoder = match self.encode {
-            true => {
-                let copied = scan.copied_chunks(file, row_group, n_values);
-                Some(
-                    table.layouts[unit.file_idx]
-                        .start_row_group(copied)
-                        .map_err(encode_error)?,
-                )
-            }
-            false => None,
-        };
-        let mut done = EncodedUnit {
-            rows_out: 0,
-            encoded: None,
-            keys: Vec::new(),
-            quarantine: Vec::new(),
-            shadow: Vec::new(),
-        };
-        let mut marks = RowMarks::default();
-        let mut rows_done = 0;
-        while rows_done < unit.n_rows {
-            let n_rows = BATCH_ROWS.min(unit.n_rows - rows_done);
-            let batch = match batches.as_mut() {
-                Some(batches) => Some(batches.read(n_rows)?),
-                None => None,
-            };
-            for leaf in &mut leaves {
-                leaf.read(n_rows)?;
-            }
-            lap(&mut stages.decode);
-
-            let columns: Vec<&dyn Array> = batch.iter().flat_map(|b| b.columns()).map(|c| c.as_ref()).collect();
-            let unknown_category = table.pass.inspect.then_some(features::UNKNOWN_CATEGORY);
-            let mut block = features::build_block(
-                &scan.sources,
-                &columns,
-                &leaves,
-                &table.block_features,
-                n_rows,
-                unknown_category,
-            )
-            .map_err(|unknown| unknown.at(&file.path, row_group))?;
-            lap(&mut stages.features);
-            let ids: Vec<ArrayRef> = scan
-                .id_sources
-                .iter()
-                .filter_map(|source| match *source {
-                    IdSource::Arrow { position } => Some(Arc::clone(
-                        batch.as_ref().expect("Arrow ids come with a batch").column(position),
-                    )),
-                    IdSource::Copy { .. } => None,
-                })
-                .collect();
-            if let Some(inspection) = inspection.as_deref_mut() {
-                steps.inspect_features(&mut block, inspection, unit_idx, rows_done, &mut marks);
-                if let Some(unique) = &table.unique_ids {
-                    match scan.key_reader {
-                        Some(reader) => leaf_keys(&leaves[reader], &mut done.keys),
-                        None => {
-                            // Without a key reader every id column is an Arrow
-                            // column (`FileScan::new` copies none), so `ids`
-                            // holds them all, in id-column order.
-                            let key_columns: Vec<&ArrayRef> = unique.iter().map(|&i| &ids[i]).collect();
-                            let keys = row_keys(&key_columns, n_rows).map_err(|problem| {
-                                Error::Usage(format!(
-                                    "the unique columns of row group {row_group} of `{}` cannot be compared: {problem}",
-                                    file.path.display()
-                                ))
-                            })?;
-                            done.keys.extend(keys);
-                        }
-                    }
-                }
-                lap(&mut stages.checks);
-            }
-            if !table.pass.predict {
-                rows_done += n_rows;
-                continue;
-            }
-            let (block, keep) = steps.set_aside_quarantined(block, &marks);
-            if let Some(keep) = &keep
-                && table.quarantines
-            {
-                done.quarantine.push(quarantine_rows(
-                    table, file_plan, row_group, rows_done, &ids, &marks, contract, keep,
-                )?);
-            }
-            let rows_out = block.n_rows;
-            // A model's error names the row group it was scoring.
-            let located = |error| match error {
-                Error::Model(source) => Error::InRowGroup {
-                    path: file.path.clone(),
-                    row_group,
-                    source,
-                },
-                other => other,
-            };
-            let scores = steps.score(block, None).map_err(located)?;
-            lap(&mut stages.model);
-            if let Some(inspection) = inspection.as_deref_mut() {
-                inspection.inspect_scores(contract, &scores);
-                lap(&mut stages.checks);
-            }
-
-            if let Some(encoder) = encoder.as_mut() {
-                let output = steps
-                    .output(&ids, keep.as_ref(), scores, &marks, n_rows)
-                    .map_err(|e| encode_error(e.into()))?;
-                if let (Some(schema), Some(columns)) = (&table.shadow_schema, output.shadow) {
-                    let batch =
-                        RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| encode_error(e.into()))?;
-                    done.shadow.push(batch);
-                }
-                encoder.write(&output.columns).map_err(encode_error)?;
-                lap(&mut stages.encode);
-            }
-            done.rows_out += rows_out;
-            rows_done += n_rows;
-        }
-        if let Some(batches) = batches {
-            batches.finish()?;
-        }
-        file.release_row_group(row_group, &scan.released_by_workers);
-        if let Some(encoder) = encoder {
-            done.encoded = Some(encoder.finish().map_err(encode_error)?);
-            lap(&mut stages.encode);
-        }
-        Ok(done)
-    }
-}
-
-/// What the writer did.
-#[derive(Default)]
-struct Written {
-    /// (rows, bytes) per file, in the order asked for.
-    files: Vec<(u64, u64)>,
-    seconds: f64,
-    /// Every row's unique-column key, in table order.
-    keys: Vec<u64>,
-    quarantined_rows: u64,
-    shadow_rows: u64,
-}
-
-/// The writer: takes units in order and appends them to their files, and
-/// quarantined rows to the quarantine table.
-fn write_in_order(
-    table: &PreparedTable,
-    file_indices: &[usize],
-    units: &[WorkUnit],
-    exchange: &Exchange,
-    destination: Option<Destination<'_>>,
-    side_paths: Option<&SidePaths>,
-    progress: Option<&dyn crate::progress::Progress>,
-) -> Result<Written> {
-    let quarantine_path = side_paths.map(|p| p.quarantine.as_path());
-    let shadow_path = side_paths.map(|p| p.shadow.as_path());
-    let mut writing = Stopwatch::default();
-    let mut written = Written::default();
-    if table.unique_ids.is_some() {
-        written.keys.reserve_exact(units.iter().map(|u| u.n_rows).sum());
-    }
-    let mut quarantine: Option<ArrowWriter<std::fs::File>> = None;
-    let mut shadow: Option<ArrowWriter<std::fs::File>> = None;
-    let mut unit_idx = 0;
-    for &file_idx in file_indices {
-        let file = &table.plan.files[file_idx];
-        let mut staged = match destination {
-            Some(destination) if table.pass.encode => {
-                Some(writing.time(|| StagedFile::create(&destination(&file.relative_path), &table.layouts[file_idx]))?)
-            }
-            _ => None,
-        };
-        let mut rows = 0;
-        while unit_idx < units.len() && units[unit_idx].file_idx == file_idx {
-            let Some(done) = exchange.take_in_order(unit_idx) else {
-                // A worker failed; its error is the one to report.
-                written.seconds = writing.seconds;
-                return Ok(written);
-            };
-            rows += done.rows_out as u64;
-            written.keys.extend_from_slice(&done.keys);
-            if let (Some(staged), Some(encoded)) = (staged.as_mut(), done.encoded) {
-                writing.time(|| staged.append(encoded))?;
-                // Copying id chunks touched their input pages; let them go.
-                file.file
-                    .release_row_group(units[unit_idx].row_group, &table.scans[file_idx].copied_leaves);
-            }
-            if let Some(path) = quarantine_path {
-                for batch in done.quarantine {
-                    written.quarantined_rows += batch.num_rows() as u64;
-                    writing.time(|| append_side_table(&mut quarantine, path, &table.quarantine_schema, &batch))?;
-                }
-            }
-            if let (Some(path), Some(schema)) = (shadow_path, &table.shadow_schema) {
-                for batch in done.shadow {
-                    written.shadow_rows += batch.num_rows() as u64;
-                    writing.time(|| append_side_table(&mut shadow, path, schema, &batch))?;
-                }
-            }
-            if let Some(progress) = progress {
-                progress.advance(units[unit_idx].n_rows as u64);
-            }
-            unit_idx += 1;
-            exchange.mark_written(unit_idx);
-        }
-        let bytes = match staged {
-            Some(staged) => writing.time(|| staged.finish())?.1,
-            None => 0,
-        };
-        written.files.push((rows, bytes));
-    }
-    if let (Some(writer), Some(path)) = (quarantine, quarantine_path) {
-        writing.time(|| finish_side_table(writer, path))?;
-    }
-    if let (Some(writer), Some(path)) = (shadow, shadow_path) {
-        writing.time(|| finish_side_table(writer, path))?;
-    }
-    written.seconds = writing.seconds;
-    Ok(written)
-}
-
-/// Adds up the time spent in the closures it runs.
-#[derive(Default)]
-struct Stopwatch {
-    seconds: f64,
-}
-
-impl Stopwatch {
-    fn time<T>(&mut self, work: impl FnOnce() -> T) -> T {
-        let clock = Instant::now();
-        let result = work();
-        self.seconds += clock.elapsed().as_secs_f64();
-        result
     }
 }
 
@@ -1705,7 +1033,7 @@ fn prepare_run(
     start: &Start,
     command: &'static str,
     package: &Package,
-    input: &Path,
+    input: &dyn TableSource,
     options: &RunOptions,
     pass: PassKind,
 ) -> Result<(PreparedTable, TableFacts, RunReport)> {
@@ -1714,16 +1042,15 @@ fn prepare_run(
     let facts = table_facts(pool, &table, &package.contract, options)?;
     let threads = pool.current_num_threads();
     let info = package.model.info();
-    let mut report = RunReport::new(command, &options.identity, info, input, &options.device, threads);
+    let mut report = RunReport::new(
+        command,
+        &options.identity,
+        info,
+        input.location(),
+        &options.device,
+        threads,
+    );
     report.models = package.model.members().into_iter().cloned().collect();
     describe_table(&mut report, &table.plan);
     Ok((table, facts, report))
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
-        (Some(text), _) => text.to_string(),
-        (_, Some(text)) => text.clone(),
-        _ => "a panic without a message".to_string(),
-    }
 }

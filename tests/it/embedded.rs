@@ -13,8 +13,14 @@ use lakescore::model::LoadOptions;
 use lakescore::package::{self, Package};
 use lakescore::pipeline::{self, IN_FLIGHT_PER_THREAD, RunOptions};
 use lakescore::progress::Progress;
+use lakescore::source::{LocalTable, MmapChoice};
 
 use crate::common::*;
+
+/// A local table, read without mapping (the library's default).
+fn table(path: &Path) -> LocalTable {
+    LocalTable::new(path, MmapChoice::never())
+}
 
 fn open(model: &Path) -> Package {
     package::open(model, &candle_core::Device::Cpu, &LoadOptions::default()).expect("the model opens")
@@ -53,7 +59,7 @@ fn two_runs_in_one_process_at_once_each_score_their_own() {
             threads: 2,
             ..RunOptions::default()
         };
-        pipeline::score(package, &lake, out, WriteMode::ErrorIfExists, &options, &|| {})
+        pipeline::score(package, &table(&lake), out, WriteMode::ErrorIfExists, &options, &|| {})
     };
     let (out_logistic, out_trees) = (dir.path().join("embedded-logistic"), dir.path().join("embedded-trees"));
     std::thread::scope(|scope| {
@@ -128,8 +134,15 @@ fn a_cancelled_run_stops_at_the_next_row_group_and_publishes_nothing() {
             ..RunOptions::default()
         };
         let out = dir.path().join(format!("out-{after_rows}"));
-        let error = pipeline::score(&package, &lake, &out, WriteMode::ErrorIfExists, &options, &|| {})
-            .expect_err("a cancelled run fails");
+        let error = pipeline::score(
+            &package,
+            &table(&lake),
+            &out,
+            WriteMode::ErrorIfExists,
+            &options,
+            &|| {},
+        )
+        .expect_err("a cancelled run fails");
         assert!(
             matches!(error, lakescore::Error::Stopped(Stopped { by: StopReason::Caller })),
             "{error}"

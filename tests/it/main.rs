@@ -20,5 +20,6 @@ mod parity;
 mod pushgateway;
 mod reports;
 mod scoring;
+mod sources;
 mod trees;
 mod types;
