@@ -34,6 +34,150 @@ use crate::lock::{Holder, LockError, OutputLock};
 use crate::test_hooks;
 use crate::util::{fsync_dir, is_atomic_write_temporary, rfc3339_utc, sha256_hex, write_atomically};
 
+/// Where a run publishes its table: what a new output (object storage, a
+/// Delta or Iceberg table) implements, beside its [`Committer`].
+pub trait OutputTable: Send + Sync {
+    /// The output's location, for messages, reports and lineage.
+    fn location(&self) -> &Path;
+
+    /// Refuses an output that overlaps the input at `input` (a run must never
+    /// read its own output or publish over its input).
+    fn check_separate(&self, input: &Path) -> Result<(), CommitError>;
+
+    /// Takes the output's lock now when the output was written by lakescore
+    /// before, so that a second run is refused before it reads a footer; `None`
+    /// for a new output, whose lock [`OutputTable::begin`] takes (creating the
+    /// lock would touch the output before the input is known to be good).
+    fn lock_if_known(&self, holder: &Holder) -> Result<Option<OutputLock>, CommitError>;
+
+    /// Begins the run's transaction: takes the lock (unless `lock` is it),
+    /// checks the output against `mode`, clears what dead runs left, opens
+    /// staging, and records the run as running. Nothing visible changes.
+    fn begin(
+        &self,
+        mode: WriteMode,
+        ledger: LedgerRecord,
+        lock: Option<OutputLock>,
+    ) -> Result<Box<dyn Committer>, CommitError>;
+}
+
+/// One run's transaction on an output: staging, publishing, aborting, the
+/// resume records and the ledger, under the output's lock. Every
+/// implementation keeps the invariants of ARCHITECTURE.md:
+///
+/// - **Nothing becomes visible before it is complete.** Staged files are
+///   invisible to the table's readers until [`Committer::publish`]; a run that
+///   aborts, or dies, leaves nothing visible (what it staged is removed, now
+///   or by the next run's [`OutputTable::begin`]); the table's completion
+///   marker (`_SUCCESS`, or a table format's commit) is written last, by
+///   [`Committer::finish`], and removed before the first change.
+/// - **Resume is exact.** [`Committer::reusable_partition`] answers only in
+///   `--mode resume`, only for a partition published under the same key whose
+///   files are all still there as recorded; a partition's old record goes
+///   before its new files are published and the new one comes after, so a
+///   crash in between costs a re-score, never a wrong skip.
+/// - **One writer per output.** The lock taken at `begin` is held until the
+///   committer is finished or aborted and its ledger entry closed; another
+///   run's `begin` fails with [`CommitError::Locked`].
+/// - **Publishing, once begun, finishes**: a stop is heard before `publish`,
+///   not during it.
+pub trait Committer: Send + Sync {
+    fn run_id(&self) -> &str;
+
+    /// Where the output file with this relative path is staged. (Staging is on
+    /// a local disk: an output elsewhere uploads staged files when it
+    /// publishes them.)
+    fn staged_path(&self, relative: &Path) -> PathBuf;
+
+    /// Where a side output (the quarantine table, the run profile) is staged.
+    fn staged_side_path(&self, name: &str) -> PathBuf;
+
+    /// In `--mode resume`, the record of a partition committed before with
+    /// the same key whose files are intact.
+    fn reusable_partition(&self, partition: &Path, key: &str) -> Option<PartitionRecord>;
+
+    /// Publishes a staged side output as `_lakescore/<folder>/<target_name>`.
+    fn publish_side(&self, name: &str, folder: &str, target_name: &str) -> Result<PathBuf, CommitError>;
+
+    /// Publishes staged partitions, each with its record. `all_partitions`
+    /// lists every partition folder of the run, reused ones included.
+    fn publish(&mut self, partitions: &[PartitionRecord], all_partitions: &[&Path]) -> Result<(), CommitError>;
+
+    /// Writes the manifest (JSON bytes), the last step that makes the table
+    /// complete, and closes the run in the ledger.
+    fn finish(self: Box<Self>, manifest: &[u8], published: Published) -> Result<(), CommitError>;
+
+    /// Ends a run that publishes nothing: removes what it staged and records
+    /// why. `status` is `failed`, `rejected` or `interrupted`.
+    fn abort(self: Box<Self>, status: RunStatus, error: &str) -> Result<(), CommitError>;
+}
+
+/// A table in a local folder, published by renames: the first [`OutputTable`].
+#[derive(Debug, Clone)]
+pub struct LocalOutput {
+    root: PathBuf,
+}
+
+impl LocalOutput {
+    pub fn new(root: impl Into<PathBuf>) -> LocalOutput {
+        LocalOutput { root: root.into() }
+    }
+}
+
+impl OutputTable for LocalOutput {
+    fn location(&self) -> &Path {
+        &self.root
+    }
+
+    fn check_separate(&self, input: &Path) -> Result<(), CommitError> {
+        check_separate(input, &self.root)
+    }
+
+    fn lock_if_known(&self, holder: &Holder) -> Result<Option<OutputLock>, CommitError> {
+        let meta = self.root.join(META_DIR);
+        match meta.is_dir() {
+            true => Ok(Some(OutputLock::acquire(&self.root, &meta, holder)?)),
+            false => Ok(None),
+        }
+    }
+
+    fn begin(
+        &self,
+        mode: WriteMode,
+        ledger: LedgerRecord,
+        lock: Option<OutputLock>,
+    ) -> Result<Box<dyn Committer>, CommitError> {
+        Ok(Box::new(Transaction::begin(&self.root, mode, ledger, lock)?))
+    }
+}
+
+impl Committer for Transaction {
+    fn run_id(&self) -> &str {
+        &self.run_id
+    }
+    fn staged_path(&self, relative: &Path) -> PathBuf {
+        Transaction::staged_path(self, relative)
+    }
+    fn staged_side_path(&self, name: &str) -> PathBuf {
+        Transaction::staged_side_path(self, name)
+    }
+    fn reusable_partition(&self, partition: &Path, key: &str) -> Option<PartitionRecord> {
+        Transaction::reusable_partition(self, partition, key)
+    }
+    fn publish_side(&self, name: &str, folder: &str, target_name: &str) -> Result<PathBuf, CommitError> {
+        Transaction::publish_side(self, name, folder, target_name)
+    }
+    fn publish(&mut self, partitions: &[PartitionRecord], all_partitions: &[&Path]) -> Result<(), CommitError> {
+        Transaction::publish(self, partitions, all_partitions)
+    }
+    fn finish(self: Box<Self>, manifest: &[u8], published: Published) -> Result<(), CommitError> {
+        Transaction::finish(*self, manifest, published)
+    }
+    fn abort(self: Box<Self>, status: RunStatus, error: &str) -> Result<(), CommitError> {
+        Transaction::abort(*self, status, error)
+    }
+}
+
 /// Folder of lakescore's own bookkeeping inside an output table.
 pub const META_DIR: &str = "_lakescore";
 /// The manifest, whose presence says the table is complete.
@@ -490,12 +634,11 @@ impl Transaction {
 
     /// Writes the manifest, the last step that makes the table complete, and
     /// closes the run in the ledger.
-    pub fn finish(mut self, manifest: &impl Serialize, published: Published) -> Result<(), CommitError> {
+    pub fn finish(mut self, manifest: &[u8], published: Published) -> Result<(), CommitError> {
         let path = self.out_root.join(SUCCESS_FILE);
-        let bytes = serde_json::to_vec_pretty(manifest).expect("manifests serialize");
         if let Err(error) = self
             .remove_success()
-            .and_then(|()| write_atomically(&path, &bytes).map_err(io_error("write manifest", &path)))
+            .and_then(|()| write_atomically(&path, manifest).map_err(io_error("write manifest", &path)))
         {
             let _ = self.abort_in_place(RunStatus::Failed, &crate::util::error_chain(&error));
             return Err(error);

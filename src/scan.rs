@@ -180,6 +180,15 @@ impl ParquetFile {
             return Err(not_parquet());
         }
         let footer_len = u32::from_le_bytes(tail[tail.len() - 8..tail.len() - 4].try_into().unwrap()) as u64;
+        let footer_error = |source| ScanError::Footer {
+            path: path.to_path_buf(),
+            source,
+        };
+        if whole.is_none() && footer_len + 8 > size_bytes {
+            return Err(footer_error(ParquetError::General(format!(
+                "the footer says it is {footer_len} bytes long, in a file of {size_bytes} bytes"
+            ))));
+        }
         // The footer with its length and magic, as far as the file holds it.
         let footer_with_tail = (footer_len + 8).min(size_bytes);
         let footer = match footer_with_tail as usize <= tail.len() {
@@ -187,18 +196,9 @@ impl ParquetFile {
             false => data.suffix(footer_with_tail).map_err(read_error)?,
         };
         let footer_fingerprint = sha256_hex(&footer);
-        let footer_error = |source| ScanError::Footer {
-            path: path.to_path_buf(),
-            source,
-        };
         let metadata = match &whole {
             Some(bytes) => ArrowReaderMetadata::load(bytes, ArrowReaderOptions::new()).map_err(footer_error)?,
             None => {
-                if footer_len + 8 > size_bytes {
-                    return Err(footer_error(ParquetError::General(format!(
-                        "the footer says it is {footer_len} bytes long, in a file of {size_bytes} bytes"
-                    ))));
-                }
                 let metadata =
                     ParquetMetaDataReader::decode_metadata(&footer[..footer.len() - 8]).map_err(footer_error)?;
                 ArrowReaderMetadata::try_new(Arc::new(metadata), ArrowReaderOptions::new()).map_err(footer_error)?
@@ -249,19 +249,26 @@ impl ParquetFile {
 
     /// The SHA-256 of the whole file's bytes.
     pub fn content_sha256(&self) -> Result<String, ScanError> {
-        let bytes = match &self.whole {
-            Some(bytes) => bytes.clone(),
-            None => {
-                let whole_file = 0..self.size_bytes;
-                let read = self.data.ranges(std::slice::from_ref(&whole_file));
-                read.map_err(|source| ScanError::Open {
+        if let Some(bytes) = &self.whole {
+            return Ok(sha256_hex(bytes));
+        }
+        // Read in windows, so that hashing a large file needs no large buffer.
+        const WINDOW: u64 = 8 << 20;
+        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+        let mut start = 0;
+        while start < self.size_bytes {
+            let window = start..(start + WINDOW).min(self.size_bytes);
+            let bytes = self
+                .data
+                .ranges(std::slice::from_ref(&window))
+                .map_err(|source| ScanError::Open {
                     path: self.path.clone(),
                     source,
-                })?
-                .remove(0)
-            }
-        };
-        Ok(sha256_hex(&bytes))
+                })?;
+            sha2::Digest::update(&mut hasher, &bytes[0]);
+            start = window.end;
+        }
+        Ok(crate::util::hex(&sha2::Digest::finalize(hasher)))
     }
 
     pub fn num_row_groups(&self) -> usize {
@@ -300,9 +307,7 @@ impl ParquetFile {
     /// rows), as one batch: for reads outside the pass (a freshness column,
     /// example rows' ids), readied, read and let go at once.
     pub fn read_columns(&self, row_group: usize, projection: &ProjectionMask) -> Result<RecordBatch, ScanError> {
-        let leaves: Vec<usize> = (0..self.metadata.parquet_schema().num_columns())
-            .filter(|&leaf| projection.leaf_included(leaf))
-            .collect();
+        let leaves = self.leaves_of(projection);
         self.prefetch_row_group(row_group, &leaves)?;
         let rows = self.row_group_rows(row_group);
         let batch = self
@@ -322,15 +327,21 @@ impl ParquetFile {
         batch_rows: usize,
         mut each: impl FnMut(usize, RecordBatch) -> Result<(), E>,
     ) -> Result<(), E> {
-        let rows = self.row_group_rows(row_group);
-        let mut batches = self.read_row_group(row_group, projection, batch_rows)?;
-        let mut done = 0;
-        while done < rows {
-            let n = batch_rows.min(rows - done);
-            each(done, batches.read(n)?)?;
-            done += n;
-        }
-        Ok(batches.finish()?)
+        let leaves = self.leaves_of(projection);
+        self.prefetch_row_group(row_group, &leaves)?;
+        let read = (|| {
+            let rows = self.row_group_rows(row_group);
+            let mut batches = self.read_row_group(row_group, projection, batch_rows)?;
+            let mut done = 0;
+            while done < rows {
+                let n = batch_rows.min(rows - done);
+                each(done, batches.read(n)?)?;
+                done += n;
+            }
+            Ok(batches.finish()?)
+        })();
+        self.release_row_group(row_group, &leaves);
+        read
     }
 
     /// The error for a failure of the Arrow reader, naming the column when it
@@ -438,6 +449,13 @@ impl ParquetFile {
             self.chunks(row_group),
             self.metadata.metadata().row_group(row_group).column(leaf).clone(),
         )
+    }
+
+    /// The leaf columns `projection` reads.
+    fn leaves_of(&self, projection: &ProjectionMask) -> Vec<usize> {
+        (0..self.metadata.parquet_schema().num_columns())
+            .filter(|&leaf| projection.leaf_included(leaf))
+            .collect()
     }
 
     /// The byte ranges of these leaf columns' chunks in a row group.
@@ -571,6 +589,9 @@ impl ChunkReader for Chunks {
                 layout,
             } => match fetched.from(start) {
                 Some(bytes) => Ok(bytes.reader()),
+                None if start >= *file_len => Err(ParquetError::EOF(format!(
+                    "expected to read at offset {start}, while the file has {file_len} bytes"
+                ))),
                 None => {
                     // To the end of the column chunk that holds `start` (a
                     // reader reads pages from here), else of the file.

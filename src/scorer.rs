@@ -344,7 +344,7 @@ impl Scorer {
         };
         let mut marks = RowMarks::default();
         let mut first_row = 0;
-        loop {
+        while first_row < batch.num_rows() {
             let n_rows = BATCH_ROWS.min(batch.num_rows() - first_row);
             let slice = batch.slice(first_row, n_rows);
             let columns: Vec<&dyn Array> = located.features.iter().map(|&i| slice.column(i).as_ref()).collect();
@@ -391,9 +391,6 @@ impl Scorer {
                     .map_err(|e| Error::Internal(format!("cannot assemble the scores of a batch: {e}")))?,
             );
             first_row += n_rows;
-            if first_row >= batch.num_rows() {
-                break;
-            }
         }
         let scores = arrow::compute::concat_batches(&located.schema, &outputs)
             .map_err(|e| Error::Internal(format!("cannot assemble the scores of a batch: {e}")))?;

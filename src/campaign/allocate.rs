@@ -27,7 +27,7 @@ use serde::Serialize;
 use crate::bandit::policy::{Policy, PolicyFile};
 use crate::bandit::{hash_bytes, id_hashes, is_id_type, unit};
 use crate::cancel::CancelToken;
-use crate::commit::{self, LedgerRecord, OutputFileRecord, Published, Transaction, WriteMode};
+use crate::commit::{self, LedgerRecord, OutputFileRecord, OutputTable, Published, WriteMode};
 use crate::error::{Error, Result, error_chain};
 use crate::features::{self, FeatureSource};
 use crate::model::{Feature, Model};
@@ -157,7 +157,7 @@ pub fn allocate(
     policy_file: &PolicyFile,
     arm_models: Option<&ArmModels>,
     input_table: &dyn TableSource,
-    output: &Path,
+    output_table: &dyn OutputTable,
     options: &AllocateOptions,
 ) -> Result<AllocationReport> {
     let clock = Instant::now();
@@ -175,7 +175,9 @@ pub fn allocate(
     };
     let plan = plan::plan_table(input_table, &request)?;
     let input = input_table.location();
-    commit::check_separate(input, output)?;
+    // (Reused partitions are counted by reading them back: a local output.)
+    let output = output_table.location();
+    output_table.check_separate(input)?;
     let score_arms: Vec<(usize, usize)> = arm_models
         .map(|m| {
             m.columns
@@ -254,7 +256,7 @@ pub fn allocate(
     ledger.model_sha256 = policy_file.sha256.clone();
     ledger.input_files = plan.files.len();
     ledger.input_fingerprint = crate::pipeline::table_fingerprint(&plan);
-    let mut transaction = Transaction::begin(output, options.mode, ledger, None)?;
+    let mut transaction = output_table.begin(options.mode, ledger, None)?;
     tracing::info!(
         campaign = %policy.campaign,
         version = policy.version,
@@ -268,7 +270,7 @@ pub fn allocate(
     let model_digest = model.map(|m| m.info().sha256.clone()).unwrap_or_default();
     let (reused, to_write) = crate::pipeline::partitions_to_write(
         &plan,
-        &transaction,
+        transaction.as_ref(),
         &policy_file.sha256,
         &format!("allocate;models={model_digest}"),
     );
@@ -376,7 +378,7 @@ pub fn allocate(
         wall_seconds: clock.elapsed().as_secs_f64(),
     };
     transaction.finish(
-        &report,
+        &serde_json::to_vec_pretty(&report).expect("reports serialize"),
         Published {
             rows,
             rows_quarantined: 0,

@@ -31,12 +31,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// The run span's target: always enabled (whatever `LAKESCORE_LOG` says), so
+/// that every line names the run.
+const RUN_SPAN_TARGET: &str = "lakescore::run";
+
 /// The span a command's run logs in: every line inside it names the run, and
 /// the model once [`set_model`] has said which.
 pub fn run_span(run_id: &str) -> tracing::Span {
     // At ERROR level, so that it is enabled whenever any line is written.
     tracing::error_span!(
-        target: "lakescore",
+        target: RUN_SPAN_TARGET,
         "run",
         run_id = run_id,
         model = tracing::field::Empty,
@@ -105,7 +109,9 @@ where
 /// Installs the logger: `level` is `error`, `info`, `debug` or `trace`, unless
 /// [`FILTER_VARIABLE`] says otherwise.
 pub fn init(format: LogFormat, level: &str) {
-    let filter = EnvFilter::try_from_env(FILTER_VARIABLE).unwrap_or_else(|_| EnvFilter::new(level));
+    let filter = EnvFilter::try_from_env(FILTER_VARIABLE)
+        .unwrap_or_else(|_| EnvFilter::new(level))
+        .add_directive(format!("{RUN_SPAN_TARGET}=error").parse().expect("a valid directive"));
     tracing_subscriber::registry()
         .with(filter)
         .with(RunContextLayer)

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use lakescore::cancel::CancelToken;
 use lakescore::commit::RunStatus;
-use lakescore::commit::WriteMode;
+use lakescore::commit::{LocalOutput, WriteMode};
 use lakescore::compare::ComparisonTap;
 use lakescore::device::DeviceSpec;
 use lakescore::error::{Error, causes, error_chain};
@@ -732,7 +732,7 @@ fn score_job(job: &Job, args: &ScoreArgs) -> Result<RunStatus, Error> {
     let mut report = match pipeline::score(
         &package,
         &local_table(&args.model_input.input),
-        &args.output,
+        &LocalOutput::new(&args.output),
         args.mode,
         &options,
         &begin,
@@ -925,7 +925,7 @@ fn allocate(job: &Job, args: &AllocateArgs) -> Result<RunStatus, Error> {
         &policy,
         arm_models.as_ref(),
         &local_table(&args.input),
-        &args.output,
+        &LocalOutput::new(&args.output),
         &options,
     )?;
     present(&report, args.report.as_deref(), args.json, |r| {

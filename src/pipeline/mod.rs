@@ -22,12 +22,13 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 
 use crate::cancel::CancelToken;
-use crate::commit::{self, LedgerRecord, OutputFileRecord, PartitionRecord, RunStatus, Transaction, WriteMode};
+use crate::commit::{
+    self, Committer, LedgerRecord, OutputFileRecord, OutputTable, PartitionRecord, RunStatus, WriteMode,
+};
 use crate::contract::{self, Contract, Inspection, NULL_KEY, RowMarks, TableFacts};
 use crate::drift::Status;
 use crate::error::{Error, Result, error_chain};
 use crate::features::{self, FeatureSource};
-use crate::lock::OutputLock;
 use crate::model::{Feature, FeatureBlock, Model, ModelError, ModelInfo, Scores};
 use crate::observe::RunIdentity;
 use crate::package::{ColumnKind, Package};
@@ -149,7 +150,7 @@ struct PassKind {
 pub fn score(
     package: &Package,
     input: &dyn TableSource,
-    output: &Path,
+    output_table: &dyn OutputTable,
     mode: WriteMode,
     options: &RunOptions,
     began: &dyn Fn(),
@@ -163,11 +164,8 @@ pub fn score(
     // here, before planning (which reads every footer). A new output has no
     // lock folder yet: creating one would touch OUT before the input is
     // known to be good, so its lock is taken when the transaction begins.
-    let meta = output.join(commit::META_DIR);
-    let early_lock = match meta.is_dir() {
-        true => Some(OutputLock::acquire(output, &meta, &ledger.holder())?),
-        false => None,
-    };
+    let output = output_table.location();
+    let early_lock = output_table.lock_if_known(&ledger.holder())?;
     let (started_at, run_id) = (identity.started_at, &identity.run_id);
     let (clock, pool) = (start.clock, &start.pool);
     let model = package.model.as_ref();
@@ -181,7 +179,7 @@ pub fn score(
     // Everything that can be checked before touching OUT is checked here, so
     // that bad input or a bad model leaves OUT exactly as it was.
     let (table, facts, mut report) = prepare_run(&start, "score", package, input_table, options, pass)?;
-    commit::check_separate(input, output)?;
+    output_table.check_separate(input)?;
     let plan_seconds = clock.elapsed().as_secs_f64();
     report.output = Some(output.to_path_buf());
     if let Some(checks) = rejected_by_schema(&package.contract, &facts) {
@@ -194,11 +192,11 @@ pub fn score(
     ledger.model_name = info.name.clone();
     ledger.model_version = info.version.clone();
     ledger.model_sha256 = info.sha256.clone();
-    let mut transaction = Transaction::begin(output, mode, ledger, early_lock)?;
+    let mut transaction = output_table.begin(mode, ledger, early_lock)?;
     began();
     tracing::info!(input = %input.display(), output = %output.display(), "scoring");
 
-    let outcome = stage_and_judge(pool, package, &table, &facts, &mut transaction, options)
+    let outcome = stage_and_judge(pool, package, &table, &facts, transaction.as_mut(), options)
         // The last moment a stop request is heard: publishing takes renames
         // only, and a run that has begun to publish finishes.
         .and_then(|done| options.cancel.check().map(|()| done).map_err(Error::from));
@@ -212,7 +210,7 @@ pub fn score(
         return Ok(report.finish_rejected(clock));
     }
 
-    let published = publish(&scored, staged, &reused, &table, &mut transaction);
+    let published = publish(&scored, staged, &reused, &table, transaction.as_mut());
     let (partitions, side_outputs) = match published {
         Ok(done) => done,
         Err(error) => return Err(abort(transaction, error)),
@@ -261,7 +259,10 @@ pub fn score(
         rows_quarantined: report.rows_quarantined,
         sla_missed: sla.as_ref().map(SlaReport::missed).unwrap_or_default(),
     };
-    transaction.finish(&manifest, outcome)?;
+    transaction.finish(
+        &serde_json::to_vec_pretty(&manifest).expect("manifests serialize"),
+        outcome,
+    )?;
     report.status = match sla.as_ref().is_some_and(|s| s.breached) {
         true => RunStatus::SlaMissed,
         false => RunStatus::Succeeded,
@@ -277,14 +278,14 @@ pub fn score(
 }
 
 /// Ends a failed run's transaction, recording why, and hands the error back.
-fn abort(transaction: Transaction, error: Error) -> Error {
+fn abort(transaction: Box<dyn Committer>, error: Error) -> Error {
     close_unpublished(transaction, error.run_status(), &error_chain(&error));
     error
 }
 
 /// Ends a run that publishes nothing: its staged files go, its ledger entry
 /// says why.
-fn close_unpublished(transaction: Transaction, status: RunStatus, why: &str) {
+fn close_unpublished(transaction: Box<dyn Committer>, status: RunStatus, why: &str) {
     if let Err(abort_error) = transaction.abort(status, why) {
         tracing::warn!(error = %abort_error, "could not clean up after the run");
     }

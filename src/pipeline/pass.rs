@@ -410,7 +410,13 @@ impl Worker<'_> {
         if let Some(batches) = batches {
             batches.finish()?;
         }
-        file.release_row_group(row_group, &scan.released_by_workers);
+        // The writer lets the copied chunks go once it has copied them; with
+        // nothing to write, nobody copies them.
+        let read_here = match self.encode {
+            true => &scan.released_by_workers,
+            false => &scan.leaves,
+        };
+        file.release_row_group(row_group, read_here);
         if let Some(encoder) = encoder {
             done.encoded = Some(encoder.finish().map_err(encode_error)?);
             lap(&mut stages.encode);

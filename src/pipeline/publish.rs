@@ -18,7 +18,7 @@ pub(crate) type PartitionToWrite = (PathBuf, String, Vec<usize>);
 /// path, size and footer.
 pub(crate) fn partitions_to_write(
     plan: &TablePlan,
-    transaction: &Transaction,
+    transaction: &dyn Committer,
     identity: &str,
     options: &str,
 ) -> (ReusedPartitions, Vec<PartitionToWrite>) {
@@ -89,7 +89,7 @@ pub(super) fn stage_and_judge(
     package: &Package,
     table: &PreparedTable,
     facts: &TableFacts,
-    transaction: &mut Transaction,
+    transaction: &mut dyn Committer,
     options: &RunOptions,
 ) -> Result<(Scored, Vec<PartitionRecord>, ReusedPartitions)> {
     let plan = &table.plan;
@@ -146,7 +146,7 @@ pub(super) fn publish(
     staged: Vec<PartitionRecord>,
     reused: &[(PathBuf, PartitionRecord)],
     table: &PreparedTable,
-    transaction: &mut Transaction,
+    transaction: &mut dyn Committer,
 ) -> Result<(Vec<PartitionRecord>, SideOutputs)> {
     // Side outputs go first: once a partition is published, a crash and a
     // resume reuse it, so its quarantined rows must already be in OUT (in

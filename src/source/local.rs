@@ -229,6 +229,15 @@ const LOCAL_MAX_GAP: u64 = 64 * 1024;
 
 impl ReadFile {
     fn read(&self, range: Range<u64>) -> std::io::Result<Bytes> {
+        if range.start > range.end || range.end > self.len {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "bytes {}..{} are not in a file of {} bytes",
+                    range.start, range.end, self.len
+                ),
+            ));
+        }
         let mut buffer = vec![0; (range.end - range.start) as usize];
         self.file.read_exact_at(&mut buffer, range.start)?;
         Ok(Bytes::from(buffer))
@@ -357,6 +366,21 @@ fn unescape_hive(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_outside_the_file_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ten");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let file = LocalTable::open_file(&path, MmapChoice::never()).unwrap();
+        assert_eq!(&file.ranges(&[2..5, 8..10]).unwrap()[1][..], b"89");
+        assert_eq!(&file.suffix(4).unwrap()[..], b"6789");
+        #[allow(clippy::reversed_empty_ranges)]
+        for bad in [5..3, 8..11, 20..30] {
+            let error = file.ranges(std::slice::from_ref(&bad)).unwrap_err();
+            assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput, "{bad:?}");
+        }
+    }
 
     #[test]
     fn reads_hive_partition_values() {

@@ -49,7 +49,7 @@ pub enum SourceError {
     },
     #[error("input `{}` holds no data files (names starting with `_` or `.` are not data)", path.display())]
     NoDataFiles { path: PathBuf },
-    #[error("cannot open `{}`", path.display())]
+    #[error("cannot open input file `{}`", path.display())]
     Open {
         path: PathBuf,
         #[source]

@@ -241,6 +241,22 @@ fn json_logs_name_the_run_and_the_model_on_every_line() {
     );
     let quiet = score(&package, &lake, &dir.path().join("out3"), &["-q"]);
     assert_eq!((quiet.code, quiet.stderr.as_str()), (0, ""));
+    // A filter that names one module still gets lines that name the run
+    // (the run's span is enabled whatever LAKESCORE_LOG says).
+    let filtered = lakescore_with_env(
+        score_args(&package, &lake, &dir.path().join("out4"), &[]),
+        &[("LAKESCORE_LOG", "lakescore::pipeline=info")],
+    );
+    filtered.assert_ok();
+    assert!(
+        !filtered.stderr.is_empty()
+            && filtered
+                .stderr
+                .lines()
+                .all(|l| l.contains(" run=") && l.contains(" model=churn@2.4.1")),
+        "{}",
+        filtered.stderr
+    );
 }
 
 #[test]

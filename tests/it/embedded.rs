@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use lakescore::cancel::{CancelToken, StopReason, Stopped};
-use lakescore::commit::{RunStatus, WriteMode};
+use lakescore::commit::{LocalOutput, RunStatus, WriteMode};
 use lakescore::model::LoadOptions;
 use lakescore::package::{self, Package};
 use lakescore::pipeline::{self, IN_FLIGHT_PER_THREAD, RunOptions};
@@ -59,7 +59,14 @@ fn two_runs_in_one_process_at_once_each_score_their_own() {
             threads: 2,
             ..RunOptions::default()
         };
-        pipeline::score(package, &table(&lake), out, WriteMode::ErrorIfExists, &options, &|| {})
+        pipeline::score(
+            package,
+            &table(&lake),
+            &LocalOutput::new(out),
+            WriteMode::ErrorIfExists,
+            &options,
+            &|| {},
+        )
     };
     let (out_logistic, out_trees) = (dir.path().join("embedded-logistic"), dir.path().join("embedded-trees"));
     std::thread::scope(|scope| {
@@ -137,7 +144,7 @@ fn a_cancelled_run_stops_at_the_next_row_group_and_publishes_nothing() {
         let error = pipeline::score(
             &package,
             &table(&lake),
-            &out,
+            &LocalOutput::new(&out),
             WriteMode::ErrorIfExists,
             &options,
             &|| {},

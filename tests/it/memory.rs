@@ -219,4 +219,9 @@ fn in_memory_errors_name_the_column() {
     );
     let error = scorer.score(&without_age.unwrap()).unwrap_err().to_string();
     assert_eq!(error, "model feature `age` has no column in `the in-memory input`");
+    // An empty batch scores to an empty batch, the model never called.
+    let empty = scorer.score(&batch.slice(0, 0)).unwrap();
+    assert_eq!(empty.scores.num_rows(), 0);
+    assert_eq!(empty.scores.num_columns(), 2);
+    assert_eq!(empty.inspected.rows, 0);
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 
-use lakescore::commit::WriteMode;
+use lakescore::commit::{LocalOutput, WriteMode};
 use lakescore::model::LoadOptions;
 use lakescore::pipeline::{self, RunOptions};
 use lakescore::source::{DataFile, FileBytes, LocalTable, MmapChoice, SourceError, TableSource};
@@ -56,7 +56,7 @@ fn a_table_read_without_mapping_scores_to_the_cli_bytes() {
         pipeline::score(
             &open(&model),
             &table,
-            &read,
+            &LocalOutput::new(&read),
             WriteMode::ErrorIfExists,
             &RunOptions::default(),
             &|| {},
@@ -147,7 +147,7 @@ fn the_footer_takes_one_read_and_each_row_group_one_request() {
     pipeline::score(
         &open(&model),
         &table,
-        &out,
+        &LocalOutput::new(&out),
         WriteMode::ErrorIfExists,
         &RunOptions::default(),
         &|| {},
