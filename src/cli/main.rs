@@ -483,14 +483,6 @@ fn parse_mode(text: &str) -> Result<WriteMode, String> {
 use crate::logging::LogFormat;
 
 fn main() -> ExitCode {
-    // lakescore runs one block per core; candle's element-wise ops would
-    // split each block again over a pool of their own, whose threads spin
-    // against ours (a third of an ONNX network's time). One candle thread
-    // unless the user says otherwise. Set before any thread starts.
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        // SAFETY: no other thread exists yet to read the environment.
-        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
-    }
     let command = settings::with_environment(Cli::command());
     let layered = match settings::parse(command, std::env::args_os().collect()) {
         Ok(Ok(layered)) => layered,

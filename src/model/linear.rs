@@ -179,11 +179,26 @@ impl LinearModel {
             .iter()
             .map(|w| w.matmul(&x))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        let z = Tensor::cat(&margins, 0)?.broadcast_add(&self.intercepts)?;
-        let scores = match self.link {
-            Link::Identity => z,
-            Link::Logistic => super::sigmoid(&z)?,
-            Link::Softmax => super::softmax(&z, 0)?,
+        let z = Tensor::cat(&margins, 0)?;
+        // The intercepts and the link are element-wise over (outputs, rows):
+        // in column chunks below candle's own-thread-pool size (see
+        // `super::CANDLE_PARALLEL_ELEMENTS`), exactly as whole.
+        let n_outputs = z.dim(0)?;
+        let chunk = ((super::CANDLE_PARALLEL_ELEMENTS - 1) / n_outputs.max(1)).max(1);
+        let mut parts = Vec::with_capacity(block.n_rows.div_ceil(chunk));
+        for start in (0..block.n_rows).step_by(chunk) {
+            let z = z
+                .narrow(1, start, chunk.min(block.n_rows - start))?
+                .broadcast_add(&self.intercepts)?;
+            parts.push(match self.link {
+                Link::Identity => z,
+                Link::Logistic => super::sigmoid(&z)?,
+                Link::Softmax => super::softmax(&z, 0)?,
+            });
+        }
+        let scores = match parts.len() {
+            1 => parts.remove(0),
+            _ => Tensor::cat(&parts, 1)?,
         };
         scores.to_dtype(DType::F32)?.to_vec2::<f32>()
     }
@@ -231,5 +246,68 @@ impl Model for LinearModel {
             source: Box::new(source),
         })?;
         Ok(Scores { n_rows, outputs })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A softmax over 40 outputs and 2,048 rows (81,920 values) runs in
+    /// column chunks below candle's parallel size, with the scores of the
+    /// same ops on the whole tensor, bit for bit.
+    #[test]
+    fn a_wide_link_in_chunks_gives_the_whole_tensors_scores() {
+        let (n_features, n_outputs, n_rows) = (5, 40, 2_048);
+        let weights: Vec<Vec<f64>> = (0..n_outputs)
+            .map(|k| (0..n_features).map(|j| ((k * 7 + j * 3) as f64).sin()).collect())
+            .collect();
+        let intercepts: Vec<f64> = (0..n_outputs).map(|k| (k as f64 * 0.37).cos()).collect();
+        let body = serde_json::json!({
+            "format": "linear",
+            "features": (0..n_features).map(|j| format!("x{j}")).collect::<Vec<_>>(),
+            "weights": weights,
+            "intercept": intercepts,
+            "link": "softmax",
+        });
+        let path = Path::new("wide.json");
+        let identity = |name: Option<String>, version| ModelInfo {
+            name: name.unwrap_or_default(),
+            version,
+            format: crate::model::ModelFormat::Linear,
+            path: path.to_path_buf(),
+            sha256: String::new(),
+        };
+        let model = LinearModel::from_json(path, body.to_string().as_bytes(), identity, &Device::Cpu).unwrap();
+        let values: Vec<f64> = (0..n_features * n_rows)
+            .map(|i| ((i * 13) % 101) as f64 / 17.0 - 3.0)
+            .collect();
+        assert!(n_outputs * n_rows >= crate::model::CANDLE_PARALLEL_ELEMENTS);
+        let block = FeatureBlock {
+            n_rows,
+            n_features,
+            values: values.clone(),
+        };
+        let chunked = model.margins_and_link(block).unwrap();
+        // The same ops, on the whole (outputs, rows) tensor.
+        let x = Tensor::from_vec(values, (n_features, n_rows), &Device::Cpu).unwrap();
+        let margins: Vec<Tensor> = model.weight_rows.iter().map(|w| w.matmul(&x).unwrap()).collect();
+        let z = Tensor::cat(&margins, 0)
+            .unwrap()
+            .broadcast_add(&model.intercepts)
+            .unwrap();
+        let whole = crate::model::softmax(&z, 0)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        assert_eq!(chunked.len(), n_outputs);
+        for (a, b) in chunked.iter().zip(&whole) {
+            assert_eq!(
+                a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                b.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
+        }
     }
 }

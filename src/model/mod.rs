@@ -91,6 +91,15 @@ impl std::fmt::Display for ModelFormat {
     }
 }
 
+/// candle runs an element-wise op of this many elements or more on the CPU
+/// on a thread pool of its own: one per process, sized once from the
+/// `CANDLE_NUM_THREADS` variable (candle has no other way to set it). Its
+/// threads would compete with the run's pool, and their number is not the
+/// engine's to choose, so lakescore runs every element-wise op below this
+/// size, in chunks of rows: exact, since each output element depends on its
+/// own inputs only. (Matrix products are gemm's, on the calling thread.)
+pub const CANDLE_PARALLEL_ELEMENTS: usize = 64 * 1024;
+
 /// Float32 or float64 sigmoid on the tensor's device, `1 / (1 + exp(-x))`
 /// (linear models, ONNX graphs).
 pub(crate) fn sigmoid(x: &Tensor) -> candle_core::Result<Tensor> {

@@ -198,6 +198,89 @@ pub struct Graph {
     /// Rows per pass for graphs with dense layers: a layer's output stays in
     /// the core's cache for the next layer.
     pub tile_rows: Option<usize>,
+    /// Element-wise steps on the CPU run in row chunks of fewer elements
+    /// than this ([`crate::model::CANDLE_PARALLEL_ELEMENTS`]; lower in tests).
+    pub elementwise_limit: usize,
+}
+
+/// Whether every output row of `op` depends on the same row of its inputs
+/// only (and the op runs as candle element-wise ops): such a step can run
+/// in chunks of rows.
+fn is_row_wise(op: &Op, rank: usize) -> bool {
+    match op {
+        Op::Unary(_)
+        | Op::Binary(_)
+        | Op::LeakyRelu { .. }
+        | Op::IsNaN
+        | Op::Where
+        | Op::Pow { .. }
+        | Op::Gelu { .. }
+        | Op::BatchNormalization { .. } => true,
+        // Along any axis but the rows'.
+        Op::Softmax { axis, .. } => axis_index(*axis, rank).is_ok_and(|axis| axis != 0),
+        _ => false,
+    }
+}
+
+/// Whether `op` can run in row chunks (for the tests' count).
+#[cfg(test)]
+pub fn is_row_wise_op(op: &Op) -> bool {
+    is_row_wise(op, 2)
+}
+
+/// Runs one step; a row-wise step on the CPU whose values reach `limit`
+/// elements runs in chunks of rows below it.
+fn run_step(
+    op: &Op,
+    inputs: &[Option<Tensor>],
+    context: &RunContext<'_>,
+    slots: &[Option<usize>],
+    limit: usize,
+) -> candle_core::Result<Vec<Option<Tensor>>> {
+    let whole = || run_op(op, inputs, Some((context, slots)));
+    let Some(first) = inputs.first().and_then(|v| v.as_ref()) else {
+        return whole();
+    };
+    if !first.device().is_cpu() || first.rank() == 0 || !is_row_wise(op, first.rank()) {
+        return whole();
+    }
+    // The broadcast shape of the inputs: the size of the step's values.
+    let mut shape = first.shape().clone();
+    for input in inputs.iter().flatten().skip(1) {
+        shape = match shape.broadcast_shape_binary_op(input.shape(), "chunking") {
+            Ok(shape) => shape,
+            Err(_) => return whole(),
+        };
+    }
+    let (rank, rows) = (shape.rank(), shape.dims()[0]);
+    let per_row = shape.elem_count() / rows.max(1);
+    if shape.elem_count() < limit || rows < 2 || per_row == 0 {
+        return whole();
+    }
+    let chunk_rows = ((limit - 1) / per_row).max(1);
+    let mut chunks: Vec<Vec<Option<Tensor>>> = Vec::new();
+    for start in (0..rows).step_by(chunk_rows) {
+        let len = chunk_rows.min(rows - start);
+        // Inputs with the rows' dimension are cut; the others broadcast.
+        let part = inputs
+            .iter()
+            .map(|value| match value {
+                Some(t) if t.rank() == rank && t.dims()[0] == rows => t.narrow(0, start, len).map(Some),
+                other => Ok(other.clone()),
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        chunks.push(run_op(op, &part, None)?);
+    }
+    let n_outputs = chunks[0].len();
+    (0..n_outputs)
+        .map(|k| {
+            let parts: Vec<Tensor> = chunks.iter().filter_map(|c| c[k].clone()).collect();
+            match parts.len() == chunks.len() {
+                true => Tensor::cat(&parts, 0).map(Some),
+                false => Ok(None),
+            }
+        })
+        .collect()
 }
 
 /// Rows a dense layer computes at a time: a 256-wide float32 layer of 256
@@ -393,6 +476,7 @@ impl Graph {
             constants: c.constants,
             output: output_slot,
             tile_rows,
+            elementwise_limit: crate::model::CANDLE_PARALLEL_ELEMENTS,
         })
     }
 
@@ -508,7 +592,7 @@ impl Graph {
         };
         for step in &self.steps {
             let inputs: Vec<Option<Tensor>> = step.inputs.iter().map(|s| s.and_then(|s| values[s].clone())).collect();
-            let outputs = run_op(&step.op, &inputs, Some((&context, &step.inputs)))
+            let outputs = run_step(&step.op, &inputs, &context, &step.inputs, self.elementwise_limit)
                 .map_err(|e| candle_core::Error::Msg(format!("{}: {e}", step.describe)))?;
             for (slot, value) in step.outputs.iter().zip(outputs) {
                 values[*slot] = value;

@@ -383,6 +383,72 @@ mod tests {
         OnnxModel::from_bytes(&path, &bytes, identity, None, &Device::Cpu).unwrap()
     }
 
+    /// Element-wise steps run in row chunks below candle's parallel size
+    /// with the whole block's scores, bit for bit: forced here with a limit
+    /// of 50 values, on every ONNX model the tests have (the samples and the
+    /// fixtures made by torch and skl2onnx).
+    #[test]
+    fn element_wise_steps_in_row_chunks_score_as_whole_blocks() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(root.join("tests/fixtures/onnx"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+            .collect();
+        paths.extend(["mlp.onnx", "rf.onnx"].map(|name| root.join("datasets/sample").join(name)));
+        paths.sort();
+        let mut chunked_models = 0;
+        for path in &paths {
+            let bytes = std::fs::read(path).unwrap();
+            let identity = |name: Option<String>, version| ModelInfo {
+                name: name.unwrap_or_default(),
+                version,
+                format: super::super::ModelFormat::Onnx,
+                path: path.clone(),
+                sha256: String::new(),
+            };
+            let Ok(mut model) = OnnxModel::from_bytes(path, &bytes, identity, None, &Device::Cpu) else {
+                continue; // (a fixture that needs feature names from a package)
+            };
+            let n_features = model.features().len();
+            let n_rows = 700;
+            let values: Vec<f64> = (0..n_features * n_rows)
+                .map(|i| match i % 37 {
+                    0 => f64::NAN,
+                    k => (k as f64 - 18.0) / 7.0,
+                })
+                .collect();
+            let block = || FeatureBlock {
+                n_rows,
+                n_features,
+                values: values.clone(),
+            };
+            let whole = model.predict(block());
+            let steps_chunked = model.graph.steps.iter().any(|s| super::graph::is_row_wise_op(&s.op));
+            model.graph.elementwise_limit = 50;
+            let chunked = model.predict(block());
+            let (whole, chunked) = match (whole, chunked) {
+                (Ok(whole), Ok(chunked)) => (whole, chunked),
+                // (A model that refuses the missing values: the same way.)
+                (Err(a), Err(b)) if a.to_string() == b.to_string() => continue,
+                (a, b) => panic!("{}: {:?} whole, {:?} chunked", path.display(), a.err(), b.err()),
+            };
+            let bits = |scores: &Scores| -> Vec<Vec<u32>> {
+                scores
+                    .outputs
+                    .iter()
+                    .map(|o| o.iter().map(|v| v.to_bits()).collect())
+                    .collect()
+            };
+            assert_eq!(bits(&chunked), bits(&whole), "{}", path.display());
+            chunked_models += usize::from(steps_chunked);
+        }
+        assert!(
+            chunked_models >= 5,
+            "only {chunked_models} models have element-wise steps"
+        );
+    }
+
     /// The sample forest reads the feature block itself: no input tensor.
     #[test]
     fn the_sample_forest_reads_the_block() {
