@@ -151,33 +151,6 @@ impl OutputTable for LocalOutput {
     }
 }
 
-impl Committer for Transaction {
-    fn run_id(&self) -> &str {
-        &self.run_id
-    }
-    fn staged_path(&self, relative: &Path) -> PathBuf {
-        Transaction::staged_path(self, relative)
-    }
-    fn staged_side_path(&self, name: &str) -> PathBuf {
-        Transaction::staged_side_path(self, name)
-    }
-    fn reusable_partition(&self, partition: &Path, key: &str) -> Option<PartitionRecord> {
-        Transaction::reusable_partition(self, partition, key)
-    }
-    fn publish_side(&self, name: &str, folder: &str, target_name: &str) -> Result<PathBuf, CommitError> {
-        Transaction::publish_side(self, name, folder, target_name)
-    }
-    fn publish(&mut self, partitions: &[PartitionRecord], all_partitions: &[&Path]) -> Result<(), CommitError> {
-        Transaction::publish(self, partitions, all_partitions)
-    }
-    fn finish(self: Box<Self>, manifest: &[u8], published: Published) -> Result<(), CommitError> {
-        Transaction::finish(*self, manifest, published)
-    }
-    fn abort(self: Box<Self>, status: RunStatus, error: &str) -> Result<(), CommitError> {
-        Transaction::abort(*self, status, error)
-    }
-}
-
 /// Folder of lakescore's own bookkeeping inside an output table.
 pub const META_DIR: &str = "_lakescore";
 /// The manifest, whose presence says the table is complete.
@@ -541,76 +514,6 @@ impl Transaction {
         Ok(transaction)
     }
 
-    /// Where the output file with this relative path is staged.
-    pub fn staged_path(&self, relative: &Path) -> PathBuf {
-        self.staging_root.join("data").join(relative)
-    }
-
-    /// Where a side output of the run (its quarantine table, its profile) is
-    /// staged until [`Transaction::publish_side`].
-    pub fn staged_side_path(&self, name: &str) -> PathBuf {
-        self.staging_root.join("side").join(name)
-    }
-
-    /// Moves a staged side output to `OUT/_lakescore/<folder>/<name>`, where
-    /// it stays, named by the run id its ledger entry has. The pipeline
-    /// publishes side outputs before the partitions, so that a partition a
-    /// later resume reuses never lacks its quarantined rows.
-    pub fn publish_side(&self, name: &str, folder: &str, target_name: &str) -> Result<PathBuf, CommitError> {
-        let staged = self.staged_side_path(name);
-        let dir = self.out_root.join(META_DIR).join(folder);
-        fs::create_dir_all(&dir).map_err(io_error("create folder", &dir))?;
-        let target = dir.join(target_name);
-        fs::rename(&staged, &target).map_err(io_error("publish", &target))?;
-        fsync_dir(&dir).map_err(io_error("sync folder", &dir))?;
-        Ok(target)
-    }
-
-    /// In `--mode resume`, the record of a partition committed earlier with the
-    /// same key whose files are all still there, unchanged in size.
-    pub fn reusable_partition(&self, partition: &Path, key: &str) -> Option<PartitionRecord> {
-        if self.mode != WriteMode::Resume {
-            return None;
-        }
-        let text = fs::read(self.partition_record_path(partition)).ok()?;
-        let record: PartitionRecord = serde_json::from_slice(&text).ok()?;
-        let intact = record.partition == partition
-            && record.key == key
-            && record
-                .files
-                .iter()
-                .all(|f| fs::metadata(self.out_root.join(&f.path)).is_ok_and(|m| m.is_file() && m.len() == f.bytes));
-        intact.then_some(record)
-    }
-
-    /// Publishes staged partitions. `all_partitions` lists every partition
-    /// folder of the run, reused ones included, to tell leaves from folders that
-    /// also hold partitions.
-    pub fn publish(&mut self, partitions: &[PartitionRecord], all_partitions: &[&Path]) -> Result<(), CommitError> {
-        self.remove_success()?;
-        for partition in partitions {
-            test_hooks::before_partition(self.published_partitions);
-            let dir = &partition.partition;
-            // The old record goes first: if we die between the new files and
-            // the new record, resume finds no record and scores again, rather
-            // than trusting an old key for new files.
-            let record_path = self.partition_record_path(dir);
-            remove_file_durably(&record_path).map_err(io_error("remove old partition record", &record_path))?;
-            if self.is_leaf(dir, all_partitions) {
-                self.publish_folder(dir)?;
-            } else {
-                for file in &partition.files {
-                    self.publish_file(&file.path)?;
-                }
-            }
-            test_hooks::before_record(self.published_partitions);
-            let record = serde_json::to_vec_pretty(partition).expect("records serialize");
-            write_atomically(&record_path, &record).map_err(io_error("write partition record", &record_path))?;
-            self.published_partitions += 1;
-        }
-        Ok(())
-    }
-
     /// A partition folder is published in one step when nothing else lives
     /// below it: no partition of this run, and no data folder already in OUT
     /// (which a swap would take away).
@@ -632,45 +535,10 @@ impl Transaction {
         })
     }
 
-    /// Writes the manifest, the last step that makes the table complete, and
-    /// closes the run in the ledger.
-    pub fn finish(mut self, manifest: &[u8], published: Published) -> Result<(), CommitError> {
-        let path = self.out_root.join(SUCCESS_FILE);
-        if let Err(error) = self
-            .remove_success()
-            .and_then(|()| write_atomically(&path, manifest).map_err(io_error("write manifest", &path)))
-        {
-            let _ = self.abort_in_place(RunStatus::Failed, &crate::util::error_chain(&error));
-            return Err(error);
-        }
-        self.ledger.status = match published.sla_missed.is_empty() {
-            true => RunStatus::Succeeded,
-            false => RunStatus::SlaMissed,
-        };
-        self.ledger.rows = Some(published.rows);
-        self.ledger.rows_quarantined = Some(published.rows_quarantined);
-        self.ledger.sla_missed = published.sla_missed;
-        // The table is published: failing to tidy up after it is not a failed run.
-        if let Err(error) = self.close() {
-            tracing::warn!(error = %crate::util::error_chain(&error), "the run succeeded but cleaning up after it failed");
-        }
-        Ok(())
-    }
-
-    /// Ends a run that publishes nothing: removes what it staged and records
-    /// why. `status` is `failed`, `rejected` or `interrupted`.
-    pub fn abort(mut self, status: RunStatus, error: &str) -> Result<(), CommitError> {
-        self.abort_in_place(status, error)
-    }
-
     fn abort_in_place(&mut self, status: RunStatus, error: &str) -> Result<(), CommitError> {
         self.ledger.status = status;
         self.ledger.error = Some(error.to_string());
         self.close()
-    }
-
-    pub fn run_id(&self) -> &str {
-        &self.run_id
     }
 
     fn close(&mut self) -> Result<(), CommitError> {
@@ -743,6 +611,114 @@ impl Transaction {
         fs::create_dir_all(&parent).map_err(io_error("create folder", &parent))?;
         fs::rename(&staged, &target).map_err(io_error("publish file", &target))?;
         fsync_dir(&parent).map_err(io_error("sync folder", &parent))
+    }
+}
+
+/// The local rename protocol (see the module's documentation).
+impl Committer for Transaction {
+    fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// Where the output file with this relative path is staged.
+    fn staged_path(&self, relative: &Path) -> PathBuf {
+        self.staging_root.join("data").join(relative)
+    }
+
+    /// Where a side output of the run (its quarantine table, its profile) is
+    /// staged until [`Committer::publish_side`].
+    fn staged_side_path(&self, name: &str) -> PathBuf {
+        self.staging_root.join("side").join(name)
+    }
+
+    /// Moves a staged side output to `OUT/_lakescore/<folder>/<name>`, where
+    /// it stays, named by the run id its ledger entry has. The pipeline
+    /// publishes side outputs before the partitions, so that a partition a
+    /// later resume reuses never lacks its quarantined rows.
+    fn publish_side(&self, name: &str, folder: &str, target_name: &str) -> Result<PathBuf, CommitError> {
+        let staged = self.staged_side_path(name);
+        let dir = self.out_root.join(META_DIR).join(folder);
+        fs::create_dir_all(&dir).map_err(io_error("create folder", &dir))?;
+        let target = dir.join(target_name);
+        fs::rename(&staged, &target).map_err(io_error("publish", &target))?;
+        fsync_dir(&dir).map_err(io_error("sync folder", &dir))?;
+        Ok(target)
+    }
+
+    /// In `--mode resume`, the record of a partition committed earlier with the
+    /// same key whose files are all still there, unchanged in size.
+    fn reusable_partition(&self, partition: &Path, key: &str) -> Option<PartitionRecord> {
+        if self.mode != WriteMode::Resume {
+            return None;
+        }
+        let text = fs::read(self.partition_record_path(partition)).ok()?;
+        let record: PartitionRecord = serde_json::from_slice(&text).ok()?;
+        let intact = record.partition == partition
+            && record.key == key
+            && record
+                .files
+                .iter()
+                .all(|f| fs::metadata(self.out_root.join(&f.path)).is_ok_and(|m| m.is_file() && m.len() == f.bytes));
+        intact.then_some(record)
+    }
+
+    /// Publishes staged partitions. `all_partitions` lists every partition
+    /// folder of the run, reused ones included, to tell leaves from folders that
+    /// also hold partitions.
+    fn publish(&mut self, partitions: &[PartitionRecord], all_partitions: &[&Path]) -> Result<(), CommitError> {
+        self.remove_success()?;
+        for partition in partitions {
+            test_hooks::before_partition(self.published_partitions);
+            let dir = &partition.partition;
+            // The old record goes first: if we die between the new files and
+            // the new record, resume finds no record and scores again, rather
+            // than trusting an old key for new files.
+            let record_path = self.partition_record_path(dir);
+            remove_file_durably(&record_path).map_err(io_error("remove old partition record", &record_path))?;
+            if self.is_leaf(dir, all_partitions) {
+                self.publish_folder(dir)?;
+            } else {
+                for file in &partition.files {
+                    self.publish_file(&file.path)?;
+                }
+            }
+            test_hooks::before_record(self.published_partitions);
+            let record = serde_json::to_vec_pretty(partition).expect("records serialize");
+            write_atomically(&record_path, &record).map_err(io_error("write partition record", &record_path))?;
+            self.published_partitions += 1;
+        }
+        Ok(())
+    }
+
+    /// Writes the manifest, the last step that makes the table complete, and
+    /// closes the run in the ledger.
+    fn finish(mut self: Box<Self>, manifest: &[u8], published: Published) -> Result<(), CommitError> {
+        let path = self.out_root.join(SUCCESS_FILE);
+        if let Err(error) = self
+            .remove_success()
+            .and_then(|()| write_atomically(&path, manifest).map_err(io_error("write manifest", &path)))
+        {
+            let _ = self.abort_in_place(RunStatus::Failed, &crate::util::error_chain(&error));
+            return Err(error);
+        }
+        self.ledger.status = match published.sla_missed.is_empty() {
+            true => RunStatus::Succeeded,
+            false => RunStatus::SlaMissed,
+        };
+        self.ledger.rows = Some(published.rows);
+        self.ledger.rows_quarantined = Some(published.rows_quarantined);
+        self.ledger.sla_missed = published.sla_missed;
+        // The table is published: failing to tidy up after it is not a failed run.
+        if let Err(error) = self.close() {
+            tracing::warn!(error = %crate::util::error_chain(&error), "the run succeeded but cleaning up after it failed");
+        }
+        Ok(())
+    }
+
+    /// Ends a run that publishes nothing: removes what it staged and records
+    /// why. `status` is `failed`, `rejected` or `interrupted`.
+    fn abort(mut self: Box<Self>, status: RunStatus, error: &str) -> Result<(), CommitError> {
+        self.abort_in_place(status, error)
     }
 }
 

@@ -181,21 +181,21 @@ fn default_id_columns(files: &[ParquetFile]) -> Result<Vec<String>> {
     }
 }
 
-fn plan_file(
-    file: ParquetFile,
-    relative_path: PathBuf,
-    partition_values: Vec<(String, String)>,
+/// The top-level column of each feature and of each id column in `schema`
+/// (of the file or batch `path` names), or an error naming the first one
+/// missing, with the closest name there is.
+pub fn column_roots(
+    schema: &arrow::datatypes::Schema,
+    path: &std::path::Path,
     features: &[String],
     id_columns: &[String],
-) -> Result<FilePlan> {
-    let schema = file.metadata.schema().clone();
+) -> Result<(Vec<usize>, Vec<usize>)> {
     let column_names = || schema.fields().iter().map(|f| f.name().as_str());
     let root_of = |name: &str| schema.fields().iter().position(|f| f.name() == name);
-
     let mut feature_roots = Vec::with_capacity(features.len());
     for feature in features {
         let root = root_of(feature).ok_or_else(|| PlanError::MissingFeature {
-            path: file.path.clone(),
+            path: path.to_path_buf(),
             feature: feature.clone(),
             suggestion: Suggestion::closest(feature, column_names()),
         })?;
@@ -204,13 +204,23 @@ fn plan_file(
     let mut id_roots = Vec::with_capacity(id_columns.len());
     for column in id_columns {
         let root = root_of(column).ok_or_else(|| PlanError::MissingIdColumn {
-            path: file.path.clone(),
+            path: path.to_path_buf(),
             column: column.clone(),
             suggestion: Suggestion::closest(column, column_names()),
         })?;
         id_roots.push(root);
     }
+    Ok((feature_roots, id_roots))
+}
 
+fn plan_file(
+    file: ParquetFile,
+    relative_path: PathBuf,
+    partition_values: Vec<(String, String)>,
+    features: &[String],
+    id_columns: &[String],
+) -> Result<FilePlan> {
+    let (feature_roots, id_roots) = column_roots(file.metadata.schema(), &file.path, features, id_columns)?;
     Ok(FilePlan {
         partition_values,
         feature_roots,

@@ -117,12 +117,9 @@ pub struct ParquetFile {
     data: Arc<dyn FileBytes>,
     /// The whole file, when the source holds it at no cost (a memory map).
     whole: Option<Bytes>,
-    /// Each started row group's fetched column chunks, until released
+    /// Each readied row group's fetched column chunks, until released
     /// (sources without `whole` only).
     fetched: Mutex<HashMap<usize, Arc<Fetched>>>,
-    /// Every column chunk's byte range, in file order: what is fetched when
-    /// a reader reads outside what was (sources without `whole` only).
-    chunk_layout: Arc<Vec<Range<u64>>>,
 }
 
 impl std::fmt::Debug for ParquetFile {
@@ -184,37 +181,20 @@ impl ParquetFile {
             path: path.to_path_buf(),
             source,
         };
-        if whole.is_none() && footer_len + 8 > size_bytes {
+        if footer_len + 8 > size_bytes {
             return Err(footer_error(ParquetError::General(format!(
                 "the footer says it is {footer_len} bytes long, in a file of {size_bytes} bytes"
             ))));
         }
-        // The footer with its length and magic, as far as the file holds it.
-        let footer_with_tail = (footer_len + 8).min(size_bytes);
-        let footer = match footer_with_tail as usize <= tail.len() {
-            true => tail.slice(tail.len() - footer_with_tail as usize..),
-            false => data.suffix(footer_with_tail).map_err(read_error)?,
+        // The footer with its length and magic.
+        let footer = match footer_len as usize + 8 <= tail.len() {
+            true => tail.slice(tail.len() - footer_len as usize - 8..),
+            false => data.suffix(footer_len + 8).map_err(read_error)?,
         };
         let footer_fingerprint = sha256_hex(&footer);
-        let metadata = match &whole {
-            Some(bytes) => ArrowReaderMetadata::load(bytes, ArrowReaderOptions::new()).map_err(footer_error)?,
-            None => {
-                let metadata =
-                    ParquetMetaDataReader::decode_metadata(&footer[..footer.len() - 8]).map_err(footer_error)?;
-                ArrowReaderMetadata::try_new(Arc::new(metadata), ArrowReaderOptions::new()).map_err(footer_error)?
-            }
-        };
-        let mut chunk_layout: Vec<Range<u64>> = match whole {
-            Some(_) => Vec::new(),
-            None => metadata
-                .metadata()
-                .row_groups()
-                .iter()
-                .flat_map(|rg| rg.columns().iter().map(|c| c.byte_range()))
-                .map(|(start, len)| start.min(size_bytes)..start.saturating_add(len).min(size_bytes))
-                .collect(),
-        };
-        chunk_layout.sort_by_key(|r| r.start);
+        let metadata = ParquetMetaDataReader::decode_metadata(&footer[..footer.len() - 8]).map_err(footer_error)?;
+        let metadata =
+            ArrowReaderMetadata::try_new(Arc::new(metadata), ArrowReaderOptions::new()).map_err(footer_error)?;
         Ok(ParquetFile {
             path: path.to_path_buf(),
             size_bytes,
@@ -223,7 +203,6 @@ impl ParquetFile {
             data,
             whole,
             fetched: Mutex::new(HashMap::new()),
-            chunk_layout: Arc::new(chunk_layout),
         })
     }
 
@@ -241,8 +220,6 @@ impl ParquetFile {
                     .get(&row_group)
                     .cloned()
                     .unwrap_or_default(),
-                data: Arc::clone(&self.data),
-                layout: Arc::clone(&self.chunk_layout),
             },
         }
     }
@@ -305,16 +282,29 @@ impl ParquetFile {
 
     /// Every row of the columns in `projection` of one row group (which has
     /// rows), as one batch: for reads outside the pass (a freshness column,
-    /// example rows' ids), readied, read and let go at once.
+    /// example rows' ids).
     pub fn read_columns(&self, row_group: usize, projection: &ProjectionMask) -> Result<RecordBatch, ScanError> {
-        let leaves = self.leaves_of(projection);
-        self.prefetch_row_group(row_group, &leaves)?;
         let rows = self.row_group_rows(row_group);
-        let batch = self
-            .read_row_group(row_group, projection, rows.max(1))
-            .and_then(|mut batches| batches.read(rows));
+        self.readied(row_group, projection, || {
+            self.read_row_group(row_group, projection, rows.max(1))?.read(rows)
+        })
+    }
+
+    /// `read`, between readying the chunks of `projection` in a row group and
+    /// letting them go, whatever it returns.
+    fn readied<T, E: From<ScanError>>(
+        &self,
+        row_group: usize,
+        projection: &ProjectionMask,
+        read: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        let leaves: Vec<usize> = (0..self.metadata.parquet_schema().num_columns())
+            .filter(|&leaf| projection.leaf_included(leaf))
+            .collect();
+        self.prefetch_row_group(row_group, &leaves)?;
+        let result = read();
         self.release_row_group(row_group, &leaves);
-        batch
+        result
     }
 
     /// Decodes the columns in `projection` of one row group, `batch_rows`
@@ -327,9 +317,7 @@ impl ParquetFile {
         batch_rows: usize,
         mut each: impl FnMut(usize, RecordBatch) -> Result<(), E>,
     ) -> Result<(), E> {
-        let leaves = self.leaves_of(projection);
-        self.prefetch_row_group(row_group, &leaves)?;
-        let read = (|| {
+        self.readied(row_group, projection, || {
             let rows = self.row_group_rows(row_group);
             let mut batches = self.read_row_group(row_group, projection, batch_rows)?;
             let mut done = 0;
@@ -339,9 +327,7 @@ impl ParquetFile {
                 done += n;
             }
             Ok(batches.finish()?)
-        })();
-        self.release_row_group(row_group, &leaves);
-        read
+        })
     }
 
     /// The error for a failure of the Arrow reader, naming the column when it
@@ -451,13 +437,6 @@ impl ParquetFile {
         )
     }
 
-    /// The leaf columns `projection` reads.
-    fn leaves_of(&self, projection: &ProjectionMask) -> Vec<usize> {
-        (0..self.metadata.parquet_schema().num_columns())
-            .filter(|&leaf| projection.leaf_included(leaf))
-            .collect()
-    }
-
     /// The byte ranges of these leaf columns' chunks in a row group.
     fn chunk_ranges(&self, row_group: usize, leaves: &[usize]) -> Vec<Range<u64>> {
         let row_group = self.metadata.metadata().row_group(row_group);
@@ -545,26 +524,13 @@ impl Fetched {
 }
 
 /// What parquet's readers read a row group from: the whole file (mapped), or
-/// the row group's fetched chunks, by file offset. A read outside what was
-/// fetched (a reader the worker did not prefetch for) is fetched then.
+/// the row group's fetched chunks, by file offset. Every reader runs between
+/// [`ParquetFile::prefetch_row_group`] and [`ParquetFile::release_row_group`]
+/// of the chunks it reads; a read outside them is a bug of ours, an error.
 #[derive(Clone)]
 pub enum Chunks {
     Whole(Bytes),
-    Fetched {
-        file_len: u64,
-        fetched: Arc<Fetched>,
-        data: Arc<dyn FileBytes>,
-        /// Every column chunk's range, in file order.
-        layout: Arc<Vec<Range<u64>>>,
-    },
-}
-
-impl Chunks {
-    fn fetch(data: &dyn FileBytes, range: Range<u64>) -> parquet::errors::Result<Bytes> {
-        data.ranges(std::slice::from_ref(&range))
-            .map(|mut bytes| bytes.remove(0))
-            .map_err(|e| ParquetError::External(Box::new(e)))
-    }
+    Fetched { file_len: u64, fetched: Arc<Fetched> },
 }
 
 impl Length for Chunks {
@@ -576,53 +542,34 @@ impl Length for Chunks {
     }
 }
 
+/// A read of bytes no one readied.
+fn not_readied(start: u64, length: Option<usize>) -> ParquetError {
+    let what = length.map_or(String::new(), |n| format!("{n} bytes "));
+    ParquetError::General(format!(
+        "internal error: {what}at offset {start} were read before their row group was readied; this is a bug in \
+         lakescore, please report it with the command you ran"
+    ))
+}
+
 impl ChunkReader for Chunks {
     type T = bytes::buf::Reader<Bytes>;
 
     fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
         match self {
             Chunks::Whole(bytes) => bytes.get_read(start),
-            Chunks::Fetched {
-                file_len,
-                fetched,
-                data,
-                layout,
-            } => match fetched.from(start) {
-                Some(bytes) => Ok(bytes.reader()),
-                None if start >= *file_len => Err(ParquetError::EOF(format!(
-                    "expected to read at offset {start}, while the file has {file_len} bytes"
-                ))),
-                None => {
-                    // To the end of the column chunk that holds `start` (a
-                    // reader reads pages from here), else of the file.
-                    let at = layout.partition_point(|r| r.start <= start);
-                    let end = match at.checked_sub(1).map(|i| &layout[i]) {
-                        Some(chunk) if start < chunk.end => chunk.end,
-                        _ => *file_len,
-                    };
-                    Ok(Chunks::fetch(data.as_ref(), start..end)?.reader())
-                }
-            },
+            Chunks::Fetched { fetched, .. } => fetched
+                .from(start)
+                .map(Buf::reader)
+                .ok_or_else(|| not_readied(start, None)),
         }
     }
 
     fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
         match self {
             Chunks::Whole(bytes) => bytes.get_bytes(start, length),
-            Chunks::Fetched {
-                file_len,
-                fetched,
-                data,
-                ..
-            } => match fetched.get(start, length as u64) {
-                Some(bytes) => Ok(bytes),
-                None if start + length as u64 <= *file_len => {
-                    Chunks::fetch(data.as_ref(), start..start + length as u64)
-                }
-                None => Err(ParquetError::EOF(format!(
-                    "expected to read {length} bytes at offset {start}, while the file has {file_len}"
-                ))),
-            },
+            Chunks::Fetched { fetched, .. } => fetched
+                .get(start, length as u64)
+                .ok_or_else(|| not_readied(start, Some(length))),
         }
     }
 }

@@ -27,7 +27,7 @@
 //! std::fs::write(&model, r#"{"format": "linear", "features": ["age", "spend"],
 //!     "weights": [0.02, -0.001], "intercept": -1.0, "link": "logistic"}"#).unwrap();
 //! let package = lakescore::package::open(&model, &candle_core::Device::Cpu, &LoadOptions::default()).unwrap();
-//! let scorer = Scorer::new(package, ScorerOptions::default()).unwrap();
+//! let scorer = Scorer::new(package, ScorerOptions::default());
 //!
 //! let schema = Arc::new(Schema::new(vec![
 //!     Field::new("customer_id", DataType::Int64, false),
@@ -58,7 +58,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
 use crate::contract::{self, EXAMPLES, FreshnessSource, Inspection, RowMarks, TableFacts};
@@ -66,11 +66,12 @@ use crate::error::{Error, Result};
 use crate::features::{self, FeatureSource};
 use crate::model::Feature;
 use crate::package::Package;
-use crate::pipeline::{BATCH_ROWS, BlockFeatures, BlockSteps, is_kind, judgement_of, newest_of_column, row_keys};
-use crate::plan::{DEFAULT_ID_COLUMN, IdColumns, PlanError};
+use crate::pipeline::{
+    BATCH_ROWS, BlockFeatures, BlockSteps, is_kind, judgement_of, newest_fact, newest_of_column, row_keys,
+};
+use crate::plan::{self, DEFAULT_ID_COLUMN, IdColumns};
 use crate::profile::TableProfile;
 use crate::report::Judgement;
-use crate::util::Suggestion;
 
 /// The version of [`Inspected`]'s JSON form.
 pub const INSPECTED_FORMAT: &str = "lakescore-inspected/1";
@@ -103,8 +104,6 @@ pub struct Scorer {
     package: Package,
     options: ScorerOptions,
     block: BlockFeatures,
-    flags: bool,
-    quarantines: bool,
 }
 
 /// One batch scored.
@@ -213,20 +212,15 @@ struct BatchColumns {
 }
 
 impl Scorer {
-    /// Fails when the package cannot score in memory: a model set run in
-    /// shadow has nowhere to put its challengers (here every model's scores
-    /// are columns of the output).
-    pub fn new(package: Package, options: ScorerOptions) -> Result<Scorer> {
+    /// A model set's every model is scored: its scores are all columns of
+    /// the output (there is no shadow table in memory).
+    pub fn new(package: Package, options: ScorerOptions) -> Scorer {
         let block = BlockFeatures::of(package.model.as_ref(), true);
-        let flags = package.contract.flags();
-        let quarantines = package.contract.quarantines();
-        Ok(Scorer {
+        Scorer {
             package,
             options,
             block,
-            flags,
-            quarantines,
-        })
+        }
     }
 
     pub fn package(&self) -> &Package {
@@ -243,57 +237,41 @@ impl Scorer {
     pub fn empty_inspection(&self) -> Inspected {
         let contract = &self.package.contract;
         let inspection = contract.inspection(self.package.model.features(), contract.score_columns.len());
-        self.inspected(inspection, Vec::new(), &BTreeMap::new(), Vec::new(), None)
+        self.inspected(inspection, Vec::new(), true, &BTreeMap::new(), Vec::new(), None)
     }
 
     fn locate(&self, schema: &Schema) -> Result<BatchColumns> {
         let contract = &self.package.contract;
         let source = Path::new(&self.options.source);
-        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        let position = |name: &str| schema.index_of(name).ok();
-        let mut features = Vec::with_capacity(contract.columns.len());
-        for (feature, column) in self.package.model.features().iter().zip(&contract.columns) {
-            let index = position(column).ok_or_else(|| PlanError::MissingFeature {
-                path: source.to_path_buf(),
-                feature: column.clone(),
-                suggestion: Suggestion::closest(column, names.iter().copied()),
-            })?;
+        let id_names: Vec<String> = match &self.options.id_columns {
+            IdColumns::Named(names) => names.clone(),
+            IdColumns::Default => match schema.index_of(DEFAULT_ID_COLUMN) {
+                Ok(_) => vec![DEFAULT_ID_COLUMN.to_string()],
+                Err(_) => Vec::new(),
+            },
+        };
+        let (features, ids) = plan::column_roots(schema, source, &contract.columns, &id_names)?;
+        for ((feature, column), &index) in self
+            .package
+            .model
+            .features()
+            .iter()
+            .zip(&contract.columns)
+            .zip(&features)
+        {
             let as_read = Feature {
                 name: column.clone(),
                 ..feature.clone()
             };
             features::check_feature_column(source, &as_read, schema.field(index).data_type())?;
-            features.push(index);
         }
-        let id_names: Vec<String> = match &self.options.id_columns {
-            IdColumns::Named(names) => names.clone(),
-            IdColumns::Default => position(DEFAULT_ID_COLUMN)
-                .map(|_| vec![DEFAULT_ID_COLUMN.to_string()])
-                .unwrap_or_default(),
-        };
-        let mut ids = Vec::with_capacity(id_names.len());
-        for name in &id_names {
-            ids.push(position(name).ok_or_else(|| PlanError::MissingIdColumn {
-                path: source.to_path_buf(),
-                column: name.clone(),
-                suggestion: Suggestion::closest(name, names.iter().copied()),
-            })?);
-        }
-        let mut output: Vec<Field> = ids.iter().map(|&i| schema.field(i).clone()).collect();
         if let Some(clash) = id_names.iter().find(|c| self.output_score_columns().contains(c)) {
             return Err(Error::Usage(format!(
                 "id column `{clash}` has the name of an output column; rename it or leave it out of the id columns"
             )));
         }
-        output.extend(
-            self.output_score_columns()
-                .iter()
-                .map(|name| Field::new(name, DataType::Float32, false)),
-        );
-        if self.flags {
-            output.push(Field::new(crate::sink::FLAGS_COLUMN, DataType::Utf8, true));
-        }
-        let quarantine_schema = self.quarantines.then(|| {
+        let id_fields: Vec<FieldRef> = ids.iter().map(|&i| Arc::new(schema.field(i).clone())).collect();
+        let quarantine_schema = contract.quarantines().then(|| {
             let mut fields: Vec<Field> = ids
                 .iter()
                 .map(|&i| schema.field(i).clone().with_nullable(true))
@@ -304,7 +282,7 @@ impl Scorer {
         Ok(BatchColumns {
             features,
             ids,
-            schema: Arc::new(Schema::new(output)),
+            schema: crate::sink::output_schema(id_fields, self.output_score_columns(), contract.flags()),
             quarantine_schema,
         })
     }
@@ -319,7 +297,7 @@ impl Scorer {
             model: self.package.model.as_ref(),
             fills: &self.block.fills,
             unknown_fills: &self.block.unknown_fills,
-            flags: self.flags,
+            flags: contract.flags(),
             published_scores: self.output_score_columns().len(),
         };
         let mut inspection = contract.inspection(self.package.model.features(), contract.score_columns.len());
@@ -382,7 +360,8 @@ impl Scorer {
             if let (Some(keep), Some(schema)) = (&keep, &located.quarantine_schema) {
                 quarantined.push(quarantine_batch(schema, &ids, keep, &marks, contract)?);
             }
-            let scores = steps.score(block, Some(&mut inspection))?;
+            let scores = steps.score(block)?;
+            inspection.inspect_scores(contract, &scores);
             let output = steps
                 .output(&ids, keep.as_ref(), scores, &marks, n_rows)
                 .map_err(|e| Error::Internal(format!("cannot assemble the scores of a batch: {e}")))?;
@@ -431,10 +410,7 @@ impl Scorer {
         Ok(ScoredBatch {
             scores,
             quarantined,
-            inspected: Inspected {
-                keys_are_values,
-                ..self.inspected(inspection, keys, &names, type_mismatches, newest)
-            },
+            inspected: self.inspected(inspection, keys, keys_are_values, &names, type_mismatches, newest),
         })
     }
 
@@ -455,6 +431,7 @@ impl Scorer {
         &self,
         inspection: Inspection,
         keys: Vec<u64>,
+        keys_are_values: bool,
         names: &BTreeMap<usize, String>,
         type_mismatches: Vec<Option<String>>,
         newest: Option<i64>,
@@ -472,9 +449,6 @@ impl Scorer {
                     .collect(),
             })
             .collect();
-        let profile = inspection
-            .clone()
-            .profile(contract, self.package.model.features(), &self.options.source, true);
         Inspected {
             format: INSPECTED_FORMAT.into(),
             rows: inspection.rows,
@@ -483,11 +457,12 @@ impl Scorer {
             rows_flagged: inspection.rows_flagged,
             scores_out_of_range: inspection.scores_out_of_range,
             tallies,
-            profile,
             keys,
-            keys_are_values: true,
+            keys_are_values,
             type_mismatches,
             newest,
+            // Last: the profile consumes the inspection.
+            profile: inspection.profile(contract, self.package.model.features(), &self.options.source, true),
         }
     }
 
@@ -517,11 +492,7 @@ impl Scorer {
                 .cloned()
                 .unwrap_or_default()
         };
-        let as_of = self.options.as_of.unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64)
-        });
+        let as_of = self.options.as_of.unwrap_or_else(crate::util::now_seconds);
         let facts = TableFacts {
             rows: inspected.rows,
             types: contract
@@ -545,13 +516,7 @@ impl Scorer {
                 Some(FreshnessSource::Partition(key)) => Err(format!(
                     "freshness by partition `{key}` cannot be judged in memory: batches have no partitions"
                 )),
-                Some(FreshnessSource::Column(column)) => match inspected.newest {
-                    Some(newest) => Ok((
-                        newest,
-                        format!("`{column}` {}", crate::util::rfc3339_from_epoch(newest)),
-                    )),
-                    None => Err(format!("`{column}` holds no value in any row")),
-                },
+                Some(FreshnessSource::Column(column)) => newest_fact(column, inspected.newest),
             },
             as_of,
         };

@@ -91,6 +91,21 @@ pub struct OutputLayout {
     column_writers: ArrowRowGroupWriterFactory,
 }
 
+/// The schema of scored output: `id_fields` (as the input has them), the
+/// float32 scores, and with `flags` the [`FLAGS_COLUMN`].
+pub fn output_schema(id_fields: Vec<FieldRef>, score_names: &[String], flags: bool) -> SchemaRef {
+    let mut fields = id_fields;
+    fields.extend(
+        score_names
+            .iter()
+            .map(|name| Arc::new(Field::new(name, DataType::Float32, false))),
+    );
+    if flags {
+        fields.push(Arc::new(Field::new(FLAGS_COLUMN, DataType::Utf8, true)));
+    }
+    Arc::new(Schema::new(fields))
+}
+
 impl OutputLayout {
     /// Output of `id_fields` (as the input has them) followed by the scores,
     /// and, with `flags`, the [`FLAGS_COLUMN`] of the contract's flag rules.
@@ -100,16 +115,7 @@ impl OutputLayout {
         score_names: &[String],
         flags: bool,
     ) -> Result<Self, SinkError> {
-        let mut fields = id_fields;
-        fields.extend(
-            score_names
-                .iter()
-                .map(|name| Arc::new(Field::new(name, DataType::Float32, false))),
-        );
-        if flags {
-            fields.push(Arc::new(Field::new(FLAGS_COLUMN, DataType::Utf8, true)));
-        }
-        let schema = Arc::new(Schema::new(fields));
+        let schema = output_schema(id_fields, score_names, flags);
         // Scores are nearly all distinct: a dictionary would be built, found
         // too large, and thrown away (a fifth of the scoring time once).
         let properties = Arc::new(

@@ -96,6 +96,13 @@ pub fn rfc3339_millis(time: SystemTime) -> String {
     format!("{date}T{hour:02}:{minute:02}:{second:02}.{millis:03}Z")
 }
 
+/// Now, in whole seconds since the epoch.
+pub fn now_seconds() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 /// Seconds since the epoch, with fractions.
 pub fn epoch_seconds(time: SystemTime) -> f64 {
     time.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())

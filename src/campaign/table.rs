@@ -11,7 +11,7 @@ use parquet::arrow::ProjectionMask;
 use crate::cancel::CancelToken;
 use crate::error::Result;
 use crate::plan::PlanError;
-use crate::scan::{ParquetFile, ScanError};
+use crate::scan::ParquetFile;
 use crate::source::{LocalTable, MmapChoice, TableSource};
 use crate::util::Suggestion;
 
@@ -50,17 +50,11 @@ impl At<'_> {
 
 /// The data files of `input`, in path order.
 pub fn open(input: &Path) -> Result<Vec<ParquetFile>> {
-    let source = LocalTable::new(input, MmapChoice::never());
-    source
+    LocalTable::new(input, MmapChoice::never())
         .list()
-        .map_err(crate::plan::PlanError::from)?
+        .map_err(PlanError::from)?
         .iter()
-        .map(|file| {
-            Ok(ParquetFile::read(
-                &file.location,
-                source.open(file).map_err(ScanError::from)?,
-            )?)
-        })
+        .map(|file| Ok(ParquetFile::open(&file.location)?))
         .collect()
 }
 

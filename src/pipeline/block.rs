@@ -59,13 +59,9 @@ impl BlockSteps<'_> {
     }
 
     /// The model's scores for the block, one column per output, checked in
-    /// shape and, when inspecting, profiled and checked against the range.
-    pub fn score(&self, block: FeatureBlock, inspection: Option<&mut Inspection>) -> Result<Vec<Vec<f32>>> {
-        let scores = predict_checked(self.model, block)?;
-        if let Some(inspection) = inspection {
-            inspection.inspect_scores(self.contract, &scores);
-        }
-        Ok(scores)
+    /// shape (then for the caller to inspect: the pass times the two apart).
+    pub fn score(&self, block: FeatureBlock) -> Result<Vec<Vec<f32>>> {
+        predict_checked(self.model, block)
     }
 
     /// The output columns of a block of `n_rows` input rows: the id columns

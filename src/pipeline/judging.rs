@@ -138,17 +138,20 @@ fn newest_in_column(plan: &TablePlan, column: &str) -> Result<Result<(i64, Strin
             newest_of_column(batch.column(0), column, &file.path.display().to_string())
         })
         .collect::<Result<Vec<Option<i64>>>>()?;
-    Ok(newest_per_unit
-        .into_iter()
-        .flatten()
-        .max()
+    Ok(newest_fact(column, newest_per_unit.into_iter().flatten().max()))
+}
+
+/// The freshness fact of `column` whose newest value is `newest`: the
+/// instant and how reports name it, or why there is none.
+pub(crate) fn newest_fact(column: &str, newest: Option<i64>) -> Result<(i64, String), String> {
+    newest
         .map(|newest| {
             (
                 newest,
                 format!("`{column}` {}", crate::util::rfc3339_from_epoch(newest)),
             )
         })
-        .ok_or_else(|| format!("`{column}` holds no value in any row")))
+        .ok_or_else(|| format!("`{column}` holds no value in any row"))
 }
 
 /// The newest instant in `values` (of the contract's freshness `column`, in

@@ -50,7 +50,7 @@ mod publish;
 mod row_policies;
 
 pub(crate) use block::BlockSteps;
-pub(crate) use judging::{is_kind, judgement_of, newest_of_column};
+pub(crate) use judging::{is_kind, judgement_of, newest_fact, newest_of_column};
 use pass::score_files;
 pub(crate) use publish::{partitions_to_write, staged_records};
 use publish::{publish, stage_and_judge};
@@ -121,11 +121,7 @@ impl RunOptions {
     }
 
     fn as_of(&self) -> i64 {
-        self.as_of.unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64)
-        })
+        self.as_of.unwrap_or_else(crate::util::now_seconds)
     }
 }
 

@@ -385,7 +385,7 @@ impl Worker<'_> {
                 },
                 other => other,
             };
-            let scores = steps.score(block, None).map_err(located)?;
+            let scores = steps.score(block).map_err(located)?;
             lap(&mut stages.model);
             if let Some(inspection) = inspection.as_deref_mut() {
                 inspection.inspect_scores(contract, &scores);

@@ -122,7 +122,7 @@ pub trait FileBytes: Send + Sync + std::fmt::Debug {
 
 /// Merges ranges whose gap is at most `max_gap` bytes: the reads a source
 /// makes for `ranges`, and for each range, which read holds it.
-pub fn coalesce(ranges: &[Range<u64>], max_gap: u64) -> (Vec<Range<u64>>, Vec<usize>) {
+fn coalesce(ranges: &[Range<u64>], max_gap: u64) -> (Vec<Range<u64>>, Vec<usize>) {
     let mut order: Vec<usize> = (0..ranges.len()).collect();
     order.sort_by_key(|&i| ranges[i].start);
     let mut reads: Vec<Range<u64>> = Vec::new();

@@ -23,7 +23,7 @@ fn scorer(model: &Path, output_margin: bool) -> Scorer {
         ..LoadOptions::default()
     };
     let package = lakescore::package::open(model, &candle_core::Device::Cpu, &load).expect("the model opens");
-    Scorer::new(package, ScorerOptions::default()).expect("a scorer")
+    Scorer::new(package, ScorerOptions::default())
 }
 
 /// A Parquet file's batches as a reader hands them out (one per row group

@@ -203,3 +203,26 @@ fn a_large_footer_takes_a_second_read() {
     let mapped = lakescore::scan::ParquetFile::read(&path, mapped).unwrap();
     assert_eq!(file.footer_fingerprint, mapped.footer_fingerprint);
 }
+
+#[test]
+fn a_read_of_chunks_nobody_readied_is_an_error_not_a_fetch() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = customer_lake(&dir.path().join("lake"), 2_000, 1, 1_000, &["2026-11-24"]);
+    let path = lake.join(&parquet_files(&lake)[0]);
+    let data = LocalTable::open_file(&path, MmapChoice::never()).unwrap();
+    let file = lakescore::scan::ParquetFile::read(&path, data).unwrap();
+    let projection = parquet::arrow::ProjectionMask::roots(file.metadata.parquet_schema(), [0]);
+    // Read through the one entry point that readies the chunks: fine.
+    assert_eq!(file.read_columns(0, &projection).unwrap().num_rows(), 1_000);
+    // Past a reader of our own that forgot to: an error naming the bug.
+    let error = file
+        .read_row_group(1, &projection, 1_000)
+        .and_then(|mut batches| batches.read(1_000))
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        lakescore::error::error_chain(&error).contains("before their row group was readied"),
+        "{}",
+        lakescore::error::error_chain(&error)
+    );
+}

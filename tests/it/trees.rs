@@ -309,7 +309,7 @@ fn in_memory_scores_are_the_cli_scores_on_every_fixture() {
                         id_columns: IdColumns::Named(vec!["row_id".into()]),
                         ..ScorerOptions::default()
                     };
-                    Scorer::new(package, options)?.score_all(batches.clone())
+                    Scorer::new(package, options).score_all(batches.clone())
                 });
             match (&case.expect_error, in_memory) {
                 (Some(needle), Err(error)) => {

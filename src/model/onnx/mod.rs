@@ -371,16 +371,20 @@ mod tests {
     /// to its input's prelude and three dense layers with their ReLUs; the
     /// parity tests check the scores.
     fn sample(name: &str) -> OnnxModel {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/sample").join(name);
-        let bytes = std::fs::read(&path).unwrap();
+        load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/sample").join(name)).unwrap()
+    }
+
+    /// The ONNX file at `path`, on the CPU, its features named by the file.
+    fn load(path: &Path) -> Result<OnnxModel, ModelError> {
+        let bytes = std::fs::read(path).unwrap();
         let identity = |name: Option<String>, version| ModelInfo {
             name: name.unwrap_or_default(),
             version,
             format: super::super::ModelFormat::Onnx,
-            path: path.clone(),
+            path: path.to_path_buf(),
             sha256: String::new(),
         };
-        OnnxModel::from_bytes(&path, &bytes, identity, None, &Device::Cpu).unwrap()
+        OnnxModel::from_bytes(path, &bytes, identity, None, &Device::Cpu)
     }
 
     /// Element-wise steps run in row chunks below candle's parallel size
@@ -399,15 +403,7 @@ mod tests {
         paths.sort();
         let mut chunked_models = 0;
         for path in &paths {
-            let bytes = std::fs::read(path).unwrap();
-            let identity = |name: Option<String>, version| ModelInfo {
-                name: name.unwrap_or_default(),
-                version,
-                format: super::super::ModelFormat::Onnx,
-                path: path.clone(),
-                sha256: String::new(),
-            };
-            let Ok(mut model) = OnnxModel::from_bytes(path, &bytes, identity, None, &Device::Cpu) else {
+            let Ok(mut model) = load(path) else {
                 continue; // (a fixture that needs feature names from a package)
             };
             let n_features = model.features().len();
