@@ -596,8 +596,18 @@ impl Transaction {
                 // An older version is in place: swap, so readers see the old
                 // folder or the new one, never neither, never a mix.
                 exchange_or_replace(&staged, &target, &self.staging_root.join("replaced").join(relative))?;
-                // `staged` now holds the old version.
-                remove_dir_if_exists(&staged).map_err(io_error("remove replaced partition", &staged))?;
+                // `staged` now holds the old version. The new one is in place:
+                // failing to remove the old (a file held open on NFS, an
+                // immutable file) must not fail a run that has begun to
+                // publish. It stays in staging, which the next run removes.
+                if let Err(error) = remove_dir_if_exists(&staged) {
+                    tracing::warn!(
+                        partition = %relative.display(),
+                        path = %staged.display(),
+                        error = %error,
+                        "cannot remove the replaced version of a partition; the next run on this output removes it"
+                    );
+                }
             }
         }
         fsync_dir(&parent).map_err(io_error("sync folder", &parent))
@@ -751,8 +761,13 @@ fn replace_via_aside(staged: &Path, target: &Path, aside: &Path) -> Result<(), C
         let _ = fs::rename(aside, target);
         return Err(io_error("publish partition", target)(error));
     }
-    // Leave the old version where the caller expects it: at `staged`.
-    fs::rename(aside, staged).map_err(io_error("remove replaced partition", aside))
+    // Leave the old version where the caller expects it: at `staged`. The
+    // new one is published already; an old one left aside is in staging,
+    // which the next run removes.
+    if let Err(error) = fs::rename(aside, staged) {
+        tracing::warn!(path = %aside.display(), error = %error, "cannot move the replaced version of a partition away");
+    }
+    Ok(())
 }
 
 #[cfg(target_os = "linux")]
@@ -808,8 +823,10 @@ fn remove_leftover_staging(staging: &Path) {
         return;
     };
     for entry in entries.flatten() {
-        tracing::warn!(path = %entry.path().display(), "removing staged files left by an interrupted run");
-        let _ = remove_dir_if_exists(&entry.path());
+        tracing::warn!(path = %entry.path().display(), "removing staged files left by an earlier run");
+        if let Err(error) = remove_dir_if_exists(&entry.path()) {
+            tracing::warn!(path = %entry.path().display(), error = %error, "cannot remove staged files left by an earlier run");
+        }
     }
 }
 

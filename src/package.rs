@@ -28,6 +28,29 @@ pub struct Package {
     /// The folder, or `None` for a bare model file.
     pub folder: Option<PathBuf>,
     pub reference: Option<TableProfile>,
+    /// Digest of everything in the package that can change a published byte
+    /// or whether a run may publish; `--mode resume` reuses a partition only
+    /// under the same one. See [`output_identity`].
+    pub output_identity: String,
+}
+
+/// The digest of what a package makes of a table: the model's bytes, how it
+/// was loaded (`--output-margin`), the manifest as read (every rule and its
+/// policy, ranges, output columns, guards, drift thresholds: which rows are
+/// published, with what scores and flags, and whether the run may publish)
+/// and the reference profile's bytes. The artifact's path is left out: the
+/// bytes are what count, and a model moved is the same model.
+pub fn output_identity(model_sha256: &str, options: &LoadOptions, manifest: &Manifest, reference_sha256: &str) -> String {
+    let mut manifest = manifest.clone();
+    manifest.artifact = PathBuf::new();
+    let manifest = serde_json::to_string(&manifest).expect("manifests serialize");
+    sha256_hex(
+        format!(
+            "model {model_sha256}\noutput_margin {}\nmanifest {manifest}\nreference {reference_sha256}\n",
+            options.output_margin
+        )
+        .as_bytes(),
+    )
 }
 
 impl Package {
@@ -140,6 +163,15 @@ pub fn combine(
         }
         columns.extend(own);
     }
+    // The set publishes what its members make, in its columns.
+    let mut identities = format!("set champion_columns {champion_columns}\n");
+    for package in &packages {
+        identities.push_str(&format!("member {}\n", package.output_identity));
+    }
+    for extra in &extras {
+        identities.push_str(&format!("extra {}\n", extra.name));
+    }
+    let output_identity = sha256_hex(identities.as_bytes());
     let mut packages = packages.into_iter();
     let champion = packages.next().expect("at least one package");
     let mut models = vec![(champion.model, champion.contract.columns.clone())];
@@ -154,6 +186,7 @@ pub fn combine(
         contract,
         folder: champion.folder,
         reference: champion.reference,
+        output_identity,
     })
 }
 
@@ -187,12 +220,14 @@ pub fn open(path: &Path, device: &Device, options: &LoadOptions) -> Result<Packa
             model.n_outputs(),
             model.output_range(),
         )?;
+        let output_identity = output_identity(&info.sha256, options, &manifest, "");
         return Ok(Package {
             model,
             manifest,
             contract,
             folder: None,
             reference: None,
+            output_identity,
         });
     }
     let manifest_path = path.join(MANIFEST_FILE);
@@ -271,6 +306,7 @@ pub fn open(path: &Path, device: &Device, options: &LoadOptions) -> Result<Packa
             .into());
         }
     }
+    let mut reference_sha256 = String::new();
     let reference = match &manifest.reference {
         Some(relative) => {
             let reference_path = path.join(relative);
@@ -278,6 +314,7 @@ pub fn open(path: &Path, device: &Device, options: &LoadOptions) -> Result<Packa
                 path: reference_path.clone(),
                 source,
             })?;
+            reference_sha256 = sha256_hex(&bytes);
             Some(
                 TableProfile::from_json(&bytes).map_err(|problem| PackageError::Invalid {
                     path: reference_path,
@@ -339,12 +376,14 @@ pub fn open(path: &Path, device: &Device, options: &LoadOptions) -> Result<Packa
         }
         None => {}
     }
+    let output_identity = output_identity(&actual, &options, &manifest, &reference_sha256);
     Ok(Package {
         model,
         manifest,
         contract,
         folder: Some(path.to_path_buf()),
         reference,
+        output_identity,
     })
 }
 

@@ -267,7 +267,7 @@ pub fn allocate(
 
     // A partition is reused when the policy's bytes, the arm models' and its
     // inputs are those it was written from.
-    let model_digest = model.map(|m| m.info().sha256.clone()).unwrap_or_default();
+    let model_digest = arm_models.map(|m| m.package.output_identity.clone()).unwrap_or_default();
     let (reused, to_write) = crate::pipeline::partitions_to_write(
         &plan,
         transaction.as_ref(),

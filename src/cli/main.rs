@@ -1079,6 +1079,8 @@ fn columns_package(input: &std::path::Path) -> Result<Package, Error> {
         contract,
         folder: None,
         reference: None,
+        // Writes nothing: profiles only.
+        output_identity: String::new(),
     })
 }
 

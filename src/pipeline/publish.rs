@@ -97,7 +97,7 @@ pub(super) fn stage_and_judge(
         "ids={:?};scores={:?};flags={}",
         plan.id_columns, table.score_columns, table.flags
     );
-    let (reused, to_score) = partitions_to_write(plan, transaction, &package.model.info().sha256, &output_options);
+    let (reused, to_score) = partitions_to_write(plan, transaction, &package.output_identity, &output_options);
 
     let files: Vec<usize> = to_score
         .iter()

@@ -260,3 +260,120 @@ fn the_manifest_and_the_ledger_describe_the_run() {
     assert_eq!(record["rows"], 6_000);
     assert!(record["finished_at"].as_str().unwrap().ends_with('Z'));
 }
+
+fn sample(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/sample").join(name)
+}
+
+/// Crashes a run of `first` after its first partition is published, resumes
+/// with `second`, and checks the output is that of a clean run of `second`,
+/// with nothing reused.
+fn assert_resume_rescores(root: &Path, first: (&Path, &[&str]), second: (&Path, &[&str])) {
+    let lake = sample("customers");
+    let out = root.join("out");
+    let crashed = lakescore_with_env(
+        score_args(first.0, &lake, &out, first.1),
+        &[("LAKESCORE_TEST_CRASH_BEFORE_PARTITION", "1")],
+    );
+    assert_eq!(crashed.code, 137, "{}", crashed.stderr);
+    assert_eq!(parquet_files(&out).len(), 2, "one partition of two files is published");
+    let crashed_files = data_files(&out);
+
+    let mut resume_args = second.1.to_vec();
+    resume_args.extend(["--mode", "resume"]);
+    score(second.0, &lake, &out, &resume_args).assert_ok();
+    assert_eq!(manifest(&out)["reused_partitions"].as_array().unwrap().len(), 0);
+    let clean = root.join("clean");
+    score(second.0, &lake, &clean, second.1).assert_ok();
+    let clean_files = data_files(&clean);
+    assert_eq!(data_files(&out), clean_files);
+    for (path, bytes) in &crashed_files {
+        assert_ne!(&clean_files[path], bytes, "the change of options changes {}", path.display());
+    }
+}
+
+#[test]
+fn resume_rescores_partitions_written_with_or_without_output_margin() {
+    let model = sample("xgb.ubj");
+    for (first, second) in [(&["--output-margin"][..], &[][..]), (&[][..], &["--output-margin"][..])] {
+        let dir = tempfile::tempdir().unwrap();
+        assert_resume_rescores(dir.path(), (&model, first), (&model, second));
+    }
+}
+
+#[test]
+fn resume_rescores_partitions_written_under_another_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = |name: &str| {
+        let folder = dir.path().join(name);
+        std::fs::create_dir_all(&folder).unwrap();
+        for entry in std::fs::read_dir(sample("package")).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), folder.join(entry.file_name())).unwrap();
+        }
+        folder
+    };
+    let before = copy("before");
+    // The same model with a narrower quarantine range for `age`: other rows
+    // are published.
+    let after = copy("after");
+    let manifest_path = after.join("lakescore.toml");
+    let text = std::fs::read_to_string(&manifest_path).unwrap();
+    assert!(text.contains("min = 18.0\nmax = 94.0"), "the sample's age rule moved");
+    std::fs::write(&manifest_path, text.replace("min = 18.0\nmax = 94.0", "min = 18.0\nmax = 70.0")).unwrap();
+    assert_resume_rescores(dir.path(), (&before, &[]), (&after, &[]));
+}
+
+/// `chattr +i` on `path`, or `false` where the filesystem or the user cannot
+/// (outside CI, where the test then says it is skipped).
+fn make_immutable(path: &Path) -> bool {
+    let done = std::process::Command::new("chattr")
+        .arg("+i")
+        .arg(path)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(done || !in_ci(), "CI runs as root on a filesystem with immutable files");
+    done
+}
+
+fn make_all_mutable(dir: &Path) {
+    let status = std::process::Command::new("chattr").args(["-R", "-i"]).arg(dir).status().unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn overwrite_that_cannot_remove_a_replaced_partition_still_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lake, model_a) = lake_and_model(dir.path());
+    let model_b = linear_model(
+        dir.path(),
+        "b.json",
+        serde_json::json!({"format": "linear", "features": ["orders_30d"], "weights": [1.0], "intercept": 0.0}),
+    );
+    let out = dir.path().join("out");
+    score(&model_a, &lake, &out, &[]).assert_ok();
+    let held = out.join("dt=2026-11-24/part-00000.parquet");
+    if !make_immutable(&held) {
+        eprintln!("skipped: chattr +i is not available here");
+        return;
+    }
+    let run = score(&model_b, &lake, &out, &["--mode", "overwrite"]);
+    make_all_mutable(&out);
+    run.assert_ok();
+    assert!(
+        run.stderr.contains("cannot remove the replaced version of a partition"),
+        "{}",
+        run.stderr
+    );
+    let clean = dir.path().join("clean");
+    score(&model_b, &lake, &clean, &[]).assert_ok();
+    assert_eq!(data_files(&out), data_files(&clean), "every partition is the new model's");
+    assert_eq!(manifest(&out)["model"]["name"], "b");
+
+    // The old copy waited in staging; the next run removes it.
+    assert_ne!(std::fs::read_dir(out.join("_lakescore/staging")).unwrap().count(), 0);
+    score(&model_b, &lake, &out, &["--mode", "overwrite"]).assert_ok();
+    assert_eq!(std::fs::read_dir(out.join("_lakescore/staging")).unwrap().count(), 0);
+    assert_eq!(data_files(&out), data_files(&clean));
+}
