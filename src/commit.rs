@@ -40,9 +40,10 @@ pub trait OutputTable: Send + Sync {
     /// The output's location, for messages, reports and lineage.
     fn location(&self) -> &Path;
 
-    /// Refuses an output that overlaps the input at `input` (a run must never
-    /// read its own output or publish over its input).
-    fn check_separate(&self, input: &Path) -> Result<(), CommitError>;
+    /// Refuses an output that overlaps the input at `input`, or that one of
+    /// the input's data `files` lies in (through a link): a run must never
+    /// read its own output or publish over its input.
+    fn check_separate(&self, input: &Path, files: &[&Path]) -> Result<(), CommitError>;
 
     /// Takes the output's lock now when the output was written by lakescore
     /// before, so that a second run is refused before it reads a footer; `None`
@@ -129,8 +130,20 @@ impl OutputTable for LocalOutput {
         &self.root
     }
 
-    fn check_separate(&self, input: &Path) -> Result<(), CommitError> {
-        check_separate(input, &self.root)
+    fn check_separate(&self, input: &Path, files: &[&Path]) -> Result<(), CommitError> {
+        check_separate(input, &self.root)?;
+        let output_abs = resolve_missing(&self.root).map_err(io_error("resolve", &self.root))?;
+        for file in files {
+            let target = fs::canonicalize(file).map_err(io_error("resolve", file))?;
+            if target.starts_with(&output_abs) {
+                return Err(CommitError::LinkIntoOutput {
+                    file: file.to_path_buf(),
+                    target,
+                    output: self.root.clone(),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn lock_if_known(&self, holder: &Holder) -> Result<Option<OutputLock>, CommitError> {
@@ -168,6 +181,17 @@ pub enum CommitError {
     OutputNotADirectory { path: PathBuf },
     #[error("input `{}` and output `{}` overlap; write the scores outside the input table", input.display(), output.display())]
     Overlap { input: PathBuf, output: PathBuf },
+    #[error(
+        "input file `{}` is a link to `{}`, inside the output `{}`: a run must not read its own output",
+        file.display(),
+        target.display(),
+        output.display()
+    )]
+    LinkIntoOutput {
+        file: PathBuf,
+        target: PathBuf,
+        output: PathBuf,
+    },
     #[error("cannot {operation} `{}`", path.display())]
     Io {
         operation: &'static str,

@@ -86,9 +86,7 @@ impl OutputLock {
                 .truncate(false)
                 .open(&path)
                 .map_err(io_error("open"))?;
-            // SAFETY: flock on a descriptor this function owns.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-                let error = io::Error::last_os_error();
+            if let Err(error) = lock_exclusive(&file) {
                 if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
                     return Err(LockError::Held {
                         out: out.to_path_buf(),
@@ -125,6 +123,45 @@ impl OutputLock {
                 taken_over,
             });
         }
+    }
+}
+
+/// Takes the exclusive lock without waiting for a holder, but through a
+/// probe's blink: `lakescore runs` holds a shared lock for microseconds to
+/// ask whether anyone holds it ([`holder_of`]), and a writer must not be
+/// refused for that. A real holder holds it for the whole run.
+fn lock_exclusive(file: &File) -> io::Result<()> {
+    const TRIES: u32 = 5;
+    for attempt in 1..=TRIES {
+        // SAFETY: flock on a descriptor the caller owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(());
+        }
+        let error = io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::EWOULDBLOCK) || attempt == TRIES {
+            return Err(error);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// Who holds the lock of the output whose bookkeeping folder is `meta`,
+/// asked of the lock itself: `None` when nobody does (whatever the file
+/// says: a dead run's file stays until the next run takes it over, and its
+/// pid may belong to another process by now, or its host be unreachable).
+/// On NFS, Linux carries `flock` as a byte-range lock, which the server
+/// arbitrates between machines.
+pub fn holder_of(meta: &Path) -> Option<Holder> {
+    let mut file = File::open(meta.join("lock")).ok()?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
+        // Nobody holds it. Closing the file releases the probe at once.
+        return None;
+    }
+    match io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK) {
+        true => read_holder(&mut file),
+        false => None,
     }
 }
 

@@ -40,7 +40,12 @@ pub struct Package {
 /// published, with what scores and flags, and whether the run may publish)
 /// and the reference profile's bytes. The artifact's path is left out: the
 /// bytes are what count, and a model moved is the same model.
-pub fn output_identity(model_sha256: &str, options: &LoadOptions, manifest: &Manifest, reference_sha256: &str) -> String {
+pub fn output_identity(
+    model_sha256: &str,
+    options: &LoadOptions,
+    manifest: &Manifest,
+    reference_sha256: &str,
+) -> String {
     let mut manifest = manifest.clone();
     manifest.artifact = PathBuf::new();
     let manifest = serde_json::to_string(&manifest).expect("manifests serialize");
@@ -238,8 +243,21 @@ pub fn open(path: &Path, device: &Device, options: &LoadOptions) -> Result<Packa
         field: field.into(),
         problem,
     };
-    if manifest.artifact.is_absolute() || manifest.artifact.components().any(|c| c.as_os_str() == "..") {
-        return Err(invalid("artifact", "must be a path inside the package folder".into()).into());
+    // A package is one folder: what it names must be in it, so that copying
+    // or publishing the folder takes everything the run reads.
+    for (field, relative) in [
+        ("artifact", Some(&manifest.artifact)),
+        ("reference", manifest.reference.as_ref()),
+    ] {
+        if let Some(relative) = relative
+            && !is_inside(path, relative)
+        {
+            return Err(invalid(
+                field,
+                format!("`{}` must be a path inside the package folder", relative.display()),
+            )
+            .into());
+        }
     }
     // The checksum is verified before the artifact is parsed: a swapped or
     // truncated file must never be interpreted as a model.
@@ -385,6 +403,22 @@ pub fn open(path: &Path, device: &Device, options: &LoadOptions) -> Result<Packa
         reference,
         output_identity,
     })
+}
+
+/// Whether `relative` names a path inside `folder`: neither absolute nor
+/// climbing out with `..`, nor a link that leads out (checked where it
+/// exists; a missing file is the reader's error).
+fn is_inside(folder: &Path, relative: &Path) -> bool {
+    if relative.is_absolute() || relative.components().any(|c| c.as_os_str() == "..") {
+        return false;
+    }
+    match (
+        std::fs::canonicalize(folder),
+        std::fs::canonicalize(folder.join(relative)),
+    ) {
+        (Ok(folder), Ok(target)) => target.starts_with(folder),
+        _ => true,
+    }
 }
 
 /// Thresholds and bounds must be numbers that can be exceeded: NaN never

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use rayon::prelude::*;
 
 use crate::scan::{ParquetFile, ScanError};
-use crate::source::{SourceError, TableSource};
+use crate::source::{DataFile, SourceError, TableSource};
 use crate::util::Suggestion;
 
 /// The id column carried to the output when the user names none.
@@ -86,6 +86,9 @@ pub struct FilePlan {
     pub feature_roots: Vec<usize>,
     /// For each id column, the index of its (top-level) column.
     pub id_roots: Vec<usize>,
+    /// The file as its source listed it; before publishing, a run checks it
+    /// is still the same (size, version, footer).
+    pub listed: DataFile,
 }
 
 /// A whole table, planned.
@@ -153,15 +156,7 @@ pub fn plan_table(input: &dyn TableSource, request: &ColumnRequest) -> Result<Ta
     let files = files
         .into_iter()
         .zip(found)
-        .map(|(file, listed)| {
-            plan_file(
-                file,
-                listed.relative_path,
-                listed.partition_values,
-                &request.features,
-                &id_columns,
-            )
-        })
+        .map(|(file, listed)| plan_file(file, listed, &request.features, &id_columns))
         .collect::<Result<Vec<_>>>()?;
     Ok(TablePlan {
         input: input.location().to_path_buf(),
@@ -213,19 +208,50 @@ pub fn column_roots(
     Ok((feature_roots, id_roots))
 }
 
-fn plan_file(
-    file: ParquetFile,
-    relative_path: PathBuf,
-    partition_values: Vec<(String, String)>,
-    features: &[String],
-    id_columns: &[String],
-) -> Result<FilePlan> {
+fn plan_file(file: ParquetFile, listed: DataFile, features: &[String], id_columns: &[String]) -> Result<FilePlan> {
     let (feature_roots, id_roots) = column_roots(file.metadata.schema(), &file.path, features, id_columns)?;
     Ok(FilePlan {
-        partition_values,
+        partition_values: listed.partition_values.clone(),
+        relative_path: listed.relative_path.clone(),
         feature_roots,
         id_roots,
-        relative_path,
         file,
+        listed,
+    })
+}
+
+/// Errors out when a file of the table changed since it was planned: its
+/// size or version (modification time, ETag) is not the listed one, or its
+/// footer is not the one read. Run before publishing, so that a file
+/// rewritten or truncated during the run fails it, naming the file, rather
+/// than publishing scores of bytes `_SUCCESS` does not describe.
+pub fn check_unchanged(input: &dyn TableSource, plan: &TablePlan) -> Result<()> {
+    plan.files.par_iter().try_for_each(|planned| -> Result<()> {
+        let listed = &planned.listed;
+        let changed = |change: String| {
+            PlanError::Scan(ScanError::Changed {
+                path: listed.location.clone(),
+                change,
+            })
+        };
+        let (size, version) = input.stat(listed)?;
+        if size != planned.file.size_bytes || size != listed.size {
+            return Err(changed(format!(
+                "its size went from {} to {size} bytes",
+                planned.file.size_bytes
+            )));
+        }
+        if version != listed.version {
+            return Err(changed(format!(
+                "{} became {}",
+                listed.version.as_deref().unwrap_or("no version"),
+                version.as_deref().unwrap_or("no version")
+            )));
+        }
+        let footer = crate::scan::footer_bytes(&listed.location, input.open(listed)?.as_ref(), None)?;
+        if crate::util::sha256_hex(&footer) != planned.file.footer_fingerprint {
+            return Err(changed("its footer is not the one the run read".into()));
+        }
+        Ok(())
     })
 }

@@ -48,9 +48,7 @@ pub fn list(out: &Path) -> Result<Vec<RunEntry>, RunsError> {
             source,
         },
     })?;
-    let holder: Option<Holder> = fs::read(out.join(META_DIR).join("lock"))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let holder: Option<Holder> = crate::lock::holder_of(&out.join(META_DIR));
     let mut runs = Vec::new();
     for entry in entries {
         let path = entry
@@ -100,21 +98,11 @@ pub fn list(out: &Path) -> Result<Vec<RunEntry>, RunsError> {
     Ok(runs)
 }
 
-/// A run recorded as running is alive when it holds the lock, and, on this
-/// host, when its process is still there.
+/// A run recorded as running is alive when it holds the output's lock now,
+/// as the lock itself says ([`crate::lock::holder_of`]): not what the lock
+/// file names, whose pid may have been reused and whose host may be another.
 fn is_alive(record: &LedgerRecord, holder: Option<&Holder>) -> bool {
-    let Some(holder) = holder.filter(|h| h.run_id == record.run_id) else {
-        return false;
-    };
-    if holder.host != crate::commit::host_name() {
-        return true; // another machine's process: trust its lock
-    }
-    // Signal 0 only checks that the process exists; EPERM says it exists and
-    // belongs to another user. (A pid reused since the run died reads as
-    // alive: a listing cannot tell, the next run's lock can.)
-    // SAFETY: kill with signal 0 sends nothing.
-    let alive = unsafe { libc::kill(holder.pid as libc::pid_t, 0) } == 0;
-    alive || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    holder.is_some_and(|h| h.run_id == record.run_id)
 }
 
 /// The runs as a table, one line each.

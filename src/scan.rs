@@ -56,6 +56,14 @@ pub enum ScanError {
     /// The file's source failed before its bytes were read.
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// Seen before publishing: the run's scores are of bytes the file no
+    /// longer holds, so nothing is published.
+    #[error(
+        "input file `{}` changed while the run read it: {change}; nothing was published \
+         (lake files must be replaced by new files, not rewritten in place)",
+        path.display()
+    )]
+    Changed { path: PathBuf, change: String },
     #[error("cannot read the Parquet footer of `{}`", path.display())]
     Footer {
         path: PathBuf,
@@ -134,6 +142,46 @@ impl std::fmt::Debug for ParquetFile {
 
 const PARQUET_MAGIC: &[u8; 4] = b"PAR1";
 
+/// The footer of the Parquet file `data` (at `path`, for messages) with its
+/// length and magic: one suffix read of [`FOOTER_READ_HINT`] bytes, a second
+/// only when the footer is larger; sliced from `whole` when the file is
+/// mapped.
+pub fn footer_bytes(path: &Path, data: &dyn FileBytes, whole: Option<&Bytes>) -> Result<Bytes, ScanError> {
+    let read_error = |source| ScanError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let size_bytes = data.len();
+    if size_bytes == 0 {
+        // (A mapping of an empty file fails with a confusing EINVAL.)
+        return Err(ScanError::EmptyFile {
+            path: path.to_path_buf(),
+        });
+    }
+    let tail = match whole {
+        Some(bytes) => bytes.clone(),
+        None => data.suffix(FOOTER_READ_HINT.min(size_bytes)).map_err(read_error)?,
+    };
+    if tail.len() < 8 || &tail[tail.len() - 4..] != PARQUET_MAGIC {
+        return Err(ScanError::NotParquet {
+            path: path.to_path_buf(),
+        });
+    }
+    let footer_len = u32::from_le_bytes(tail[tail.len() - 8..tail.len() - 4].try_into().unwrap()) as u64;
+    if footer_len + 8 > size_bytes {
+        return Err(ScanError::Footer {
+            path: path.to_path_buf(),
+            source: ParquetError::General(format!(
+                "the footer says it is {footer_len} bytes long, in a file of {size_bytes} bytes"
+            )),
+        });
+    }
+    Ok(match footer_len as usize + 8 <= tail.len() {
+        true => tail.slice(tail.len() - footer_len as usize - 8..),
+        false => data.suffix(footer_len + 8).map_err(read_error)?,
+    })
+}
+
 /// The footer is read with one suffix read of this many bytes, and a second
 /// only when it is larger (a few kilobytes is usual; wide tables with many
 /// row groups reach hundreds).
@@ -154,42 +202,12 @@ impl ParquetFile {
 
     /// Reads the footer of the file at `path` (for messages) from `data`.
     pub fn read(path: &Path, data: Arc<dyn FileBytes>) -> Result<Self, ScanError> {
-        let read_error = |source| ScanError::Open {
-            path: path.to_path_buf(),
-            source,
-        };
         let size_bytes = data.len();
-        if size_bytes == 0 {
-            // (A mapping of an empty file fails with a confusing EINVAL.)
-            return Err(ScanError::EmptyFile {
-                path: path.to_path_buf(),
-            });
-        }
-        let not_parquet = || ScanError::NotParquet {
-            path: path.to_path_buf(),
-        };
         let whole = data.whole();
-        let tail = match &whole {
-            Some(bytes) => bytes.clone(),
-            None => data.suffix(FOOTER_READ_HINT.min(size_bytes)).map_err(read_error)?,
-        };
-        if tail.len() < 8 || &tail[tail.len() - 4..] != PARQUET_MAGIC {
-            return Err(not_parquet());
-        }
-        let footer_len = u32::from_le_bytes(tail[tail.len() - 8..tail.len() - 4].try_into().unwrap()) as u64;
+        let footer = footer_bytes(path, data.as_ref(), whole.as_ref())?;
         let footer_error = |source| ScanError::Footer {
             path: path.to_path_buf(),
             source,
-        };
-        if footer_len + 8 > size_bytes {
-            return Err(footer_error(ParquetError::General(format!(
-                "the footer says it is {footer_len} bytes long, in a file of {size_bytes} bytes"
-            ))));
-        }
-        // The footer with its length and magic.
-        let footer = match footer_len as usize + 8 <= tail.len() {
-            true => tail.slice(tail.len() - footer_len as usize - 8..),
-            false => data.suffix(footer_len + 8).map_err(read_error)?,
         };
         let footer_fingerprint = sha256_hex(&footer);
         let metadata = ParquetMetaDataReader::decode_metadata(&footer[..footer.len() - 8]).map_err(footer_error)?;
@@ -304,7 +322,21 @@ impl ParquetFile {
         self.prefetch_row_group(row_group, &leaves)?;
         let result = read();
         self.release_row_group(row_group, &leaves);
+        // Whatever was read, zeros where the file was are not its rows.
+        self.check_intact()?;
         result
+    }
+
+    /// Errors out when the file changed since it was opened, as far as its
+    /// source can tell cheaply (a truncation, a mapping's vanished pages).
+    pub fn check_intact(&self) -> Result<(), ScanError> {
+        match self.data.changed() {
+            Some(change) => Err(ScanError::Changed {
+                path: self.path.clone(),
+                change,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Decodes the columns in `projection` of one row group, `batch_rows`

@@ -219,11 +219,47 @@ pub fn causes<'a>(
 
 /// `error: cause: cause` on one line, for the ledger, logs and lineage.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    causes(error).map(|e| e.to_string()).collect::<Vec<_>>().join(": ")
+    causes(error).map(message_of).collect::<Vec<_>>().join(": ")
+}
+
+/// An error's message for people, without a library's backtrace: candle
+/// appends one to its errors' messages when `RUST_BACKTRACE` is set, which
+/// is the program's business, not the user's.
+pub fn message_of(error: &(dyn std::error::Error + 'static)) -> String {
+    if let Some(candle_core::Error::WithBacktrace { inner, .. }) = error.downcast_ref::<candle_core::Error>() {
+        return message_of(inner.as_ref());
+    }
+    let message = error.to_string();
+    // A backtrace nested deeper in a wrapped message: std prints its frames
+    // as `   0: name`.
+    match message.find("\n   0: ") {
+        Some(start) => message[..start].trim_end().to_string(),
+        None => message,
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn messages_leave_library_backtraces_out() {
+        let with_backtrace = candle_core::Error::WithBacktrace {
+            inner: Box::new(candle_core::Error::Msg("shape mismatch".into())),
+            backtrace: Box::new(std::backtrace::Backtrace::force_capture()),
+        };
+        assert!(with_backtrace.to_string().contains("   0: "), "candle prints it");
+        assert_eq!(super::message_of(&with_backtrace), "shape mismatch");
+        let wrapped = crate::model::ModelError::Compute {
+            model: "m".into(),
+            device: "cpu".into(),
+            source: Box::new(with_backtrace),
+        };
+        let chain = super::error_chain(&wrapped);
+        assert!(
+            chain.ends_with(": shape mismatch") && !chain.contains("   0: "),
+            "{chain}"
+        );
+    }
+
     #[test]
     fn groups_thousands() {
         assert_eq!(super::group_thousands(0), "0");

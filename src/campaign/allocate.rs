@@ -177,7 +177,8 @@ pub fn allocate(
     let input = input_table.location();
     // (Reused partitions are counted by reading them back: a local output.)
     let output = output_table.location();
-    output_table.check_separate(input)?;
+    let input_files: Vec<&Path> = plan.files.iter().map(|f| f.listed.location.as_path()).collect();
+    output_table.check_separate(input, &input_files)?;
     let score_arms: Vec<(usize, usize)> = arm_models
         .map(|m| {
             m.columns
@@ -267,7 +268,9 @@ pub fn allocate(
 
     // A partition is reused when the policy's bytes, the arm models' and its
     // inputs are those it was written from.
-    let model_digest = arm_models.map(|m| m.package.output_identity.clone()).unwrap_or_default();
+    let model_digest = arm_models
+        .map(|m| m.package.output_identity.clone())
+        .unwrap_or_default();
     let (reused, to_write) = crate::pipeline::partitions_to_write(
         &plan,
         transaction.as_ref(),
@@ -307,7 +310,12 @@ pub fn allocate(
     let written = match written
         .and_then(|w| reused_counted.map(|()| w))
         .and_then(|w| options.cancel.check().map(|()| w).map_err(Error::from))
-    {
+        // Assignments of bytes an input no longer holds are never published.
+        .and_then(|w| {
+            pool.install(|| plan::check_unchanged(input_table, &plan))
+                .map(|()| w)
+                .map_err(Error::from)
+        }) {
         Ok(written) => written,
         Err(error) => {
             if let Err(abort_error) = transaction.abort(error.run_status(), &error_chain(&error)) {

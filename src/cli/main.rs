@@ -484,6 +484,7 @@ use crate::logging::LogFormat;
 
 fn main() -> ExitCode {
     let command = settings::with_environment(Cli::command());
+    let unknown_variables = settings::unknown_variables(&command);
     let layered = match settings::parse(command, std::env::args_os().collect()) {
         Ok(Ok(layered)) => layered,
         Ok(Err(error)) => {
@@ -500,6 +501,9 @@ fn main() -> ExitCode {
     init_logging(&cli);
     for key in &layered.unused_keys {
         tracing::debug!(key = %key, "config file setting not used by this command");
+    }
+    for (name, hint) in &unknown_variables {
+        tracing::warn!("environment variable `{name}` is not a lakescore setting and is ignored{hint}");
     }
     if cli.print_config {
         let name = layered.matches.subcommand_name().unwrap_or("lakescore");
@@ -541,9 +545,9 @@ fn report_error(cli: &Cli, error: &Error) {
             None => tracing::error!(exit_code = exit_code::of_error(error), "{chain}"),
         },
         LogFormat::Text => {
-            eprintln!("error: {error}");
+            eprintln!("error: {}", lakescore::util::message_of(error));
             for cause in causes(error).skip(1) {
-                eprintln!("  Caused by: {cause}");
+                eprintln!("  Caused by: {}", lakescore::util::message_of(cause));
             }
             if let Some(hint) = error.hint() {
                 eprintln!("  hint: {hint}");
@@ -1209,7 +1213,9 @@ fn write_report(path: &std::path::Path, report: &impl serde::Serialize) -> Resul
 fn local_table(path: &std::path::Path) -> LocalTable {
     // SAFETY: lake files are written once and replaced, never rewritten in
     // place, while a run reads them: the README's "Input data" makes this
-    // the user's side of the contract.
+    // the user's side of the contract. Should one change all the same, the
+    // run fails naming it: a truncation is caught by the mapping's guard, a
+    // rewrite by the check of sizes, times and footers before publishing.
     LocalTable::new(path, unsafe { MmapChoice::auto() })
 }
 

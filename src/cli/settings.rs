@@ -106,6 +106,28 @@ pub fn environment_name(long: &str) -> String {
     format!("LAKESCORE_{}", long.to_ascii_uppercase().replace('-', "_"))
 }
 
+/// The `LAKESCORE_*` variables that are set but that no setting of
+/// `command` (or its subcommands) reads: a misspelling (`LAKESCORE_MODEE`)
+/// would otherwise be ignored without a word, while a misspelled key in the
+/// config file is an error. Each comes with the closest known name.
+pub fn unknown_variables(command: &Command) -> Vec<(String, Suggestion)> {
+    let mut known: Vec<String> = all_longs(command).iter().map(|long| environment_name(long)).collect();
+    known.push(environment_name(CONFIG_FLAG));
+    known.push(crate::logging::FILTER_VARIABLE.to_string());
+    let mut unknown: Vec<(String, Suggestion)> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter(|name| name.starts_with("LAKESCORE_") && !known.contains(name))
+        // The test build's fault injection (`lakescore::test_hooks`).
+        .filter(|name| !(cfg!(feature = "test-hooks") && name.starts_with("LAKESCORE_TEST_")))
+        .map(|name| {
+            let hint = Suggestion::closest(&name, known.iter().map(String::as_str));
+            (name, hint)
+        })
+        .collect();
+    unknown.sort_by(|a, b| a.0.cmp(&b.0));
+    unknown
+}
+
 /// Gives every flag of `command` (and of its subcommands) its environment
 /// variable. Switches read `1`/`0`, `yes`/`no`, `true`/`false`, `on`/`off`;
 /// repeatable flags read a comma-separated list (`LAKESCORE_ID_COLUMN=a,b`).

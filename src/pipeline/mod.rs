@@ -175,7 +175,8 @@ pub fn score(
     // Everything that can be checked before touching OUT is checked here, so
     // that bad input or a bad model leaves OUT exactly as it was.
     let (table, facts, mut report) = prepare_run(&start, "score", package, input_table, options, pass)?;
-    output_table.check_separate(input)?;
+    let input_files: Vec<&Path> = table.plan.files.iter().map(|f| f.listed.location.as_path()).collect();
+    output_table.check_separate(input, &input_files)?;
     let plan_seconds = clock.elapsed().as_secs_f64();
     report.output = Some(output.to_path_buf());
     if let Some(checks) = rejected_by_schema(&package.contract, &facts) {
@@ -195,7 +196,13 @@ pub fn score(
     let outcome = stage_and_judge(pool, package, &table, &facts, transaction.as_mut(), options)
         // The last moment a stop request is heard: publishing takes renames
         // only, and a run that has begun to publish finishes.
-        .and_then(|done| options.cancel.check().map(|()| done).map_err(Error::from));
+        .and_then(|done| options.cancel.check().map(|()| done).map_err(Error::from))
+        // Scores of bytes an input no longer holds are never published.
+        .and_then(|done| {
+            pool.install(|| crate::plan::check_unchanged(input_table, &table.plan))
+                .map(|()| done)
+                .map_err(Error::from)
+        });
     let (scored, staged, reused) = match outcome {
         Ok(done) => done,
         Err(error) => return Err(abort(transaction, error)),

@@ -227,6 +227,13 @@ impl Worker<'_> {
                     panic_message(&*payload)
                 )))
             });
+            // Rows read from a file truncated under the run (zeros, where a
+            // mapping's pages vanished) are its error, whatever came of them.
+            let scored = self.table.plan.files[unit.file_idx]
+                .file
+                .check_intact()
+                .map_err(Error::from)
+                .and(scored);
             match scored {
                 Ok(done) => {
                     let mut state = exchange.state.lock().unwrap();

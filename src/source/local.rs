@@ -18,6 +18,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use memmap2::{Advice, Mmap, UncheckedAdvice};
 
+use super::guard::Guarded;
 use super::{DataFile, FileBytes, SourceError, TableSource, read_coalesced};
 
 /// Whether a local table's files may be memory-mapped.
@@ -91,10 +92,15 @@ impl LocalTable {
         }
         // SAFETY: the mapping is read-only, and the caller of
         // `MmapChoice::auto` promised that the file does not change while
-        // it is mapped.
-        let mmap = Arc::new(unsafe { Mmap::map(&file) }.map_err(open_error)?);
-        let bytes = Bytes::from_owner(MappedBytes(Arc::clone(&mmap)));
-        Ok(Arc::new(MappedFile { mmap, bytes }))
+        // it is mapped. Should it be truncated all the same, the guard turns
+        // the SIGBUS into an error naming the file.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(open_error)?;
+        let Some(guard) = Guarded::new(mmap.as_ptr(), mmap.len()) else {
+            return Ok(Arc::new(ReadFile { file, len }));
+        };
+        let map = Arc::new(GuardedMap { guard, mmap });
+        let bytes = Bytes::from_owner(MappedBytes(Arc::clone(&map)));
+        Ok(Arc::new(MappedFile { map, bytes, file }))
     }
 }
 
@@ -110,26 +116,61 @@ impl TableSource for LocalTable {
     fn open(&self, file: &DataFile) -> Result<Arc<dyn FileBytes>, SourceError> {
         LocalTable::open_file(&file.location, self.mmap)
     }
+
+    fn stat(&self, file: &DataFile) -> Result<(u64, Option<String>), SourceError> {
+        let metadata = fs::metadata(&file.location).map_err(|source| SourceError::Inspect {
+            path: file.location.clone(),
+            source,
+        })?;
+        Ok((metadata.len(), version_of(&metadata)))
+    }
+}
+
+/// A local file's version: its modification time, to the nanosecond the
+/// filesystem keeps.
+fn version_of(metadata: &fs::Metadata) -> Option<String> {
+    let modified = metadata.modified().ok()?;
+    let since_epoch = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(format!(
+        "mtime {}.{:09}",
+        since_epoch.as_secs(),
+        since_epoch.subsec_nanos()
+    ))
+}
+
+/// A mapping and its guard; the guard goes first (fields drop in order),
+/// before the pages it watches are unmapped.
+struct GuardedMap {
+    guard: Guarded,
+    mmap: Mmap,
 }
 
 /// Keeps the mapping alive for as long as any `Bytes` slice of it exists.
-struct MappedBytes(Arc<Mmap>);
+struct MappedBytes(Arc<GuardedMap>);
 
 impl AsRef<[u8]> for MappedBytes {
     fn as_ref(&self) -> &[u8] {
-        &self.0
+        &self.0.mmap
     }
 }
 
 /// A memory-mapped file: readers slice the mapping.
 struct MappedFile {
-    mmap: Arc<Mmap>,
+    map: Arc<GuardedMap>,
     bytes: Bytes,
+    /// The open file, to see whether its size changed.
+    file: File,
+}
+
+/// How `file`'s size differs from the `opened` one, if it does.
+fn size_change(file: &File, opened: u64) -> Option<String> {
+    let now = file.metadata().ok()?.len();
+    (now != opened).then(|| format!("its size went from {opened} to {now} bytes"))
 }
 
 impl std::fmt::Debug for MappedFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MappedFile").field("len", &self.mmap.len()).finish()
+        f.debug_struct("MappedFile").field("len", &self.map.mmap.len()).finish()
     }
 }
 
@@ -138,8 +179,8 @@ impl MappedFile {
     /// from the file: clamped rather than trusted).
     fn pages(&self, range: &Range<u64>) -> Option<(usize, usize)> {
         let page = page_size();
-        let start = (range.start as usize).min(self.mmap.len());
-        let end = (range.end as usize).min(self.mmap.len());
+        let start = (range.start as usize).min(self.map.mmap.len());
+        let end = (range.end as usize).min(self.map.mmap.len());
         let aligned_start = start / page * page;
         (end > aligned_start).then(|| (aligned_start, end - aligned_start))
     }
@@ -166,10 +207,17 @@ impl FileBytes for MappedFile {
         Some(self.bytes.clone())
     }
 
+    fn changed(&self) -> Option<String> {
+        match self.map.guard.vanished() {
+            true => Some("it was truncated while mapped".into()),
+            false => size_change(&self.file, self.map.mmap.len() as u64),
+        }
+    }
+
     fn will_need(&self, ranges: &[Range<u64>]) {
         for (start, len) in ranges.iter().filter_map(|r| self.pages(r)) {
             // Advice is best effort: a failure changes speed, never results.
-            let _ = populate(&self.mmap, start, len);
+            let _ = populate(&self.map.mmap, start, len);
         }
     }
 
@@ -179,7 +227,11 @@ impl FileBytes for MappedFile {
             // process never writes. MADV_DONTNEED on it only discards resident
             // pages, and the next access reads them from the file again, so
             // no slice of the mapping ever sees different bytes.
-            let _ = unsafe { self.mmap.unchecked_advise_range(UncheckedAdvice::DontNeed, start, len) };
+            let _ = unsafe {
+                self.map
+                    .mmap
+                    .unchecked_advise_range(UncheckedAdvice::DontNeed, start, len)
+            };
         }
     }
 }
@@ -242,6 +294,10 @@ impl FileBytes for ReadFile {
     fn ranges(&self, ranges: &[Range<u64>]) -> std::io::Result<Vec<Bytes>> {
         read_coalesced(ranges, LOCAL_MAX_GAP, |range| self.read(range))
     }
+
+    fn changed(&self) -> Option<String> {
+        size_change(&self.file, self.len)
+    }
 }
 
 /// Data files under `input`, each with its path relative to `input`, in path
@@ -261,7 +317,7 @@ fn find_data_files(input: &Path) -> Result<Vec<DataFile>, SourceError> {
             .file_name()
             .map(PathBuf::from)
             .unwrap_or_else(|| input.to_path_buf());
-        return Ok(vec![data_file(input.to_path_buf(), name, metadata.len())]);
+        return Ok(vec![data_file(input.to_path_buf(), name, &metadata)]);
     }
     let mut found = Vec::new();
     let mut visited = HashSet::new();
@@ -308,18 +364,19 @@ fn walk(
         if metadata.is_dir() {
             walk(&path, &relative.join(&name), visited, found)?;
         } else {
-            found.push(data_file(path, relative.join(&name), metadata.len()));
+            found.push(data_file(path, relative.join(&name), &metadata));
         }
     }
     Ok(())
 }
 
-fn data_file(location: PathBuf, relative_path: PathBuf, size: u64) -> DataFile {
+fn data_file(location: PathBuf, relative_path: PathBuf, metadata: &fs::Metadata) -> DataFile {
     DataFile {
         partition_values: partition_values(&relative_path),
         location,
         relative_path,
-        size,
+        size: metadata.len(),
+        version: version_of(metadata),
     }
 }
 

@@ -21,6 +21,7 @@
 //! - `suffix` and `ranges` return exactly the bytes asked for, or an error
 //!   naming the file; retries and timeouts are the source's own business.
 
+mod guard;
 pub mod local;
 
 use std::ops::Range;
@@ -69,6 +70,11 @@ pub struct DataFile {
     /// The partition values its rows belong to, in order (`dt` =
     /// `2026-11-25`): from `k=v` folders, or from a table format's log.
     pub partition_values: Vec<(String, String)>,
+    /// What changes when the file's bytes change, as the source knows it:
+    /// the modification time on a local disk (an ETag on object storage).
+    /// A run checks it again before publishing; `None` when the source has
+    /// nothing of the kind.
+    pub version: Option<String>,
 }
 
 /// A table: what lists its data files and opens each for reading.
@@ -87,6 +93,10 @@ pub trait TableSource: Send + Sync {
 
     /// A reader of one listed file's bytes.
     fn open(&self, file: &DataFile) -> Result<Arc<dyn FileBytes>, SourceError>;
+
+    /// The listed file's size and version now, to tell whether it changed
+    /// while the run read it.
+    fn stat(&self, file: &DataFile) -> Result<(u64, Option<String>), SourceError>;
 }
 
 /// Byte ranges of one file. Called from the worker threads, concurrently.
@@ -109,6 +119,14 @@ pub trait FileBytes: Send + Sync + std::fmt::Debug {
     /// The whole file as one buffer, when the source holds it at no cost (a
     /// memory map): readers then slice it and never call `ranges`.
     fn whole(&self) -> Option<Bytes> {
+        None
+    }
+
+    /// How the file changed since it was opened, if the source can tell
+    /// cheaply: pages of a mapped file that vanished (read as zeros), or a
+    /// size that is no longer the one opened. What was read is then not the
+    /// file, and the reader must fail, saying so.
+    fn changed(&self) -> Option<String> {
         None
     }
 

@@ -288,7 +288,12 @@ fn assert_resume_rescores(root: &Path, first: (&Path, &[&str]), second: (&Path, 
     let clean_files = data_files(&clean);
     assert_eq!(data_files(&out), clean_files);
     for (path, bytes) in &crashed_files {
-        assert_ne!(&clean_files[path], bytes, "the change of options changes {}", path.display());
+        assert_ne!(
+            &clean_files[path],
+            bytes,
+            "the change of options changes {}",
+            path.display()
+        );
     }
 }
 
@@ -320,7 +325,11 @@ fn resume_rescores_partitions_written_under_another_contract() {
     let manifest_path = after.join("lakescore.toml");
     let text = std::fs::read_to_string(&manifest_path).unwrap();
     assert!(text.contains("min = 18.0\nmax = 94.0"), "the sample's age rule moved");
-    std::fs::write(&manifest_path, text.replace("min = 18.0\nmax = 94.0", "min = 18.0\nmax = 70.0")).unwrap();
+    std::fs::write(
+        &manifest_path,
+        text.replace("min = 18.0\nmax = 94.0", "min = 18.0\nmax = 70.0"),
+    )
+    .unwrap();
     assert_resume_rescores(dir.path(), (&before, &[]), (&after, &[]));
 }
 
@@ -338,7 +347,11 @@ fn make_immutable(path: &Path) -> bool {
 }
 
 fn make_all_mutable(dir: &Path) {
-    let status = std::process::Command::new("chattr").args(["-R", "-i"]).arg(dir).status().unwrap();
+    let status = std::process::Command::new("chattr")
+        .args(["-R", "-i"])
+        .arg(dir)
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
@@ -368,7 +381,11 @@ fn overwrite_that_cannot_remove_a_replaced_partition_still_succeeds() {
     );
     let clean = dir.path().join("clean");
     score(&model_b, &lake, &clean, &[]).assert_ok();
-    assert_eq!(data_files(&out), data_files(&clean), "every partition is the new model's");
+    assert_eq!(
+        data_files(&out),
+        data_files(&clean),
+        "every partition is the new model's"
+    );
     assert_eq!(manifest(&out)["model"]["name"], "b");
 
     // The old copy waited in staging; the next run removes it.

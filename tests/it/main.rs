@@ -12,6 +12,7 @@ mod disk;
 mod embedded;
 mod errors;
 mod experiments;
+mod hostile;
 mod imports;
 mod layout;
 mod memory;

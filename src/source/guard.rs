@@ -1,0 +1,216 @@
+//! A guard for memory-mapped input files. Reading a page of a mapped file
+//! that was truncated under it raises SIGBUS, which ends the process: no
+//! error line, no report, no ledger entry. The guard catches a SIGBUS whose
+//! address lies in a registered mapping, maps zeros over the rest of that
+//! mapping so that the read goes on, and marks the mapping vanished; the
+//! reader then fails with an error naming the file (and the run's check
+//! before publishing finds its new size). A SIGBUS anywhere else goes to
+//! the handler installed before ours, or ends the process as it would have.
+//!
+//! Positioned reads would need no guard, but cost about a tenth of the
+//! logistic benchmark (the copy out of the page cache), which the mapping
+//! does not pay.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+
+/// Mappings guarded at once; a file mapped when all are taken is read with
+/// positioned reads instead (see `LocalTable::open_file`).
+const SLOTS: usize = 16 * 1024;
+
+const FREE: u8 = 0;
+const CLAIMED: u8 = 1;
+const ACTIVE: u8 = 2;
+
+struct Slot {
+    state: AtomicU8,
+    start: AtomicUsize,
+    len: AtomicUsize,
+    vanished: AtomicBool,
+}
+
+static REGISTRY: [Slot; SLOTS] = [const {
+    Slot {
+        state: AtomicU8::new(FREE),
+        start: AtomicUsize::new(0),
+        len: AtomicUsize::new(0),
+        vanished: AtomicBool::new(false),
+    }
+}; SLOTS];
+
+/// One past the highest slot ever used: the handler looks no further.
+static USED: AtomicUsize = AtomicUsize::new(0);
+static PAGE_SIZE: AtomicUsize = AtomicUsize::new(4096);
+
+/// The SIGBUS action before ours, to hand other faults to.
+struct Previous(libc::sigaction);
+// SAFETY: written once before the handler is installed, then only read.
+unsafe impl Sync for Previous {}
+unsafe impl Send for Previous {}
+static PREVIOUS: OnceLock<Previous> = OnceLock::new();
+
+/// A mapping under the guard, until dropped (which must happen before the
+/// mapping is unmapped).
+#[derive(Debug)]
+pub(crate) struct Guarded {
+    slot: usize,
+}
+
+impl Guarded {
+    /// Guards the `len` bytes mapped at `start`; `None` when every slot is
+    /// taken.
+    pub(crate) fn new(start: *const u8, len: usize) -> Option<Guarded> {
+        install_handler();
+        let slot = (0..SLOTS).find(|&i| {
+            REGISTRY[i]
+                .state
+                .compare_exchange(FREE, CLAIMED, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        })?;
+        let entry = &REGISTRY[slot];
+        entry.start.store(start as usize, Ordering::Relaxed);
+        entry.len.store(len, Ordering::Relaxed);
+        entry.vanished.store(false, Ordering::Relaxed);
+        USED.fetch_max(slot + 1, Ordering::AcqRel);
+        entry.state.store(ACTIVE, Ordering::Release);
+        Some(Guarded { slot })
+    }
+
+    /// Whether part of the mapping vanished (the file was truncated) and
+    /// reads of it saw zeros, not the file.
+    pub(crate) fn vanished(&self) -> bool {
+        REGISTRY[self.slot].vanished.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        REGISTRY[self.slot].state.store(FREE, Ordering::Release);
+    }
+}
+
+fn install_handler() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        // SAFETY: sysconf has no preconditions; the sigaction structs are
+        // fully initialised before use, and the handler only makes
+        // async-signal-safe calls (atomics, mmap, sigaction, raise).
+        unsafe {
+            let size = libc::sysconf(libc::_SC_PAGESIZE);
+            if size > 0 {
+                PAGE_SIZE.store(size as usize, Ordering::Relaxed);
+            }
+            let mut previous: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(libc::SIGBUS, std::ptr::null(), &mut previous);
+            let _ = PREVIOUS.set(Previous(previous));
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction =
+                on_sigbus as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) as libc::sighandler_t;
+            action.sa_flags = libc::SA_SIGINFO;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut());
+        }
+    });
+}
+
+extern "C" fn on_sigbus(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+    // SAFETY: the kernel hands a valid siginfo to an SA_SIGINFO handler.
+    let address = unsafe { (*info).si_addr() } as usize;
+    let used = USED.load(Ordering::Acquire).min(SLOTS);
+    for entry in &REGISTRY[..used] {
+        if entry.state.load(Ordering::Acquire) != ACTIVE {
+            continue;
+        }
+        let start = entry.start.load(Ordering::Relaxed);
+        let end = start + entry.len.load(Ordering::Relaxed);
+        if !(start..end).contains(&address) {
+            continue;
+        }
+        // Everything from the faulting page to the mapping's end is past the
+        // file's new end (a file only shrinks from the end): zeros there,
+        // one fault for the whole truncation.
+        let page = address & !(PAGE_SIZE.load(Ordering::Relaxed) - 1);
+        // SAFETY: the range lies inside a live read-only mapping this
+        // process made; replacing its pages with private zero pages changes
+        // what reads of it return, nothing else.
+        let mapped = unsafe {
+            libc::mmap(
+                page as *mut libc::c_void,
+                end - page,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        if mapped != libc::MAP_FAILED {
+            entry.vanished.store(true, Ordering::Release);
+            return;
+        }
+    }
+    forward(signal, info, context);
+}
+
+/// Not one of ours: the previous handler's, or the default action.
+fn forward(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+    if let Some(Previous(previous)) = PREVIOUS.get() {
+        let handler = previous.sa_sigaction;
+        if handler != libc::SIG_DFL && handler != libc::SIG_IGN {
+            // SAFETY: the previous action's handler has the signature its
+            // flags say.
+            unsafe {
+                if previous.sa_flags & libc::SA_SIGINFO != 0 {
+                    let handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                        std::mem::transmute(handler);
+                    handler(signal, info, context);
+                } else {
+                    let handler: extern "C" fn(libc::c_int) = std::mem::transmute(handler);
+                    handler(signal);
+                }
+            }
+            return;
+        }
+    }
+    // SAFETY: resetting to the default action and raising are
+    // async-signal-safe; a fault then ends the process as it would have.
+    unsafe {
+        let mut default: libc::sigaction = std::mem::zeroed();
+        default.sa_sigaction = libc::SIG_DFL;
+        libc::sigemptyset(&mut default.sa_mask);
+        libc::sigaction(libc::SIGBUS, &default, std::ptr::null_mut());
+        libc::raise(signal);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mapped_file_truncated_under_a_reader_reads_zeros_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let page = PAGE_SIZE.load(Ordering::Relaxed).max(4096);
+        std::fs::write(&path, vec![7u8; 4 * page]).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        // SAFETY: the test truncates the file on purpose; the guard is what
+        // is tested.
+        let mmap = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+        let guard = Guarded::new(mmap.as_ptr(), mmap.len()).unwrap();
+        assert_eq!(mmap[3 * page], 7);
+        assert!(!guard.vanished());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(page as u64)
+            .unwrap();
+        // Reads past the new end would have raised SIGBUS.
+        let tail: u64 = mmap[2 * page..].iter().map(|&b| b as u64).sum();
+        assert_eq!(tail, 0);
+        assert_eq!(mmap[0], 7);
+        assert!(guard.vanished());
+        drop(guard);
+        drop(mmap);
+    }
+}
