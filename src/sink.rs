@@ -24,7 +24,7 @@ use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::{ColumnDescriptor, SchemaDescPtr};
 
-use crate::scan::leaves_of_root;
+use crate::scan::leaves_by_root;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -135,9 +135,7 @@ impl OutputLayout {
                 .and_then(|writer| writer.into_serialized_writer())
                 .map_err(schema_error)?;
         let parquet_schema = Arc::new(void_writer.schema_descr().clone());
-        let field_leaves = (0..schema.fields().len())
-            .map(|field| leaves_of_root(&parquet_schema, field))
-            .collect();
+        let field_leaves = leaves_by_root(&parquet_schema);
         Ok(OutputLayout {
             schema,
             parquet_schema,

@@ -118,6 +118,11 @@ pub(crate) fn softmax(x: &Tensor, axis: usize) -> candle_core::Result<Tensor> {
 /// corrupt file, and would otherwise size allocations).
 pub const MAX_FEATURES: usize = 1 << 20;
 
+/// The most outputs (score columns) a model may have: each is a column of
+/// every output file and a value per row in every block, so a count from a
+/// corrupt or hostile file would size the run's memory and work.
+pub const MAX_OUTPUTS: usize = 1 << 12;
+
 /// A device as errors name it (`cpu`, or candle's description).
 pub(crate) fn describe_device(device: &Device) -> String {
     match device {
@@ -290,7 +295,7 @@ pub trait Model: Send + Sync + std::fmt::Debug {
 /// Loads the model at `path` onto `device`, detecting its format from the
 /// file's content.
 pub fn load(path: &Path, device: &Device, options: &LoadOptions) -> Result<Box<dyn Model>, ModelError> {
-    let model = load_on(path, device, options)?;
+    let model = check_outputs(path, load_on(path, device, options)?)?;
     // candle queues each host thread's GPU work on that thread's own stream:
     // the weights uploaded here must have landed before the workers' threads
     // read them.
@@ -379,6 +384,21 @@ fn load_on(path: &Path, device: &Device, options: &LoadOptions) -> Result<Box<dy
         options.output_margin,
         device,
     )?))
+}
+
+/// Refuses a model with more outputs than [`MAX_OUTPUTS`].
+fn check_outputs(path: &Path, model: Box<dyn Model>) -> Result<Box<dyn Model>, ModelError> {
+    if model.n_outputs() > MAX_OUTPUTS {
+        return Err(ModelError::Invalid {
+            path: path.to_path_buf(),
+            field: "its outputs".into(),
+            problem: format!(
+                "the model has {} outputs; lakescore writes at most {MAX_OUTPUTS} score columns",
+                model.n_outputs()
+            ),
+        });
+    }
+    Ok(model)
 }
 
 /// The format of a model file, from its content alone (extensions lie).

@@ -37,6 +37,9 @@ pub fn parse(bytes: &[u8]) -> Result<Value, UbjsonError> {
 /// Containers nest at most this deep; a model is a handful of levels.
 const MAX_DEPTH: usize = 128;
 
+/// The most elements an array reserves room for before it has read them.
+const RESERVE_LIMIT: usize = 4096;
+
 struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
@@ -184,7 +187,11 @@ impl Reader<'_> {
         if element_type.is_none_or(|t| !matches!(t, b'Z' | b'T' | b'F' | b'N')) && count > self.bytes.len() - self.pos {
             return Err(self.error(format!("array of {count} elements is longer than the file")));
         }
-        let mut items = Vec::with_capacity(count);
+        // Reserve what a count claims only up to a bound: nested arrays each
+        // claiming the rest of the file would otherwise reserve the file's
+        // size once per level. Past it, the vector grows with what is
+        // actually read, and every element read took a byte of the file.
+        let mut items = Vec::with_capacity(count.min(RESERVE_LIMIT));
         for _ in 0..count {
             let marker = match element_type {
                 Some(t) => t,

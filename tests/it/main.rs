@@ -3,6 +3,7 @@
 //! and read the output back with the parquet crate.
 
 mod browser;
+mod budgets;
 mod citizen;
 mod commit;
 mod common;

@@ -648,9 +648,19 @@ fn build(
         return Err(attrs.error(format!("a split reads feature {}", n_features - 1)));
     }
     // A corrupt output count would size allocations.
-    if n_targets > crate::model::MAX_FEATURES {
-        return Err(attrs.error(format!("declares {n_targets} outputs")));
+    if n_targets > crate::model::MAX_OUTPUTS {
+        return Err(attrs.error(format!(
+            "declares {n_targets} outputs; lakescore writes at most {} score columns",
+            crate::model::MAX_OUTPUTS
+        )));
     }
+    // A tree is built once per target its leaves weigh. A real ensemble
+    // weighs k targets in every leaf, so that work is proportional to the
+    // weights the file lists; a tree whose leaves each name another target
+    // would cost its size squared from a small file.
+    let weights: usize = leaves.values().map(Vec::len).sum();
+    let budget = 4 * (nodes.len() + weights) + (1 << 16);
+    let mut built = 0usize;
     // What a leaf without a weight for the target holds, and each sum
     // starts from: a value no weight changes it back to, so that a row's
     // untouched targets stay recognisable (onnxruntime's per-row
@@ -684,6 +694,16 @@ fn build(
             }
         }
         targets.sort_unstable();
+        built = built.saturating_add(seen.len().saturating_mul(targets.len()));
+        if built > budget {
+            return Err(attrs.error(format!(
+                "tree {t} of {} nodes weighs {} targets: the ensemble would grow past {budget} nodes, \
+                 more than its {} nodes and {weights} leaf weights justify",
+                seen.len(),
+                targets.len(),
+                nodes.len()
+            )));
+        }
         for target in targets {
             let tree_nodes = breadth_first(
                 root,
