@@ -116,6 +116,7 @@ impl From<PlanError> for Error {
         match error {
             // A footer that cannot be read is a scan error wherever it is met.
             PlanError::Scan(scan) => Error::Scan(scan),
+            PlanError::Stopped(stopped) => Error::Stopped(stopped),
             other => Error::Plan(other),
         }
     }

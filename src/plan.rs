@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use rayon::prelude::*;
 
+use crate::cancel::CancelToken;
 use crate::scan::{ParquetFile, ScanError};
 use crate::source::{DataFile, SourceError, TableSource};
 use crate::util::Suggestion;
@@ -18,6 +19,9 @@ pub enum PlanError {
     /// The table's files cannot be listed.
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// The run was asked to stop while it planned.
+    #[error(transparent)]
+    Stopped(#[from] crate::cancel::Stopped),
     #[error("model feature `{feature}` has no column in `{}`{suggestion}", path.display())]
     MissingFeature {
         path: PathBuf,
@@ -138,11 +142,15 @@ impl TablePlan {
 /// Plans the table at `input`. Footers are read in parallel on the current
 /// rayon pool; errors are reported for the first bad file in path order, so the
 /// same input always gives the same message.
-pub fn plan_table(input: &dyn TableSource, request: &ColumnRequest) -> Result<TablePlan> {
+/// A stop asked for through `cancel` is heard before each file.
+pub fn plan_table(input: &dyn TableSource, request: &ColumnRequest, cancel: &CancelToken) -> Result<TablePlan> {
+    cancel.check()?;
     let found = input.list()?;
     let opened: Vec<Result<ParquetFile>> = found
         .par_iter()
         .map(|file| {
+            cancel.check()?;
+            crate::test_hooks::in_plan();
             let bytes = input.open(file)?;
             Ok(ParquetFile::read(&file.location, bytes)?)
         })

@@ -18,6 +18,12 @@ pub const PANIC_IN_ROW_GROUP: &str = "LAKESCORE_TEST_PANIC_IN_ROW_GROUP";
 /// that must catch a run in the middle (signals, the lock).
 pub const ROW_GROUP_DELAY_MS: &str = "LAKESCORE_TEST_ROW_GROUP_DELAY_MS";
 
+/// Sleep this many milliseconds before reading each footer while planning:
+/// a slow phase that a stop must still cut short.
+pub const PLAN_DELAY_MS: &str = "LAKESCORE_TEST_PLAN_DELAY_MS";
+/// Sleep this many milliseconds before loading each model.
+pub const LOAD_DELAY_MS: &str = "LAKESCORE_TEST_LOAD_DELAY_MS";
+
 /// Sleep this many milliseconds before publishing each partition: a long
 /// publishing phase, for tests that kill runs at random moments in it.
 pub const PUBLISH_DELAY_MS: &str = "LAKESCORE_TEST_PUBLISH_DELAY_MS";
@@ -28,6 +34,8 @@ struct Hooks {
     panic_in_row_group: Option<usize>,
     row_group_delay_ms: Option<u64>,
     publish_delay_ms: Option<u64>,
+    plan_delay_ms: Option<u64>,
+    load_delay_ms: Option<u64>,
 }
 
 #[cfg(feature = "test-hooks")]
@@ -41,6 +49,8 @@ fn hooks() -> &'static Hooks {
             panic_in_row_group: read(PANIC_IN_ROW_GROUP),
             row_group_delay_ms: std::env::var(ROW_GROUP_DELAY_MS).ok().and_then(|v| v.parse().ok()),
             publish_delay_ms: std::env::var(PUBLISH_DELAY_MS).ok().and_then(|v| v.parse().ok()),
+            plan_delay_ms: std::env::var(PLAN_DELAY_MS).ok().and_then(|v| v.parse().ok()),
+            load_delay_ms: std::env::var(LOAD_DELAY_MS).ok().and_then(|v| v.parse().ok()),
         }
     })
 }
@@ -53,6 +63,8 @@ fn hooks() -> &'static Hooks {
         panic_in_row_group: None,
         row_group_delay_ms: None,
         publish_delay_ms: None,
+        plan_delay_ms: None,
+        load_delay_ms: None,
     };
     &NONE
 }
@@ -75,6 +87,19 @@ pub(crate) fn before_partition(partition_idx: usize) {
 pub(crate) fn before_record(partition_idx: usize) {
     if hooks().crash_before_record == Some(partition_idx) {
         die();
+    }
+}
+
+pub(crate) fn in_plan() {
+    if let Some(delay) = hooks().plan_delay_ms {
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+    }
+}
+
+/// Before a model is loaded (public: the binary loads them).
+pub fn before_load() {
+    if let Some(delay) = hooks().load_delay_ms {
+        std::thread::sleep(std::time::Duration::from_millis(delay));
     }
 }
 

@@ -173,7 +173,7 @@ pub fn allocate(
         features: columns.clone(),
         id_columns: IdColumns::Named(vec![policy.id_column.clone()]),
     };
-    let plan = plan::plan_table(input_table, &request)?;
+    let plan = plan::plan_table(input_table, &request, &options.cancel)?;
     let input = input_table.location();
     // (Reused partitions are counted by reading them back: a local output.)
     let output = output_table.location();

@@ -688,7 +688,7 @@ fn run(cli: &Cli, identity: &RunIdentity, cancel: &CancelToken) -> Result<RunSta
 /// one's to touch.
 fn score_job(job: &Job, args: &ScoreArgs) -> Result<RunStatus, Error> {
     let (cli, identity) = (job.cli, job.identity.clone());
-    let observers = observers_of(&args.monitoring, &args.output)?;
+    let observers = observers_of(&args.monitoring, &args.output, job.cancel)?;
     let start = RunStart {
         identity: &identity,
         command: "score",
@@ -797,7 +797,7 @@ fn evaluate(job: &Job, args: &EvaluateArgs) -> Result<RunStatus, Error> {
         return Err(Error::Usage(format!("`--threshold {bad}` is not a number")));
     }
     let options = run_options(job, args.threads, Vec::new(), args.device.to_string(), None);
-    let packages = open_packages(&args.models, &args.device, false)?;
+    let packages = open_packages(&args.models, &args.device, false, job.cancel)?;
     let own_outputs = packages
         .iter()
         .map(|p| evaluate::positive_output(p.model.info(), p.model.n_outputs()).map_err(Error::Usage))
@@ -993,7 +993,7 @@ fn evaluate_policy(args: &EvaluatePolicyArgs, cancel: &CancelToken) -> Result<Ru
 
 /// Where `score` sends metrics and lineage; refuses before the run what could
 /// never work.
-fn observers_of(args: &MonitoringArgs, output: &std::path::Path) -> Result<Observers, Error> {
+fn observers_of(args: &MonitoringArgs, output: &std::path::Path, cancel: &CancelToken) -> Result<Observers, Error> {
     let job = args.job_name.clone().unwrap_or_else(|| {
         let name = std::path::absolute(output)
             .ok()
@@ -1012,6 +1012,7 @@ fn observers_of(args: &MonitoringArgs, output: &std::path::Path) -> Result<Obser
         pushgateway: args.pushgateway.clone(),
         lineage,
         job,
+        cancel: cancel.clone(),
     };
     observers.check().map_err(Error::Usage)?;
     Ok(observers)
@@ -1152,7 +1153,7 @@ fn load(
         args.device.to_string(),
         as_of,
     );
-    let packages = open_packages(&args.models, &args.device, args.output_margin)?;
+    let packages = open_packages(&args.models, &args.device, args.output_margin, job.cancel)?;
     if shadow && packages.len() < 2 {
         return Err(Error::Usage(
             "`--shadow` needs a challenger: give `--model` twice or more (the first is the champion)".into(),
@@ -1182,12 +1183,40 @@ fn comparison_columns(packages: &[Package], champion_columns: bool) -> (Vec<(Str
         .unzip()
 }
 
-/// Opens every `--model`.
-fn open_packages(models: &[PathBuf], device: &DeviceSpec, output_margin: bool) -> Result<Vec<Package>, Error> {
-    models
-        .iter()
-        .map(|model| open_package(model, device, output_margin))
-        .collect()
+/// Opens every `--model`, or stops within a moment of a stop request:
+/// parsing a large model has nowhere to look at the token, so the models
+/// load on a thread of their own while this one watches the token. Nothing
+/// is written yet; a stopped load is left to end with the process.
+fn open_packages(
+    models: &[PathBuf],
+    device: &DeviceSpec,
+    output_margin: bool,
+    cancel: &CancelToken,
+) -> Result<Vec<Package>, Error> {
+    let (models, device) = (models.to_vec(), *device);
+    let (sender, loaded) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("lakescore-load".into())
+        .spawn(move || {
+            let packages = models
+                .iter()
+                .map(|model| {
+                    lakescore::test_hooks::before_load();
+                    open_package(model, &device, output_margin)
+                })
+                .collect::<Result<Vec<Package>, Error>>();
+            let _ = sender.send(packages);
+        })
+        .map_err(|error| Error::Internal(format!("cannot start the thread that loads models: {error}")))?;
+    loop {
+        match loaded.recv_timeout(std::time::Duration::from_millis(50)) {
+            Ok(packages) => return packages,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => cancel.check()?,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(Error::Internal("the thread that loads models panicked".into()));
+            }
+        }
+    }
 }
 
 /// `--report` of a failed run; the run's error matters more than the

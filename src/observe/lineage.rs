@@ -164,7 +164,7 @@ impl Lineage {
 
     /// Appends the event to the file and posts it to the URL; failures are
     /// warnings (see the module notes of `observe`).
-    pub fn send(&self, event: &Value) {
+    pub fn send(&self, event: &Value, cancel: &crate::cancel::CancelToken, limit: std::time::Duration) {
         let line = format!("{event}\n");
         if let Some(path) = &self.file
             && let Err(error) = append_line(path, line.as_bytes())
@@ -172,9 +172,10 @@ impl Lineage {
             tracing::warn!(path = %path.display(), error = %error, "cannot write the lineage event");
         }
         if let Some(url) = &self.url {
-            match http::send("POST", url, "application/json", line.as_bytes()) {
+            match http::send("POST", url, "application/json", line.as_bytes(), cancel, limit) {
                 Ok((200..=299, _)) => tracing::debug!(url = %url, "posted the lineage event"),
                 Ok((status, body)) => {
+                    let body = http::shown(&body);
                     tracing::warn!(url = %url, status, response = %body, "the lineage endpoint refused the event")
                 }
                 Err(error) => tracing::warn!(url = %url, error = %error, "cannot post the lineage event"),

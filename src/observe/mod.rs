@@ -8,7 +8,7 @@
 //! (whose retry would score everything again for a monitoring hiccup).
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::commit::RunStatus;
 use crate::model::ModelInfo;
@@ -21,6 +21,10 @@ pub mod metrics;
 pub use crate::identity::RunIdentity;
 pub use http::Endpoint;
 pub use lineage::Lineage;
+
+/// How long a request to a collector may take once the run was asked to
+/// stop: its end event is worth a moment, not a hang.
+pub const STOPPING_DEADLINE: Duration = Duration::from_millis(500);
 
 /// The command a run belongs to, as observers see it when it starts.
 #[derive(Debug, Clone)]
@@ -52,6 +56,9 @@ pub struct Observers {
     pub lineage: Option<Lineage>,
     /// The job's name: the Pushgateway's `instance` label, lineage's job.
     pub job: String,
+    /// The run's stop token: a request waiting on a collector ends when it
+    /// is triggered (the run goes on to stop; see `http`).
+    pub cancel: crate::cancel::CancelToken,
 }
 
 impl Observers {
@@ -79,9 +86,20 @@ impl Observers {
         Ok(())
     }
 
+    /// What bounds a request to a collector: the run's token and the usual
+    /// deadline; once the run was asked to stop, a last word (the end
+    /// event) still gets [`STOPPING_DEADLINE`], and no more.
+    fn network(&self) -> (crate::cancel::CancelToken, Duration) {
+        match self.cancel.is_cancelled() {
+            true => (crate::cancel::CancelToken::new(), STOPPING_DEADLINE),
+            false => (self.cancel.clone(), http::DEADLINE),
+        }
+    }
+
     pub fn run_started(&self, start: &RunStart<'_>) {
         if let Some(lineage) = &self.lineage {
-            lineage.send(&lineage.start_event(start));
+            let (cancel, limit) = self.network();
+            lineage.send(&lineage.start_event(start), &cancel, limit);
         }
     }
 
@@ -98,11 +116,19 @@ impl Observers {
                 }
             }
             if let Some(endpoint) = &self.pushgateway {
-                push(&push_endpoint(endpoint, &self.job), &text, end.status.published());
+                let (cancel, limit) = self.network();
+                push(
+                    &push_endpoint(endpoint, &self.job),
+                    &text,
+                    end.status.published(),
+                    &cancel,
+                    limit,
+                );
             }
         }
         if let Some(lineage) = &self.lineage {
-            lineage.send(&lineage.end_event(end));
+            let (cancel, limit) = self.network();
+            lineage.send(&lineage.end_event(end), &cancel, limit);
         }
     }
 }
@@ -127,11 +153,19 @@ pub fn push_endpoint(base: &Endpoint, job: &str) -> Endpoint {
 /// failed run replaces only the families it sends (POST), so that the
 /// group keeps `lakescore_last_success_timestamp_seconds` and the figures of
 /// the last success.
-fn push(endpoint: &Endpoint, text: &str, published: bool) {
+fn push(endpoint: &Endpoint, text: &str, published: bool, cancel: &crate::cancel::CancelToken, limit: Duration) {
     let method = if published { "PUT" } else { "POST" };
-    match http::send(method, endpoint, "text/plain; version=0.0.4", text.as_bytes()) {
+    match http::send(
+        method,
+        endpoint,
+        "text/plain; version=0.0.4",
+        text.as_bytes(),
+        cancel,
+        limit,
+    ) {
         Ok((200..=299, _)) => tracing::debug!(url = %endpoint, "pushed metrics"),
         Ok((status, body)) => {
+            let body = http::shown(&body);
             tracing::warn!(url = %endpoint, status, response = %body, "the Pushgateway refused the metrics")
         }
         Err(error) => tracing::warn!(url = %endpoint, error = %error, "cannot push metrics"),

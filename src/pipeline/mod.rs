@@ -36,7 +36,7 @@ use crate::plan::{self, ColumnRequest, FilePlan, IdColumns, TablePlan, WorkUnit}
 use crate::profile::TableProfile;
 use crate::report::rows_per_second;
 use crate::report::{InputRecord, Judgement, Manifest, RunReport, StageSeconds, WallSeconds};
-use crate::scan::{LeafReader, ParquetFile, ScanError, leaves_of_root};
+use crate::scan::{LeafReader, ParquetFile, ScanError, leaves_by_root};
 use crate::sink::{self, CopiedChunk, EncodedRowGroup, OutputLayout, SinkError, StagedFile};
 use crate::sla::{Sla, SlaReport};
 use crate::source::TableSource;
@@ -549,7 +549,8 @@ impl FileScan {
     fn new(file: &FilePlan, layout: &OutputLayout, copy_ids: bool, unique_roots: Option<&[usize]>) -> Self {
         let descriptor = file.file.metadata.parquet_schema();
         let schema = file.file.metadata.schema();
-        let leaves_of = |root: usize| leaves_of_root(descriptor, root);
+        let by_root = leaves_by_root(descriptor);
+        let leaves_of = |root: usize| by_root[root].clone();
         let key_leaf = match unique_roots {
             Some(&[root]) => match leaves_of(root)[..] {
                 [leaf]
@@ -778,7 +779,7 @@ fn prepare(package: &Package, input: &dyn TableSource, options: &RunOptions, pas
         features: contract.columns.clone(),
         id_columns: options.id_columns.clone(),
     };
-    let plan = plan::plan_table(input, &request)?;
+    let plan = plan::plan_table(input, &request, &options.cancel)?;
     let score_columns = match pass.predict {
         true => contract.written_score_columns.clone(),
         false => Vec::new(),

@@ -320,3 +320,95 @@ fn a_misspelled_variable_is_named_and_errors_carry_no_backtrace() {
         run.stderr
     );
 }
+
+/// Sends SIGTERM to the run, waits for it, and returns its exit code,
+/// stderr and how long it took to end after the signal.
+fn terminate(child: Child) -> (i32, String, Duration) {
+    // SAFETY: kill sends a signal to the child this test started.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let signalled = Instant::now();
+    let (code, stderr) = finish(child);
+    (code, stderr, signalled.elapsed())
+}
+
+/// A run with `env` set, in the background.
+fn run_with(args: Vec<std::ffi::OsString>, env: &[(&str, &str)]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_lakescore"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("LAKESCORE_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_stop_while_planning_takes_effect_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = customer_lake(&dir.path().join("lake"), 4_000, 4, 1_000, &["2026-11-24", "2026-11-25"]);
+    let model = linear_model(dir.path(), "model.json", logistic_model_body(None));
+    let out = dir.path().join("out");
+    // Eight footers at a second each: planning alone takes eight seconds.
+    let child = run_with(
+        score_args(&model, &lake, &out, &["--threads", "1"]),
+        &[(lakescore::test_hooks::PLAN_DELAY_MS, "1000")],
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let (code, stderr, took) = terminate(child);
+    assert_eq!(code, 143, "{stderr}");
+    assert!(stderr.contains("stopped by SIGTERM"), "{stderr}");
+    assert!(took < Duration::from_secs(4), "ended {took:?} after the signal");
+    assert!(!out.exists(), "planning touches no output");
+}
+
+#[test]
+fn a_stop_while_loading_the_model_takes_effect_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lake, model) = lake_and_model(dir.path());
+    let out = dir.path().join("out");
+    let child = run_with(
+        score_args(&model, &lake, &out, &[]),
+        &[(lakescore::test_hooks::LOAD_DELAY_MS, "30000")],
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    let (code, stderr, took) = terminate(child);
+    assert_eq!(code, 143, "{stderr}");
+    assert!(took < Duration::from_secs(4), "ended {took:?} after the signal");
+    assert!(!out.exists());
+}
+
+#[test]
+fn a_stop_while_a_collector_trickles_takes_effect_at_once() {
+    use std::io::Write;
+    // A lineage endpoint that accepts and sends a byte every two seconds.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                while stream.write_all(b"H").is_ok() {
+                    std::thread::sleep(Duration::from_secs(2));
+                }
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (lake, model) = lake_and_model(dir.path());
+    let out = dir.path().join("out");
+    let url = format!("http://127.0.0.1:{port}/api/v1/lineage");
+    let child = run_with(score_args(&model, &lake, &out, &["--lineage-url", &url]), &[]);
+    // The transaction has begun: the START event is being posted.
+    wait_for(&out.join("_lakescore/staging"));
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, stderr, took) = terminate(child);
+    assert_eq!(code, 143, "{stderr}");
+    assert!(took < Duration::from_secs(4), "ended {took:?} after the signal");
+    assert!(!out.join("_SUCCESS").exists() && parquet_files(&out).is_empty());
+    let runs: Vec<Value> = std::fs::read_dir(out.join("_lakescore/runs"))
+        .unwrap()
+        .map(|e| serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap())
+        .collect();
+    assert_eq!(runs[0]["status"], "interrupted", "{:#}", runs[0]);
+}
