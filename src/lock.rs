@@ -86,7 +86,7 @@ impl OutputLock {
                 .truncate(false)
                 .open(&path)
                 .map_err(io_error("open"))?;
-            if let Err(error) = lock_exclusive(&file) {
+            if let Err(error) = lock_exclusive(&file, &path) {
                 if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
                     return Err(LockError::Held {
                         out: out.to_path_buf(),
@@ -126,24 +126,33 @@ impl OutputLock {
     }
 }
 
-/// Takes the exclusive lock without waiting for a holder, but through a
-/// probe's blink: `lakescore runs` holds a shared lock for microseconds to
-/// ask whether anyone holds it ([`holder_of`]), and a writer must not be
-/// refused for that. A real holder holds it for the whole run.
-fn lock_exclusive(file: &File) -> io::Result<()> {
-    const TRIES: u32 = 5;
-    for attempt in 1..=TRIES {
+/// Takes the exclusive lock without waiting for a writer that holds it,
+/// but through a probe's blink: `lakescore runs` holds a shared lock for
+/// microseconds to ask whether anyone holds it ([`holder_of`]), and a
+/// writer must not be refused for that. When the lock is taken, a shared
+/// lock on a second descriptor tells the two apart: it is granted only when
+/// no writer holds the lock exclusively.
+fn lock_exclusive(file: &File, path: &Path) -> io::Result<()> {
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
         // SAFETY: flock on a descriptor the caller owns.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
             return Ok(());
         }
         let error = io::Error::last_os_error();
-        if error.raw_os_error() != Some(libc::EWOULDBLOCK) || attempt == TRIES {
+        if error.raw_os_error() != Some(libc::EWOULDBLOCK) {
             return Err(error);
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        let probe = File::open(path)?;
+        // SAFETY: flock on a descriptor this function owns (closing it
+        // releases the probe's lock).
+        let only_probes = unsafe { libc::flock(probe.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
+        drop(probe);
+        if !only_probes || std::time::Instant::now() >= give_up {
+            return Err(error);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    unreachable!("the last attempt returns")
 }
 
 /// Who holds the lock of the output whose bookkeeping folder is `meta`,

@@ -228,38 +228,13 @@ fn plan_file(file: ParquetFile, listed: DataFile, features: &[String], id_column
     })
 }
 
-/// Errors out when a file of the table changed since it was planned: its
-/// size or version (modification time, ETag) is not the listed one, or its
-/// footer is not the one read. Run before publishing, so that a file
+/// Errors out when a file the run read changed since it was planned (see
+/// [`ParquetFile::check_unchanged`]). Run before publishing, so that a file
 /// rewritten or truncated during the run fails it, naming the file, rather
 /// than publishing scores of bytes `_SUCCESS` does not describe.
-pub fn check_unchanged(input: &dyn TableSource, plan: &TablePlan) -> Result<()> {
-    plan.files.par_iter().try_for_each(|planned| -> Result<()> {
-        let listed = &planned.listed;
-        let changed = |change: String| {
-            PlanError::Scan(ScanError::Changed {
-                path: listed.location.clone(),
-                change,
-            })
-        };
-        let (size, version) = input.stat(listed)?;
-        if size != planned.file.size_bytes || size != listed.size {
-            return Err(changed(format!(
-                "its size went from {} to {size} bytes",
-                planned.file.size_bytes
-            )));
-        }
-        if version != listed.version {
-            return Err(changed(format!(
-                "{} became {}",
-                listed.version.as_deref().unwrap_or("no version"),
-                version.as_deref().unwrap_or("no version")
-            )));
-        }
-        let footer = crate::scan::footer_bytes(&listed.location, input.open(listed)?.as_ref(), None)?;
-        if crate::util::sha256_hex(&footer) != planned.file.footer_fingerprint {
-            return Err(changed("its footer is not the one the run read".into()));
-        }
-        Ok(())
-    })
+pub fn check_unchanged(plan: &TablePlan) -> Result<()> {
+    plan.files
+        .par_iter()
+        .try_for_each(|planned| planned.file.check_unchanged(&planned.listed))
+        .map_err(PlanError::Scan)
 }

@@ -31,7 +31,7 @@ use parquet::file::reader::{ChunkReader, Length};
 use parquet::file::serialized_reader::SerializedPageReader;
 use parquet::schema::types::SchemaDescriptor;
 
-use crate::source::{FileBytes, LocalTable, MmapChoice, SourceError};
+use crate::source::{DataFile, FileBytes, LocalTable, MmapChoice, SourceError};
 use crate::util::sha256_hex;
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +112,41 @@ pub enum DecodeError {
     Arrow(#[from] arrow::error::ArrowError),
     #[error("the pages hold {found} rows where the footer promises {expected}")]
     RowCount { expected: usize, found: usize },
+    /// The parquet crate asserts on some malformed pages (a dictionary-
+    /// encoded page without a dictionary, for one) instead of erring.
+    #[error("the page data is damaged (the parquet reader stopped on it: {0})")]
+    Damaged(String),
+}
+
+thread_local! {
+    /// Whether this thread is inside [`decoding`]: a panic there is a
+    /// damaged file, reported as an error, so the binary's panic hook keeps
+    /// quiet about it ([`decoding_now`]).
+    static DECODING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the current thread is decoding pages through [`decoding`]: for
+/// a program's panic hook, which should not print a panic that becomes a
+/// decode error.
+pub fn decoding_now() -> bool {
+    DECODING.with(std::cell::Cell::get)
+}
+
+/// Runs a call into parquet's page decoders, turning a panic on damaged
+/// data into [`DecodeError::Damaged`]: a damaged input file is an error
+/// naming it, its row group and column, not an internal error.
+fn decoding<T>(read: impl FnOnce() -> Result<T, DecodeError>) -> Result<T, DecodeError> {
+    let outer = DECODING.with(|d| d.replace(true));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(read));
+    DECODING.with(|d| d.set(outer));
+    outcome.unwrap_or_else(|payload| {
+        let message = match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
+            (Some(text), _) => text.to_string(),
+            (_, Some(text)) => text.clone(),
+            _ => "a panic without a message".to_string(),
+        };
+        Err(DecodeError::Damaged(message))
+    })
 }
 
 /// One input file with its footer parsed, read through its source.
@@ -283,12 +318,16 @@ impl ParquetFile {
         projection: &ProjectionMask,
         batch_rows: usize,
     ) -> Result<RowGroupBatches<'_>, ScanError> {
-        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(self.chunks(row_group), self.metadata.clone())
-            .with_row_groups(vec![row_group])
-            .with_projection(projection.clone())
-            .with_batch_size(batch_rows.max(1))
-            .build()
-            .map_err(|source| self.arrow_decode_error(row_group, projection, source.into()))?;
+        let reader = decoding(|| {
+            Ok(
+                ParquetRecordBatchReaderBuilder::new_with_metadata(self.chunks(row_group), self.metadata.clone())
+                    .with_row_groups(vec![row_group])
+                    .with_projection(projection.clone())
+                    .with_batch_size(batch_rows.max(1))
+                    .build()?,
+            )
+        })
+        .map_err(|source| self.arrow_decode_error(row_group, projection, source))?;
         Ok(RowGroupBatches {
             projection: projection.clone(),
             file: self,
@@ -325,6 +364,40 @@ impl ParquetFile {
         // Whatever was read, zeros where the file was are not its rows.
         self.check_intact()?;
         result
+    }
+
+    /// Errors out when the file this reads changed since it was opened from
+    /// `listed`: its bytes vanished, its size or version (modification
+    /// time, ETag) is not the listed one, or its footer is not the one read.
+    /// It is the opened file that counts: one that a rename replaced, or
+    /// that was deleted, is still the file the run read.
+    pub fn check_unchanged(&self, listed: &DataFile) -> Result<(), ScanError> {
+        self.check_intact()?;
+        let changed = |change: String| ScanError::Changed {
+            path: self.path.clone(),
+            change,
+        };
+        if let Some((size, version)) = self.data.stat_now() {
+            if size != self.size_bytes {
+                return Err(changed(format!(
+                    "its size went from {} to {size} bytes",
+                    self.size_bytes
+                )));
+            }
+            if version != listed.version {
+                let describe = |v: Option<&str>| v.unwrap_or("no version").to_string();
+                return Err(changed(format!(
+                    "{} became {}",
+                    describe(listed.version.as_deref()),
+                    describe(version.as_deref())
+                )));
+            }
+        }
+        let footer = footer_bytes(&self.path, self.data.as_ref(), self.whole.as_ref())?;
+        if sha256_hex(&footer) != self.footer_fingerprint {
+            return Err(changed("its footer is not the one the run read".into()));
+        }
+        Ok(())
     }
 
     /// Errors out when the file changed since it was opened, as far as its
@@ -445,14 +518,17 @@ impl ParquetFile {
             column: chunk.column_path().string(),
             source,
         };
-        let mut pages = SerializedPageReader::new(Arc::new(self.chunks(row_group)), chunk, expected, None)
-            .map_err(|e| check_error(e.into()))?;
-        let mut found = 0;
-        while let Some(page) = pages.get_next_page().map_err(|e| check_error(e.into()))? {
-            if page.page_type() != parquet::basic::PageType::DICTIONARY_PAGE {
-                found += page.num_values() as usize;
+        let found = decoding(|| {
+            let mut pages = SerializedPageReader::new(Arc::new(self.chunks(row_group)), chunk, expected, None)?;
+            let mut found = 0;
+            while let Some(page) = pages.get_next_page()? {
+                if page.page_type() != parquet::basic::PageType::DICTIONARY_PAGE {
+                    found += page.num_values() as usize;
+                }
             }
-        }
+            Ok(found)
+        })
+        .map_err(check_error)?;
         // Values, not rows, for a repeated column; copies are of flat ones.
         if found != expected {
             return Err(check_error(DecodeError::RowCount { expected, found }));
@@ -621,7 +697,8 @@ impl RowGroupBatches<'_> {
     /// The next `n_rows` rows, as one batch (at most the reader's batch size).
     pub fn read(&mut self, n_rows: usize) -> Result<RecordBatch, ScanError> {
         let expected = self.rows_read + n_rows;
-        let found = match self.reader.next() {
+        let next = decoding(|| Ok(self.reader.next()));
+        let found = match next.map_err(|e| self.error(e))? {
             Some(Ok(batch)) if batch.num_rows() == n_rows => {
                 self.rows_read = expected;
                 return Ok(batch);
@@ -635,7 +712,8 @@ impl RowGroupBatches<'_> {
 
     /// Checks that the pages hold no rows beyond those read.
     pub fn finish(mut self) -> Result<(), ScanError> {
-        match self.reader.next() {
+        let next = decoding(|| Ok(self.reader.next()));
+        match next.map_err(|e| self.error(e))? {
             None => Ok(()),
             Some(Ok(batch)) => Err(self.error(DecodeError::RowCount {
                 expected: self.rows_read,
@@ -694,13 +772,13 @@ impl LeafReader {
     pub fn read(&mut self, n_rows: usize) -> Result<(), ScanError> {
         self.definition_levels.clear();
         let levels = self.nullable.then_some(&mut self.definition_levels);
-        let read = match &mut self.values {
+        let read = decoding(|| match &mut self.values {
             LeafValues::Bool(reader, values) => read_exactly(reader, values, levels, n_rows),
             LeafValues::Int32(reader, values) => read_exactly(reader, values, levels, n_rows),
             LeafValues::Int64(reader, values) => read_exactly(reader, values, levels, n_rows),
             LeafValues::Float(reader, values) => read_exactly(reader, values, levels, n_rows),
             LeafValues::Double(reader, values) => read_exactly(reader, values, levels, n_rows),
-        };
+        });
         read.map_err(|source| ScanError::DecodeColumn {
             path: self.path.clone(),
             row_group: self.row_group,

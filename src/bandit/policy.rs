@@ -182,14 +182,20 @@ impl PolicyFile {
             path: path.to_path_buf(),
             source,
         })?;
+        PolicyFile::from_bytes(path, &bytes)
+    }
+
+    /// A policy from its file's bytes (`path` names it, and its extension
+    /// says JSON or TOML).
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<PolicyFile, PolicyError> {
         let policy: Policy = match is_json(path) {
-            true => serde_json::from_slice(&bytes).map_err(|e| PolicyError::Parse {
+            true => serde_json::from_slice(bytes).map_err(|e| PolicyError::Parse {
                 path: path.to_path_buf(),
                 format: "JSON",
                 problem: e.to_string(),
             })?,
             false => {
-                let text = String::from_utf8_lossy(&bytes);
+                let text = String::from_utf8_lossy(bytes);
                 toml::from_str(&text).map_err(|e| PolicyError::Parse {
                     path: path.to_path_buf(),
                     format: "TOML",
@@ -201,7 +207,7 @@ impl PolicyFile {
         Ok(PolicyFile {
             path: path.to_path_buf(),
             policy,
-            sha256: crate::util::sha256_hex(&bytes),
+            sha256: crate::util::sha256_hex(bytes),
         })
     }
 

@@ -312,7 +312,7 @@ pub fn allocate(
         .and_then(|w| options.cancel.check().map(|()| w).map_err(Error::from))
         // Assignments of bytes an input no longer holds are never published.
         .and_then(|w| {
-            pool.install(|| plan::check_unchanged(input_table, &plan))
+            pool.install(|| plan::check_unchanged(&plan))
                 .map(|()| w)
                 .map_err(Error::from)
         }) {

@@ -325,15 +325,17 @@ struct MonitoringArgs {
     metrics_file: Option<PathBuf>,
     /// Push the same metrics to a Prometheus Pushgateway (`http://host:9091`;
     /// group `job="lakescore",instance=<job name>` unless the URL names one).
-    #[arg(long, value_name = "URL", value_parser = parse_endpoint)]
-    pushgateway: Option<Endpoint>,
+    // (Parsed by `observers_of`, not by clap, whose message would repeat the
+    // URL, credentials and all.)
+    #[arg(long, value_name = "URL")]
+    pushgateway: Option<String>,
     /// Append OpenLineage run events (START, then COMPLETE or FAIL) to FILE,
     /// one JSON object per line.
     #[arg(long, value_name = "FILE")]
     lineage_file: Option<PathBuf>,
     /// Post OpenLineage run events to URL (Marquez: `http://host:5000/api/v1/lineage`).
-    #[arg(long, value_name = "URL", value_parser = parse_endpoint)]
-    lineage_url: Option<Endpoint>,
+    #[arg(long, value_name = "URL")]
+    lineage_url: Option<String>,
     /// The OpenLineage job namespace.
     #[arg(long, value_name = "NS", default_value = "lakescore")]
     lineage_namespace: String,
@@ -468,10 +470,6 @@ fn parse_instant(text: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("`{text}` is not a date (`2026-11-26`) or an RFC 3339 time (`2026-11-26T02:00:00Z`)"))
 }
 
-fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
-    text.parse()
-}
-
 fn parse_device(text: &str) -> Result<DeviceSpec, String> {
     text.parse().map_err(|e: lakescore::device::DeviceError| e.to_string())
 }
@@ -483,6 +481,14 @@ fn parse_mode(text: &str) -> Result<WriteMode, String> {
 use crate::logging::LogFormat;
 
 fn main() -> ExitCode {
+    // A panic inside parquet's page decoders on a damaged file becomes an
+    // error that names the file (`scan::decoding_now`); only others print.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !lakescore::scan::decoding_now() {
+            default_hook(info);
+        }
+    }));
     let command = settings::with_environment(Cli::command());
     let unknown_variables = settings::unknown_variables(&command);
     let layered = match settings::parse(command, std::env::args_os().collect()) {
@@ -1001,15 +1007,25 @@ fn observers_of(args: &MonitoringArgs, output: &std::path::Path, cancel: &Cancel
             .unwrap_or_else(|| "output".into());
         format!("score.{name}")
     });
-    let lineage = (args.lineage_file.is_some() || args.lineage_url.is_some()).then(|| Lineage {
+    let endpoint = |flag: &str, url: &Option<String>| -> Result<Option<Endpoint>, Error> {
+        url.as_deref()
+            .map(|url| {
+                url.parse()
+                    .map_err(|problem| Error::Usage(format!("`--{flag}`: {problem}")))
+            })
+            .transpose()
+    };
+    let pushgateway = endpoint("pushgateway", &args.pushgateway)?;
+    let lineage_url = endpoint("lineage-url", &args.lineage_url)?;
+    let lineage = (args.lineage_file.is_some() || lineage_url.is_some()).then(|| Lineage {
         file: args.lineage_file.clone(),
-        url: args.lineage_url.clone(),
+        url: lineage_url,
         namespace: args.lineage_namespace.clone(),
         job: job.clone(),
     });
     let observers = Observers {
         metrics_file: args.metrics_file.clone(),
-        pushgateway: args.pushgateway.clone(),
+        pushgateway,
         lineage,
         job,
         cancel: cancel.clone(),

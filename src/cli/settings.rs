@@ -114,6 +114,8 @@ pub fn unknown_variables(command: &Command) -> Vec<(String, Suggestion)> {
     let mut known: Vec<String> = all_longs(command).iter().map(|long| environment_name(long)).collect();
     known.push(environment_name(CONFIG_FLAG));
     known.push(crate::logging::FILTER_VARIABLE.to_string());
+    // Read by the library in every build: the GPU tests' switch.
+    known.push("LAKESCORE_TEST_REQUIRE_GPU".to_string());
     let mut unknown: Vec<(String, Suggestion)> = std::env::vars_os()
         .filter_map(|(name, _)| name.into_string().ok())
         .filter(|name| name.starts_with("LAKESCORE_") && !known.contains(name))

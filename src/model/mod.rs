@@ -295,7 +295,23 @@ pub trait Model: Send + Sync + std::fmt::Debug {
 /// Loads the model at `path` onto `device`, detecting its format from the
 /// file's content.
 pub fn load(path: &Path, device: &Device, options: &LoadOptions) -> Result<Box<dyn Model>, ModelError> {
-    let model = check_outputs(path, load_on(path, device, options)?)?;
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    load_bytes(path, &bytes, device, options)
+}
+
+/// Loads a model from its file's bytes (`path` names it in messages and
+/// reports), detecting its format from the content: for models that are
+/// not files on this machine, and for the fuzz targets.
+pub fn load_bytes(
+    path: &Path,
+    bytes: &[u8],
+    device: &Device,
+    options: &LoadOptions,
+) -> Result<Box<dyn Model>, ModelError> {
+    let model = check_outputs(path, load_on(path, bytes, device, options)?)?;
     // candle queues each host thread's GPU work on that thread's own stream:
     // the weights uploaded here must have landed before the workers' threads
     // read them.
@@ -307,13 +323,9 @@ pub fn load(path: &Path, device: &Device, options: &LoadOptions) -> Result<Box<d
     Ok(model)
 }
 
-fn load_on(path: &Path, device: &Device, options: &LoadOptions) -> Result<Box<dyn Model>, ModelError> {
-    let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let sha256 = sha256_hex(&bytes);
-    let (format, parsed_json) = detect(path, &bytes)?;
+fn load_on(path: &Path, bytes: &[u8], device: &Device, options: &LoadOptions) -> Result<Box<dyn Model>, ModelError> {
+    let sha256 = sha256_hex(bytes);
+    let (format, parsed_json) = detect(path, bytes)?;
     let default_name = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -335,7 +347,7 @@ fn load_on(path: &Path, device: &Device, options: &LoadOptions) -> Result<Box<dy
         }
         return Ok(Box::new(onnx::OnnxModel::from_bytes(
             path,
-            &bytes,
+            bytes,
             identity,
             options.feature_names.as_deref(),
             device,
@@ -358,16 +370,14 @@ fn load_on(path: &Path, device: &Device, options: &LoadOptions) -> Result<Box<dy
                 problem: "applies to tree ensembles; for a linear model set `\"link\": \"identity\"`".into(),
             });
         }
-        return Ok(Box::new(linear::LinearModel::from_json(
-            path, &bytes, identity, device,
-        )?));
+        return Ok(Box::new(linear::LinearModel::from_json(path, bytes, identity, device)?));
     }
     let ensemble = match format {
         ModelFormat::XgboostJson | ModelFormat::XgboostUbjson => {
             let document = if let Some(document) = parsed_json {
                 document
             } else {
-                ubjson::parse(&bytes).map_err(|e| ModelError::Invalid {
+                ubjson::parse(bytes).map_err(|e| ModelError::Invalid {
                     path: path.to_path_buf(),
                     field: "the UBJSON document".into(),
                     problem: e.to_string(),
@@ -375,7 +385,7 @@ fn load_on(path: &Path, device: &Device, options: &LoadOptions) -> Result<Box<dy
             };
             trees::xgboost::ensemble_from_document(path, &document)?
         }
-        ModelFormat::LightgbmText => trees::lightgbm::ensemble_from_text(path, &bytes)?,
+        ModelFormat::LightgbmText => trees::lightgbm::ensemble_from_text(path, bytes)?,
         ModelFormat::Linear | ModelFormat::Onnx => unreachable!("handled above"),
     };
     Ok(Box::new(trees::TreeModel::new(

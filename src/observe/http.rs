@@ -33,29 +33,30 @@ impl std::str::FromStr for Endpoint {
     type Err = String;
 
     fn from_str(url: &str) -> Result<Self, Self::Err> {
+        // Messages show the URL without credentials or query string.
+        let shown = redacted(url);
         let rest = url.strip_prefix("http://").ok_or_else(|| {
-            format!("`{url}` is not an http:// URL (https is not supported: use a local proxy or sidecar)")
+            format!("`{shown}` is not an http:// URL (https is not supported: use a local proxy or sidecar)")
         })?;
         let (authority, path) = match rest.find('/') {
             Some(slash) => (&rest[..slash], &rest[slash..]),
             None => (rest, "/"),
         };
+        if authority.contains('@') {
+            return Err(format!(
+                "`{shown}`: credentials in the URL are not supported (they would be sent in clear over http)"
+            ));
+        }
         let (host, port) = match authority.rsplit_once(':') {
             Some((host, port)) => (
                 host,
                 port.parse()
-                    .map_err(|_| format!("`{url}`: `{port}` is not a port number"))?,
+                    .map_err(|_| format!("`{shown}`: `{port}` is not a port number"))?,
             ),
             None => (authority, 80),
         };
-        if authority.contains('@') {
-            return Err(format!(
-                "`{}`: credentials in the URL are not supported (they would be sent in clear over http)",
-                redacted(url)
-            ));
-        }
         if host.is_empty() {
-            return Err(format!("`{}` has no usable host", redacted(url)));
+            return Err(format!("`{shown}` has no usable host"));
         }
         Ok(Endpoint {
             host: host.to_string(),
@@ -172,28 +173,44 @@ pub fn send(
     Ok((status, body))
 }
 
-/// Connects to the first address that answers before the deadline.
+/// Connects to the first address that answers, each tried for an equal
+/// share of what is left of the deadline. The connection is made on a
+/// thread of its own while this one watches the stop token (a handshake
+/// cannot be split into slices and resumed); a connection given up on ends
+/// by itself within its share.
 fn connect(addresses: &[SocketAddr], deadline: Instant, cancel: &CancelToken) -> io::Result<TcpStream> {
     let mut last_error = None;
-    for address in addresses {
-        // Each address gets what is left of the deadline, in slices, so a
-        // stop is heard while a connection hangs.
+    for (i, &address) in addresses.iter().enumerate() {
+        let share = deadline.saturating_duration_since(Instant::now()) / (addresses.len() - i) as u32;
+        if share.is_zero() {
+            break;
+        }
+        let (sender, outcome) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("lakescore-connect".into())
+            .spawn(move || {
+                let _ = sender.send(TcpStream::connect_timeout(&address, share));
+            })?;
         loop {
-            let wait = match slice(deadline, cancel) {
-                Ok(wait) => wait,
-                Err(error) => return Err(last_error.unwrap_or(error)),
-            };
-            match TcpStream::connect_timeout(address, wait) {
-                Ok(stream) => return Ok(stream),
-                Err(error) if error.kind() == io::ErrorKind::TimedOut => last_error = Some(error),
-                Err(error) => {
+            match outcome.recv_timeout(POLL) {
+                Ok(Ok(stream)) => return Ok(stream),
+                Ok(Err(error)) => {
                     last_error = Some(error);
                     break;
                 }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    slice(deadline, cancel)?;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
     }
-    Err(last_error.expect("at least one address was tried"))
+    Err(last_error.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            "no address answered before the request's deadline",
+        )
+    }))
 }
 
 /// How long the next network wait may be: at most [`POLL`], and nothing

@@ -199,7 +199,7 @@ pub fn score(
         .and_then(|done| options.cancel.check().map(|()| done).map_err(Error::from))
         // Scores of bytes an input no longer holds are never published.
         .and_then(|done| {
-            pool.install(|| crate::plan::check_unchanged(input_table, &table.plan))
+            pool.install(|| crate::plan::check_unchanged(&table.plan))
                 .map(|()| done)
                 .map_err(Error::from)
         });

@@ -1,7 +1,8 @@
 //! A guard for memory-mapped input files. Reading a page of a mapped file
 //! that was truncated under it raises SIGBUS, which ends the process: no
 //! error line, no report, no ledger entry. The guard catches a SIGBUS whose
-//! address lies in a registered mapping, maps zeros over the rest of that
+//! address lies in a registered mapping (or an I/O error on its file: the
+//! kernel raises the same signal), maps zeros over the rest of that
 //! mapping so that the read goes on, and marks the mapping vanished; the
 //! reader then fails with an error naming the file (and the run's check
 //! before publishing finds its new size). A SIGBUS anywhere else goes to
@@ -22,15 +23,47 @@ const FREE: u8 = 0;
 const CLAIMED: u8 = 1;
 const ACTIVE: u8 = 2;
 
+/// One guarded mapping. `start`, `len` and `state` change together under a
+/// sequence number (odd while they change), so that the handler never acts
+/// on the start of one mapping and the length of another.
 struct Slot {
+    sequence: AtomicUsize,
     state: AtomicU8,
     start: AtomicUsize,
     len: AtomicUsize,
     vanished: AtomicBool,
 }
 
+impl Slot {
+    /// Changes the slot's fields as one, for the handler.
+    fn write(&self, state: u8, start: usize, len: usize) {
+        self.sequence.fetch_add(1, Ordering::AcqRel);
+        self.start.store(start, Ordering::Relaxed);
+        self.len.store(len, Ordering::Relaxed);
+        self.state.store(state, Ordering::Relaxed);
+        self.sequence.fetch_add(1, Ordering::Release);
+    }
+
+    /// The active mapping's range, read whole, or `None`.
+    fn active_range(&self) -> Option<(usize, usize)> {
+        let before = self.sequence.load(Ordering::Acquire);
+        if before % 2 == 1 {
+            return None;
+        }
+        let (state, start, len) = (
+            self.state.load(Ordering::Relaxed),
+            self.start.load(Ordering::Relaxed),
+            self.len.load(Ordering::Relaxed),
+        );
+        std::sync::atomic::fence(Ordering::Acquire);
+        let consistent = self.sequence.load(Ordering::Relaxed) == before;
+        (consistent && state == ACTIVE).then_some((start, start + len))
+    }
+}
+
 static REGISTRY: [Slot; SLOTS] = [const {
     Slot {
+        sequence: AtomicUsize::new(0),
         state: AtomicU8::new(FREE),
         start: AtomicUsize::new(0),
         len: AtomicUsize::new(0),
@@ -68,11 +101,9 @@ impl Guarded {
                 .is_ok()
         })?;
         let entry = &REGISTRY[slot];
-        entry.start.store(start as usize, Ordering::Relaxed);
-        entry.len.store(len, Ordering::Relaxed);
         entry.vanished.store(false, Ordering::Relaxed);
         USED.fetch_max(slot + 1, Ordering::AcqRel);
-        entry.state.store(ACTIVE, Ordering::Release);
+        entry.write(ACTIVE, start as usize, len);
         Some(Guarded { slot })
     }
 
@@ -85,7 +116,7 @@ impl Guarded {
 
 impl Drop for Guarded {
     fn drop(&mut self) {
-        REGISTRY[self.slot].state.store(FREE, Ordering::Release);
+        REGISTRY[self.slot].write(FREE, 0, 0);
     }
 }
 
@@ -106,7 +137,9 @@ fn install_handler() {
             let mut action: libc::sigaction = std::mem::zeroed();
             action.sa_sigaction =
                 on_sigbus as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) as libc::sighandler_t;
-            action.sa_flags = libc::SA_SIGINFO;
+            // On the alternate stack where one is set up, as std's own
+            // handler (stack overflows) runs.
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
             libc::sigemptyset(&mut action.sa_mask);
             libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut());
         }
@@ -114,15 +147,28 @@ fn install_handler() {
 }
 
 extern "C" fn on_sigbus(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
-    // SAFETY: the kernel hands a valid siginfo to an SA_SIGINFO handler.
-    let address = unsafe { (*info).si_addr() } as usize;
+    // SAFETY: the kernel hands a valid siginfo to an SA_SIGINFO handler;
+    // errno is this thread's, saved and put back around our calls.
+    let (code, address, errno) = unsafe { ((*info).si_code, (*info).si_addr() as usize, *libc::__errno_location()) };
+    // Only a fault the kernel raised has an address (a `kill -BUS` has
+    // `si_code` 0 or below, and no address to speak of).
+    if code > 0 && zero_vanished_pages(address) {
+        // SAFETY: as above.
+        unsafe { *libc::__errno_location() = errno };
+        return;
+    }
+    forward(signal, info, context);
+}
+
+/// Maps zeros from `address`'s page to the end of the guarded mapping it
+/// lies in, and marks that mapping; `false` when no guarded mapping holds
+/// the address (or the remapping failed).
+fn zero_vanished_pages(address: usize) -> bool {
     let used = USED.load(Ordering::Acquire).min(SLOTS);
     for entry in &REGISTRY[..used] {
-        if entry.state.load(Ordering::Acquire) != ACTIVE {
+        let Some((start, end)) = entry.active_range() else {
             continue;
-        }
-        let start = entry.start.load(Ordering::Relaxed);
-        let end = start + entry.len.load(Ordering::Relaxed);
+        };
         if !(start..end).contains(&address) {
             continue;
         }
@@ -145,10 +191,11 @@ extern "C" fn on_sigbus(signal: libc::c_int, info: *mut libc::siginfo_t, context
         };
         if mapped != libc::MAP_FAILED {
             entry.vanished.store(true, Ordering::Release);
-            return;
+            return true;
         }
+        return false;
     }
-    forward(signal, info, context);
+    false
 }
 
 /// Not one of ours: the previous handler's, or the default action.
@@ -190,7 +237,8 @@ mod tests {
     fn a_mapped_file_truncated_under_a_reader_reads_zeros_and_says_so() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
-        let page = PAGE_SIZE.load(Ordering::Relaxed).max(4096);
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
         std::fs::write(&path, vec![7u8; 4 * page]).unwrap();
         let file = std::fs::File::open(&path).unwrap();
         // SAFETY: the test truncates the file on purpose; the guard is what

@@ -116,14 +116,6 @@ impl TableSource for LocalTable {
     fn open(&self, file: &DataFile) -> Result<Arc<dyn FileBytes>, SourceError> {
         LocalTable::open_file(&file.location, self.mmap)
     }
-
-    fn stat(&self, file: &DataFile) -> Result<(u64, Option<String>), SourceError> {
-        let metadata = fs::metadata(&file.location).map_err(|source| SourceError::Inspect {
-            path: file.location.clone(),
-            source,
-        })?;
-        Ok((metadata.len(), version_of(&metadata)))
-    }
 }
 
 /// A local file's version: its modification time, to the nanosecond the
@@ -160,6 +152,12 @@ struct MappedFile {
     bytes: Bytes,
     /// The open file, to see whether its size changed.
     file: File,
+}
+
+/// The open file's size and version.
+fn stat_of(file: &File) -> Option<(u64, Option<String>)> {
+    let metadata = file.metadata().ok()?;
+    Some((metadata.len(), version_of(&metadata)))
 }
 
 /// How `file`'s size differs from the `opened` one, if it does.
@@ -209,9 +207,13 @@ impl FileBytes for MappedFile {
 
     fn changed(&self) -> Option<String> {
         match self.map.guard.vanished() {
-            true => Some("it was truncated while mapped".into()),
+            true => Some("part of it could not be read while mapped (it was truncated, or an I/O error)".into()),
             false => size_change(&self.file, self.map.mmap.len() as u64),
         }
+    }
+
+    fn stat_now(&self) -> Option<(u64, Option<String>)> {
+        stat_of(&self.file)
     }
 
     fn will_need(&self, ranges: &[Range<u64>]) {
@@ -297,6 +299,10 @@ impl FileBytes for ReadFile {
 
     fn changed(&self) -> Option<String> {
         size_change(&self.file, self.len)
+    }
+
+    fn stat_now(&self) -> Option<(u64, Option<String>)> {
+        stat_of(&self.file)
     }
 }
 

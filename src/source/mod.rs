@@ -93,10 +93,6 @@ pub trait TableSource: Send + Sync {
 
     /// A reader of one listed file's bytes.
     fn open(&self, file: &DataFile) -> Result<Arc<dyn FileBytes>, SourceError>;
-
-    /// The listed file's size and version now, to tell whether it changed
-    /// while the run read it.
-    fn stat(&self, file: &DataFile) -> Result<(u64, Option<String>), SourceError>;
 }
 
 /// Byte ranges of one file. Called from the worker threads, concurrently.
@@ -130,12 +126,57 @@ pub trait FileBytes: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// The size and version (see [`DataFile::version`]) of the file this
+    /// reader reads, now: of the open file, not of whatever its path names
+    /// by now (a file replaced by a rename is not the one read). `None`
+    /// when the source cannot tell.
+    fn stat_now(&self) -> Option<(u64, Option<String>)> {
+        None
+    }
+
     /// The ranges will be read soon (a mapped file faults them in at once).
     fn will_need(&self, _ranges: &[Range<u64>]) {}
 
     /// The ranges have been read (a mapped file lets their pages go, so the
     /// mapping does not grow the process's resident memory).
     fn done_with(&self, _ranges: &[Range<u64>]) {}
+}
+
+/// A file held in memory: bytes a caller hands over (a table read elsewhere,
+/// the fuzz targets). `whole` says whether readers may slice it as a mapped
+/// file, or fetch row groups as any other source.
+#[derive(Debug, Clone)]
+pub struct InMemoryFile {
+    pub bytes: Bytes,
+    pub whole: bool,
+}
+
+impl FileBytes for InMemoryFile {
+    fn len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    fn suffix(&self, n: u64) -> std::io::Result<Bytes> {
+        let len = self.bytes.len();
+        Ok(self.bytes.slice(len - (n as usize).min(len)..))
+    }
+
+    fn ranges(&self, ranges: &[Range<u64>]) -> std::io::Result<Vec<Bytes>> {
+        ranges
+            .iter()
+            .map(|r| match r.start <= r.end && r.end <= self.len() {
+                true => Ok(self.bytes.slice(r.start as usize..r.end as usize)),
+                false => Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("bytes {}..{} are not in a file of {} bytes", r.start, r.end, self.len()),
+                )),
+            })
+            .collect()
+    }
+
+    fn whole(&self) -> Option<Bytes> {
+        self.whole.then(|| self.bytes.clone())
+    }
 }
 
 /// Merges ranges whose gap is at most `max_gap` bytes: the reads a source

@@ -13,6 +13,7 @@ mod disk;
 mod embedded;
 mod errors;
 mod experiments;
+mod fuzzed;
 mod hostile;
 mod imports;
 mod layout;

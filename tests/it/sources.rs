@@ -122,9 +122,6 @@ impl TableSource for CountingTable {
             requests: Arc::clone(&self.requests),
         }))
     }
-    fn stat(&self, file: &DataFile) -> Result<(u64, Option<String>), SourceError> {
-        self.inner.stat(file)
-    }
 }
 
 #[test]

@@ -1,0 +1,4 @@
+//! XGBoost JSON files (and linear JSON models) through the model loader.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| lakescore_fuzz::load_model("fuzz.json", data));
