@@ -22,6 +22,7 @@ use lakescore::compare::ComparisonTap;
 use lakescore::device::DeviceSpec;
 use lakescore::error::{Error, causes, error_chain};
 use lakescore::model::set::ScoreTap;
+use lakescore::observe::http::Auth;
 use lakescore::observe::{Endpoint, Lineage, Observers, RunEnd, RunIdentity, RunStart};
 use lakescore::package::{self, Package};
 use lakescore::pipeline::{self, RunOptions};
@@ -1007,16 +1008,23 @@ fn observers_of(args: &MonitoringArgs, output: &std::path::Path, cancel: &Cancel
             .unwrap_or_else(|| "output".into());
         format!("score.{name}")
     });
-    let endpoint = |flag: &str, url: &Option<String>| -> Result<Option<Endpoint>, Error> {
+    // Credentials come from the environment (see `observe::http::Auth`).
+    let endpoint = |flag: &str, url: &Option<String>, auth: Option<Auth>| -> Result<Option<Endpoint>, Error> {
+        let usage = |problem: String| Error::Usage(format!("`--{flag}`: {problem}"));
         url.as_deref()
-            .map(|url| {
-                url.parse()
-                    .map_err(|problem| Error::Usage(format!("`--{flag}`: {problem}")))
-            })
+            .map(|url| url.parse::<Endpoint>().and_then(|e| e.with_auth(auth)).map_err(usage))
             .transpose()
     };
-    let pushgateway = endpoint("pushgateway", &args.pushgateway)?;
-    let lineage_url = endpoint("lineage-url", &args.lineage_url)?;
+    let pushgateway = endpoint(
+        "pushgateway",
+        &args.pushgateway,
+        Auth::from_environment("LAKESCORE_PUSHGATEWAY", None),
+    )?;
+    let lineage_url = endpoint(
+        "lineage-url",
+        &args.lineage_url,
+        Auth::from_environment("LAKESCORE_LINEAGE", Some("OPENLINEAGE_API_KEY")),
+    )?;
     let lineage = (args.lineage_file.is_some() || lineage_url.is_some()).then(|| Lineage {
         file: args.lineage_file.clone(),
         url: lineage_url,

@@ -116,6 +116,12 @@ pub fn unknown_variables(command: &Command) -> Vec<(String, Suggestion)> {
     known.push(crate::logging::FILTER_VARIABLE.to_string());
     // Read by the library in every build: the GPU tests' switch.
     known.push("LAKESCORE_TEST_REQUIRE_GPU".to_string());
+    // Collectors' credentials (`observe::http::Auth`): secrets, so never flags.
+    for collector in ["PUSHGATEWAY", "LINEAGE"] {
+        for part in ["TOKEN", "USER", "PASSWORD"] {
+            known.push(format!("LAKESCORE_{collector}_{part}"));
+        }
+    }
     let mut unknown: Vec<(String, Suggestion)> = std::env::vars_os()
         .filter_map(|(name, _)| name.into_string().ok())
         .filter(|name| name.starts_with("LAKESCORE_") && !known.contains(name))

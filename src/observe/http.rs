@@ -1,32 +1,99 @@
-//! A minimal HTTP/1.1 client for the two requests lakescore makes: pushing
-//! metrics to a Prometheus Pushgateway and posting OpenLineage events. Plain
-//! `http://` only (TLS would pull in a TLS stack for two small requests; put a
-//! local proxy or sidecar in front of an `https://` endpoint), one request per
-//! connection. A request has one deadline for all of it ([`DEADLINE`]), so a
-//! server that trickles bytes cannot hold a run, and ends within
-//! [`POLL`] of a stop request. URLs are printed without credentials or query
-//! strings, and responses to at most [`BODY_SHOWN`] characters.
+//! The HTTP client for the two requests lakescore makes: pushing metrics to
+//! a Prometheus Pushgateway and posting OpenLineage events, over `http://`
+//! or `https://` (ureq with rustls; roots: Mozilla's, or the PEM bundle
+//! `SSL_CERT_FILE` names), with a bearer token or basic credentials from the
+//! environment ([`Auth`]). A request has one deadline for all of it
+//! ([`DEADLINE`]), so a server that trickles bytes cannot hold a run, and
+//! gives up within [`POLL`] of a stop request. URLs are printed without
+//! credentials or query strings, responses to at most [`BODY_SHOWN`]
+//! characters, and credentials never.
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::time::{Duration, Instant};
+use std::io;
+use std::time::Duration;
 
 use crate::cancel::CancelToken;
 
-/// How long one request may take in all: connecting (to every address the
-/// name resolves to, in turn), writing and reading the response.
+/// How long one request may take in all: resolving, connecting, TLS,
+/// writing and reading the response.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 /// How often a request waiting on the network looks at the stop token.
 const POLL: Duration = Duration::from_millis(100);
 /// The most of a response body that goes into a log line.
 pub const BODY_SHOWN: usize = 200;
+/// The most of a response body that is read at all.
+const BODY_READ: u64 = 64 * 1024;
 
-/// An `http://host[:port]/path` endpoint.
+/// Credentials for an endpoint, from the environment (never from the URL,
+/// never printed).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// `Authorization: Bearer <token>`.
+    Bearer(String),
+    /// `Authorization: Basic …`.
+    Basic { user: String, password: String },
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::Bearer(_) => f.write_str("Bearer(***)"),
+            Auth::Basic { user, .. } => write!(f, "Basic({user}:***)"),
+        }
+    }
+}
+
+impl Auth {
+    /// The credentials the variables `<PREFIX>_TOKEN`, or `<PREFIX>_USER`
+    /// and `<PREFIX>_PASSWORD`, hold (then `fallback_token`'s variable, for
+    /// a standard one such as `OPENLINEAGE_API_KEY`).
+    pub fn from_environment(prefix: &str, fallback_token: Option<&str>) -> Option<Auth> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        if let Some(token) = var(&format!("{prefix}_TOKEN")) {
+            return Some(Auth::Bearer(token));
+        }
+        if let Some(user) = var(&format!("{prefix}_USER")) {
+            let password = var(&format!("{prefix}_PASSWORD")).unwrap_or_default();
+            return Some(Auth::Basic { user, password });
+        }
+        fallback_token.and_then(var).map(Auth::Bearer)
+    }
+
+    fn header(&self) -> String {
+        match self {
+            Auth::Bearer(token) => format!("Bearer {token}"),
+            Auth::Basic { user, password } => format!("Basic {}", base64(format!("{user}:{password}").as_bytes())),
+        }
+    }
+}
+
+/// Standard base64, padded (HTTP basic credentials).
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut text = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            match i <= chunk.len() {
+                true => text.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char),
+                false => text.push('='),
+            }
+        }
+    }
+    text
+}
+
+/// An `http(s)://host[:port]/path` endpoint, with its credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
+    pub https: bool,
     pub host: String,
     pub port: u16,
+    /// The path and query, as sent.
     pub path: String,
+    pub auth: Option<Auth>,
 }
 
 impl std::str::FromStr for Endpoint {
@@ -35,34 +102,67 @@ impl std::str::FromStr for Endpoint {
     fn from_str(url: &str) -> Result<Self, Self::Err> {
         // Messages show the URL without credentials or query string.
         let shown = redacted(url);
-        let rest = url.strip_prefix("http://").ok_or_else(|| {
-            format!("`{shown}` is not an http:// URL (https is not supported: use a local proxy or sidecar)")
-        })?;
-        let (authority, path) = match rest.find('/') {
-            Some(slash) => (&rest[..slash], &rest[slash..]),
+        let (https, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+            (Some(rest), _) => (true, rest),
+            (None, Some(rest)) => (false, rest),
+            (None, None) => return Err(format!("`{shown}` is not an http:// or https:// URL")),
+        };
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(at) => (&rest[..at], &rest[at..]),
             None => (rest, "/"),
+        };
+        let path = match path.starts_with('?') {
+            true => format!("/{path}"),
+            false => path.to_string(),
         };
         if authority.contains('@') {
             return Err(format!(
-                "`{shown}`: credentials in the URL are not supported (they would be sent in clear over http)"
+                "`{shown}`: credentials in the URL are not supported; give them in the environment \
+                 (`LAKESCORE_<PUSHGATEWAY|LINEAGE>_TOKEN`, or `_USER` and `_PASSWORD`)"
             ));
         }
         let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) => (
+            Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => (
                 host,
                 port.parse()
                     .map_err(|_| format!("`{shown}`: `{port}` is not a port number"))?,
             ),
-            None => (authority, 80),
+            _ => (authority, if https { 443 } else { 80 }),
         };
         if host.is_empty() {
             return Err(format!("`{shown}` has no usable host"));
         }
         Ok(Endpoint {
+            https,
             host: host.to_string(),
             port,
-            path: path.to_string(),
+            path,
+            auth: None,
         })
+    }
+}
+
+impl Endpoint {
+    /// The endpoint with `auth`, refused over plain `http://` to anything
+    /// but this machine (a local sidecar or proxy): credentials would cross
+    /// the network in clear.
+    pub fn with_auth(mut self, auth: Option<Auth>) -> Result<Endpoint, String> {
+        if auth.is_some() && !self.https && !self.is_loopback() {
+            return Err(format!(
+                "`{self}`: credentials are only sent over https:// (or to a proxy on this machine)"
+            ));
+        }
+        self.auth = auth;
+        Ok(self)
+    }
+
+    fn is_loopback(&self) -> bool {
+        matches!(self.host.as_str(), "localhost" | "127.0.0.1" | "[::1]")
+    }
+
+    fn url(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}:{}{}", self.host, self.port, self.path)
     }
 }
 
@@ -70,8 +170,9 @@ impl std::str::FromStr for Endpoint {
 /// carry a token).
 impl std::fmt::Display for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.https { "https" } else { "http" };
         let path = self.path.split_once('?').map_or(self.path.as_str(), |(path, _)| path);
-        write!(f, "http://{}:{}{path}", self.host, self.port)
+        write!(f, "{scheme}://{}:{}{path}", self.host, self.port)
     }
 }
 
@@ -82,6 +183,7 @@ fn redacted(url: &str) -> String {
         Some(slash) => (&rest[..slash], &rest[slash..]),
         None => (rest, ""),
     };
+    let authority = authority.split_once('?').map_or(authority, |(a, _)| a);
     let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
     let credentials = if authority.contains('@') { "***@" } else { "" };
     let path = path.split_once('?').map_or(path, |(path, _)| path);
@@ -99,9 +201,32 @@ pub fn shown(body: &str) -> String {
     }
 }
 
-/// Sends one request and returns the status code and the response body,
-/// within `limit` (at most [`DEADLINE`]), or sooner when `cancel` is
-/// triggered.
+/// The TLS roots: the PEM bundle at `bundle` (`SSL_CERT_FILE`: an
+/// organisation's own CA), else Mozilla's.
+fn root_certs(bundle: Option<&std::ffi::OsStr>) -> io::Result<ureq::tls::RootCerts> {
+    let Some(path) = bundle else {
+        return Ok(ureq::tls::RootCerts::WebPki);
+    };
+    let pem = std::fs::read(path)?;
+    let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(cert)) => Some(cert.to_owned()),
+            _ => None,
+        })
+        .collect();
+    if certs.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("`SSL_CERT_FILE` ({}) holds no PEM certificate", path.to_string_lossy()),
+        ));
+    }
+    Ok(ureq::tls::RootCerts::new_with_certs(&certs))
+}
+
+/// Sends one request and returns the status code and (the start of) the
+/// response body, within `limit` (at most [`DEADLINE`]), or sooner when
+/// `cancel` is triggered. The request runs on a thread of its own while
+/// this one watches the token; one given up on ends by its own deadline.
 pub fn send(
     method: &str,
     endpoint: &Endpoint,
@@ -110,159 +235,165 @@ pub fn send(
     cancel: &CancelToken,
     limit: Duration,
 ) -> io::Result<(u16, String)> {
+    let bundle = std::env::var_os("SSL_CERT_FILE");
+    send_trusting(bundle.as_deref(), method, endpoint, content_type, body, cancel, limit)
+}
+
+/// [`send`], with the TLS roots of the PEM bundle at `bundle`.
+fn send_trusting(
+    bundle: Option<&std::ffi::OsStr>,
+    method: &str,
+    endpoint: &Endpoint,
+    content_type: &str,
+    body: &[u8],
+    cancel: &CancelToken,
+    limit: Duration,
+) -> io::Result<(u16, String)> {
     let limit = limit.min(DEADLINE);
-    let deadline = Instant::now() + limit;
-    let addresses: Vec<SocketAddr> = (endpoint.host.as_str(), endpoint.port).to_socket_addrs()?.collect();
-    if addresses.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("`{}` has no address", endpoint.host),
-        ));
-    }
-    let mut stream = connect(&addresses, deadline, cancel)?;
-    let head = format!(
-        "{method} {} HTTP/1.1\r\nHost: {}:{}\r\nUser-Agent: lakescore/{}\r\nContent-Type: {content_type}\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        endpoint.path,
-        endpoint.host,
-        endpoint.port,
-        env!("CARGO_PKG_VERSION"),
-        body.len()
-    );
-    let mut request = head.into_bytes();
-    request.extend_from_slice(body);
-    let mut written = 0;
-    while written < request.len() {
-        stream.set_write_timeout(Some(slice(deadline, cancel)?))?;
-        match stream.write(&request[written..]) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    "the server closed the connection",
-                ));
-            }
-            Ok(n) => written += n,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let mut response = Vec::new();
-    let mut buffer = [0u8; 8192];
+    let request = ureq::http::Request::builder()
+        .method(method)
+        .uri(endpoint.url())
+        .header("Content-Type", content_type);
+    let request = match &endpoint.auth {
+        Some(auth) => request.header("Authorization", auth.header()),
+        None => request,
+    };
+    let request = request
+        .body(body.to_vec())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(limit))
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .user_agent(format!("lakescore/{}", env!("CARGO_PKG_VERSION")))
+        .tls_config(ureq::tls::TlsConfig::builder().root_certs(root_certs(bundle)?).build())
+        .build()
+        .into();
+    let (sender, outcome) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("lakescore-http".into())
+        .spawn(move || {
+            let answer = agent.run(request).map(|mut response| {
+                let status = response.status().as_u16();
+                let text = response
+                    .body_mut()
+                    .with_config()
+                    .limit(BODY_READ)
+                    .read_to_string()
+                    .unwrap_or_default();
+                (status, text.trim().to_string())
+            });
+            let _ = sender.send(answer);
+        })?;
     loop {
-        stream.set_read_timeout(Some(slice(deadline, cancel)?))?;
-        match stream.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(n) => response.extend_from_slice(&buffer[..n]),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let response = String::from_utf8_lossy(&response);
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "the response has no HTTP status line"))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, body)| body)
-        .trim()
-        .to_string();
-    Ok((status, body))
-}
-
-/// Connects to the first address that answers, each tried for an equal
-/// share of what is left of the deadline. The connection is made on a
-/// thread of its own while this one watches the stop token (a handshake
-/// cannot be split into slices and resumed); a connection given up on ends
-/// by itself within its share.
-fn connect(addresses: &[SocketAddr], deadline: Instant, cancel: &CancelToken) -> io::Result<TcpStream> {
-    let mut last_error = None;
-    for (i, &address) in addresses.iter().enumerate() {
-        let share = deadline.saturating_duration_since(Instant::now()) / (addresses.len() - i) as u32;
-        if share.is_zero() {
-            break;
-        }
-        let (sender, outcome) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("lakescore-connect".into())
-            .spawn(move || {
-                let _ = sender.send(TcpStream::connect_timeout(&address, share));
-            })?;
-        loop {
-            match outcome.recv_timeout(POLL) {
-                Ok(Ok(stream)) => return Ok(stream),
-                Ok(Err(error)) => {
-                    last_error = Some(error);
-                    break;
+        match outcome.recv_timeout(POLL) {
+            Ok(answer) => return answer.map_err(io_error),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if let Some(reason) = cancel.reason() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::Interrupted,
+                        format!("stopped by {reason}"),
+                    ));
                 }
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    slice(deadline, cancel)?;
-                }
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(io::Error::other("the request's thread ended without an answer"));
             }
         }
     }
-    Err(last_error.unwrap_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::TimedOut,
-            "no address answered before the request's deadline",
-        )
-    }))
 }
 
-/// How long the next network wait may be: at most [`POLL`], and nothing
-/// once the deadline has passed or a stop was asked for.
-fn slice(deadline: Instant, cancel: &CancelToken) -> io::Result<Duration> {
-    if let Some(reason) = cancel.reason() {
-        return Err(io::Error::new(
-            io::ErrorKind::Interrupted,
-            format!("stopped by {reason}"),
-        ));
-    }
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "no complete answer before the request's deadline",
-        ));
-    }
-    Ok(left.min(POLL))
+/// ureq's error as an I/O error of the right kind, its message free of the
+/// URL's query (ureq's messages name the host, not the query or headers).
+fn io_error(error: ureq::Error) -> io::Error {
+    let kind = match &error {
+        ureq::Error::Timeout(_) => io::ErrorKind::TimedOut,
+        ureq::Error::Io(e) => e.kind(),
+        ureq::Error::HostNotFound => io::ErrorKind::NotFound,
+        _ => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, error.to_string())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+    use std::time::Instant;
+
     use super::*;
 
     #[test]
     fn endpoints_parse() {
         let endpoint: Endpoint = "http://pushgateway:9091/metrics/job/x".parse().unwrap();
         assert_eq!(
-            (endpoint.host.as_str(), endpoint.port, endpoint.path.as_str()),
-            ("pushgateway", 9091, "/metrics/job/x")
+            (
+                endpoint.https,
+                endpoint.host.as_str(),
+                endpoint.port,
+                endpoint.path.as_str()
+            ),
+            (false, "pushgateway", 9091, "/metrics/job/x")
         );
         assert_eq!(
             "http://marquez".parse::<Endpoint>().unwrap().to_string(),
             "http://marquez:80/"
         );
+        assert_eq!(
+            "https://marquez/api".parse::<Endpoint>().unwrap().to_string(),
+            "https://marquez:443/api"
+        );
         assert!(
-            "https://x"
+            "ftp://x"
                 .parse::<Endpoint>()
                 .unwrap_err()
-                .contains("https is not supported")
+                .contains("not an http:// or https:// URL")
         );
         assert!("http://x:port/".parse::<Endpoint>().is_err());
-        let secret = "http://user:hunter2@marquez:5000/api?token=abc"
-            .parse::<Endpoint>()
-            .unwrap_err();
-        assert!(!secret.contains("hunter2") && !secret.contains("abc"), "{secret}");
-        assert!(secret.contains("http://***@marquez:5000/api"), "{secret}");
+        for (url, shown) in [
+            (
+                "http://user:hunter2@marquez:5000/api?token=abc",
+                "http://***@marquez:5000/api",
+            ),
+            ("http://user:hunter2@marquez/api", "http://***@marquez/api"),
+            ("https://user:hunter2@marquez/api?token=abc", "https://***@marquez/api"),
+            ("ftp://user:hunter2@marquez/api?token=abc", "ftp://***@marquez/api"),
+        ] {
+            let secret = url.parse::<Endpoint>().unwrap_err();
+            assert!(!secret.contains("hunter2") && !secret.contains("abc"), "{secret}");
+            assert!(secret.contains(shown), "{secret}");
+        }
         let with_token: Endpoint = "http://marquez/api/v1/lineage?api_key=s3cr3t".parse().unwrap();
         assert_eq!(with_token.to_string(), "http://marquez:80/api/v1/lineage");
         assert!(with_token.path.ends_with("?api_key=s3cr3t"), "sent as given");
         assert_eq!(shown(&"x".repeat(1000)).chars().count(), BODY_SHOWN + 1);
+    }
+
+    #[test]
+    fn credentials_go_over_tls_or_to_this_machine_and_are_never_printed() {
+        let bearer = Some(Auth::Bearer("s3cr3t".into()));
+        let remote: Endpoint = "http://marquez:5000/api".parse().unwrap();
+        let refused = remote.clone().with_auth(bearer.clone()).unwrap_err();
+        assert!(refused.contains("only sent over https://"), "{refused}");
+        assert!(
+            "https://marquez/api"
+                .parse::<Endpoint>()
+                .unwrap()
+                .with_auth(bearer.clone())
+                .is_ok()
+        );
+        let local = "http://127.0.0.1:9091/"
+            .parse::<Endpoint>()
+            .unwrap()
+            .with_auth(bearer)
+            .unwrap();
+        assert!(!format!("{local:?} {local}").contains("s3cr3t"));
+        let basic = Auth::Basic {
+            user: "Aladdin".into(),
+            password: "open sesame".into(),
+        };
+        // RFC 7617's example.
+        assert_eq!(basic.header(), "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
+        assert!(!format!("{basic:?}").contains("sesame"));
     }
 
     /// A server that accepts and then sends a byte every second, forever.
@@ -273,8 +404,12 @@ mod tests {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { return };
                 std::thread::spawn(move || {
-                    while stream.write_all(b"H").is_ok() {
-                        std::thread::sleep(Duration::from_secs(1));
+                    let mut head = b"HTTP/1.1 200 OK\r\nX-Slow: ".iter();
+                    while let Some(byte) = head.next().or(Some(&b'a')) {
+                        if stream.write_all(&[*byte]).is_err() {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(500));
                     }
                 });
             }
@@ -286,11 +421,12 @@ mod tests {
     fn a_trickling_server_meets_the_deadline_and_a_stop_ends_the_wait() {
         let port = trickling_server();
         let endpoint: Endpoint = format!("http://127.0.0.1:{port}/").parse().unwrap();
+        let limit = Duration::from_secs(2);
         let started = Instant::now();
-        let error = send("POST", &endpoint, "text/plain", b"x", &CancelToken::new(), DEADLINE).unwrap_err();
+        let error = send("POST", &endpoint, "text/plain", b"x", &CancelToken::new(), limit).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::TimedOut, "{error}");
         assert!(
-            started.elapsed() < DEADLINE + Duration::from_secs(5),
+            started.elapsed() < limit + Duration::from_secs(5),
             "{:?}",
             started.elapsed()
         );
@@ -308,7 +444,7 @@ mod tests {
     }
 
     #[test]
-    fn a_request_reaches_a_server_and_its_status_comes_back() {
+    fn a_request_reaches_a_server_with_its_credentials_and_its_status_comes_back() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let server = std::thread::spawn(move || {
@@ -323,10 +459,140 @@ mod tests {
                 .unwrap();
             String::from_utf8_lossy(&request[..seen]).into_owned()
         });
-        let endpoint: Endpoint = format!("http://127.0.0.1:{port}/api").parse().unwrap();
+        let endpoint = format!("http://127.0.0.1:{port}/api")
+            .parse::<Endpoint>()
+            .unwrap()
+            .with_auth(Some(Auth::Bearer("t0ken".into())))
+            .unwrap();
         let (status, body) = send("POST", &endpoint, "text/plain", b"hello", &CancelToken::new(), DEADLINE).unwrap();
         assert_eq!((status, body.as_str()), (202, "ok"));
-        let request = server.join().unwrap();
-        assert!(request.starts_with("POST /api HTTP/1.1\r\n") && request.contains("Content-Length: 5\r\n"));
+        let request = server.join().unwrap().to_ascii_lowercase();
+        assert!(request.starts_with("post /api http/1.1\r\n"), "{request}");
+        assert!(request.contains("content-length: 5\r\n"), "{request}");
+        assert!(request.contains("authorization: bearer t0ken\r\n"), "{request}");
+    }
+
+    /// `openssl s_server -www` with a certificate for 127.0.0.1 signed by a
+    /// CA of the test's own: its port and the CA's path, or `None` without
+    /// openssl (outside CI).
+    fn tls_server(dir: &std::path::Path) -> Option<(u16, std::path::PathBuf, std::process::Child)> {
+        let (ca, ca_key, cert, key) = (
+            dir.join("ca.pem"),
+            dir.join("ca.key"),
+            dir.join("cert.pem"),
+            dir.join("key.pem"),
+        );
+        let extensions = dir.join("leaf.ext");
+        std::fs::write(&extensions, "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+        let openssl = |args: &[&std::ffi::OsStr]| {
+            std::process::Command::new("openssl")
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let csr = dir.join("leaf.csr");
+        let made = openssl(&[
+            "req".as_ref(),
+            "-x509".as_ref(),
+            "-newkey".as_ref(),
+            "rsa:2048".as_ref(),
+            "-nodes".as_ref(),
+            "-days".as_ref(),
+            "1".as_ref(),
+            "-subj".as_ref(),
+            "/CN=lakescore test CA".as_ref(),
+            "-keyout".as_ref(),
+            ca_key.as_os_str(),
+            "-out".as_ref(),
+            ca.as_os_str(),
+        ]) && openssl(&[
+            "req".as_ref(),
+            "-newkey".as_ref(),
+            "rsa:2048".as_ref(),
+            "-nodes".as_ref(),
+            "-subj".as_ref(),
+            "/CN=127.0.0.1".as_ref(),
+            "-keyout".as_ref(),
+            key.as_os_str(),
+            "-out".as_ref(),
+            csr.as_os_str(),
+        ]) && openssl(&[
+            "x509".as_ref(),
+            "-req".as_ref(),
+            "-in".as_ref(),
+            csr.as_os_str(),
+            "-CA".as_ref(),
+            ca.as_os_str(),
+            "-CAkey".as_ref(),
+            ca_key.as_os_str(),
+            "-CAcreateserial".as_ref(),
+            "-days".as_ref(),
+            "1".as_ref(),
+            "-extfile".as_ref(),
+            extensions.as_os_str(),
+            "-out".as_ref(),
+            cert.as_os_str(),
+        ]);
+        let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+        assert!(made || !in_ci, "CI has openssl");
+        if !made {
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = std::process::Command::new("openssl")
+            .args(["s_server", "-www", "-quiet", "-accept"])
+            .arg(port.to_string())
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "openssl s_server never listened"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some((port, ca, server))
+    }
+
+    #[test]
+    fn https_verifies_the_server_against_the_roots() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some((port, ca, mut server)) = tls_server(dir.path()) else {
+            eprintln!("skipped: no openssl to make a TLS server");
+            return;
+        };
+        let endpoint: Endpoint = format!("https://127.0.0.1:{port}/").parse().unwrap();
+        let get = |bundle: Option<&std::ffi::OsStr>| {
+            send_trusting(
+                bundle,
+                "GET",
+                &endpoint,
+                "text/plain",
+                b"",
+                &CancelToken::new(),
+                DEADLINE,
+            )
+        };
+        // Mozilla's roots do not know the test's CA.
+        let refused = get(None).unwrap_err();
+        assert!(refused.to_string().to_lowercase().contains("certificate"), "{refused}");
+        // With it among the roots, as `SSL_CERT_FILE` would put it.
+        let answer = get(Some(ca.as_os_str()));
+        server.kill().unwrap();
+        let _ = server.wait();
+        assert_eq!(answer.unwrap().0, 200);
     }
 }
