@@ -217,6 +217,33 @@ pub fn footer_bytes(path: &Path, data: &dyn FileBytes, whole: Option<&Bytes>) ->
     })
 }
 
+/// Every column chunk's offsets and size lie inside the file: the footer
+/// comes from the file, and parquet's readers assert (panic) on a negative
+/// one rather than err.
+fn check_chunk_offsets(metadata: &parquet::file::metadata::ParquetMetaData, file_len: u64) -> Result<(), String> {
+    for (r, row_group) in metadata.row_groups().iter().enumerate() {
+        for column in row_group.columns() {
+            let start = column.dictionary_page_offset().unwrap_or(column.data_page_offset());
+            let (data, size) = (column.data_page_offset(), column.compressed_size());
+            let inside = start >= 0
+                && data >= 0
+                && (data as u64) < file_len
+                && size >= 0
+                && (start as u64)
+                    .checked_add(size as u64)
+                    .is_some_and(|end| end <= file_len);
+            if !inside {
+                return Err(format!(
+                    "row group {r} column `{}` claims bytes {start}..{start}+{size} (data from {data}), \
+                     outside the file of {file_len} bytes",
+                    column.column_path().string()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The footer is read with one suffix read of this many bytes, and a second
 /// only when it is larger (a few kilobytes is usual; wide tables with many
 /// row groups reach hundreds).
@@ -246,6 +273,7 @@ impl ParquetFile {
         };
         let footer_fingerprint = sha256_hex(&footer);
         let metadata = ParquetMetaDataReader::decode_metadata(&footer[..footer.len() - 8]).map_err(footer_error)?;
+        check_chunk_offsets(&metadata, size_bytes).map_err(|problem| footer_error(ParquetError::General(problem)))?;
         let metadata =
             ArrowReaderMetadata::try_new(Arc::new(metadata), ArrowReaderOptions::new()).map_err(footer_error)?;
         Ok(ParquetFile {
