@@ -61,14 +61,17 @@ impl Auth {
     fn header(&self) -> String {
         match self {
             Auth::Bearer(token) => format!("Bearer {token}"),
-            Auth::Basic { user, password } => format!("Basic {}", base64(format!("{user}:{password}").as_bytes())),
+            Auth::Basic { user, password } => {
+                const STANDARD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+                format!("Basic {}", base64(format!("{user}:{password}").as_bytes(), STANDARD))
+            }
         }
     }
 }
 
-/// Standard base64, padded (HTTP basic credentials).
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/// Base64 with `alphabet`, padded: the standard one for HTTP basic
+/// credentials, the URL-safe one for the Pushgateway's `@base64` paths.
+pub(crate) fn base64(bytes: &[u8], alphabet: &[u8; 64]) -> String {
     let mut text = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let n = chunk
@@ -76,10 +79,10 @@ fn base64(bytes: &[u8]) -> String {
             .enumerate()
             .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
         for i in 0..4 {
-            match i <= chunk.len() {
-                true => text.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char),
-                false => text.push('='),
-            }
+            text.push(match i <= chunk.len() {
+                true => alphabet[(n >> (18 - 6 * i) & 63) as usize] as char,
+                false => '=',
+            });
         }
     }
     text

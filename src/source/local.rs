@@ -19,7 +19,7 @@ use bytes::Bytes;
 use memmap2::{Advice, Mmap, UncheckedAdvice};
 
 use super::guard::Guarded;
-use super::{DataFile, FileBytes, SourceError, TableSource, read_coalesced};
+use super::{DataFile, FileBytes, SourceError, TableSource, ranges_of, read_coalesced, suffix_of};
 
 /// Whether a local table's files may be memory-mapped.
 ///
@@ -190,15 +190,11 @@ impl FileBytes for MappedFile {
     }
 
     fn suffix(&self, n: u64) -> std::io::Result<Bytes> {
-        let len = self.bytes.len();
-        Ok(self.bytes.slice(len - (n as usize).min(len)..))
+        Ok(suffix_of(&self.bytes, n))
     }
 
     fn ranges(&self, ranges: &[Range<u64>]) -> std::io::Result<Vec<Bytes>> {
-        Ok(ranges
-            .iter()
-            .map(|r| self.bytes.slice(r.start as usize..r.end as usize))
-            .collect())
+        ranges_of(&self.bytes, ranges)
     }
 
     fn whole(&self) -> Option<Bytes> {

@@ -157,26 +157,38 @@ impl FileBytes for InMemoryFile {
     }
 
     fn suffix(&self, n: u64) -> std::io::Result<Bytes> {
-        let len = self.bytes.len();
-        Ok(self.bytes.slice(len - (n as usize).min(len)..))
+        Ok(suffix_of(&self.bytes, n))
     }
 
     fn ranges(&self, ranges: &[Range<u64>]) -> std::io::Result<Vec<Bytes>> {
-        ranges
-            .iter()
-            .map(|r| match r.start <= r.end && r.end <= self.len() {
-                true => Ok(self.bytes.slice(r.start as usize..r.end as usize)),
-                false => Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    format!("bytes {}..{} are not in a file of {} bytes", r.start, r.end, self.len()),
-                )),
-            })
-            .collect()
+        ranges_of(&self.bytes, ranges)
     }
 
     fn whole(&self) -> Option<Bytes> {
         self.whole.then(|| self.bytes.clone())
     }
+}
+
+/// The last `n` bytes of a file held whole (at most all of them).
+fn suffix_of(bytes: &Bytes, n: u64) -> Bytes {
+    let len = bytes.len();
+    bytes.slice(len - (n as usize).min(len)..)
+}
+
+/// Ranges of a file held whole, each checked against its size (offsets come
+/// from the file's footer).
+fn ranges_of(bytes: &Bytes, ranges: &[Range<u64>]) -> std::io::Result<Vec<Bytes>> {
+    let len = bytes.len() as u64;
+    ranges
+        .iter()
+        .map(|r| match r.start <= r.end && r.end <= len {
+            true => Ok(bytes.slice(r.start as usize..r.end as usize)),
+            false => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("bytes {}..{} are not in a file of {len} bytes", r.start, r.end),
+            )),
+        })
+        .collect()
 }
 
 /// Merges ranges whose gap is at most `max_gap` bytes: the reads a source

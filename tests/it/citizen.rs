@@ -4,7 +4,6 @@
 //! writer per output; the ledger as `lakescore runs` lists it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -682,32 +681,6 @@ fn local_time_of_day(offset: i64) -> String {
         local
     };
     format!("{:02}:{:02}", local.tm_hour, local.tm_min)
-}
-
-/// A `lakescore score` in the background, slowed down by a test hook so that
-/// it is still running when the test acts.
-fn slow_run(model: &Path, lake: &Path, out: &Path, extra: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_lakescore"))
-        .args(score_args(model, lake, out, &[&["--threads", "1"], extra].concat()))
-        .env(lakescore::test_hooks::ROW_GROUP_DELAY_MS, "150")
-        .env_remove("LAKESCORE_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// Waits until `path` exists (the run got that far).
-fn wait_for(path: &Path) {
-    let started = Instant::now();
-    while !path.exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]

@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arrow::array::{Array, ArrayRef, Float32Array, Float64Array, Int64Array, RecordBatch};
 use arrow::datatypes::DataType;
@@ -348,4 +349,30 @@ pub fn chunk_range(path: &Path, row_group: usize, column: &str) -> (usize, usize
 pub fn model_of_x(dir: &Path, weight: f64, intercept: f64) -> PathBuf {
     let body = serde_json::json!({"format": "linear", "features": ["x"], "weights": [weight], "intercept": intercept});
     linear_model(dir, "x.json", body)
+}
+
+/// A `lakescore score` in the background, slowed down by a test hook so that
+/// it is still running when the test acts.
+pub fn slow_run(model: &Path, lake: &Path, out: &Path, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_lakescore"))
+        .args(score_args(model, lake, out, &[&["--threads", "1"], extra].concat()))
+        .env(lakescore::test_hooks::ROW_GROUP_DELAY_MS, "150")
+        .env_remove("LAKESCORE_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until `path` exists (the run got that far).
+pub fn wait_for(path: &Path) {
+    let started = Instant::now();
+    while !path.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -18,31 +18,6 @@ fn lake_and_model(root: &Path) -> (PathBuf, PathBuf) {
     (lake, model)
 }
 
-/// A `lakescore score` in the background, slowed down by a test hook so that
-/// it is still reading when the test acts.
-fn slow_run(model: &Path, lake: &Path, out: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_lakescore"))
-        .args(score_args(model, lake, out, &["--threads", "1"]))
-        .env(lakescore::test_hooks::ROW_GROUP_DELAY_MS, "150")
-        .env_remove("LAKESCORE_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn wait_for(path: &Path) {
-    let started = Instant::now();
-    while !path.exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Waits for the run; its exit code (a signal fails the test) and stderr.
 fn finish(child: Child) -> (i32, String) {
     use std::os::unix::process::ExitStatusExt;
@@ -57,13 +32,18 @@ fn finish(child: Child) -> (i32, String) {
 fn assert_nothing_published(out: &Path) {
     assert!(!out.join("_SUCCESS").exists());
     assert!(parquet_files(out).is_empty(), "{:?}", parquet_files(out));
-    let runs: Vec<Value> = std::fs::read_dir(out.join("_lakescore/runs"))
-        .unwrap()
-        .map(|e| serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap())
-        .collect();
+    let runs = ledger_entries(out);
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0]["status"], "failed", "{:#}", runs[0]);
     assert_eq!(std::fs::read_dir(out.join("_lakescore/staging")).unwrap().count(), 0);
+}
+
+/// The ledger entries of `out`.
+fn ledger_entries(out: &Path) -> Vec<Value> {
+    std::fs::read_dir(out.join("_lakescore/runs"))
+        .unwrap()
+        .map(|e| serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap())
+        .collect()
 }
 
 #[test]
@@ -73,7 +53,7 @@ fn an_input_truncated_during_the_run_is_an_error_naming_it() {
     let out = dir.path().join("out");
     // The last file in path order: the run has planned it and not read it yet.
     let victim = lake.join("dt=2026-11-25/part-00001.parquet");
-    let child = slow_run(&model, &lake, &out);
+    let child = slow_run(&model, &lake, &out, &[]);
     wait_for(&out.join("_lakescore/staging"));
     let len = std::fs::metadata(&victim).unwrap().len();
     std::fs::OpenOptions::new()
@@ -113,7 +93,7 @@ fn an_input_rewritten_during_the_run_is_an_error_naming_it() {
         + footer_start;
     bytes[at..at + b"parquet-rs".len()].copy_from_slice(b"PARQUET-RS");
 
-    let child = slow_run(&model, &lake, &out);
+    let child = slow_run(&model, &lake, &out, &[]);
     wait_for(&out.join("_lakescore/staging"));
     // In place: the same inode, as an editor or `dd conv=notrunc` would.
     use std::io::Write;
@@ -143,7 +123,7 @@ fn an_input_touched_during_the_run_is_an_error_naming_it() {
     let (lake, model) = lake_and_model(dir.path());
     let out = dir.path().join("out");
     let victim = lake.join("dt=2026-11-24/part-00001.parquet");
-    let child = slow_run(&model, &lake, &out);
+    let child = slow_run(&model, &lake, &out, &[]);
     wait_for(&out.join("_lakescore/staging"));
     let later = std::time::SystemTime::now() + Duration::from_secs(5);
     std::fs::File::options()
@@ -210,7 +190,7 @@ fn runs_asks_the_lock_whether_a_running_run_is_alive() {
 
     // A run that holds the lock is running, and `runs` asking does not make
     // it or another writer fail.
-    let child = slow_run(&model, &lake, &out.with_file_name("out2"));
+    let child = slow_run(&model, &lake, &out.with_file_name("out2"), &[]);
     let out2 = out.with_file_name("out2");
     wait_for(&out2.join("_lakescore/staging"));
     let mut child = child;
@@ -413,9 +393,6 @@ fn a_stop_while_a_collector_trickles_takes_effect_at_once() {
     assert_eq!(code, 143, "{stderr}");
     assert!(took < Duration::from_secs(4), "ended {took:?} after the signal");
     assert!(!out.join("_SUCCESS").exists() && parquet_files(&out).is_empty());
-    let runs: Vec<Value> = std::fs::read_dir(out.join("_lakescore/runs"))
-        .unwrap()
-        .map(|e| serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap())
-        .collect();
+    let runs = ledger_entries(&out);
     assert_eq!(runs[0]["status"], "interrupted", "{:#}", runs[0]);
 }

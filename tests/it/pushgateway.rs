@@ -51,17 +51,7 @@ fn start_pushgateway() -> Option<Pushgateway> {
     };
     let ready: Endpoint = format!("{}/-/ready", gateway.base).parse().unwrap();
     let started = Instant::now();
-    while !matches!(
-        http::send(
-            "GET",
-            &ready,
-            "text/plain",
-            b"",
-            &lakescore::cancel::CancelToken::new(),
-            http::DEADLINE
-        ),
-        Ok((200, _))
-    ) {
+    while !matches!(get(&ready), Ok((200, _))) {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "the Pushgateway did not start"
@@ -88,15 +78,7 @@ fn metrics_reach_a_real_pushgateway() {
     run.assert_ok();
     assert!(!run.stderr.contains("WARN"), "{}", run.stderr);
     let metrics: Endpoint = format!("{}/metrics", gateway.base).parse().unwrap();
-    let (status, text) = http::send(
-        "GET",
-        &metrics,
-        "text/plain",
-        b"",
-        &lakescore::cancel::CancelToken::new(),
-        http::DEADLINE,
-    )
-    .unwrap();
+    let (status, text) = get(&metrics).unwrap();
     assert_eq!(status, 200);
     let line = |series: &str| {
         text.lines()
@@ -122,15 +104,7 @@ fn metrics_reach_a_real_pushgateway() {
         &["--pushgateway", &gateway.base],
     );
     assert_eq!(failed.code, 1);
-    let (_, text) = http::send(
-        "GET",
-        &metrics,
-        "text/plain",
-        b"",
-        &lakescore::cancel::CancelToken::new(),
-        http::DEADLINE,
-    )
-    .unwrap();
+    let (_, text) = get(&metrics).unwrap();
     let line = |series: &str| text.lines().find(|l| l.starts_with(series)).unwrap_or("").to_string();
     assert!(line("lakescore_last_run_success{").ends_with(" 0"), "{text}");
     assert_eq!(line("lakescore_last_success_timestamp_seconds{"), success);
@@ -139,15 +113,7 @@ fn metrics_reach_a_real_pushgateway() {
     // A named group is used as given; an unreachable gateway is a warning, not a failure.
     let named = format!("{}/metrics/job/nightly/instance/churn", gateway.base);
     score(&model, &lake, &dir.path().join("out2"), &["--pushgateway", &named]).assert_ok();
-    let (_, text) = http::send(
-        "GET",
-        &metrics,
-        "text/plain",
-        b"",
-        &lakescore::cancel::CancelToken::new(),
-        http::DEADLINE,
-    )
-    .unwrap();
+    let (_, text) = get(&metrics).unwrap();
     assert!(
         text.contains("lakescore_rows_scored{instance=\"churn\",job=\"nightly\"} 6000"),
         "{text}"
@@ -161,4 +127,16 @@ fn metrics_reach_a_real_pushgateway() {
     );
     run.assert_ok();
     assert!(run.stderr.contains("cannot push metrics"), "{}", run.stderr);
+}
+
+/// A GET of `endpoint`: its status and body.
+fn get(endpoint: &Endpoint) -> std::io::Result<(u16, String)> {
+    http::send(
+        "GET",
+        endpoint,
+        "text/plain",
+        b"",
+        &lakescore::cancel::CancelToken::new(),
+        http::DEADLINE,
+    )
 }
