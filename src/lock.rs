@@ -87,6 +87,9 @@ impl OutputLock {
                 .open(&path)
                 .map_err(io_error("open"))?;
             if let Err(error) = lock_exclusive(&file, &path) {
+                if error.kind() == io::ErrorKind::NotFound {
+                    continue; // released while we looked: open the new one
+                }
                 if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
                     return Err(LockError::Held {
                         out: out.to_path_buf(),
@@ -143,6 +146,8 @@ fn lock_exclusive(file: &File, path: &Path) -> io::Result<()> {
         if error.raw_os_error() != Some(libc::EWOULDBLOCK) {
             return Err(error);
         }
+        // (The path may be gone: the holder released it. The caller opens
+        // it again.)
         let probe = File::open(path)?;
         // SAFETY: flock on a descriptor this function owns (closing it
         // releases the probe's lock).

@@ -405,6 +405,12 @@ impl ParquetFile {
             path: self.path.clone(),
             change,
         };
+        if listed.size != self.size_bytes {
+            return Err(changed(format!(
+                "it was listed at {} bytes and opened at {}",
+                listed.size, self.size_bytes
+            )));
+        }
         if let Some((size, version)) = self.data.stat_now() {
             if size != self.size_bytes {
                 return Err(changed(format!(

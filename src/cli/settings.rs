@@ -426,6 +426,14 @@ pub fn render(command_name: &str, settings: &[Setting]) -> String {
                     setting.key,
                     values.iter().map(|v| quoted(v)).collect::<Vec<_>>().join(", ")
                 ),
+                // URLs may carry a token in their query or credentials.
+                (_, [value, ..]) if matches!(setting.key.as_str(), "pushgateway" | "lineage-url") => {
+                    format!(
+                        "{} = {}",
+                        setting.key,
+                        quoted(&lakescore::observe::http::redacted(value))
+                    )
+                }
                 (_, [value, ..]) => format!("{} = {}", setting.key, quoted(value)),
             };
             let origin = match &setting.source {

@@ -110,6 +110,15 @@ impl std::str::FromStr for Endpoint {
             (None, Some(rest)) => (false, rest),
             (None, None) => return Err(format!("`{shown}` is not an http:// or https:// URL")),
         };
+        // Credentials may hold `/` or `?`: any `@` before the query or
+        // fragment means some are there.
+        let before_query = &rest[..rest.find(['?', '#']).unwrap_or(rest.len())];
+        if before_query.contains('@') {
+            return Err(format!(
+                "`{shown}`: credentials in the URL are not supported; give them in the environment \
+                 (`LAKESCORE_<PUSHGATEWAY|LINEAGE>_TOKEN`, or `_USER` and `_PASSWORD`)"
+            ));
+        }
         let (authority, path) = match rest.find(['/', '?']) {
             Some(at) => (&rest[..at], &rest[at..]),
             None => (rest, "/"),
@@ -125,10 +134,10 @@ impl std::str::FromStr for Endpoint {
             ));
         }
         let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => (
+            Some((host, port)) if !authority.starts_with('[') || host.ends_with(']') => (
                 host,
                 port.parse()
-                    .map_err(|_| format!("`{shown}`: `{port}` is not a port number"))?,
+                    .map_err(|_| format!("`{shown}`: the port is not a number"))?,
             ),
             _ => (authority, if https { 443 } else { 80 }),
         };
@@ -180,16 +189,24 @@ impl std::fmt::Display for Endpoint {
 }
 
 /// A URL as messages may show it: no `user:password@`, no query string.
-fn redacted(url: &str) -> String {
+pub fn redacted(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let (authority, path) = match rest.find('/') {
+    let rest = &rest[..rest.find(['?', '#']).unwrap_or(rest.len())];
+    // Everything up to the last `@` is credentials, `/` in a password too.
+    let (credentials, rest) = match rest.rsplit_once('@') {
+        Some((_, after)) => ("***@", after),
+        None => ("", rest),
+    };
+    let (host, path) = match rest.find('/') {
         Some(slash) => (&rest[..slash], &rest[slash..]),
         None => (rest, ""),
     };
-    let authority = authority.split_once('?').map_or(authority, |(a, _)| a);
-    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-    let credentials = if authority.contains('@') { "***@" } else { "" };
-    let path = path.split_once('?').map_or(path, |(path, _)| path);
+    // A "port" that is not a number may be a password whose `@` came
+    // after a `?`: shown as nothing.
+    let host = match host.rsplit_once(':') {
+        Some((_, port)) if !host.ends_with(']') && !port.chars().all(|c| c.is_ascii_digit()) => "***",
+        _ => host,
+    };
     match scheme {
         "" => format!("{credentials}{host}{path}"),
         scheme => format!("{scheme}://{credentials}{host}{path}"),
@@ -210,7 +227,12 @@ fn root_certs(bundle: Option<&std::ffi::OsStr>) -> io::Result<ureq::tls::RootCer
     let Some(path) = bundle else {
         return Ok(ureq::tls::RootCerts::WebPki);
     };
-    let pem = std::fs::read(path)?;
+    let pem = std::fs::read(path).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot read `SSL_CERT_FILE` ({}): {e}", path.to_string_lossy()),
+        )
+    })?;
     let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
         .filter_map(|item| match item {
             Ok(ureq::tls::PemItem::Certificate(cert)) => Some(cert.to_owned()),
@@ -238,7 +260,7 @@ pub fn send(
     cancel: &CancelToken,
     limit: Duration,
 ) -> io::Result<(u16, String)> {
-    let bundle = std::env::var_os("SSL_CERT_FILE");
+    let bundle = std::env::var_os("SSL_CERT_FILE").filter(|_| endpoint.https);
     send_trusting(bundle.as_deref(), method, endpoint, content_type, body, cancel, limit)
 }
 
@@ -268,6 +290,9 @@ fn send_trusting(
         .timeout_global(Some(limit))
         .http_status_as_error(false)
         .max_redirects(0)
+        // A proxy from the environment would carry credentials meant for
+        // this machine, in clear, elsewhere; collectors are reached directly.
+        .proxy(None)
         .user_agent(format!("lakescore/{}", env!("CARGO_PKG_VERSION")))
         .tls_config(ureq::tls::TlsConfig::builder().root_certs(root_certs(bundle)?).build())
         .build()
@@ -278,13 +303,13 @@ fn send_trusting(
         .spawn(move || {
             let answer = agent.run(request).map(|mut response| {
                 let status = response.status().as_u16();
-                let text = response
-                    .body_mut()
-                    .with_config()
-                    .limit(BODY_READ)
-                    .read_to_string()
-                    .unwrap_or_default();
-                (status, text.trim().to_string())
+                // The start of the body, whatever its size or encoding.
+                let mut start = Vec::new();
+                let _ = std::io::Read::read_to_end(
+                    &mut std::io::Read::take(response.body_mut().as_reader(), BODY_READ),
+                    &mut start,
+                );
+                (status, String::from_utf8_lossy(&start).trim().to_string())
             });
             let _ = sender.send(answer);
         })?;
@@ -352,6 +377,10 @@ mod tests {
                 .contains("not an http:// or https:// URL")
         );
         assert!("http://x:port/".parse::<Endpoint>().is_err());
+        let v6: Endpoint = "http://[::1]/metrics".parse().unwrap();
+        assert_eq!((v6.host.as_str(), v6.port), ("[::1]", 80));
+        let v6: Endpoint = "http://[::1]:9091/".parse().unwrap();
+        assert_eq!((v6.host.as_str(), v6.port), ("[::1]", 9091));
         for (url, shown) in [
             (
                 "http://user:hunter2@marquez:5000/api?token=abc",
@@ -360,6 +389,8 @@ mod tests {
             ("http://user:hunter2@marquez/api", "http://***@marquez/api"),
             ("https://user:hunter2@marquez/api?token=abc", "https://***@marquez/api"),
             ("ftp://user:hunter2@marquez/api?token=abc", "ftp://***@marquez/api"),
+            ("https://svc:hun/ter2@marquez/api", "https://***@marquez/api"),
+            ("https://svc:hunter2?x@marquez/api", "https://***"),
         ] {
             let secret = url.parse::<Endpoint>().unwrap_err();
             assert!(!secret.contains("hunter2") && !secret.contains("abc"), "{secret}");
@@ -478,7 +509,7 @@ mod tests {
     /// `openssl s_server -www` with a certificate for 127.0.0.1 signed by a
     /// CA of the test's own: its port and the CA's path, or `None` without
     /// openssl (outside CI).
-    fn tls_server(dir: &std::path::Path) -> Option<(u16, std::path::PathBuf, std::process::Child)> {
+    fn tls_server(dir: &std::path::Path) -> Option<(u16, std::path::PathBuf, Server)> {
         let (ca, ca_key, cert, key) = (
             dir.join("ca.pem"),
             dir.join("ca.key"),
@@ -550,7 +581,7 @@ mod tests {
             .port();
         let server = std::process::Command::new("openssl")
             .args(["s_server", "-www", "-quiet", "-accept"])
-            .arg(port.to_string())
+            .arg(format!("127.0.0.1:{port}"))
             .arg("-cert")
             .arg(&cert)
             .arg("-key")
@@ -567,13 +598,23 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Some((port, ca, server))
+        Some((port, ca, Server(server)))
+    }
+
+    /// A server process, killed when the test ends however it ends.
+    struct Server(std::process::Child);
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 
     #[test]
     fn https_verifies_the_server_against_the_roots() {
         let dir = tempfile::tempdir().unwrap();
-        let Some((port, ca, mut server)) = tls_server(dir.path()) else {
+        let Some((port, ca, server)) = tls_server(dir.path()) else {
             eprintln!("skipped: no openssl to make a TLS server");
             return;
         };
@@ -594,8 +635,7 @@ mod tests {
         assert!(refused.to_string().to_lowercase().contains("certificate"), "{refused}");
         // With it among the roots, as `SSL_CERT_FILE` would put it.
         let answer = get(Some(ca.as_os_str()));
-        server.kill().unwrap();
-        let _ = server.wait();
+        drop(server);
         assert_eq!(answer.unwrap().0, 200);
     }
 }

@@ -37,7 +37,9 @@ struct Slot {
 impl Slot {
     /// Changes the slot's fields as one, for the handler.
     fn write(&self, state: u8, start: usize, len: usize) {
-        self.sequence.fetch_add(1, Ordering::AcqRel);
+        self.sequence.fetch_add(1, Ordering::Relaxed);
+        // The odd sequence must be visible before any field changes.
+        std::sync::atomic::fence(Ordering::Release);
         self.start.store(start, Ordering::Relaxed);
         self.len.store(len, Ordering::Relaxed);
         self.state.store(state, Ordering::Relaxed);
@@ -149,12 +151,12 @@ fn install_handler() {
 extern "C" fn on_sigbus(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
     // SAFETY: the kernel hands a valid siginfo to an SA_SIGINFO handler;
     // errno is this thread's, saved and put back around our calls.
-    let (code, address, errno) = unsafe { ((*info).si_code, (*info).si_addr() as usize, *libc::__errno_location()) };
+    let (code, address, errno) = unsafe { ((*info).si_code, (*info).si_addr() as usize, *errno_location()) };
     // Only a fault the kernel raised has an address (a `kill -BUS` has
     // `si_code` 0 or below, and no address to speak of).
     if code > 0 && zero_vanished_pages(address) {
         // SAFETY: as above.
-        unsafe { *libc::__errno_location() = errno };
+        unsafe { *errno_location() = errno };
         return;
     }
     forward(signal, info, context);
@@ -196,6 +198,19 @@ fn zero_vanished_pages(address: usize) -> bool {
         return false;
     }
     false
+}
+
+/// This thread's `errno`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn errno_location() -> *mut libc::c_int {
+    // SAFETY: returns this thread's errno; no preconditions.
+    unsafe { libc::__errno_location() }
+}
+
+#[cfg(any(target_os = "macos", target_os = "ios", target_os = "freebsd"))]
+fn errno_location() -> *mut libc::c_int {
+    // SAFETY: returns this thread's errno; no preconditions.
+    unsafe { libc::__error() }
 }
 
 /// Not one of ours: the previous handler's, or the default action.
