@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex};
 use arrow::record_batch::RecordBatch;
 use bytes::Buf;
 use bytes::Bytes;
+mod page_header;
+
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
@@ -597,21 +599,50 @@ impl ParquetFile {
     /// coalesced request, and keeps them until [`Self::release_row_group`].
     pub fn prefetch_row_group(&self, row_group: usize, leaves: &[usize]) -> Result<(), ScanError> {
         let ranges = self.chunk_ranges(row_group, leaves);
-        if self.whole.is_some() {
+        if let Some(whole) = &self.whole {
             self.data.will_need(&ranges);
-            return Ok(());
+            let chunks: Vec<&[u8]> = ranges
+                .iter()
+                .map(|r| &whole[r.start as usize..r.end as usize])
+                .collect();
+            return self.check_dictionaries(row_group, leaves, &chunks);
         }
         let bytes = self.data.ranges(&ranges).map_err(|source| ScanError::Read {
             path: self.path.clone(),
             row_group,
             source,
         })?;
+        let chunks: Vec<&[u8]> = bytes.iter().map(|b| &b[..]).collect();
+        self.check_dictionaries(row_group, leaves, &chunks)?;
         let mut fetched = self.fetched.lock().unwrap();
         let entry = fetched.entry(row_group).or_default();
         let mut chunks = entry.chunks.clone();
         chunks.extend(ranges.into_iter().zip(bytes));
         chunks.sort_by_key(|(range, _)| range.start);
         *entry = Arc::new(Fetched { chunks });
+        Ok(())
+    }
+
+    /// Refuses a column chunk with a dictionary page that claims more values
+    /// than its bytes can hold, before parquet's decoders size the
+    /// dictionary by that claim (see `page_header`). `chunks` are the
+    /// leaves' chunk bytes.
+    fn check_dictionaries(&self, row_group: usize, leaves: &[usize], chunks: &[&[u8]]) -> Result<(), ScanError> {
+        let metadata = self.metadata.metadata();
+        for (&leaf, chunk) in leaves.iter().zip(chunks) {
+            let column = metadata.row_group(row_group).column(leaf);
+            let descriptor = column.column_descr();
+            for header in page_header::dictionary_headers(chunk) {
+                page_header::check_dictionary(header, descriptor.physical_type(), descriptor.type_length()).map_err(
+                    |problem| ScanError::DecodeColumn {
+                        path: self.path.clone(),
+                        row_group,
+                        column: column.column_path().string(),
+                        source: DecodeError::Damaged(problem),
+                    },
+                )?;
+            }
+        }
         Ok(())
     }
 
