@@ -227,15 +227,8 @@ impl Compact<'_> {
                     15 => usize::try_from(self.varint()?).ok()?,
                     size => usize::from(size),
                 };
-                let element = b & 0x0f;
                 for _ in 0..size {
-                    match element {
-                        // A bool in a list is a byte of its own.
-                        BOOL_TRUE | BOOL_FALSE => {
-                            self.byte()?;
-                        }
-                        kind => self.skip(kind, depth + 1)?,
-                    }
+                    self.element(b & 0x0f, depth)?;
                 }
             }
             MAP => {
@@ -243,8 +236,8 @@ impl Compact<'_> {
                 if size > 0 {
                     let kinds = self.byte()?;
                     for _ in 0..size {
-                        self.skip(kinds >> 4, depth + 1)?;
-                        self.skip(kinds & 0x0f, depth + 1)?;
+                        self.element(kinds >> 4, depth)?;
+                        self.element(kinds & 0x0f, depth)?;
                     }
                 }
             }
@@ -261,6 +254,20 @@ impl Compact<'_> {
             _ => return None,
         }
         Some(())
+    }
+
+    /// One element of a list, set or map: a bool there is a byte of its
+    /// own, and every element takes at least a byte (a count from the file
+    /// must not loop without reading).
+    fn element(&mut self, kind: u8, depth: usize) -> Option<()> {
+        let before = self.pos;
+        match kind {
+            BOOL_TRUE | BOOL_FALSE => {
+                self.byte()?;
+            }
+            kind => self.skip(kind, depth + 1)?,
+        }
+        (self.pos > before).then_some(())
     }
 
     fn advance(&mut self, n: usize) -> Option<()> {
@@ -325,6 +332,17 @@ mod tests {
             dictionary_headers(&header(DICTIONARY_PAGE, 4000, 1000)[..5]).is_empty(),
             "cut short"
         );
+    }
+
+    #[test]
+    fn a_count_that_reads_nothing_ends_the_walk() {
+        // Field 5 as a map of two billion bool pairs, and as a list of as
+        // many empty structs: each element must take a byte, so both stop
+        // at the end of the bytes instead of looping.
+        let map = [0x15, 0x04, 0x5b, 0xff, 0xff, 0xff, 0xff, 0x07, 0x11];
+        assert!(dictionary_headers(&map).is_empty());
+        let list = [0x15, 0x04, 0x59, 0xfc, 0xff, 0xff, 0xff, 0x07];
+        assert!(dictionary_headers(&list).is_empty());
     }
 
     #[test]
