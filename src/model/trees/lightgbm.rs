@@ -302,10 +302,12 @@ fn tree_nodes(fields: &HashMap<&str, &str>, n_features: usize) -> Result<Vec<Nod
         }
         let d = decision_type[i];
         let test = if d & 1 == 1 {
-            let k = threshold[i] as usize;
-            let words = cat_boundaries
-                .get(k)
-                .zip(cat_boundaries.get(k + 1))
+            // The threshold of a categorical split is the index of its
+            // category set: a whole number, below the number of sets.
+            let k = threshold[i];
+            let words = (k >= 0.0 && k.fract() == 0.0 && k < cat_boundaries.len() as f64)
+                .then_some(k as usize)
+                .and_then(|k| cat_boundaries.get(k).zip(cat_boundaries.get(k.checked_add(1)?)))
                 .and_then(|(&a, &b)| cat_threshold.get(a..b))
                 .ok_or_else(|| format!("split {i} refers to category set {k}, which `cat_boundaries` lacks"))?;
             Test::LgbCategory {
