@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs lakescore's fuzz targets (fuzz/fuzz_targets, one per parser of
-# untrusted bytes), each for SECONDS (default 60) on its committed corpus
-# (fuzz/corpus/<target>) and seeds (fuzz/seeds/<target>: real files made by
+# untrusted bytes), each for SECONDS (default 60) on its corpus
+# (fuzz/corpus/<target>, unpacked from the committed fuzz/corpora/<target>.tar.xz
+# when missing; fuzz/pack.sh packs it again) and seeds (fuzz/seeds/<target>: real files made by
 # the libraries, from tests/fixtures and datasets/sample), under libFuzzer's
 # limits: 2 GB of memory, 10 s per input. A panic, a hang or memory past the
 # limit fails the run and leaves the input in fuzz/artifacts/<target>/;
@@ -32,6 +33,10 @@ cargo +nightly fuzz build -s none
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 for target in "${TARGETS[@]}"; do
+  if [ ! -d "fuzz/corpus/$target" ] && [ -f "fuzz/corpora/$target.tar.xz" ]; then
+    mkdir -p fuzz/corpus
+    xz -dc "fuzz/corpora/$target.tar.xz" | tar -C fuzz/corpus -xf -
+  fi
   mkdir -p "fuzz/corpus/$target" "fuzz/artifacts/$target"
   echo "== fuzz $target for ${SECONDS_EACH} s"
   status=0
