@@ -19,7 +19,10 @@
 //!   the run reads it (a source that can detect a change, by an ETag or a
 //!   version, fails the read rather than return other bytes);
 //! - `suffix` and `ranges` return exactly the bytes asked for, or an error
-//!   naming the file; retries and timeouts are the source's own business.
+//!   naming the file; retries and timeouts are the source's own business;
+//! - `DataFile::version` and `FileBytes::stat_now` say what changes when the
+//!   file's bytes change (a modification time, an ETag), so that a run can
+//!   refuse to publish scores of a file that changed under it.
 
 mod guard;
 pub mod local;
