@@ -82,16 +82,14 @@ pub struct ColumnRequest {
 #[derive(Debug)]
 pub struct FilePlan {
     pub file: ParquetFile,
-    /// Path relative to the input root; the output file gets the same one.
-    pub relative_path: PathBuf,
-    /// `k=v` folders on the way to the file, in order, values unescaped.
-    pub partition_values: Vec<(String, String)>,
     /// For each model feature, the index of its (top-level) column.
     pub feature_roots: Vec<usize>,
     /// For each id column, the index of its (top-level) column.
     pub id_roots: Vec<usize>,
-    /// The file as its source listed it; before publishing, a run checks it
-    /// is still the same (size, version, footer).
+    /// The file as its source listed it: its path relative to the input
+    /// root (the output file gets the same one) and its partition values
+    /// among the rest; before publishing, a run checks it is still the same (size,
+    /// version, footer).
     pub listed: DataFile,
 }
 
@@ -219,8 +217,6 @@ pub fn column_roots(
 fn plan_file(file: ParquetFile, listed: DataFile, features: &[String], id_columns: &[String]) -> Result<FilePlan> {
     let (feature_roots, id_roots) = column_roots(file.metadata.schema(), &file.path, features, id_columns)?;
     Ok(FilePlan {
-        partition_values: listed.partition_values.clone(),
-        relative_path: listed.relative_path.clone(),
         feature_roots,
         id_roots,
         file,

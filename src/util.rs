@@ -217,6 +217,15 @@ pub fn causes<'a>(
     std::iter::successors(Some(error), |error| error.source())
 }
 
+/// What a caught panic said.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
+        (Some(text), _) => text.to_string(),
+        (_, Some(text)) => text.clone(),
+        _ => "a panic without a message".to_string(),
+    }
+}
+
 /// `error: cause: cause` on one line, for the ledger, logs and lineage.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     causes(error).map(message_of).collect::<Vec<_>>().join(": ")

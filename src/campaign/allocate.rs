@@ -277,7 +277,7 @@ pub fn allocate(
         &policy_file.sha256,
         &format!("allocate;models={model_digest}"),
     );
-    let by_partition = commit::partitions_of(plan.files.iter().map(|f| f.relative_path.as_path()));
+    let by_partition = commit::partitions_of(plan.files.iter().map(|f| f.listed.relative_path.as_path()));
     let files: Vec<usize> = to_write.iter().flat_map(|(_, _, i)| i.iter().copied()).collect();
     let counts: Vec<AtomicU64> = (0..=policy.arms.len()).map(|_| AtomicU64::new(0)).collect();
     let written: Result<Vec<(u64, u64)>> = pool.install(|| {
@@ -285,7 +285,7 @@ pub fn allocate(
             .par_iter()
             .map(|&i| {
                 let file = &plan.files[i];
-                let path = transaction.staged_path(&file.relative_path);
+                let path = transaction.staged_path(&file.listed.relative_path);
                 let writer = FileAllocation {
                     file,
                     schema: &layouts[i],

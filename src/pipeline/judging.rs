@@ -48,7 +48,7 @@ pub(super) fn table_facts(
         let mismatch = table.plan.files.iter().find_map(|file| {
             let root = file.feature_roots[feature];
             let data_type = file.file.metadata.schema().field(root).data_type().clone();
-            (!is_kind(&data_type, kind)).then(|| (file.relative_path.clone(), data_type))
+            (!is_kind(&data_type, kind)).then(|| (file.listed.relative_path.clone(), data_type))
         });
         let (passed, detail) = match mismatch {
             None => (true, format!("`{column}` is {} in every file", kind.name())),
@@ -98,8 +98,9 @@ pub(crate) fn is_kind(data_type: &DataType, kind: ColumnKind) -> bool {
 fn newest_partition(plan: &TablePlan, key: &str) -> Result<(i64, String), String> {
     let mut newest: Option<(i64, String)> = None;
     for file in &plan.files {
-        let path = file.relative_path.display();
+        let path = file.listed.relative_path.display();
         let value = file
+            .listed
             .partition_values
             .iter()
             .find(|(k, _)| k == key)
@@ -297,7 +298,7 @@ fn describe_rows(
         let place = |row: usize| {
             format!(
                 "{} row group {} row {row}",
-                file.relative_path.display(),
+                file.listed.relative_path.display(),
                 unit.row_group
             )
         };

@@ -300,7 +300,7 @@ pub(crate) fn table_fingerprint(plan: &TablePlan) -> String {
     for file in &plan.files {
         text.push_str(&format!(
             "{} {} {}\n",
-            file.relative_path.display(),
+            file.listed.relative_path.display(),
             file.file.size_bytes,
             file.file.footer_fingerprint
         ));
@@ -987,12 +987,12 @@ fn input_records(plan: &TablePlan) -> Vec<InputRecord> {
     plan.files
         .iter()
         .map(|f| InputRecord {
-            path: f.relative_path.clone(),
+            path: f.listed.relative_path.clone(),
             bytes: f.file.size_bytes,
             rows: f.file.metadata.metadata().file_metadata().num_rows() as u64,
             row_groups: f.file.num_row_groups(),
             footer_sha256: f.file.footer_fingerprint.clone(),
-            partition: f.partition_values.clone(),
+            partition: f.listed.partition_values.clone(),
         })
         .collect()
 }

@@ -145,7 +145,7 @@ pub(super) fn score_files(
         .unwrap_or_else(|payload| {
             Err(Error::Internal(format!(
                 "the output writer panicked: {}",
-                panic_message(&*payload)
+                crate::util::panic_message(&*payload)
             )))
         });
         match outcome {
@@ -224,7 +224,7 @@ impl Worker<'_> {
                 Err(Error::Internal(format!(
                     "scoring row group {} of `{path}` panicked: {}",
                     unit.row_group,
-                    panic_message(&*payload)
+                    crate::util::panic_message(&*payload)
                 )))
             });
             // Rows read from a file truncated under the run (zeros, where a
@@ -468,9 +468,10 @@ fn write_in_order(
     for &file_idx in file_indices {
         let file = &table.plan.files[file_idx];
         let mut staged = match destination {
-            Some(destination) if table.pass.encode => {
-                Some(writing.time(|| StagedFile::create(&destination(&file.relative_path), &table.layouts[file_idx]))?)
-            }
+            Some(destination) if table.pass.encode => Some(
+                writing
+                    .time(|| StagedFile::create(&destination(&file.listed.relative_path), &table.layouts[file_idx]))?,
+            ),
             _ => None,
         };
         let mut rows = 0;
@@ -534,13 +535,5 @@ impl Stopwatch {
         let result = work();
         self.seconds += clock.elapsed().as_secs_f64();
         result
-    }
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
-        (Some(text), _) => text.to_string(),
-        (_, Some(text)) => text.clone(),
-        _ => "a panic without a message".to_string(),
     }
 }

@@ -22,12 +22,12 @@ pub(crate) fn partitions_to_write(
     identity: &str,
     options: &str,
 ) -> (ReusedPartitions, Vec<PartitionToWrite>) {
-    let files_by_partition = commit::partitions_of(plan.files.iter().map(|f| f.relative_path.as_path()));
+    let files_by_partition = commit::partitions_of(plan.files.iter().map(|f| f.listed.relative_path.as_path()));
     let file_index: BTreeMap<&Path, usize> = plan
         .files
         .iter()
         .enumerate()
-        .map(|(i, f)| (f.relative_path.as_path(), i))
+        .map(|(i, f)| (f.listed.relative_path.as_path(), i))
         .collect();
     let mut reused = Vec::new();
     let mut to_write = Vec::new();
@@ -38,7 +38,7 @@ pub(crate) fn partitions_to_write(
             .map(|&i| {
                 let f = &plan.files[i];
                 (
-                    f.relative_path.as_path(),
+                    f.listed.relative_path.as_path(),
                     f.file.size_bytes,
                     f.file.footer_fingerprint.as_str(),
                 )
@@ -73,7 +73,7 @@ pub(crate) fn staged_records(
             files: indices
                 .iter()
                 .map(|i| OutputFileRecord {
-                    path: plan.files[*i].relative_path.clone(),
+                    path: plan.files[*i].listed.relative_path.clone(),
                     rows: written[i].0,
                     bytes: written[i].1,
                 })
@@ -164,7 +164,7 @@ pub(super) fn publish(
         0 => None,
         _ => Some(transaction.publish_side("shadow.parquet", "shadow", &format!("{run_id}.parquet"))?),
     };
-    let files_by_partition = commit::partitions_of(table.plan.files.iter().map(|f| f.relative_path.as_path()));
+    let files_by_partition = commit::partitions_of(table.plan.files.iter().map(|f| f.listed.relative_path.as_path()));
     let all_partitions: Vec<&Path> = files_by_partition.keys().map(PathBuf::as_path).collect();
     transaction.publish(&staged, &all_partitions)?;
     let mut records = staged;

@@ -85,7 +85,7 @@ pub(super) fn quarantine_rows(
         .map(|id| arrow::compute::filter(id, &dropped))
         .collect::<Result<_, _>>()
         .map_err(internal)?;
-    let path = file.relative_path.display().to_string();
+    let path = file.listed.relative_path.display().to_string();
     columns.push(Arc::new(StringArray::from(vec![path; rows.len()])));
     columns.push(Arc::new(Int32Array::from(vec![row_group as i32; rows.len()])));
     columns.push(Arc::new(Int64Array::from_iter_values(

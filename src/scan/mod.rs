@@ -141,14 +141,7 @@ fn decoding<T>(read: impl FnOnce() -> Result<T, DecodeError>) -> Result<T, Decod
     let outer = DECODING.with(|d| d.replace(true));
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(read));
     DECODING.with(|d| d.set(outer));
-    outcome.unwrap_or_else(|payload| {
-        let message = match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
-            (Some(text), _) => text.to_string(),
-            (_, Some(text)) => text.clone(),
-            _ => "a panic without a message".to_string(),
-        };
-        Err(DecodeError::Damaged(message))
-    })
+    outcome.unwrap_or_else(|payload| Err(DecodeError::Damaged(crate::util::panic_message(&*payload))))
 }
 
 /// One input file with its footer parsed, read through its source.
