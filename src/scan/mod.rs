@@ -616,17 +616,17 @@ impl ParquetFile {
         Ok(())
     }
 
-    /// Refuses a column chunk with a dictionary page that claims more values
-    /// than its bytes can hold, before parquet's decoders size the
-    /// dictionary by that claim (see `page_header`). `chunks` are the
-    /// leaves' chunk bytes.
+    /// Refuses a column chunk with a page that claims more than a gigabyte or
+    /// a dictionary page that claims more values than its bytes can hold,
+    /// before parquet's decoders allocate by those claims (see
+    /// `page_header`). `chunks` are the leaves' chunk bytes.
     fn check_dictionaries(&self, row_group: usize, leaves: &[usize], chunks: &[&[u8]]) -> Result<(), ScanError> {
         let metadata = self.metadata.metadata();
         for (&leaf, chunk) in leaves.iter().zip(chunks) {
             let column = metadata.row_group(row_group).column(leaf);
             let descriptor = column.column_descr();
-            for header in page_header::dictionary_headers(chunk) {
-                page_header::check_dictionary(header, descriptor.physical_type(), descriptor.type_length()).map_err(
+            for claims in page_header::page_claims(chunk) {
+                page_header::check_page(claims, descriptor.physical_type(), descriptor.type_length()).map_err(
                     |problem| ScanError::DecodeColumn {
                         path: self.path.clone(),
                         row_group,

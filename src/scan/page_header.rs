@@ -1,9 +1,11 @@
-//! The dictionary page header of a column chunk, read before parquet's
-//! decoders see it. parquet-rs sizes a dictionary from the count its header
-//! claims (`DictDecoder::set_dict`) before decoding it, so a 9 KB file whose
+//! The page headers of a column chunk, read before parquet's decoders see
+//! them. parquet-rs sizes a dictionary from the count its header claims
+//! (`DictDecoder::set_dict`) before decoding it, so a 9 KB file whose
 //! dictionary page claims two billion values made it allocate 8.5 GB (found
 //! by the fuzzer). A dictionary page is PLAIN-encoded: its values cannot be
-//! more than its uncompressed bytes hold, which this checks.
+//! more than its uncompressed bytes hold, which this checks. It also reserves
+//! a page's claimed uncompressed size before decompressing it, so no page
+//! may claim more than a gigabyte.
 //!
 //! The header is Thrift's compact protocol (`PageHeader` in parquet.thrift);
 //! only the fields checked are read, the rest skipped.
@@ -12,8 +14,9 @@ use parquet::basic::Type as PhysicalType;
 
 /// `PageType::DICTIONARY_PAGE` in parquet.thrift.
 const DICTIONARY_PAGE: i64 = 2;
-/// The largest dictionary page accepted: writers keep them near a megabyte.
-const MAX_DICTIONARY_BYTES: i64 = 1 << 30;
+/// The largest page accepted, uncompressed: writers keep pages near a
+/// megabyte (arrow-rs and parquet-mr both default to 1 MiB).
+const MAX_PAGE_BYTES: i64 = 1 << 30;
 
 /// What a dictionary page header says, when the chunk starts with one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,20 +25,28 @@ pub(crate) struct DictionaryHeader {
     pub uncompressed_size: i64,
 }
 
-/// The dictionary pages of a column chunk, found by walking its page
-/// headers (a dictionary page may come anywhere: parquet-rs decodes one
-/// wherever it meets it). The walk stops at a header it cannot read, which
-/// parquet will report when it reads it.
-pub(crate) fn dictionary_headers(chunk: &[u8]) -> Vec<DictionaryHeader> {
+/// What a page header says that is checked before decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PageClaims {
+    pub uncompressed_size: i64,
+    pub dictionary: Option<DictionaryHeader>,
+}
+
+/// The pages of a column chunk, found by walking its page headers (a
+/// dictionary page may come anywhere: parquet-rs decodes one wherever it
+/// meets it). The walk stops at a header it cannot read, which parquet will
+/// report when it reads it.
+pub(crate) fn page_claims(chunk: &[u8]) -> Vec<PageClaims> {
     let mut found = Vec::new();
     let mut pos = 0usize;
     while pos < chunk.len() {
         let Some((header, length)) = page_header(&chunk[pos..]) else {
             break;
         };
-        if let Some(dictionary) = header.dictionary {
-            found.push(dictionary);
-        }
+        found.push(PageClaims {
+            uncompressed_size: header.uncompressed_size,
+            dictionary: header.dictionary,
+        });
         let Some(next) = usize::try_from(header.compressed_size)
             .ok()
             .and_then(|size| pos.checked_add(length)?.checked_add(size))
@@ -50,6 +61,7 @@ pub(crate) fn dictionary_headers(chunk: &[u8]) -> Vec<DictionaryHeader> {
 /// What the walk needs of a page header.
 struct PageHeader {
     compressed_size: i64,
+    uncompressed_size: i64,
     dictionary: Option<DictionaryHeader>,
 }
 
@@ -90,24 +102,35 @@ fn page_header(bytes: &[u8]) -> Option<(PageHeader, usize)> {
     };
     let header = PageHeader {
         compressed_size: compressed?,
+        uncompressed_size: uncompressed?,
         dictionary,
     };
     Some((header, reader.pos))
 }
 
-/// Whether a dictionary page of `physical` values (`type_length` bytes each
-/// for fixed-length byte arrays) could hold what its header claims: the
+/// Whether a page of `physical` values (`type_length` bytes each for
+/// fixed-length byte arrays) could hold what its header claims: the
 /// problem, when it cannot.
-pub(crate) fn check_dictionary(
-    header: DictionaryHeader,
-    physical: PhysicalType,
-    type_length: i32,
-) -> Result<(), String> {
+pub(crate) fn check_page(claims: PageClaims, physical: PhysicalType, type_length: i32) -> Result<(), String> {
+    if !(0..=MAX_PAGE_BYTES).contains(&claims.uncompressed_size) {
+        return Err(format!(
+            "a page claims {} uncompressed bytes (at most {MAX_PAGE_BYTES} are accepted)",
+            claims.uncompressed_size
+        ));
+    }
+    match claims.dictionary {
+        Some(dictionary) => check_dictionary(dictionary, physical, type_length),
+        None => Ok(()),
+    }
+}
+
+/// Whether a dictionary page could hold what its header claims.
+fn check_dictionary(header: DictionaryHeader, physical: PhysicalType, type_length: i32) -> Result<(), String> {
     let DictionaryHeader {
         num_values,
         uncompressed_size,
     } = header;
-    if num_values < 0 || !(0..=MAX_DICTIONARY_BYTES).contains(&uncompressed_size) {
+    if num_values < 0 || !(0..=MAX_PAGE_BYTES).contains(&uncompressed_size) {
         return Err(format!(
             "its dictionary page claims {num_values} values in {uncompressed_size} bytes"
         ));
@@ -313,7 +336,7 @@ mod tests {
     }
 
     #[test]
-    fn walks_the_pages_and_reads_their_dictionary_headers() {
+    fn walks_the_pages_and_reads_their_claims() {
         // A data page of 4000 bytes, then a dictionary page of 40: headers
         // and bodies in a row, as in a column chunk.
         let mut chunk = header(0, 4000, 0);
@@ -321,17 +344,41 @@ mod tests {
         chunk.extend(header(DICTIONARY_PAGE, 40, 10));
         chunk.extend(vec![0u8; 40]);
         assert_eq!(
-            dictionary_headers(&chunk),
-            vec![DictionaryHeader {
-                num_values: 10,
-                uncompressed_size: 40
-            }]
+            page_claims(&chunk),
+            vec![
+                PageClaims {
+                    uncompressed_size: 4000,
+                    dictionary: None
+                },
+                PageClaims {
+                    uncompressed_size: 40,
+                    dictionary: Some(DictionaryHeader {
+                        num_values: 10,
+                        uncompressed_size: 40
+                    })
+                }
+            ]
         );
-        assert!(dictionary_headers(&header(0, 4000, 0)).is_empty(), "a data page");
         assert!(
-            dictionary_headers(&header(DICTIONARY_PAGE, 4000, 1000)[..5]).is_empty(),
+            page_claims(&header(DICTIONARY_PAGE, 4000, 1000)[..5]).is_empty(),
             "cut short"
         );
+    }
+
+    #[test]
+    fn a_page_claiming_more_than_a_gigabyte_is_refused() {
+        let data = |uncompressed_size| PageClaims {
+            uncompressed_size,
+            dictionary: None,
+        };
+        assert!(check_page(data(1 << 20), PhysicalType::DOUBLE, 0).is_ok());
+        assert!(check_page(data(0), PhysicalType::DOUBLE, 0).is_ok());
+        assert!(check_page(data((1 << 30) + 1), PhysicalType::DOUBLE, 0).is_err());
+        assert!(check_page(data(-5), PhysicalType::DOUBLE, 0).is_err());
+        // Read from the bytes, as the scan does.
+        let claims = page_claims(&header(0, i32::MAX as i64, 0));
+        assert_eq!(claims.len(), 1);
+        assert!(check_page(claims[0], PhysicalType::INT32, 0).is_err());
     }
 
     #[test]
@@ -340,9 +387,9 @@ mod tests {
         // many empty structs: each element must take a byte, so both stop
         // at the end of the bytes instead of looping.
         let map = [0x15, 0x04, 0x5b, 0xff, 0xff, 0xff, 0xff, 0x07, 0x11];
-        assert!(dictionary_headers(&map).is_empty());
+        assert!(page_claims(&map).is_empty());
         let list = [0x15, 0x04, 0x59, 0xfc, 0xff, 0xff, 0xff, 0x07];
-        assert!(dictionary_headers(&list).is_empty());
+        assert!(page_claims(&list).is_empty());
     }
 
     #[test]
