@@ -131,6 +131,10 @@ impl OutputTable for LocalOutput {
     }
 
     fn check_separate(&self, input: &Path, files: &[&Path]) -> Result<(), CommitError> {
+        if crate::store::is_remote(&input.to_string_lossy()) {
+            // An input on object storage cannot be, or link into, a local folder.
+            return Ok(());
+        }
         check_separate(input, &self.root)?;
         let output_abs = resolve_missing(&self.root).map_err(io_error("resolve", &self.root))?;
         for file in files {

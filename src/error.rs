@@ -43,6 +43,9 @@ pub enum Error {
     Device(#[from] DeviceError),
     #[error(transparent)]
     Package(#[from] PackageError),
+    /// Object storage could not be reached, or refused a request.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Locked(#[from] LockError),
     #[error(transparent)]

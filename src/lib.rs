@@ -66,6 +66,7 @@ pub mod scorer;
 pub mod sink;
 pub mod sla;
 pub mod source;
+pub mod store;
 pub mod test_hooks;
 pub mod util;
 

@@ -183,7 +183,15 @@ pub struct RunReport {
     /// Rows scored with flags in `lakescore_flags`.
     pub rows_flagged: u64,
     pub reused_partitions: usize,
+    /// Bytes of input read: the data files' sizes for a local table (what a
+    /// mapping may touch), the bytes fetched for one on object storage.
     pub bytes_read: u64,
+    /// Requests made to object storage for the input (none for a local one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests: Option<u64>,
+    /// The input's request counters, read when the report is finished.
+    #[serde(skip)]
+    pub input_io: Option<std::sync::Arc<crate::store::IoCounters>>,
     pub bytes_written: u64,
     pub rows_per_second: f64,
     pub wall_seconds: WallSeconds,
@@ -241,6 +249,8 @@ impl RunReport {
             rows_flagged: 0,
             reused_partitions: 0,
             bytes_read: 0,
+            requests: None,
+            input_io: None,
             bytes_written: 0,
             rows_per_second: 0.0,
             wall_seconds: WallSeconds::default(),
@@ -264,6 +274,10 @@ impl RunReport {
         self.wall_seconds.total = total;
         self.rows_per_second = rows_per_second(self.rows_scored, total);
         self.peak_rss_bytes = peak_rss_bytes();
+        if let Some(io) = &self.input_io {
+            self.bytes_read = io.bytes();
+            self.requests = Some(io.requests());
+        }
         self
     }
 

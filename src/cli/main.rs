@@ -573,7 +573,7 @@ fn run(cli: &Cli, identity: &RunIdentity, cancel: &CancelToken) -> Result<RunSta
             let (package, options, comparison) = load(&args.model_input, &job, None, false)?;
             let mut report = pipeline::bench(
                 &package,
-                &local_table(&args.model_input.input),
+                &*input_table(&args.model_input.input)?,
                 !args.no_write,
                 !args.no_checks,
                 &options,
@@ -593,7 +593,7 @@ fn run(cli: &Cli, identity: &RunIdentity, cancel: &CancelToken) -> Result<RunSta
                 ));
             }
             let outcome = load(&args.model_input, &job, args.as_of, false).and_then(|(package, options, _)| {
-                pipeline::check(&package, &local_table(&args.model_input.input), &options)
+                pipeline::check(&package, &*input_table(&args.model_input.input)?, &options)
             });
             let report = outcome.inspect_err(|error| write_failure_report(args.report.as_deref(), error))?;
             write_reports(&report, args.report.as_deref(), args.html.as_deref())?;
@@ -613,7 +613,7 @@ fn run(cli: &Cli, identity: &RunIdentity, cancel: &CancelToken) -> Result<RunSta
                     None => (columns_package(input)?, false),
                 };
                 let scores = scores && package.model.n_outputs() > 0;
-                pipeline::profile(&package, &local_table(input), scores, &options)?
+                pipeline::profile(&package, &*input_table(input)?, scores, &options)?
             } else {
                 merge_profiles(&args.merge)?
             };
@@ -671,7 +671,7 @@ fn run(cli: &Cli, identity: &RunIdentity, cancel: &CancelToken) -> Result<RunSta
             let options = run_options(&job, args.threads, Vec::new(), "cpu".into(), None);
             let reference = pipeline::profile(
                 &bare,
-                &local_table(&args.reference),
+                &*input_table(&args.reference)?,
                 bare.model.n_outputs() > 0,
                 &options,
             )?;
@@ -726,20 +726,18 @@ fn score_job(job: &Job, args: &ScoreArgs) -> Result<RunStatus, Error> {
         write_failure_report(args.report.as_deref(), &error);
         error
     };
+    let tables = input_table(&args.model_input.input).and_then(|input| Ok((input, output_table(&args.output)?)));
+    let (input, output) = match tables {
+        Ok(tables) => tables,
+        Err(error) => return Err(failed(error, None)),
+    };
     let (package, mut options, comparison) = match load(&args.model_input, job, args.as_of, args.shadow) {
         Ok(loaded) => loaded,
         Err(error) => return Err(failed(error, None)),
     };
     options.sla = args.sla.sla();
     let model = package.model.info();
-    let mut report = match pipeline::score(
-        &package,
-        &local_table(&args.model_input.input),
-        &LocalOutput::new(&args.output),
-        args.mode,
-        &options,
-        &begin,
-    ) {
+    let mut report = match pipeline::score(&package, input.as_ref(), &output, args.mode, &options, &begin) {
         Ok(report) => report,
         Err(error) => return Err(failed(error, Some(model))),
     };
@@ -823,7 +821,7 @@ fn evaluate(job: &Job, args: &EvaluateArgs) -> Result<RunStatus, Error> {
     let set = package::combine(packages, vec![label], Some(tap.clone() as Arc<dyn ScoreTap>), false)?;
     logging::set_model(&tracing::Span::current(), &infos[0].name, infos[0].version.as_deref());
     let clock = std::time::Instant::now();
-    let run = pipeline::score_only(&set, &local_table(&args.input), "evaluate", &options)?;
+    let run = pipeline::score_only(&set, &*input_table(&args.input)?, "evaluate", &options)?;
     let (metrics, rows_unlabeled, comparison) = tap.finish();
     let wall_seconds = clock.elapsed().as_secs_f64();
     let report = EvaluationReport {
@@ -927,8 +925,8 @@ fn allocate(job: &Job, args: &AllocateArgs) -> Result<RunStatus, Error> {
     let report = allocate::allocate(
         &policy,
         arm_models.as_ref(),
-        &local_table(&args.input),
-        &LocalOutput::new(&args.output),
+        &*input_table(&args.input)?,
+        &output_table(&args.output)?,
         &options,
     )?;
     present(&report, args.report.as_deref(), args.json, |r| {
@@ -1098,7 +1096,7 @@ fn merge_profiles(paths: &[PathBuf]) -> Result<lakescore::profile::TableProfile,
 
 /// A package around the stand-in model of a table's numeric columns.
 fn columns_package(input: &std::path::Path) -> Result<Package, Error> {
-    let model = pipeline::TableColumns::of(&local_table(input))?;
+    let model = pipeline::TableColumns::of(&*input_table(input)?)?;
     let manifest = lakescore::package::Manifest::default();
     let contract =
         lakescore::contract::Contract::compile(&manifest, input, lakescore::model::Model::features(&model), 0, None)?;
@@ -1128,7 +1126,29 @@ fn open_package_with(
         output_margin,
         feature_names,
     };
-    Ok(package::open(path, &device, &load_options)?)
+    let text = path.to_string_lossy();
+    if !lakescore::store::is_remote(&text) {
+        return Ok(package::open(path, &device, &load_options)?);
+    }
+    // A model on object storage is fetched into a folder of this process's
+    // own, loaded (into memory), and the folder removed.
+    let remote = lakescore::store::Remote::parse(&text)?;
+    let models = std::env::temp_dir().join("lakescore-models");
+    let local = lakescore::store::download_model(&remote, &models)?;
+    let folder = match local.is_dir() {
+        true => local.clone(),
+        false => local
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_else(|| local.clone()),
+    };
+    let opened = package::open(&local, &device, &load_options);
+    let _ = std::fs::remove_dir_all(&folder);
+    let mut package = opened?;
+    if package.folder.is_some() {
+        package.folder = Some(path.to_path_buf());
+    }
+    Ok(package)
 }
 
 /// A command's context: its command line, its run's identity, and the
@@ -1260,6 +1280,31 @@ fn write_report(path: &std::path::Path, report: &impl serde::Serialize) -> Resul
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// The input table `path` names: a URL on object storage (`s3://`, `az://`,
+/// `gs://`), or a local file or folder, memory-mapped.
+fn input_table(path: &std::path::Path) -> Result<Box<dyn lakescore::source::TableSource>, Error> {
+    let text = path.to_string_lossy();
+    if lakescore::store::is_remote(&text) {
+        let remote = lakescore::store::Remote::parse(&text)?;
+        return Ok(Box::new(lakescore::source::ObjectTable::new(remote)));
+    }
+    Ok(Box::new(local_table(path)))
+}
+
+/// The output table `path` names. Publishing to object storage needs its
+/// own commit protocol, not built yet: such an output is refused before
+/// anything is read.
+fn output_table(path: &std::path::Path) -> Result<LocalOutput, Error> {
+    if lakescore::store::is_remote(&path.to_string_lossy()) {
+        return Err(Error::Usage(format!(
+            "`{}`: publishing to object storage is not supported yet; write to a local folder \
+             (inputs and models may be on object storage)",
+            path.display()
+        )));
+    }
+    Ok(LocalOutput::new(path))
 }
 
 /// A local input table, memory-mapped.

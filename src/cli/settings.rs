@@ -116,6 +116,8 @@ pub fn unknown_variables(command: &Command) -> Vec<(String, Suggestion)> {
     known.push(crate::logging::FILTER_VARIABLE.to_string());
     // Read by the library in every build: the GPU tests' switch.
     known.push("LAKESCORE_TEST_REQUIRE_GPU".to_string());
+    known.push(lakescore::store::RETRIES_VARIABLE.to_string());
+    known.push(lakescore::store::RETRY_SECONDS_VARIABLE.to_string());
     // Collectors' credentials (`observe::http::Auth`): secrets, so never flags.
     for collector in ["PUSHGATEWAY", "LINEAGE"] {
         for part in ["TOKEN", "USER", "PASSWORD"] {

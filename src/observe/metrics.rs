@@ -149,9 +149,16 @@ pub fn render(end: &RunEnd<'_>, previous_success: Option<f64>) -> String {
     );
     out.one(
         "lakescore_read_bytes",
-        "Bytes of Parquet input.",
+        "Bytes of Parquet input (fetched, for a table on object storage).",
         report.bytes_read as f64,
     );
+    if let Some(requests) = report.requests {
+        out.one(
+            "lakescore_read_requests",
+            "Requests made to object storage for the input.",
+            requests as f64,
+        );
+    }
     out.one(
         "lakescore_written_bytes",
         "Bytes of Parquet output written.",

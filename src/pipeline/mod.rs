@@ -1057,5 +1057,6 @@ fn prepare_run(
     );
     report.models = package.model.members().into_iter().cloned().collect();
     describe_table(&mut report, &table.plan);
+    report.input_io = input.io_counters();
     Ok((table, facts, report))
 }

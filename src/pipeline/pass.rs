@@ -119,6 +119,7 @@ pub(super) fn score_files(
                     units: &units,
                     encode,
                     cancel: &options.cancel,
+                    fetch_ahead: pool.current_num_threads(),
                 };
                 worker.run(&next_unit, &exchange, window, &mut stages, inspection.as_mut());
                 worker_stages.lock().unwrap().add(&stages);
@@ -183,6 +184,10 @@ struct Worker<'a> {
     units: &'a [WorkUnit],
     encode: bool,
     cancel: &'a CancelToken,
+    /// How far ahead of the unit it takes a worker asks for the next one's
+    /// bytes: the pool's size, so each worker's next row group is on its way
+    /// (from a source that fetches; a mapped file has them already).
+    fetch_ahead: usize,
 }
 
 impl Worker<'_> {
@@ -211,6 +216,12 @@ impl Worker<'_> {
             if let Err(stopped) = self.cancel.check() {
                 exchange.fail(unit_idx, stopped.into());
                 return;
+            }
+            if let Some(next) = self.units.get(unit_idx + self.fetch_ahead) {
+                let leaves = &self.table.scans[next.file_idx].leaves;
+                self.table.plan.files[next.file_idx]
+                    .file
+                    .fetch_ahead(next.row_group, leaves);
             }
             let unit = self.units[unit_idx];
             // A panic (a bug here or in a decoder, on a file it did not expect)

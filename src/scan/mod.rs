@@ -406,6 +406,10 @@ impl ParquetFile {
                 listed.size, self.size_bytes
             )));
         }
+        if self.data.pinned() {
+            // Every read was of the listed version, or failed.
+            return Ok(());
+        }
         if let Some((size, version)) = self.data.stat_now() {
             if size != self.size_bytes {
                 return Err(changed(format!(
@@ -585,6 +589,15 @@ impl ParquetFile {
                 start.min(self.size_bytes)..start.saturating_add(len).min(self.size_bytes)
             })
             .collect()
+    }
+
+    /// Starts fetching the chunks of these leaf columns of a row group, which
+    /// a worker will ready soon, when the source fetches rather than maps:
+    /// the next row groups are on their way while this one decodes.
+    pub fn fetch_ahead(&self, row_group: usize, leaves: &[usize]) {
+        if self.whole.is_none() && row_group < self.num_row_groups() {
+            self.data.will_need(&self.chunk_ranges(row_group, leaves));
+        }
     }
 
     /// Readies the chunks of these leaf columns of a row group: a mapped

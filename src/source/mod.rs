@@ -26,6 +26,7 @@
 
 mod guard;
 pub mod local;
+pub mod object;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 pub use local::{LocalTable, MmapChoice};
+pub use object::ObjectTable;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -59,6 +61,9 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
+    /// An input on object storage could not be listed or reached.
+    #[error(transparent)]
+    Remote(#[from] crate::store::StoreError),
 }
 
 /// One data file of a table, as its source lists it.
@@ -96,6 +101,12 @@ pub trait TableSource: Send + Sync {
 
     /// A reader of one listed file's bytes.
     fn open(&self, file: &DataFile) -> Result<Arc<dyn FileBytes>, SourceError>;
+
+    /// What the table's reads cost, for a source that counts its requests
+    /// (object storage); `None` for a local one.
+    fn io_counters(&self) -> Option<Arc<crate::store::IoCounters>> {
+        None
+    }
 }
 
 /// Byte ranges of one file. Called from the worker threads, concurrently.
@@ -137,7 +148,16 @@ pub trait FileBytes: Send + Sync + std::fmt::Debug {
         None
     }
 
-    /// The ranges will be read soon (a mapped file faults them in at once).
+    /// Whether every read is pinned to the version the file was listed at
+    /// (an object read with `If-Match` on its ETag): a read of another
+    /// version fails, so there is nothing to check again before publishing.
+    fn pinned(&self) -> bool {
+        false
+    }
+
+    /// The ranges will be read soon: a mapped file faults them in at once, a
+    /// remote one starts fetching them (a later [`FileBytes::ranges`] of the
+    /// same ranges collects them).
     fn will_need(&self, _ranges: &[Range<u64>]) {}
 
     /// The ranges have been read (a mapped file lets their pages go, so the

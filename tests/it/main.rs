@@ -18,6 +18,7 @@ mod hostile;
 mod imports;
 mod layout;
 mod memory;
+mod object_storage;
 mod onnx;
 mod parity;
 mod pushgateway;
