@@ -45,6 +45,8 @@ pub enum LockError {
         holder.as_ref().map_or_else(|| "its lock file names no holder".to_string(), Holder::to_string)
     )]
     Held { out: PathBuf, holder: Option<Holder> },
+    #[error("lost the lease on output `{}`: {reason}; nothing more is published", out.display())]
+    Lost { out: PathBuf, reason: String },
     #[error("cannot {operation} the lock file `{}`", path.display())]
     Io {
         operation: &'static str,
@@ -57,14 +59,46 @@ pub enum LockError {
 /// The lock on one output, released (and its file removed) on drop.
 #[derive(Debug)]
 pub struct OutputLock {
-    /// Held open: closing it releases the lock.
-    _file: File,
-    path: PathBuf,
+    held: Held,
     /// The holder of a lock a dead run left behind, taken over by this one.
     pub taken_over: Option<Holder>,
 }
 
+#[derive(Debug)]
+enum Held {
+    /// A local output's lock file, held open: closing it releases the lock.
+    File { _file: File, path: PathBuf },
+    /// An object-storage output's lease, renewed while held.
+    Lease(Box<dyn Lease>),
+}
+
+/// A lock held as a lease on a store without locks (an object-storage
+/// output's, in `commit::object`): renewed while held, released on drop,
+/// and lost when it cannot be renewed in time.
+pub trait Lease: Send + Sync + std::fmt::Debug {
+    /// Errors out when the lease is no longer this run's.
+    fn check_held(&self) -> Result<(), LockError>;
+}
+
 impl OutputLock {
+    /// The lock of an output on object storage: its lease.
+    pub fn of_lease(lease: Box<dyn Lease>, taken_over: Option<Holder>) -> OutputLock {
+        OutputLock {
+            held: Held::Lease(lease),
+            taken_over,
+        }
+    }
+
+    /// Errors out when the lock is no longer this run's: a lease that could
+    /// not be renewed before it expired, which another run may have taken.
+    /// (A local lock cannot be lost while its holder lives.)
+    pub fn check_held(&self) -> Result<(), LockError> {
+        match &self.held {
+            Held::File { .. } => Ok(()),
+            Held::Lease(lease) => lease.check_held(),
+        }
+    }
+
     /// Takes the lock of the output whose bookkeeping folder is `meta`
     /// (created if missing), or says who holds it.
     pub fn acquire(out: &Path, meta: &Path, me: &Holder) -> Result<OutputLock, LockError> {
@@ -121,8 +155,7 @@ impl OutputLock {
                 .and_then(|()| file.sync_all())
                 .map_err(io_error("write"))?;
             return Ok(OutputLock {
-                _file: file,
-                path,
+                held: Held::File { _file: file, path },
                 taken_over,
             });
         }
@@ -189,8 +222,10 @@ fn read_holder(file: &mut File) -> Option<Holder> {
 impl Drop for OutputLock {
     fn drop(&mut self) {
         // Remove while locked; the lock goes when the file is closed, right
-        // after (see the module notes).
-        let _ = fs::remove_file(&self.path);
+        // after (see the module notes). A lease releases itself.
+        if let Held::File { path, .. } = &self.held {
+            let _ = fs::remove_file(path);
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! `lakescore runs OUT`: the catalog of what was scored into an output, read
 //! from its run ledger (`OUT/_lakescore/runs/`): when each run happened, with
 //! which model, from which input (and its fingerprint), how many rows, and how
-//! it ended.
+//! it ended. On object storage, the ledger is objects under the same names,
+//! and a run's lease says whether it still runs.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -24,6 +25,8 @@ pub enum RunsError {
     },
     #[error("run ledger entry `{}` is not a lakescore ledger record: {message}", path.display())]
     Parse { path: PathBuf, message: String },
+    #[error("cannot read the run ledger: {message}")]
+    Remote { message: String },
 }
 
 /// One run as `lakescore runs` lists it.
@@ -38,10 +41,24 @@ pub struct RunEntry {
     pub seconds: Option<f64>,
 }
 
-/// Every run recorded in `out`, oldest first.
+/// Every run recorded in `out` (a local folder, or a URL on object storage),
+/// oldest first.
 pub fn list(out: &Path) -> Result<Vec<RunEntry>, RunsError> {
+    let text = out.to_string_lossy();
+    if crate::store::is_remote(&text) {
+        let remote = crate::store::Remote::parse(&text).map_err(|error| RunsError::Remote {
+            message: error.to_string(),
+        })?;
+        let ledger = crate::commit::object::ledger(&remote).map_err(|error| RunsError::Remote {
+            message: crate::util::error_chain(&error),
+        })?;
+        if ledger.records.is_empty() {
+            return Err(RunsError::NoLedger { out: out.to_path_buf() });
+        }
+        return entries(ledger.records, ledger.holder.as_ref());
+    }
     let folder = out.join(META_DIR).join("runs");
-    let entries = fs::read_dir(&folder).map_err(|source| match source.kind() {
+    let listing = fs::read_dir(&folder).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => RunsError::NoLedger { out: out.to_path_buf() },
         _ => RunsError::Read {
             path: folder.clone(),
@@ -49,8 +66,8 @@ pub fn list(out: &Path) -> Result<Vec<RunEntry>, RunsError> {
         },
     })?;
     let holder: Option<Holder> = crate::lock::holder_of(&out.join(META_DIR));
-    let mut runs = Vec::new();
-    for entry in entries {
+    let mut records = Vec::new();
+    for entry in listing {
         let path = entry
             .map_err(|source| RunsError::Read {
                 path: folder.clone(),
@@ -64,12 +81,22 @@ pub fn list(out: &Path) -> Result<Vec<RunEntry>, RunsError> {
             path: path.clone(),
             source,
         })?;
+        records.push((path, bytes));
+    }
+    entries(records, holder.as_ref())
+}
+
+/// The runs of these ledger records (where each was read, its bytes), given
+/// who holds the output now.
+fn entries(records: Vec<(PathBuf, Vec<u8>)>, holder: Option<&Holder>) -> Result<Vec<RunEntry>, RunsError> {
+    let mut runs = Vec::new();
+    for (path, bytes) in records {
         let record: LedgerRecord = serde_json::from_slice(&bytes).map_err(|e| RunsError::Parse {
             path: path.clone(),
             message: e.to_string(),
         })?;
         let outcome = match record.status {
-            RunStatus::Running if !is_alive(&record, holder.as_ref()) => "died",
+            RunStatus::Running if !is_alive(&record, holder) => "died",
             status => status.as_str(),
         }
         .to_string();

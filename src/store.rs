@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use object_store::ObjectStore;
+use object_store::multipart::MultipartStore;
 use object_store::path::Path as ObjectPath;
 use url::Url;
 
@@ -58,16 +59,27 @@ pub fn is_remote(text: &str) -> bool {
 }
 
 /// A location on object storage: the store that holds it and the path in it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Remote {
     /// The URL as given, less any query string or user info: what messages,
     /// reports and lineage name.
     pub url: String,
     pub store: Arc<dyn ObjectStore>,
+    /// The same store, for multipart uploads with explicit ids (an output's
+    /// files, completed only when the run commits).
+    pub multipart: Arc<dyn MultipartStore>,
     /// The location's path in the store, without a trailing `/`.
     pub path: ObjectPath,
     /// Counts of what this location's reads cost.
     pub counters: Arc<IoCounters>,
+}
+
+/// The URL only: a store's own `Debug` shows its configuration, secrets
+/// included.
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote").field("url", &self.url).finish_non_exhaustive()
+    }
 }
 
 impl Remote {
@@ -113,13 +125,21 @@ impl Remote {
         };
         // (Before the store: its HTTP client is made with it.)
         install_crypto_provider();
-        let (store, path) = store_for(&url, environment).map_err(configure)?;
+        let ((store, multipart), path) = store_for(&url, environment).map_err(configure)?;
         Ok(Remote {
             url: shown.trim_end_matches('/').to_string(),
             store,
+            multipart,
             path,
             counters: Arc::new(IoCounters::default()),
         })
+    }
+
+    /// This location in another store (an in-memory one, in tests).
+    pub fn over<S: ObjectStore + MultipartStore>(mut self, store: Arc<S>) -> Remote {
+        self.store = Arc::clone(&store) as Arc<dyn ObjectStore>;
+        self.multipart = store;
+        self
     }
 
     /// The URL of `path`, a path in this location's store.
@@ -146,6 +166,7 @@ impl Remote {
         Remote {
             url: format!("{}/{}", self.url, relative.trim_matches('/')),
             store: Arc::clone(&self.store),
+            multipart: Arc::clone(&self.multipart),
             path,
             counters: Arc::clone(&self.counters),
         }
@@ -177,12 +198,15 @@ fn retry_config(settings: &[(String, String)]) -> Result<object_store::RetryConf
     Ok(retry)
 }
 
+/// A store as `object_store` reads and writes it, and as it uploads in parts.
+type Stores = (Arc<dyn ObjectStore>, Arc<dyn MultipartStore>);
+
 /// The store for `url`, from the settings of `environment` in its
 /// provider's prefix, and the path it names.
 fn store_for(
     url: &Url,
     environment: impl IntoIterator<Item = (String, String)>,
-) -> Result<(Arc<dyn ObjectStore>, ObjectPath), object_store::Error> {
+) -> Result<(Stores, ObjectPath), object_store::Error> {
     use object_store::ObjectStoreScheme;
     use object_store::aws::AmazonS3Builder;
     use object_store::azure::MicrosoftAzureBuilder;
@@ -198,7 +222,11 @@ fn store_for(
             .filter(move |(key, _)| key.starts_with(prefix))
             .map(|(key, value)| (key.to_ascii_lowercase(), value.clone()))
     };
-    let store: Arc<dyn ObjectStore> = match scheme {
+    fn both<S: ObjectStore + MultipartStore>(store: S) -> Stores {
+        let store = Arc::new(store);
+        (Arc::clone(&store) as Arc<dyn ObjectStore>, store)
+    }
+    let (store, multipart) = match scheme {
         ObjectStoreScheme::AmazonS3 => {
             let mut builder = AmazonS3Builder::new().with_retry(retry.clone());
             for (key, value) in with_prefix("AWS_") {
@@ -206,7 +234,7 @@ fn store_for(
                     builder = builder.with_config(key, value);
                 }
             }
-            Arc::new(builder.with_url(url.as_str()).build()?)
+            both(builder.with_url(url.as_str()).build()?)
         }
         ObjectStoreScheme::MicrosoftAzure => {
             let mut builder = MicrosoftAzureBuilder::new().with_retry(retry.clone());
@@ -215,7 +243,7 @@ fn store_for(
                     builder = builder.with_config(key, value);
                 }
             }
-            Arc::new(builder.with_url(url.as_str()).build()?)
+            both(builder.with_url(url.as_str()).build()?)
         }
         ObjectStoreScheme::GoogleCloudStorage => {
             let mut builder = GoogleCloudStorageBuilder::new().with_retry(retry.clone());
@@ -224,7 +252,7 @@ fn store_for(
                     builder = builder.with_config(key, value);
                 }
             }
-            Arc::new(builder.with_url(url.as_str()).build()?)
+            both(builder.with_url(url.as_str()).build()?)
         }
         other => {
             return Err(object_store::Error::NotSupported {
@@ -232,7 +260,7 @@ fn store_for(
             });
         }
     };
-    Ok((store, path))
+    Ok(((store, multipart), path))
 }
 
 /// `text` as messages show it: without user info or query string.
@@ -523,6 +551,18 @@ mod tests {
         let error = Remote::parse_with("az://container/lake?sig=s3cr3t", no_environment()).unwrap_err();
         assert!(!error.to_string().contains("s3cr3t"), "{error}");
         assert!(Remote::parse_with("s3:///lake", no_environment()).is_err());
+    }
+
+    #[test]
+    fn a_location_debug_printed_shows_no_secret() {
+        let environment = vec![
+            ("AWS_REGION".to_string(), "us-east-1".to_string()),
+            ("AWS_SECRET_ACCESS_KEY".to_string(), "s3cr3t-value".to_string()),
+            ("AWS_ACCESS_KEY_ID".to_string(), "AKIAEXAMPLE".to_string()),
+        ];
+        let remote = Remote::parse_with("s3://bucket/lake", environment).unwrap();
+        let shown = format!("{remote:?} {:?}", remote.join("x"));
+        assert!(!shown.contains("s3cr3t-value"), "{shown}");
     }
 
     #[test]

@@ -28,7 +28,12 @@ pub const LOAD_DELAY_MS: &str = "LAKESCORE_TEST_LOAD_DELAY_MS";
 /// publishing phase, for tests that kill runs at random moments in it.
 pub const PUBLISH_DELAY_MS: &str = "LAKESCORE_TEST_PUBLISH_DELAY_MS";
 
+/// A lease on an object-storage output lives this many seconds (not
+/// `commit::object::LEASE_SECONDS`): for tests of a dead run's lease.
+pub const LEASE_SECONDS: &str = "LAKESCORE_TEST_LEASE_SECONDS";
+
 struct Hooks {
+    lease_seconds: Option<u64>,
     crash_before_partition: Option<usize>,
     crash_before_record: Option<usize>,
     panic_in_row_group: Option<usize>,
@@ -44,6 +49,7 @@ fn hooks() -> &'static Hooks {
     HOOKS.get_or_init(|| {
         let read = |name| std::env::var(name).ok().and_then(|v| v.parse().ok());
         Hooks {
+            lease_seconds: std::env::var(LEASE_SECONDS).ok().and_then(|v| v.parse().ok()),
             crash_before_partition: read(CRASH_BEFORE_PARTITION),
             crash_before_record: read(CRASH_BEFORE_RECORD),
             panic_in_row_group: read(PANIC_IN_ROW_GROUP),
@@ -58,6 +64,7 @@ fn hooks() -> &'static Hooks {
 #[cfg(not(feature = "test-hooks"))]
 fn hooks() -> &'static Hooks {
     static NONE: Hooks = Hooks {
+        lease_seconds: None,
         crash_before_partition: None,
         crash_before_record: None,
         panic_in_row_group: None,
@@ -88,6 +95,10 @@ pub(crate) fn before_record(partition_idx: usize) {
     if hooks().crash_before_record == Some(partition_idx) {
         die();
     }
+}
+
+pub(crate) fn lease_seconds() -> Option<u64> {
+    hooks().lease_seconds
 }
 
 pub(crate) fn in_plan() {

@@ -737,7 +737,7 @@ fn score_job(job: &Job, args: &ScoreArgs) -> Result<RunStatus, Error> {
     };
     options.sla = args.sla.sla();
     let model = package.model.info();
-    let mut report = match pipeline::score(&package, input.as_ref(), &output, args.mode, &options, &begin) {
+    let mut report = match pipeline::score(&package, input.as_ref(), output.as_ref(), args.mode, &options, &begin) {
         Ok(report) => report,
         Err(error) => return Err(failed(error, Some(model))),
     };
@@ -926,7 +926,7 @@ fn allocate(job: &Job, args: &AllocateArgs) -> Result<RunStatus, Error> {
         &policy,
         arm_models.as_ref(),
         &*input_table(&args.input)?,
-        &output_table(&args.output)?,
+        &*output_table(&args.output)?,
         &options,
     )?;
     present(&report, args.report.as_deref(), args.json, |r| {
@@ -1293,18 +1293,15 @@ fn input_table(path: &std::path::Path) -> Result<Box<dyn lakescore::source::Tabl
     Ok(Box::new(local_table(path)))
 }
 
-/// The output table `path` names. Publishing to object storage needs its
-/// own commit protocol, not built yet: such an output is refused before
-/// anything is read.
-fn output_table(path: &std::path::Path) -> Result<LocalOutput, Error> {
-    if lakescore::store::is_remote(&path.to_string_lossy()) {
-        return Err(Error::Usage(format!(
-            "`{}`: publishing to object storage is not supported yet; write to a local folder \
-             (inputs and models may be on object storage)",
-            path.display()
-        )));
+/// The output table `path` names: a URL on object storage, or a local
+/// folder.
+fn output_table(path: &std::path::Path) -> Result<Box<dyn lakescore::commit::OutputTable>, Error> {
+    let text = path.to_string_lossy();
+    if lakescore::store::is_remote(&text) {
+        let remote = lakescore::store::Remote::parse(&text)?;
+        return Ok(Box::new(lakescore::commit::ObjectOutput::new(remote)));
     }
-    Ok(LocalOutput::new(path))
+    Ok(Box::new(LocalOutput::new(path)))
 }
 
 /// A local input table, memory-mapped.

@@ -428,9 +428,9 @@ mod tests {
     }
 
     fn remote_over(store: Arc<InMemory>, url: &str) -> Remote {
-        let mut remote = Remote::parse_with(url, vec![("AWS_REGION".into(), "us-east-1".into())]).unwrap();
-        remote.store = store;
-        remote
+        Remote::parse_with(url, vec![("AWS_REGION".into(), "us-east-1".into())])
+            .unwrap()
+            .over(store)
     }
 
     #[test]

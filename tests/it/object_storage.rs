@@ -56,9 +56,9 @@ fn put(remote: &Remote, relative: &str, bytes: Vec<u8>) {
 }
 
 fn in_memory(url: &str) -> Remote {
-    let mut remote = Remote::parse_with(url, vec![("AWS_REGION".into(), "us-east-1".into())]).unwrap();
-    remote.store = Arc::new(InMemory::new());
-    remote
+    Remote::parse_with(url, vec![("AWS_REGION".into(), "us-east-1".into())])
+        .unwrap()
+        .over(Arc::new(InMemory::new()))
 }
 
 /// The bytes of every Parquet file of an output, by relative path.
@@ -562,4 +562,305 @@ fn a_store_that_keeps_failing_fails_the_run_naming_the_object_and_publishes_noth
         run.stderr
     );
     assert!(data_files(&out).is_empty(), "something was published");
+}
+
+// ---------------------------------------------------------------------------
+// Outputs on object storage.
+
+/// Every object under `remote`, by path relative to it, with its bytes.
+fn objects(remote: &Remote) -> Vec<(String, Vec<u8>)> {
+    use futures_util::TryStreamExt;
+    let listed = remote.clone();
+    let metas: Vec<object_store::ObjectMeta> =
+        store::block_on(async move { listed.store.list(Some(&listed.path)).try_collect().await }).unwrap();
+    let mut found: Vec<(String, Vec<u8>)> = metas
+        .into_iter()
+        .map(|meta| {
+            let relative = meta
+                .location
+                .prefix_match(&remote.path)
+                .unwrap()
+                .map(|p| p.as_ref().to_string())
+                .collect::<Vec<_>>()
+                .join("/");
+            let store = Arc::clone(&remote.store);
+            let bytes = store::block_on(async move { store.get(&meta.location).await.unwrap().bytes().await.unwrap() });
+            (relative, bytes.to_vec())
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// The Parquet objects of an output, as `outputs` gives a local one's.
+fn parquet_objects(remote: &Remote) -> Vec<(PathBuf, Vec<u8>)> {
+    objects(remote)
+        .into_iter()
+        .filter(|(path, _)| path.ends_with(".parquet") && !path.starts_with("_lakescore"))
+        .map(|(path, bytes)| (PathBuf::from(path), bytes))
+        .collect()
+}
+
+#[test]
+fn an_output_on_object_storage_is_published_whole_with_a_manifest_of_its_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = sample().join("customers");
+    let model = sample().join("package");
+    let local = dir.path().join("local");
+    score(&model, &lake, &local, &[]).assert_ok();
+    let package = lakescore::package::open(&model, &candle_core::Device::Cpu, &LoadOptions::default()).unwrap();
+    let out = in_memory("s3://scores/churn");
+    let output = lakescore::commit::ObjectOutput::new(out.clone());
+    let run = |mode| {
+        pipeline::score(
+            &package,
+            &lakescore::source::LocalTable::new(&lake, lakescore::source::MmapChoice::never()),
+            &output,
+            mode,
+            &RunOptions::default(),
+            &|| {},
+        )
+    };
+    run(WriteMode::ErrorIfExists).expect("scores");
+    assert!(parquet_objects(&out) == outputs(&local), "the outputs differ");
+    let all = objects(&out);
+    let names: Vec<&str> = all.iter().map(|(p, _)| p.as_str()).collect();
+    assert!(names.contains(&"_SUCCESS"), "{names:?}");
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("_lakescore/uploads") || *n == "_lakescore/lease"),
+        "{names:?}"
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&all.iter().find(|(p, _)| p == "_SUCCESS").unwrap().1).unwrap();
+    let listed = manifest["objects"].as_array().expect("the manifest lists the objects");
+    assert_eq!(listed.len(), 4);
+    for object in listed {
+        let (path, bytes) = all
+            .iter()
+            .find(|(p, _)| *p == object["path"])
+            .expect("listed objects exist");
+        assert_eq!(object["bytes"].as_u64().unwrap() as usize, bytes.len(), "{path}");
+        assert!(object["e_tag"].is_string(), "{object}");
+    }
+
+    // A second run is refused, unless it overwrites.
+    let error = run(WriteMode::ErrorIfExists).unwrap_err().to_string();
+    assert!(
+        error.contains("already holds a table") && error.contains("s3://scores/churn"),
+        "{error}"
+    );
+    // Overwritten, a partition loses the files its new version lacks.
+    put(&out, "dt=2026-11-25/part-00009.parquet", b"an old file".to_vec());
+    run(WriteMode::Overwrite).expect("overwrites");
+    assert!(
+        parquet_objects(&out) == outputs(&local),
+        "the overwritten output differs"
+    );
+    let runs = lakescore::commit::object::ledger(&out).unwrap().records;
+    assert_eq!(runs.len(), 2, "two runs published");
+}
+
+/// The multipart uploads under way in `bucket` (S3's ListMultipartUploads).
+fn incomplete_uploads(endpoint: &str, bucket: &str) -> Vec<String> {
+    let xml = ureq::get(&format!("{endpoint}/{bucket}?uploads"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    xml.split("<Key>")
+        .skip(1)
+        .map(|rest| rest.split("</Key>").next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_run_killed_while_committing_to_s3_resumes_to_the_clean_bytes_and_leaves_no_upload() {
+    let Some(endpoint) = s3_endpoint() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = bucket(&endpoint, "resume");
+    let model = sample().join("package");
+    let clean = dir.path().join("clean");
+    score(&model, &sample().join("customers"), &clean, &[]).assert_ok();
+    // Killed before the first and the second partition's completion, and
+    // after the first's, before its record.
+    let crashes = [
+        (lakescore::test_hooks::CRASH_BEFORE_PARTITION, 0),
+        (lakescore::test_hooks::CRASH_BEFORE_PARTITION, 1),
+        (lakescore::test_hooks::CRASH_BEFORE_RECORD, 0),
+    ];
+    for (case, (hook, partition)) in crashes.into_iter().enumerate() {
+        let url = format!("s3://{bucket}/scores-{case}");
+        let args = |mode: &str| {
+            vec![
+                "score".to_string(),
+                "--model".into(),
+                model.to_string_lossy().into_owned(),
+                "--input".into(),
+                sample().join("customers").to_string_lossy().into_owned(),
+                "--output".into(),
+                url.clone(),
+                "--mode".into(),
+                mode.into(),
+            ]
+        };
+        let crash_args = args("error-if-exists");
+        let crash_refs: Vec<&str> = crash_args.iter().map(String::as_str).collect();
+        let crashed = lakescore_s3(
+            &endpoint,
+            &crash_refs,
+            &[
+                (hook, &partition.to_string()),
+                (lakescore::test_hooks::LEASE_SECONDS, "2"),
+            ],
+        );
+        assert_eq!(crashed.code, 137, "{hook}={partition}: {}", crashed.stderr);
+        let out = s3(&endpoint, &url);
+        assert!(
+            !objects(&out).iter().any(|(p, _)| p == "_SUCCESS"),
+            "a crashed run wrote _SUCCESS"
+        );
+        assert!(
+            !incomplete_uploads(&endpoint, &bucket).is_empty(),
+            "the crashed run left uploads to abort"
+        );
+        // The dead run's lease lives two seconds.
+        std::thread::sleep(Duration::from_millis(2500));
+        let resume_args = args("resume");
+        let resume_refs: Vec<&str> = resume_args.iter().map(String::as_str).collect();
+        let resumed = lakescore_s3(&endpoint, &resume_refs, &[(lakescore::test_hooks::LEASE_SECONDS, "2")]);
+        resumed.assert_ok();
+        assert!(
+            parquet_objects(&out) == outputs(&clean),
+            "{hook}={partition}: the resumed output differs"
+        );
+        assert!(objects(&out).iter().any(|(p, _)| p == "_SUCCESS"));
+        let left = incomplete_uploads(&endpoint, &bucket);
+        assert!(left.is_empty(), "{hook}={partition}: uploads left: {left:?}");
+        let runs = lakescore_s3(&endpoint, &["runs", &url], &[]);
+        runs.assert_ok();
+        assert!(
+            runs.stdout.contains("died") && runs.stdout.contains("succeeded"),
+            "{}",
+            runs.stdout
+        );
+    }
+}
+
+#[test]
+fn a_second_writer_on_s3_is_refused_naming_the_holder_until_its_lease_expires() {
+    let Some(endpoint) = s3_endpoint() else { return };
+    let bucket = bucket(&endpoint, "lease");
+    let url = format!("s3://{bucket}/scores");
+    let model = sample().join("model.json");
+    let lake = sample().join("customers");
+    let settings = s3_settings(&endpoint);
+    // A slow run holds the lease.
+    let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_lakescore"))
+        .args(score_args(&model, &lake, Path::new(&url), &["--threads", "1"]))
+        .envs(settings.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env(lakescore::test_hooks::ROW_GROUP_DELAY_MS, "400")
+        .env(lakescore::test_hooks::LEASE_SECONDS, "3")
+        .env_remove("LAKESCORE_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lease = s3(&endpoint, &url);
+    let started = std::time::Instant::now();
+    while !objects(&lease).iter().any(|(p, _)| p == "_lakescore/lease") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the first run never took the lease"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let second = lakescore_s3(
+        &endpoint,
+        &[
+            "score",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            lake.to_str().unwrap(),
+            "--output",
+            &url,
+            "--mode",
+            "overwrite",
+        ],
+        &[(lakescore::test_hooks::LEASE_SECONDS, "3")],
+    );
+    assert_eq!(second.code, 5, "{}", second.stderr);
+    assert!(
+        second.stderr.contains(&url) && second.stderr.contains("pid"),
+        "{}",
+        second.stderr
+    );
+    // Killed, the first run's lease outlives it by its life, then is taken over.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(3500));
+    let third = lakescore_s3(
+        &endpoint,
+        &[
+            "score",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            lake.to_str().unwrap(),
+            "--output",
+            &url,
+            "--mode",
+            "overwrite",
+        ],
+        &[(lakescore::test_hooks::LEASE_SECONDS, "3")],
+    );
+    third.assert_ok();
+    assert!(third.stderr.contains("taking over the lease"), "{}", third.stderr);
+}
+
+#[test]
+fn a_commit_the_store_refuses_publishes_nothing_and_leaves_no_upload() {
+    let Some(endpoint) = s3_endpoint() else { return };
+    let bucket = bucket(&endpoint, "refused");
+    // Every completion of a multipart upload is refused; the rest passes.
+    let proxy = FaultProxy::start(&endpoint, |_, line| {
+        match line.starts_with("POST") && line.contains("uploadId=") {
+            true => Fault::SlowDown,
+            false => Fault::Pass,
+        }
+    });
+    let url = format!("s3://{bucket}/scores");
+    let run = lakescore_s3(
+        &proxy.endpoint,
+        &[
+            "score",
+            "--model",
+            sample().join("model.json").to_str().unwrap(),
+            "--input",
+            sample().join("customers").to_str().unwrap(),
+            "--output",
+            &url,
+        ],
+        &[(store::RETRIES_VARIABLE, "1"), (store::RETRY_SECONDS_VARIABLE, "5")],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("complete the upload of") && run.stderr.contains(&url),
+        "{}",
+        run.stderr
+    );
+    let out = s3(&endpoint, &url);
+    let names: Vec<String> = objects(&out).into_iter().map(|(p, _)| p).collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n == "_SUCCESS" || n.ends_with(".parquet") || n.starts_with("_lakescore/uploads")),
+        "{names:?}"
+    );
+    assert!(incomplete_uploads(&endpoint, &bucket).is_empty());
+    let runs = lakescore_s3(&endpoint, &["runs", &url], &[]);
+    assert!(runs.stdout.contains("failed"), "{}", runs.stdout);
 }

@@ -31,8 +31,11 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::lock::{Holder, LockError, OutputLock};
+
+pub mod object;
 use crate::test_hooks;
 use crate::util::{fsync_dir, is_atomic_write_temporary, rfc3339_utc, sha256_hex, write_atomically};
+pub use object::ObjectOutput;
 
 /// Where a run publishes its table: what a new output (object storage, a
 /// Delta or Iceberg table) implements, beside its [`Committer`].
@@ -209,6 +212,13 @@ pub enum CommitError {
     /// reaches the top: another run holds it, exit code 5).
     #[error(transparent)]
     Locked(#[from] LockError),
+    /// A request to an output on object storage failed.
+    #[error("{operation} `{url}` failed: {message}")]
+    Remote {
+        operation: &'static str,
+        url: String,
+        message: String,
+    },
 }
 
 fn io_error<'a>(operation: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CommitError + 'a {
