@@ -201,8 +201,17 @@ fn facet(version: &str, name: &str, fields: Value) -> Value {
     facet
 }
 
-/// A dataset on the local filesystem: namespace `file`, name its absolute path.
+/// A dataset as OpenLineage names it: on object storage, namespace the
+/// bucket or container's URL (`s3://bucket`), name the path in it; on the
+/// local filesystem, namespace `file`, name its absolute path.
 fn dataset(path: &Path) -> Value {
+    let text = path.to_string_lossy();
+    if crate::store::is_remote(&text)
+        && let Some((scheme, rest)) = text.split_once("://")
+    {
+        let (bucket, name) = rest.split_once('/').unwrap_or((rest, ""));
+        return json!({"namespace": format!("{scheme}://{bucket}"), "name": name.trim_end_matches('/')});
+    }
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     json!({"namespace": "file", "name": absolute.display().to_string()})
 }
@@ -237,4 +246,22 @@ fn quality_metrics(report: &crate::report::RunReport) -> Value {
         "DataQualityMetricsInputDatasetFacet",
         json!({"rowCount": report.rows, "bytes": report.bytes_read, "columnMetrics": columns}),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datasets_on_object_storage_are_named_by_bucket_and_path() {
+        assert_eq!(
+            dataset(Path::new("s3://lake/customers/")),
+            json!({"namespace": "s3://lake", "name": "customers"})
+        );
+        assert_eq!(
+            dataset(Path::new("gs://lake/scores/churn")),
+            json!({"namespace": "gs://lake", "name": "scores/churn"})
+        );
+        assert_eq!(dataset(Path::new("/data/lake"))["namespace"], "file");
+    }
 }
