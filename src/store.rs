@@ -348,6 +348,53 @@ impl IoCounters {
     }
 }
 
+/// Writes `bytes` as the object `url` names, whole: a put is atomic, so a
+/// reader sees the old object or the new one. (Reports, pages, metrics and
+/// policies given as URLs.)
+pub fn write_object(url: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    use object_store::ObjectStoreExt;
+    let remote = Remote::parse(url)?;
+    let (store, path) = (Arc::clone(&remote.store), remote.path.clone());
+    let payload = object_store::PutPayload::from(bytes.to_vec());
+    block_on(async move { store.put(&path, payload).await })
+        .map(|_| ())
+        .map_err(|error| StoreError::Request {
+            operation: "PUT",
+            url: remote.url.clone(),
+            message: message_of(&error),
+        })
+}
+
+/// The bytes of the object `url` names, refused past `limit` bytes.
+pub fn read_object(url: &str, limit: u64, what: &'static str) -> Result<Vec<u8>, StoreError> {
+    use object_store::ObjectStoreExt;
+    let remote = Remote::parse(url)?;
+    let (store, path) = (Arc::clone(&remote.store), remote.path.clone());
+    let got = block_on(async move {
+        let got = store.get(&path).await?;
+        match got.meta.size > limit {
+            true => Ok(None),
+            false => got.bytes().await.map(Some),
+        }
+    });
+    match got {
+        Ok(Some(bytes)) => Ok(bytes.to_vec()),
+        Ok(None) => Err(StoreError::TooLarge {
+            url: remote.url.clone(),
+            what,
+            limit,
+        }),
+        Err(object_store::Error::NotFound { .. }) => Err(StoreError::NotFound {
+            url: remote.url.clone(),
+        }),
+        Err(error) => Err(StoreError::Request {
+            operation: "GET",
+            url: remote.url.clone(),
+            message: message_of(&error),
+        }),
+    }
+}
+
 /// The most a model (one object, or a package's objects together) may
 /// weigh when fetched from object storage.
 pub const MAX_MODEL_BYTES: u64 = 4 << 30;

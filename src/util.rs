@@ -59,8 +59,14 @@ pub fn is_atomic_write_temporary(name: &str) -> bool {
 
 /// Writes `bytes` to `path` so that readers see either the old file or the
 /// whole new one: a temporary sibling is written and fsynced, then renamed over
-/// `path`, then the directory is fsynced.
+/// `path`, then the directory is fsynced. A `path` that is a URL on object
+/// storage is one PUT of the object.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let text = path.to_string_lossy();
+    if crate::store::is_remote(&text) {
+        // One PUT: readers see the old object or the new one, never part.
+        return crate::store::write_object(&text, bytes).map_err(|error| io::Error::other(error.to_string()));
+    }
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

@@ -176,12 +176,22 @@ impl PolicyLock {
 /// The most arms a policy may have.
 pub const MAX_ARMS: usize = 1000;
 
+/// The largest policy file read from object storage.
+const MAX_POLICY_BYTES: u64 = 64 << 20;
+
 impl PolicyFile {
     pub fn read(path: &Path) -> Result<PolicyFile, PolicyError> {
-        let bytes = std::fs::read(path).map_err(|source| PolicyError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = path.to_string_lossy();
+        let bytes = match crate::store::is_remote(&text) {
+            true => crate::store::read_object(&text, MAX_POLICY_BYTES, "a policy").map_err(|error| PolicyError::Read {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(error.to_string()),
+            }),
+            false => std::fs::read(path).map_err(|source| PolicyError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }?;
         PolicyFile::from_bytes(path, &bytes)
     }
 

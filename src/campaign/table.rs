@@ -12,7 +12,7 @@ use crate::cancel::CancelToken;
 use crate::error::Result;
 use crate::plan::PlanError;
 use crate::scan::ParquetFile;
-use crate::source::{LocalTable, MmapChoice, TableSource};
+use crate::source::{LocalTable, MmapChoice, ObjectTable, TableSource};
 use crate::util::Suggestion;
 
 /// Rows decoded at a time.
@@ -50,11 +50,19 @@ impl At<'_> {
 
 /// The data files of `input`, in path order.
 pub fn open(input: &Path) -> Result<Vec<ParquetFile>> {
-    LocalTable::new(input, MmapChoice::never())
+    let text = input.to_string_lossy();
+    let source: Box<dyn TableSource> = match crate::store::is_remote(&text) {
+        true => Box::new(ObjectTable::new(crate::store::Remote::parse(&text)?)),
+        false => Box::new(LocalTable::new(input, MmapChoice::never())),
+    };
+    source
         .list()
         .map_err(PlanError::from)?
         .iter()
-        .map(|file| Ok(ParquetFile::open(&file.location)?))
+        .map(|file| {
+            let data = source.open(file).map_err(PlanError::from)?;
+            Ok(ParquetFile::read(&file.location, data)?)
+        })
         .collect()
 }
 

@@ -973,3 +973,60 @@ fn a_lake_on_azure_scores_to_the_local_bytes_and_publishes_back_to_azure() {
     assert_eq!(again.code, 1, "{}", again.stderr);
     assert!(again.stderr.contains("already holds a table"), "{}", again.stderr);
 }
+
+#[test]
+fn campaigns_reports_and_policies_live_on_s3_too() {
+    let Some(endpoint) = s3_endpoint() else { return };
+    let bucket = bucket(&endpoint, "campaign");
+    let policy = std::fs::read(sample().join("policy.toml")).unwrap();
+    let policies = s3(&endpoint, &format!("s3://{bucket}/policies"));
+    put(&policies, "policy.toml", policy);
+    // The arm's model, which the policy names relative to itself.
+    put(
+        &policies,
+        "model.json",
+        std::fs::read(sample().join("model.json")).unwrap(),
+    );
+    upload(
+        &s3(&endpoint, &format!("s3://{bucket}/lake")),
+        &sample().join("customers"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("assigned");
+    lakescore([
+        "allocate",
+        "--policy",
+        sample().join("policy.toml").to_str().unwrap(),
+        "--input",
+        sample().join("customers").to_str().unwrap(),
+        "--output",
+        local.to_str().unwrap(),
+    ])
+    .assert_ok();
+    let report = format!("s3://{bucket}/reports/allocate.json");
+    lakescore_s3(
+        &endpoint,
+        &[
+            "allocate",
+            "--policy",
+            &format!("s3://{bucket}/policies/policy.toml"),
+            "--input",
+            &format!("s3://{bucket}/lake"),
+            "--output",
+            &format!("s3://{bucket}/assigned"),
+            "--report",
+            &report,
+        ],
+        &[],
+    )
+    .assert_ok();
+    let assigned = s3(&endpoint, &format!("s3://{bucket}/assigned"));
+    assert!(parquet_objects(&assigned) == outputs(&local), "the assignments differ");
+    let reports = objects(&s3(&endpoint, &format!("s3://{bucket}/reports")));
+    let (_, bytes) = reports
+        .iter()
+        .find(|(p, _)| p == "allocate.json")
+        .expect("the report is on S3");
+    let report: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+    assert!(report["rows"].as_u64().unwrap() > 0, "{report}");
+}
