@@ -10,8 +10,11 @@
 //! ```
 //!
 //! A table's bytes come from a [`source::TableSource`] (a local folder, mapped
-//! or read); Arrow batches already in memory go through [`scorer`] instead,
-//! the same per-block steps without files.
+//! or read, or objects on S3, Azure or GCS through [`store`]); Arrow batches
+//! already in memory go through [`scorer`] instead, the same per-block steps
+//! without files. A run publishes through a [`commit::OutputTable`]: a local
+//! folder (renames) or object storage (multipart uploads completed at the
+//! commit).
 //!
 //! A model comes from a [`package`] (artifact, [`manifest`], contract,
 //! reference profile);
