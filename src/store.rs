@@ -52,7 +52,8 @@ pub enum StoreError {
 }
 
 /// Whether `text` names a location on object storage (rather than a local
-/// path): one of [`SCHEMES`] followed by `://`.
+/// path): `s3`, `s3a`, `az`, `adl`, `azure`, `abfs`, `abfss` or `gs`,
+/// followed by `://`.
 pub fn is_remote(text: &str) -> bool {
     text.split_once("://")
         .is_some_and(|(scheme, _)| SCHEMES.contains(&scheme.to_ascii_lowercase().as_str()))
@@ -72,6 +73,8 @@ pub struct Remote {
     pub path: ObjectPath,
     /// Counts of what this location's reads cost.
     pub counters: Arc<IoCounters>,
+    /// On S3, what lists incomplete multipart uploads.
+    pub(crate) s3_uploads: Option<Arc<S3Uploads>>,
 }
 
 /// The URL only: a store's own `Debug` shows its configuration, secrets
@@ -125,13 +128,14 @@ impl Remote {
         };
         // (Before the store: its HTTP client is made with it.)
         install_crypto_provider();
-        let ((store, multipart), path) = store_for(&url, environment).map_err(configure)?;
+        let ((store, multipart, s3_uploads), path) = store_for(&url, environment).map_err(configure)?;
         Ok(Remote {
             url: shown.trim_end_matches('/').to_string(),
             store,
             multipart,
             path,
             counters: Arc::new(IoCounters::default()),
+            s3_uploads,
         })
     }
 
@@ -139,6 +143,7 @@ impl Remote {
     pub fn over<S: ObjectStore + MultipartStore>(mut self, store: Arc<S>) -> Remote {
         self.store = Arc::clone(&store) as Arc<dyn ObjectStore>;
         self.multipart = store;
+        self.s3_uploads = None;
         self
     }
 
@@ -169,6 +174,7 @@ impl Remote {
             multipart: Arc::clone(&self.multipart),
             path,
             counters: Arc::clone(&self.counters),
+            s3_uploads: self.s3_uploads.clone(),
         }
     }
 }
@@ -198,8 +204,9 @@ fn retry_config(settings: &[(String, String)]) -> Result<object_store::RetryConf
     Ok(retry)
 }
 
-/// A store as `object_store` reads and writes it, and as it uploads in parts.
-type Stores = (Arc<dyn ObjectStore>, Arc<dyn MultipartStore>);
+/// A store as `object_store` reads and writes it, as it uploads in parts,
+/// and on S3, as lakescore lists its incomplete uploads.
+type Stores = (Arc<dyn ObjectStore>, Arc<dyn MultipartStore>, Option<Arc<S3Uploads>>);
 
 /// The store for `url`, from the settings of `environment` in its
 /// provider's prefix, and the path it names.
@@ -224,9 +231,9 @@ fn store_for(
     };
     fn both<S: ObjectStore + MultipartStore>(store: S) -> Stores {
         let store = Arc::new(store);
-        (Arc::clone(&store) as Arc<dyn ObjectStore>, store)
+        (Arc::clone(&store) as Arc<dyn ObjectStore>, store, None)
     }
-    let (store, multipart) = match scheme {
+    let stores = match scheme {
         ObjectStoreScheme::AmazonS3 => {
             let mut builder = AmazonS3Builder::new().with_retry(retry.clone());
             for (key, value) in with_prefix("AWS_") {
@@ -234,7 +241,14 @@ fn store_for(
                     builder = builder.with_config(key, value);
                 }
             }
-            both(builder.with_url(url.as_str()).build()?)
+            let builder = builder.with_url(url.as_str());
+            let s3 = Arc::new(builder.clone().build()?);
+            let uploads = S3Uploads::new(Arc::clone(&s3), &builder);
+            (
+                Arc::clone(&s3) as Arc<dyn ObjectStore>,
+                s3 as Arc<dyn MultipartStore>,
+                uploads,
+            )
         }
         ObjectStoreScheme::MicrosoftAzure => {
             let mut builder = MicrosoftAzureBuilder::new().with_retry(retry.clone());
@@ -260,7 +274,122 @@ fn store_for(
             });
         }
     };
-    Ok(((store, multipart), path))
+    Ok((stores, path))
+}
+
+/// Lists the incomplete multipart uploads below a prefix of an S3 bucket
+/// (`ListMultipartUploads`, which object_store does not make), so that a run
+/// can abort those a dead run began but had not yet recorded.
+pub(crate) struct S3Uploads {
+    s3: Arc<object_store::aws::AmazonS3>,
+    /// The bucket's URL, as object_store's requests address it.
+    bucket_url: String,
+    region: String,
+}
+
+impl S3Uploads {
+    fn new(
+        s3: Arc<object_store::aws::AmazonS3>,
+        builder: &object_store::aws::AmazonS3Builder,
+    ) -> Option<Arc<S3Uploads>> {
+        use object_store::aws::AmazonS3ConfigKey as Key;
+        let value = |key| builder.get_config_value(&key);
+        let bucket = value(Key::Bucket)?;
+        let region = value(Key::Region).unwrap_or_else(|| "us-east-1".into());
+        let virtual_hosted = value(Key::VirtualHostedStyleRequest).is_some_and(|v| v == "true");
+        let bucket_url = match (value(Key::Endpoint), virtual_hosted) {
+            (Some(endpoint), true) => endpoint,
+            (Some(endpoint), false) => format!("{}/{bucket}", endpoint.trim_end_matches('/')),
+            (None, true) => format!("https://{bucket}.s3.{region}.amazonaws.com"),
+            (None, false) => format!("https://s3.{region}.amazonaws.com/{bucket}"),
+        };
+        Some(Arc::new(S3Uploads { s3, bucket_url, region }))
+    }
+
+    /// Every incomplete upload whose key starts with `prefix`: key and
+    /// upload id.
+    pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<(String, String)>, object_store::Error> {
+        let failed = |message: String| object_store::Error::Generic {
+            store: "S3",
+            source: message.into(),
+        };
+        let client = reqwest::Client::new();
+        let mut found = Vec::new();
+        let mut markers: Option<(String, String)> = None;
+        loop {
+            let mut query = format!("uploads=&prefix={}", encode_query(prefix));
+            if let Some((key, id)) = &markers {
+                query.push_str(&format!(
+                    "&key-marker={}&upload-id-marker={}",
+                    encode_query(key),
+                    encode_query(id)
+                ));
+            }
+            let credential = self.s3.credentials().get_credential().await?;
+            let mut request = http::Request::builder()
+                .method(http::Method::GET)
+                .uri(format!("{}/?{query}", self.bucket_url.trim_end_matches('/')))
+                .body(object_store::client::HttpRequestBody::from(Vec::<u8>::new()))
+                .map_err(|error| failed(error.to_string()))?;
+            object_store::aws::AwsAuthorizer::new(&credential, "s3", &self.region).try_authorize(&mut request, None)?;
+            let response = client
+                .request(request.method().clone(), request.uri().to_string())
+                .headers(request.headers().clone())
+                .send()
+                .await
+                .map_err(|error| failed(error.to_string()))?;
+            let status = response.status();
+            let text = response.text().await.map_err(|error| failed(error.to_string()))?;
+            if !status.is_success() {
+                return Err(failed(format!("ListMultipartUploads answered {status}: {text}")));
+            }
+            for upload in text.split("<Upload>").skip(1) {
+                if let (Some(key), Some(id)) = (xml_field(upload, "Key"), xml_field(upload, "UploadId")) {
+                    found.push((key, id));
+                }
+            }
+            match xml_field(&text, "IsTruncated").as_deref() {
+                Some("true") => {
+                    let next = (
+                        xml_field(&text, "NextKeyMarker"),
+                        xml_field(&text, "NextUploadIdMarker"),
+                    );
+                    match next {
+                        (Some(key), Some(id)) => markers = Some((key, id)),
+                        _ => break,
+                    }
+                }
+                _ => break,
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// The text of the first `<name>…</name>` in `xml`, unescaped.
+fn xml_field(xml: &str, name: &str) -> Option<String> {
+    let start = xml.find(&format!("<{name}>"))? + name.len() + 2;
+    let end = start + xml[start..].find(&format!("</{name}>"))?;
+    Some(
+        xml[start..end]
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&"),
+    )
+}
+
+/// `text` as a query-string value (RFC 3986 unreserved characters kept).
+fn encode_query(text: &str) -> String {
+    let mut out = String::new();
+    for byte in text.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(byte as char),
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
 }
 
 /// `text` as messages show it: without user info or query string.
@@ -618,6 +747,17 @@ mod tests {
         let error = Remote::parse_with("az://container/lake", Vec::new()).unwrap_err();
         assert!(matches!(error, StoreError::Configure { .. }), "{error}");
         assert!(error.to_string().contains("az://container/lake"), "{error}");
+    }
+
+    #[test]
+    fn an_upload_listing_is_read_and_its_markers_escaped() {
+        let xml = "<ListMultipartUploadsResult><IsTruncated>false</IsTruncated>\
+                   <Upload><Key>out/a&amp;b.parquet</Key><UploadId>id-1</UploadId></Upload></ListMultipartUploadsResult>";
+        assert_eq!(xml_field(xml, "IsTruncated").as_deref(), Some("false"));
+        let upload = xml.split("<Upload>").nth(1).unwrap();
+        assert_eq!(xml_field(upload, "Key").as_deref(), Some("out/a&b.parquet"));
+        assert_eq!(xml_field(upload, "Missing"), None);
+        assert_eq!(encode_query("scores/dt=1 x/"), "scores%2Fdt%3D1%20x%2F");
     }
 
     #[test]

@@ -158,6 +158,27 @@ impl ObjectOutput {
             store::block_on(async move { remote.store.delete(&location).await })
                 .map_err(|error| self.io_error("DELETE", UPLOADS, error))?;
         }
+        // A run killed between beginning an upload and recording it left one
+        // no record names: on S3, the bucket lists them. Holding the lease,
+        // every incomplete upload below OUT is a dead run's.
+        if let Some(lister) = self.remote.s3_uploads.clone() {
+            let prefix = match self.remote.path.as_ref() {
+                "" => String::new(),
+                path => format!("{path}/"),
+            };
+            let found = store::block_on(async move { lister.list(&prefix).await })
+                .map_err(|error| self.io_error("list the incomplete uploads below", "", error))?;
+            for (key, upload_id) in found {
+                let Ok(path) = ObjectPath::parse(&key) else { continue };
+                let remote = self.remote.clone();
+                let result = store::block_on(async move { remote.multipart.abort_multipart(&path, &upload_id).await });
+                if let Err(error) = result
+                    && !matches!(error, object_store::Error::NotFound { .. })
+                {
+                    tracing::warn!(object = %key, error = %store::message_of(&error), "cannot abort an incomplete upload");
+                }
+            }
+        }
         Ok(())
     }
 

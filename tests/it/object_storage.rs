@@ -1030,3 +1030,118 @@ fn campaigns_reports_and_policies_live_on_s3_too() {
     let report: serde_json::Value = serde_json::from_slice(bytes).unwrap();
     assert!(report["rows"].as_u64().unwrap() > 0, "{report}");
 }
+
+/// SplitMix64, as in `crash.rs`: a failure names its seed and replays.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn unit(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[test]
+fn sigkill_at_random_moments_of_an_s3_run_then_resume_gives_the_clean_bytes() {
+    let Some(endpoint) = s3_endpoint() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = bucket(&endpoint, "kills");
+    let lake = customer_lake(
+        &dir.path().join("lake"),
+        20_000,
+        2,
+        2_000,
+        &["2026-11-22", "2026-11-23", "2026-11-24", "2026-11-25"],
+    );
+    let model = linear_model(dir.path(), "model.json", logistic_model_body(None));
+    let clean = dir.path().join("clean");
+    score(&model, &lake, &clean, &[]).assert_ok();
+    let expected = outputs(&clean);
+    assert_eq!(expected.len(), 8);
+    let url = format!("s3://{bucket}/scores");
+    let out = s3(&endpoint, &url);
+    let settings = s3_settings(&endpoint);
+    let run_args = score_args(&model, &lake, Path::new(&url), &["--mode", "resume", "-q"]);
+    let spawn = |pause_ms: u64| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_lakescore"))
+            .args(&run_args)
+            .envs(settings.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env(lakescore::test_hooks::LEASE_SECONDS, "3")
+            .env(lakescore::test_hooks::PUBLISH_DELAY_MS, pause_ms.to_string())
+            .env_remove("LAKESCORE_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // How long a whole run takes here.
+    let started = std::time::Instant::now();
+    let status = spawn(0).wait().unwrap();
+    assert!(status.success());
+    let full_run = started.elapsed();
+    let seed = 0x0B5E_C7ED_u64;
+    let mut random = SplitMix(seed);
+    let (mut kills, mut partly) = (0, 0);
+    for attempt in 0..12 {
+        // Start over from an empty output each time.
+        for (path, _) in objects(&out) {
+            let (store, key) = (Arc::clone(&out.store), out.join(&path).path);
+            store::block_on(async move { store.delete(&key).await }).unwrap();
+        }
+        // Half anywhere in a run; half while it publishes, stretched by a
+        // pause before each of its 4 partitions.
+        let (pause, at) = match attempt % 2 {
+            0 => (0, full_run.mul_f64(random.unit())),
+            _ => (
+                150,
+                full_run.mul_f64(0.5) + Duration::from_millis(600).mul_f64(random.unit()),
+            ),
+        };
+        let mut child = spawn(pause);
+        std::thread::sleep(at);
+        match child.try_wait().unwrap() {
+            Some(status) => assert!(status.success(), "seed {seed:#x} attempt {attempt}: {status}"),
+            None => {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                kills += 1;
+            }
+        }
+        let now = parquet_objects(&out);
+        for (path, bytes) in &now {
+            assert!(
+                expected.iter().any(|(p, b)| p == path && b == bytes),
+                "seed {seed:#x} attempt {attempt}: `{}` is visible but not the final file",
+                path.display()
+            );
+        }
+        if objects(&out).iter().any(|(p, _)| p == "_SUCCESS") {
+            assert_eq!(
+                now, expected,
+                "seed {seed:#x} attempt {attempt}: _SUCCESS with files missing"
+            );
+        } else if !now.is_empty() {
+            partly += 1;
+        }
+        // The dead run's lease lives 3 s (a minute outside the tests: long
+        // after the last request it sent has been served, even by a busy
+        // server); then resume to the end.
+        std::thread::sleep(Duration::from_millis(3100));
+        let status = spawn(0).wait().unwrap();
+        assert!(status.success(), "seed {seed:#x} attempt {attempt}: the resume failed");
+        assert!(
+            parquet_objects(&out) == expected,
+            "seed {seed:#x} attempt {attempt}: the resumed output differs"
+        );
+        let left = incomplete_uploads(&endpoint, &bucket);
+        assert!(
+            left.is_empty(),
+            "seed {seed:#x} attempt {attempt}: uploads left: {left:?}"
+        );
+    }
+    eprintln!("seed {seed:#x}: {kills} of 12 runs killed, {partly} left a partly published table");
+    assert!(kills >= 6, "most attempts must be killed mid-run ({kills} of 12)");
+}
