@@ -159,24 +159,34 @@ impl ObjectOutput {
                 .map_err(|error| self.io_error("DELETE", UPLOADS, error))?;
         }
         // A run killed between beginning an upload and recording it left one
-        // no record names: on S3, the bucket lists them. Holding the lease,
-        // every incomplete upload below OUT is a dead run's.
-        if let Some(lister) = self.remote.s3_uploads.clone() {
-            let prefix = match self.remote.path.as_ref() {
-                "" => String::new(),
-                path => format!("{path}/"),
-            };
-            let found = store::block_on(async move { lister.list(&prefix).await })
-                .map_err(|error| self.io_error("list the incomplete uploads below", "", error))?;
-            for (key, upload_id) in found {
-                let Ok(path) = ObjectPath::parse(&key) else { continue };
-                let remote = self.remote.clone();
-                let result = store::block_on(async move { remote.multipart.abort_multipart(&path, &upload_id).await });
-                if let Err(error) = result
-                    && !matches!(error, object_store::Error::NotFound { .. })
-                {
-                    tracing::warn!(object = %key, error = %store::message_of(&error), "cannot abort an incomplete upload");
-                }
+        // no record names: on S3, the bucket lists them.
+        self.abort_listed_uploads()?;
+        Ok(())
+    }
+
+    /// On S3, aborts every incomplete upload below OUT that the bucket
+    /// lists. Holding the lease, with none of its own under way, a run owns
+    /// no incomplete upload there: each is a dead run's (one it began but
+    /// had not recorded, or whose request the store served only after it
+    /// died).
+    fn abort_listed_uploads(&self) -> Result<(), CommitError> {
+        let Some(lister) = self.remote.s3_uploads.clone() else {
+            return Ok(());
+        };
+        let prefix = match self.remote.path.as_ref() {
+            "" => String::new(),
+            path => format!("{path}/"),
+        };
+        let found = store::block_on(async move { lister.list(&prefix).await })
+            .map_err(|error| self.io_error("list the incomplete uploads below", "", error))?;
+        for (key, upload_id) in found {
+            let Ok(path) = ObjectPath::parse(&key) else { continue };
+            let remote = self.remote.clone();
+            let result = store::block_on(async move { remote.multipart.abort_multipart(&path, &upload_id).await });
+            if let Err(error) = result
+                && !matches!(error, object_store::Error::NotFound { .. })
+            {
+                tracing::warn!(object = %key, error = %store::message_of(&error), "cannot abort an incomplete upload");
             }
         }
         Ok(())
@@ -591,6 +601,11 @@ impl Committer for ObjectTransaction {
     }
 
     fn finish(mut self: Box<Self>, manifest: &[u8], published: Published) -> Result<(), CommitError> {
+        // Every upload of this run is complete: any other below OUT is a
+        // dead run's that the store served late (after this run began).
+        if let Err(error) = self.output.abort_listed_uploads() {
+            tracing::warn!(error = %crate::util::error_chain(&error), "cannot list the incomplete uploads left below the output");
+        }
         let write_success = || -> Result<(), CommitError> {
             self.check_held()?;
             // The manifest, with what object storage says of each file.
@@ -633,6 +648,7 @@ impl Committer for ObjectTransaction {
 
     fn abort(mut self: Box<Self>, status: RunStatus, error: &str) -> Result<(), CommitError> {
         self.abort_pending();
+        let _ = self.output.abort_listed_uploads();
         self.ledger.status = status;
         self.ledger.error = Some(error.to_string());
         self.close()
@@ -909,6 +925,22 @@ impl Drop for Lease {
 mod tests {
     use super::*;
     use object_store::memory::InMemory;
+
+    #[test]
+    fn an_output_inside_or_around_its_input_is_refused() {
+        let remote = Remote::parse_with("s3://lake/scores", vec![("AWS_REGION".into(), "us-east-1".into())]).unwrap();
+        let output = ObjectOutput::new(remote);
+        let check = |input: &str| output.check_separate(Path::new(input), &[]);
+        assert!(matches!(check("s3://lake/scores/"), Err(CommitError::Overlap { .. })));
+        assert!(matches!(check("s3://lake"), Err(CommitError::Overlap { .. })));
+        assert!(matches!(
+            check("s3://lake/scores/dt=1"),
+            Err(CommitError::Overlap { .. })
+        ));
+        assert!(check("s3://lake/scores-old").is_ok());
+        assert!(check("s3://other/scores").is_ok());
+        assert!(check("/data/lake/scores").is_ok(), "a local input");
+    }
 
     #[test]
     fn a_file_is_sent_in_parts_and_stays_invisible_until_completed() {

@@ -290,7 +290,29 @@ pub const DENSE_TILE_ROWS: usize = 256;
 
 /// A tensor initializer as a candle tensor on `device`.
 pub fn tensor_of(t: &TensorProto, device: &Device) -> Result<Tensor, String> {
-    let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+    // Dimensions come from the file: each must be whole and their product
+    // (that of the non-zero ones too: candle computes strides from them) fit
+    // and match the values held, checked here before candle multiplies them.
+    let mut dims = Vec::with_capacity(t.dims.len());
+    let (mut count, mut nonzero) = (Some(1usize), Some(1usize));
+    for &d in &t.dims {
+        let d = usize::try_from(d).map_err(|_| format!("tensor `{}` has a negative dimension {d}", t.name))?;
+        count = count.and_then(|c| c.checked_mul(d));
+        nonzero = nonzero.and_then(|c| c.checked_mul(d.max(1)));
+        dims.push(d);
+    }
+    let held = match &t.data {
+        TensorData::F32(v) => v.len(),
+        TensorData::F64(v) => v.len(),
+        TensorData::I64(v) => v.len(),
+        TensorData::Strings(v) => v.len(),
+    };
+    if nonzero.is_none() || count != Some(held) {
+        return Err(format!(
+            "tensor `{}` has dimensions {:?} but holds {held} values",
+            t.name, t.dims
+        ));
+    }
     let result = match &t.data {
         TensorData::F32(v) => Tensor::from_slice(v, dims.as_slice(), device),
         TensorData::F64(v) => Tensor::from_slice(v, dims.as_slice(), device),
@@ -1306,12 +1328,20 @@ pub fn run_op(
                     d => candle_core::bail!("invalid reshape dimension {d}"),
                 }
             }
+            // The target shape may come from the file: its product is
+            // checked here, before candle multiplies it out.
+            let product = |dims: &[usize]| dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
             if let Some(h) = hole {
-                let known: usize = dims.iter().product();
+                let known = product(&dims).unwrap_or(usize::MAX);
                 if known == 0 {
                     candle_core::bail!("cannot infer a -1 dimension next to a zero one");
                 }
                 dims[h] = x.elem_count() / known;
+            }
+            if product(&dims) != Some(x.elem_count())
+                || product(&dims.iter().map(|&d| d.max(1)).collect::<Vec<_>>()).is_none()
+            {
+                candle_core::bail!("cannot reshape {:?} to {dims:?}", x.dims());
             }
             one(x.reshape(dims)?)
         }
