@@ -370,6 +370,9 @@ enum Fault {
     Reset,
     /// Forward the request after a pause.
     Slow,
+    /// Answer `403` with this S3 error code (`AccessDenied`,
+    /// `InvalidAccessKeyId`), as S3 does for a denied prefix or a wrong key.
+    Denied(&'static str),
 }
 
 /// A proxy on loopback that forwards each request to `upstream` on its own
@@ -443,6 +446,19 @@ fn serve(
             write!(
                 client,
                 "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{xml}",
+                xml.len()
+            )?;
+            return Ok(());
+        }
+        Fault::Denied(code) => {
+            let xml = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code>\
+                 <Message>Access Denied</Message></Error>"
+            );
+            write!(
+                client,
+                "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
                  Connection: close\r\n\r\n{xml}",
                 xml.len()
             )?;
@@ -1144,4 +1160,65 @@ fn sigkill_at_random_moments_of_an_s3_run_then_resume_gives_the_clean_bytes() {
     }
     eprintln!("seed {seed:#x}: {kills} of 12 runs killed, {partly} left a partly published table");
     assert!(kills >= 6, "most attempts must be killed mid-run ({kills} of 12)");
+}
+
+#[test]
+fn a_wrong_key_and_a_denied_prefix_fail_at_once_naming_the_url_and_not_the_key() {
+    let Some(endpoint) = s3_endpoint() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = bucket(&endpoint, "denied");
+    upload(
+        &s3(&endpoint, &format!("s3://{bucket}/lake")),
+        &sample().join("customers"),
+    );
+    // S3 answers 403 to a key it does not know, and to a prefix a policy
+    // denies; neither is retried.
+    let wrong_key = FaultProxy::start(&endpoint, |_, _| Fault::Denied("InvalidAccessKeyId"));
+    let denied = FaultProxy::start(&endpoint, |_, line| match line.contains("/scores") {
+        true => Fault::Denied("AccessDenied"),
+        false => Fault::Pass,
+    });
+    let model = sample().join("model.json");
+    for (proxy, output, named) in [
+        (
+            &wrong_key,
+            dir.path().join("out").to_string_lossy().into_owned(),
+            format!("s3://{bucket}/lake"),
+        ),
+        (
+            &denied,
+            format!("s3://{bucket}/scores"),
+            format!("s3://{bucket}/scores"),
+        ),
+    ] {
+        let started = std::time::Instant::now();
+        let run = lakescore_s3(
+            &proxy.endpoint,
+            &[
+                "score",
+                "--model",
+                model.to_str().unwrap(),
+                "--input",
+                &format!("s3://{bucket}/lake"),
+                "--output",
+                &output,
+            ],
+            &[],
+        );
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        assert!(
+            run.stderr.contains(&named) && run.stderr.contains("403"),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            !run.stderr.contains("AKIATESTKEY"),
+            "the key id is named: {}",
+            run.stderr
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "a 403 must not be retried for minutes"
+        );
+    }
 }
