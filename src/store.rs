@@ -223,24 +223,27 @@ fn store_for(
     let path = ObjectPath::parse(path.as_ref().trim_end_matches('/'))?;
     let settings: Vec<(String, String)> = environment.into_iter().collect();
     let retry = retry_config(&settings)?;
-    let with_prefix = |prefix: &'static str| {
+    // The settings in a provider's prefix that its builder knows, as its
+    // configuration keys (`AWS_REGION` -> `aws_region`); others are ignored,
+    // as the builders' own `from_env` ignores them.
+    fn keys_of<K: std::str::FromStr>(settings: &[(String, String)], prefix: &str) -> Vec<(K, String)> {
         settings
             .iter()
-            .filter(move |(key, _)| key.starts_with(prefix))
-            .map(|(key, value)| (key.to_ascii_lowercase(), value.clone()))
-    };
+            .filter(|(key, _)| key.starts_with(prefix))
+            .filter_map(|(key, value)| Some((key.to_ascii_lowercase().parse().ok()?, value.clone())))
+            .collect()
+    }
     fn both<S: ObjectStore + MultipartStore>(store: S) -> Stores {
         let store = Arc::new(store);
         (Arc::clone(&store) as Arc<dyn ObjectStore>, store, None)
     }
     let stores = match scheme {
         ObjectStoreScheme::AmazonS3 => {
-            let mut builder = AmazonS3Builder::new().with_retry(retry.clone());
-            for (key, value) in with_prefix("AWS_") {
-                if let Ok(key) = key.parse() {
-                    builder = builder.with_config(key, value);
-                }
-            }
+            let builder = keys_of(&settings, "AWS_")
+                .into_iter()
+                .fold(AmazonS3Builder::new().with_retry(retry.clone()), |b, (key, value)| {
+                    b.with_config(key, value)
+                });
             let builder = builder.with_url(url.as_str());
             let s3 = Arc::new(builder.clone().build()?);
             let uploads = S3Uploads::new(Arc::clone(&s3), &builder);
@@ -251,21 +254,17 @@ fn store_for(
             )
         }
         ObjectStoreScheme::MicrosoftAzure => {
-            let mut builder = MicrosoftAzureBuilder::new().with_retry(retry.clone());
-            for (key, value) in with_prefix("AZURE_") {
-                if let Ok(key) = key.parse() {
-                    builder = builder.with_config(key, value);
-                }
-            }
+            let builder = keys_of(&settings, "AZURE_").into_iter().fold(
+                MicrosoftAzureBuilder::new().with_retry(retry.clone()),
+                |b, (key, value)| b.with_config(key, value),
+            );
             both(builder.with_url(url.as_str()).build()?)
         }
         ObjectStoreScheme::GoogleCloudStorage => {
-            let mut builder = GoogleCloudStorageBuilder::new().with_retry(retry.clone());
-            for (key, value) in with_prefix("GOOGLE_") {
-                if let Ok(key) = key.parse() {
-                    builder = builder.with_config(key, value);
-                }
-            }
+            let builder = keys_of(&settings, "GOOGLE_").into_iter().fold(
+                GoogleCloudStorageBuilder::new().with_retry(retry.clone()),
+                |b, (key, value)| b.with_config(key, value),
+            );
             both(builder.with_url(url.as_str()).build()?)
         }
         other => {
@@ -390,6 +389,16 @@ fn encode_query(text: &str) -> String {
         }
     }
     out
+}
+
+/// `key` relative to `prefix` (`a/b` below `lake`), when it lies strictly
+/// below it.
+pub fn relative_key(prefix: &ObjectPath, key: &ObjectPath) -> Option<String> {
+    let parts: Vec<String> = key
+        .prefix_match(prefix)?
+        .map(|part| part.as_ref().to_string())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("/"))
 }
 
 /// `text` as messages show it: without user info or query string.
@@ -585,11 +594,7 @@ pub fn download_model(remote: &Remote, into: &std::path::Path) -> Result<std::pa
         for meta in &objects {
             let relative = match single {
                 true => meta.location.filename().unwrap_or("model").to_string(),
-                false => meta
-                    .location
-                    .prefix_match(&remote.path)
-                    .map(|parts| parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"))
-                    .unwrap_or_default(),
+                false => relative_key(&remote.path, &meta.location).unwrap_or_default(),
             };
             if relative.is_empty() || relative.split('/').any(|part| part == ".." || part == ".") {
                 continue;

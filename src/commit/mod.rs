@@ -449,6 +449,17 @@ impl LedgerRecord {
         }
     }
 
+    /// Records how a run that published its output went.
+    pub fn record_published(&mut self, published: Published) {
+        self.status = match published.sla_missed.is_empty() {
+            true => RunStatus::Succeeded,
+            false => RunStatus::SlaMissed,
+        };
+        self.rows = Some(published.rows);
+        self.rows_quarantined = Some(published.rows_quarantined);
+        self.sla_missed = published.sla_missed;
+    }
+
     /// The record of a run that starts now, on this host, in this process.
     pub fn starting(run_id: &str, run_uuid: &str, started_at: SystemTime, mode: WriteMode, input: &Path) -> Self {
         LedgerRecord {
@@ -749,13 +760,7 @@ impl Committer for Transaction {
             let _ = self.abort_in_place(RunStatus::Failed, &crate::util::error_chain(&error));
             return Err(error);
         }
-        self.ledger.status = match published.sla_missed.is_empty() {
-            true => RunStatus::Succeeded,
-            false => RunStatus::SlaMissed,
-        };
-        self.ledger.rows = Some(published.rows);
-        self.ledger.rows_quarantined = Some(published.rows_quarantined);
-        self.ledger.sla_missed = published.sla_missed;
+        self.ledger.record_published(published);
         // The table is published: failing to tidy up after it is not a failed run.
         if let Err(error) = self.close() {
             tracing::warn!(error = %crate::util::error_chain(&error), "the run succeeded but cleaning up after it failed");

@@ -130,7 +130,7 @@ impl ObjectOutput {
             store::block_on(async move { remote.store.list(Some(&remote.path)).try_collect().await })
                 .map_err(|error| self.io_error("LIST", "", error))?;
         Ok(objects.iter().any(|meta| {
-            let relative = relative_key(&self.remote.path, &meta.location);
+            let relative = store::relative_key(&self.remote.path, &meta.location).unwrap_or_default();
             relative == SUCCESS_FILE || !relative.split('/').any(|p| p.starts_with('_') || p.starts_with('.'))
         }))
     }
@@ -180,25 +180,25 @@ impl ObjectOutput {
         let found = store::block_on(async move { lister.list(&prefix).await })
             .map_err(|error| self.io_error("list the incomplete uploads below", "", error))?;
         for (key, upload_id) in found {
-            let Ok(path) = ObjectPath::parse(&key) else { continue };
-            let remote = self.remote.clone();
-            let result = store::block_on(async move { remote.multipart.abort_multipart(&path, &upload_id).await });
-            if let Err(error) = result
-                && !matches!(error, object_store::Error::NotFound { .. })
-            {
-                tracing::warn!(object = %key, error = %store::message_of(&error), "cannot abort an incomplete upload");
+            if let Ok(path) = ObjectPath::parse(&key) {
+                self.abort_at(path, upload_id);
             }
         }
         Ok(())
     }
 
     fn abort_upload(&self, upload: &PendingUpload) {
-        let remote = self.remote.clone();
-        let (path, id) = (self.at(&upload.path), upload.upload_id.clone());
+        self.abort_at(self.at(&upload.path), upload.upload_id.clone());
+    }
+
+    /// Aborts the upload `id` of the object at `path`; one already gone is
+    /// no failure, and one that cannot be aborted is only a warning.
+    fn abort_at(&self, path: ObjectPath, id: String) {
+        let (remote, object) = (self.remote.clone(), path.to_string());
         match store::block_on(async move { remote.multipart.abort_multipart(&path, &id).await }) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(error) => tracing::warn!(
-                object = %self.remote.join(&upload.path).url,
+                object = %object,
                 error = %store::message_of(&error),
                 "cannot abort an incomplete upload; a lifecycle rule for incomplete multipart uploads removes it"
             ),
@@ -250,13 +250,6 @@ const LEASE: &str = "_lakescore/lease";
 const RUNS: &str = "_lakescore/runs";
 const PARTITIONS: &str = "_lakescore/partitions";
 const UPLOADS: &str = "_lakescore/uploads";
-
-/// `key` relative to `prefix` (`""` when it is not below it).
-fn relative_key(prefix: &ObjectPath, key: &ObjectPath) -> String {
-    key.prefix_match(prefix)
-        .map(|parts| parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"))
-        .unwrap_or_default()
-}
 
 fn slash(path: &Path) -> String {
     path.components()
@@ -485,7 +478,7 @@ impl ObjectTransaction {
                 .map_err(|error| self.output.io_error("LIST", partition, error))?;
         Ok(objects
             .iter()
-            .map(|meta| relative_key(&self.output.remote.path, &meta.location))
+            .map(|meta| store::relative_key(&self.output.remote.path, &meta.location).unwrap_or_default())
             .filter(|relative| {
                 let below = relative
                     .strip_prefix(partition)
@@ -633,13 +626,7 @@ impl Committer for ObjectTransaction {
             let _ = self.close();
             return Err(error);
         }
-        self.ledger.status = match published.sla_missed.is_empty() {
-            true => RunStatus::Succeeded,
-            false => RunStatus::SlaMissed,
-        };
-        self.ledger.rows = Some(published.rows);
-        self.ledger.rows_quarantined = Some(published.rows_quarantined);
-        self.ledger.sla_missed = published.sla_missed;
+        self.ledger.record_published(published);
         if let Err(error) = self.close() {
             tracing::warn!(error = %crate::util::error_chain(&error), "the run succeeded but recording it failed");
         }
@@ -684,7 +671,7 @@ pub fn ledger(remote: &Remote) -> Result<Ledger, CommitError> {
             .map_err(|error| output.io_error("LIST", RUNS, error))?;
     let mut records = Vec::new();
     for meta in objects {
-        let relative = relative_key(&remote.path, &meta.location);
+        let relative = store::relative_key(&remote.path, &meta.location).unwrap_or_default();
         if !relative.ends_with(".json") {
             continue;
         }

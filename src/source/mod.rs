@@ -246,14 +246,20 @@ pub fn read_coalesced(
         .iter()
         .map(|r| read(r.clone()))
         .collect::<std::io::Result<Vec<Bytes>>>()?;
-    Ok(ranges
+    Ok(slice_reads(ranges, &reads, &read_of, &buffers))
+}
+
+/// Each range sliced out of the read that holds it (`read_of[i]` is the
+/// read of `ranges[i]`; `buffers` are the reads' bytes).
+fn slice_reads(ranges: &[Range<u64>], reads: &[Range<u64>], read_of: &[usize], buffers: &[Bytes]) -> Vec<Bytes> {
+    ranges
         .iter()
         .zip(read_of)
-        .map(|(range, k)| {
+        .map(|(range, &k)| {
             let base = reads[k].start;
             buffers[k].slice((range.start - base) as usize..(range.end - base) as usize)
         })
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt
 
 use super::local::partition_values;
 use super::{DataFile, FileBytes, SourceError, TableSource};
-use crate::store::{self, Fetch, IoCounters, Remote, StoreError};
+use crate::store::{self, Fetch, IoCounters, Remote, StoreError, relative_key};
 
 /// The share of bytes a row group's requests may fetch beyond its column
 /// chunks (the gaps between chunks read through): fewer requests, at most
@@ -156,15 +156,6 @@ async fn list_data_files(remote: Remote) -> Result<Vec<DataFile>, SourceError> {
     Ok(found)
 }
 
-/// `key` relative to `prefix`, when it lies below it.
-fn relative_key(prefix: &ObjectPath, key: &ObjectPath) -> Option<String> {
-    let parts: Vec<String> = key
-        .prefix_match(prefix)?
-        .map(|part| part.as_ref().to_string())
-        .collect();
-    (!parts.is_empty()).then(|| parts.join("/"))
-}
-
 fn data_file(location: String, relative_path: PathBuf, meta: &ObjectMeta) -> DataFile {
     DataFile {
         partition_values: partition_values(&relative_path),
@@ -262,14 +253,7 @@ impl Getter {
             .buffered(8)
             .try_collect()
             .await?;
-        Ok(ranges
-            .iter()
-            .zip(read_of)
-            .map(|(range, k)| {
-                let base = reads[k].start;
-                buffers[k].slice((range.start - base) as usize..(range.end - base) as usize)
-            })
-            .collect())
+        Ok(super::slice_reads(&ranges, &reads, &read_of, &buffers))
     }
 }
 
