@@ -246,7 +246,7 @@ fn store_for(
                 });
             let builder = builder.with_url(url.as_str());
             let s3 = Arc::new(builder.clone().build()?);
-            let uploads = S3Uploads::new(Arc::clone(&s3), &builder);
+            let uploads = Some(S3Uploads::new(Arc::clone(&s3), &builder));
             (
                 Arc::clone(&s3) as Arc<dyn ObjectStore>,
                 s3 as Arc<dyn MultipartStore>,
@@ -281,28 +281,36 @@ fn store_for(
 /// can abort those a dead run began but had not yet recorded.
 pub(crate) struct S3Uploads {
     s3: Arc<object_store::aws::AmazonS3>,
-    /// The bucket's URL, as object_store's requests address it.
-    bucket_url: String,
     region: String,
 }
 
 impl S3Uploads {
-    fn new(
-        s3: Arc<object_store::aws::AmazonS3>,
-        builder: &object_store::aws::AmazonS3Builder,
-    ) -> Option<Arc<S3Uploads>> {
+    fn new(s3: Arc<object_store::aws::AmazonS3>, builder: &object_store::aws::AmazonS3Builder) -> Arc<S3Uploads> {
         use object_store::aws::AmazonS3ConfigKey as Key;
-        let value = |key| builder.get_config_value(&key);
-        let bucket = value(Key::Bucket)?;
-        let region = value(Key::Region).unwrap_or_else(|| "us-east-1".into());
-        let virtual_hosted = value(Key::VirtualHostedStyleRequest).is_some_and(|v| v == "true");
-        let bucket_url = match (value(Key::Endpoint), virtual_hosted) {
-            (Some(endpoint), true) => endpoint,
-            (Some(endpoint), false) => format!("{}/{bucket}", endpoint.trim_end_matches('/')),
-            (None, true) => format!("https://{bucket}.s3.{region}.amazonaws.com"),
-            (None, false) => format!("https://s3.{region}.amazonaws.com/{bucket}"),
-        };
-        Some(Arc::new(S3Uploads { s3, bucket_url, region }))
+        let region = builder
+            .get_config_value(&Key::Region)
+            .unwrap_or_else(|| "us-east-1".into());
+        Arc::new(S3Uploads { s3, region })
+    }
+
+    /// The bucket's URL as object_store's requests address it (endpoint,
+    /// path or virtual-hosted style, bucket): taken from a URL it signs,
+    /// since the builder knows the bucket only once it has parsed the URL
+    /// it was given, in `build`.
+    async fn bucket_url(&self) -> Result<String, object_store::Error> {
+        use object_store::signer::Signer;
+        const PROBE: &str = "lakescore-bucket-probe";
+        let mut url = self
+            .s3
+            .signed_url(
+                http::Method::GET,
+                &ObjectPath::from(PROBE),
+                std::time::Duration::from_secs(60),
+            )
+            .await?;
+        url.set_query(None);
+        let url = url.as_str();
+        Ok(url.strip_suffix(PROBE).unwrap_or(url).trim_end_matches('/').to_string())
     }
 
     /// Every incomplete upload whose key starts with `prefix`: key and
@@ -312,6 +320,7 @@ impl S3Uploads {
             store: "S3",
             source: message.into(),
         };
+        let bucket_url = self.bucket_url().await?;
         let client = reqwest::Client::new();
         let mut found = Vec::new();
         let mut markers: Option<(String, String)> = None;
@@ -327,7 +336,7 @@ impl S3Uploads {
             let credential = self.s3.credentials().get_credential().await?;
             let mut request = http::Request::builder()
                 .method(http::Method::GET)
-                .uri(format!("{}/?{query}", self.bucket_url.trim_end_matches('/')))
+                .uri(format!("{bucket_url}/?{query}"))
                 .body(object_store::client::HttpRequestBody::from(Vec::<u8>::new()))
                 .map_err(|error| failed(error.to_string()))?;
             object_store::aws::AwsAuthorizer::new(&credential, "s3", &self.region).try_authorize(&mut request, None)?;
@@ -685,6 +694,42 @@ mod tests {
 
     fn no_environment() -> Vec<(String, String)> {
         vec![("AWS_REGION".into(), "us-east-1".into())]
+    }
+
+    #[test]
+    fn incomplete_uploads_are_listed_at_the_bucket_object_store_addresses() {
+        let bucket_url = |url: &str, extra: &[(&str, &str)]| {
+            let mut settings = no_environment();
+            settings.push(("AWS_ACCESS_KEY_ID".into(), "key".into()));
+            settings.push(("AWS_SECRET_ACCESS_KEY".into(), "secret".into()));
+            settings.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            let remote = Remote::parse_with(url, settings).unwrap();
+            let uploads = remote.s3_uploads.clone().expect("S3 lists its uploads");
+            block_on(async move { uploads.bucket_url().await }).unwrap()
+        };
+        assert_eq!(
+            bucket_url("s3://lake/customers", &[]),
+            "https://s3.us-east-1.amazonaws.com/lake"
+        );
+        assert_eq!(
+            bucket_url("s3a://lake/customers", &[("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "true")]),
+            "https://lake.s3.us-east-1.amazonaws.com"
+        );
+        assert_eq!(
+            bucket_url(
+                "s3://lake/customers",
+                &[
+                    ("AWS_ENDPOINT_URL", "http://127.0.0.1:5055/"),
+                    ("AWS_ALLOW_HTTP", "true")
+                ]
+            ),
+            "http://127.0.0.1:5055/lake"
+        );
+        let azure = Remote::parse_with(
+            "az://container/lake",
+            vec![("AZURE_STORAGE_ACCOUNT_NAME".into(), "account".into())],
+        );
+        assert!(azure.is_ok_and(|remote| remote.s3_uploads.is_none()));
     }
 
     #[test]
