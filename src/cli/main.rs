@@ -1145,6 +1145,17 @@ fn open_package_with(
     let opened = package::open(&local, &device, &load_options);
     let _ = std::fs::remove_dir_all(&folder);
     let mut package = opened?;
+    // Reports, lineage and the ledger name the model by its URL, not by the
+    // folder it was fetched into and that is gone.
+    let shown = |fetched: &std::path::Path| match (folder == local, fetched.strip_prefix(&local)) {
+        (true, Ok(inside)) => path.join(inside),
+        _ => path.to_path_buf(),
+    };
+    let info = package.model.info_mut();
+    info.path = shown(&info.path);
+    if package.manifest.artifact.is_absolute() {
+        package.manifest.artifact = shown(&package.manifest.artifact);
+    }
     if package.folder.is_some() {
         package.folder = Some(path.to_path_buf());
     }

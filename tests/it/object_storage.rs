@@ -248,6 +248,12 @@ fn a_lake_and_a_package_on_s3_score_to_the_local_bytes() {
         assert_eq!(report["input"], format!("s3://{bucket}/lake/customers"));
         assert!(report["requests"].as_u64().unwrap() >= 4 + 8, "{report}");
         assert!(!report.to_string().contains(SECRET));
+        // The model is named by its URL, not the folder it was fetched into.
+        let named = match model.ends_with('/') {
+            true => format!("s3://{bucket}/models/churn/model.json"),
+            false => format!("s3://{bucket}/{model}"),
+        };
+        assert_eq!(report["model"]["path"], named.as_str(), "{model}");
     }
 }
 
