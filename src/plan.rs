@@ -22,6 +22,8 @@ pub enum PlanError {
     /// The run was asked to stop while it planned.
     #[error(transparent)]
     Stopped(#[from] crate::cancel::Stopped),
+    #[error("the deletion vector of `{}` deletes row {row}, and the file has {rows} rows: the table's log does not describe this file", path.display())]
+    DeletedRowOutOfRange { path: PathBuf, row: u64, rows: u64 },
     #[error("model feature `{feature}` has no column in `{}`{suggestion}", path.display())]
     MissingFeature {
         path: PathBuf,
@@ -93,6 +95,39 @@ pub struct FilePlan {
     pub listed: DataFile,
 }
 
+impl FilePlan {
+    /// The rows of row group `row_group` the table deleted (a Delta
+    /// deletion vector), as indexes within the row group, ascending.
+    pub fn deleted_in(&self, row_group: usize) -> Vec<usize> {
+        let Some(rows) = &self.listed.deleted_rows else {
+            return Vec::new();
+        };
+        let groups = self.file.metadata.metadata().row_groups();
+        let first: u64 = groups[..row_group].iter().map(|g| g.num_rows().max(0) as u64).sum();
+        let end = first + groups[row_group].num_rows().max(0) as u64;
+        let (from, to) = (
+            rows.partition_point(|&row| row < first),
+            rows.partition_point(|&row| row < end),
+        );
+        rows[from..to].iter().map(|&row| (row - first) as usize).collect()
+    }
+}
+
+/// Which of the `n` rows from row `start` of a row group stay, given the
+/// row group's deleted rows (`deleted_in`); `None` when all do.
+pub fn kept_rows(deleted: &[usize], start: usize, n: usize) -> Option<Vec<bool>> {
+    let from = deleted.partition_point(|&row| row < start);
+    let to = deleted.partition_point(|&row| row < start + n);
+    if from == to {
+        return None;
+    }
+    let mut kept = vec![true; n];
+    for &row in &deleted[from..to] {
+        kept[row - start] = false;
+    }
+    Some(kept)
+}
+
 /// A whole table, planned.
 #[derive(Debug)]
 pub struct TablePlan {
@@ -128,7 +163,10 @@ impl TablePlan {
     pub fn total_rows(&self) -> u64 {
         self.files
             .iter()
-            .map(|f| f.file.metadata.metadata().file_metadata().num_rows() as u64)
+            .map(|f| {
+                f.listed
+                    .live_rows(f.file.metadata.metadata().file_metadata().num_rows() as u64)
+            })
             .sum()
     }
 
@@ -172,7 +210,7 @@ pub fn plan_table(input: &dyn TableSource, request: &ColumnRequest, cancel: &Can
 }
 
 fn default_id_columns(files: &[ParquetFile]) -> Result<Vec<String>> {
-    let has_default = |f: &ParquetFile| f.metadata.schema().field_with_name(DEFAULT_ID_COLUMN).is_ok();
+    let has_default = |f: &ParquetFile| f.schema().field_with_name(DEFAULT_ID_COLUMN).is_ok();
     match files.iter().find(|f| !has_default(f)) {
         None => Ok(vec![DEFAULT_ID_COLUMN.to_string()]),
         Some(_) if !files.iter().any(has_default) => Ok(Vec::new()),
@@ -215,7 +253,17 @@ pub fn column_roots(
 }
 
 fn plan_file(file: ParquetFile, listed: DataFile, features: &[String], id_columns: &[String]) -> Result<FilePlan> {
-    let (feature_roots, id_roots) = column_roots(file.metadata.schema(), &file.path, features, id_columns)?;
+    let (feature_roots, id_roots) = column_roots(file.schema(), &file.path, features, id_columns)?;
+    let rows = file.metadata.metadata().file_metadata().num_rows().max(0) as u64;
+    if let Some(&row) = listed.deleted_rows.as_ref().and_then(|deleted| deleted.last())
+        && row >= rows
+    {
+        return Err(PlanError::DeletedRowOutOfRange {
+            path: file.path.clone(),
+            row,
+            rows,
+        });
+    }
     Ok(FilePlan {
         feature_roots,
         id_roots,

@@ -170,6 +170,10 @@ pub struct RunReport {
     pub finished_at: String,
     pub model: ModelInfo,
     pub input: PathBuf,
+    /// The version of a table format's input that was read (`delta
+    /// version 7`); absent for a folder.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_snapshot: Option<String>,
     pub output: Option<PathBuf>,
     pub device: String,
     pub threads: usize,
@@ -238,6 +242,7 @@ impl RunReport {
             finished_at: String::new(),
             model: model.clone(),
             input: input.to_path_buf(),
+            input_snapshot: None,
             output: None,
             device: device.to_string(),
             threads,

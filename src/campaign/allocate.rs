@@ -205,7 +205,7 @@ pub fn allocate(
     }
     let mut layouts = Vec::with_capacity(plan.files.len());
     for file in &plan.files {
-        let schema = file.file.metadata.schema();
+        let schema = file.file.schema();
         let id_field = schema.field(file.id_roots[0]);
         if !is_id_type(id_field.data_type()) {
             return Err(PlanError::ColumnType {
@@ -534,7 +534,14 @@ impl FileAllocation<'_> {
         let mut rows_written = 0u64;
         for row_group in 0..file.num_row_groups() {
             self.cancel.check()?;
+            // Rows the table deleted (a Delta deletion vector) get no arm.
+            let deleted = self.file.deleted_in(row_group);
             file.for_each_batch(row_group, &projection, BATCH_ROWS, |first_row, batch| {
+                let batch = match crate::plan::kept_rows(&deleted, first_row, batch.num_rows()) {
+                    None => batch,
+                    Some(kept) => arrow::compute::filter_record_batch(&batch, &arrow::array::BooleanArray::from(kept))
+                        .map_err(|error| write_error(error.into()))?,
+                };
                 let out = self.assign(&batches, &batch, row_group, first_row, &mut counts)?;
                 writer.write(&out).map_err(write_error)?;
                 rows_written += out.num_rows() as u64;

@@ -55,6 +55,13 @@ pub fn open(input: &Path) -> Result<Vec<ParquetFile>> {
         true => Box::new(ObjectTable::new(crate::store::Remote::parse(&text)?)),
         false => Box::new(LocalTable::new(input, MmapChoice::never())),
     };
+    // Listed as a folder, a Delta table would show files its log removed.
+    if crate::source::is_delta_table(input).map_err(PlanError::from)? {
+        return Err(crate::Error::Usage(format!(
+            "`{}` is a Delta table: outcome and assignment tables are read as Parquet files or folders, not Delta tables, for now",
+            input.display()
+        )));
+    }
     source
         .list()
         .map_err(PlanError::from)?
@@ -81,7 +88,7 @@ pub fn for_each_batch(
     mut each: impl FnMut(At<'_>, &[Option<ArrayRef>]) -> Result<()>,
 ) -> Result<()> {
     for file in files {
-        let schema = file.metadata.schema();
+        let schema = file.schema();
         let mut roots = Vec::new();
         for column in wanted {
             match schema.index_of(column.name) {

@@ -109,8 +109,15 @@ where
 /// Installs the logger: `level` is `error`, `info`, `debug` or `trace`, unless
 /// [`FILTER_VARIABLE`] says otherwise.
 pub fn init(format: LogFormat, level: &str) {
+    // delta_kernel logs each snapshot it builds at info; the run's own log
+    // says which version it read. Its messages stay a level below ours.
+    let libraries = match level {
+        "info" => ",delta_kernel=warn,delta_kernel_default_engine=warn",
+        "debug" => ",delta_kernel=info,delta_kernel_default_engine=info",
+        _ => "",
+    };
     let filter = EnvFilter::try_from_env(FILTER_VARIABLE)
-        .unwrap_or_else(|_| EnvFilter::new(level))
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level}{libraries}")))
         .add_directive(format!("{RUN_SPAN_TARGET}=error").parse().expect("a valid directive"));
     tracing_subscriber::registry()
         .with(filter)

@@ -29,7 +29,7 @@ use lakescore::pipeline::{self, RunOptions};
 use lakescore::plan::IdColumns;
 use lakescore::report::{FailureReport, RunReport};
 use lakescore::sla::{Deadline, Sla};
-use lakescore::source::{LocalTable, MmapChoice};
+use lakescore::source::{LocalTable, MmapChoice, TableVersion};
 
 // Arrow decoding allocates and frees row-group-sized buffers all the time;
 // mimalloc reuses them where glibc keeps returning them to the kernel.
@@ -269,9 +269,17 @@ struct ModelInput {
     /// several: the first is the champion, each writes `score_<name>`.
     #[arg(long = "model", value_name = "M", required = true)]
     models: Vec<PathBuf>,
-    /// A Parquet file or a folder (Hive `k=v/` partitions welcome).
+    /// A Parquet file, a folder (Hive `k=v/` partitions welcome) or a Delta
+    /// table (a folder with `_delta_log/`), local or on object storage.
     #[arg(long, value_name = "IN")]
     input: PathBuf,
+    /// A Delta input's version to read (default: the latest).
+    #[arg(long, value_name = "N", conflicts_with = "input_as_of")]
+    input_version: Option<u64>,
+    /// A Delta input as it was at TIME (`2026-11-25` or
+    /// `2026-11-25T06:00:00Z`): its latest version committed by then.
+    #[arg(long, value_name = "TIME", value_parser = parse_instant)]
+    input_as_of: Option<i64>,
     /// Where the model runs: `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     device: DeviceSpec,
@@ -573,7 +581,7 @@ fn run(cli: &Cli, identity: &RunIdentity, cancel: &CancelToken) -> Result<RunSta
             let (package, options, comparison) = load(&args.model_input, &job, None, false)?;
             let mut report = pipeline::bench(
                 &package,
-                &*input_table(&args.model_input.input)?,
+                &*args.model_input.table()?,
                 !args.no_write,
                 !args.no_checks,
                 &options,
@@ -592,9 +600,8 @@ fn run(cli: &Cli, identity: &RunIdentity, cancel: &CancelToken) -> Result<RunSta
                     "`check` checks a table against one package's contract: give `--model` once".into(),
                 ));
             }
-            let outcome = load(&args.model_input, &job, args.as_of, false).and_then(|(package, options, _)| {
-                pipeline::check(&package, &*input_table(&args.model_input.input)?, &options)
-            });
+            let outcome = load(&args.model_input, &job, args.as_of, false)
+                .and_then(|(package, options, _)| pipeline::check(&package, &*args.model_input.table()?, &options));
             let report = outcome.inspect_err(|error| write_failure_report(args.report.as_deref(), error))?;
             write_reports(&report, args.report.as_deref(), args.html.as_deref())?;
             if args.json {
@@ -726,7 +733,10 @@ fn score_job(job: &Job, args: &ScoreArgs) -> Result<RunStatus, Error> {
         write_failure_report(args.report.as_deref(), &error);
         error
     };
-    let tables = input_table(&args.model_input.input).and_then(|input| Ok((input, output_table(&args.output)?)));
+    let tables = args
+        .model_input
+        .table()
+        .and_then(|input| Ok((input, output_table(&args.output)?)));
     let (input, output) = match tables {
         Ok(tables) => tables,
         Err(error) => return Err(failed(error, None)),
@@ -1296,12 +1306,76 @@ fn write_report(path: &std::path::Path, report: &impl serde::Serialize) -> Resul
 /// The input table `path` names: a URL on object storage (`s3://`, `az://`,
 /// `gs://`), or a local file or folder, memory-mapped.
 fn input_table(path: &std::path::Path) -> Result<Box<dyn lakescore::source::TableSource>, Error> {
-    let text = path.to_string_lossy();
-    if lakescore::store::is_remote(&text) {
-        let remote = lakescore::store::Remote::parse(&text)?;
-        return Ok(Box::new(lakescore::source::ObjectTable::new(remote)));
+    input_table_at(path, TableVersion::Latest)
+}
+
+impl ModelInput {
+    /// The input table, at the version `--input-version` or `--input-as-of`
+    /// names.
+    fn table(&self) -> Result<Box<dyn lakescore::source::TableSource>, Error> {
+        let version = match (self.input_version, self.input_as_of) {
+            (Some(version), _) => TableVersion::At(version),
+            (None, Some(instant)) => TableVersion::AsOf(instant),
+            (None, None) => TableVersion::Latest,
+        };
+        input_table_at(&self.input, version)
     }
-    Ok(Box::new(local_table(path)))
+}
+
+/// The input table `path` names: a Delta table (a folder holding
+/// `_delta_log/`), a URL on object storage, or a local file or folder.
+fn input_table_at(
+    path: &std::path::Path,
+    version: TableVersion,
+) -> Result<Box<dyn lakescore::source::TableSource>, Error> {
+    let text = path.to_string_lossy();
+    let remote = match lakescore::store::is_remote(&text) {
+        true => Some(lakescore::store::Remote::parse(&text)?),
+        false => None,
+    };
+    if lakescore::source::is_delta_table(path).map_err(lakescore::scan::ScanError::from)? {
+        return delta_table(path, remote, version);
+    }
+    if version != TableVersion::Latest {
+        return Err(Error::Usage(format!(
+            "`--input-version` and `--input-as-of` read a Delta table's history, and `{}` is not a Delta table (no `_delta_log/`)",
+            path.display()
+        )));
+    }
+    match remote {
+        Some(remote) => Ok(Box::new(lakescore::source::ObjectTable::new(remote))),
+        None => Ok(Box::new(local_table(path))),
+    }
+}
+
+#[cfg(feature = "delta")]
+fn delta_table(
+    path: &std::path::Path,
+    remote: Option<lakescore::store::Remote>,
+    version: TableVersion,
+) -> Result<Box<dyn lakescore::source::TableSource>, Error> {
+    use lakescore::source::delta::DeltaTable;
+    let table = match remote {
+        Some(remote) => DeltaTable::open_remote(remote, version).map_err(lakescore::scan::ScanError::from)?,
+        // SAFETY: as for `local_table`: Delta data files are never rewritten
+        // in place.
+        None => DeltaTable::open_local(path, version, unsafe { MmapChoice::auto() })
+            .map_err(lakescore::scan::ScanError::from)?,
+    };
+    tracing::info!(input = %path.display(), version = table.version(), "reading a Delta table");
+    Ok(Box::new(table))
+}
+
+#[cfg(not(feature = "delta"))]
+fn delta_table(
+    path: &std::path::Path,
+    _remote: Option<lakescore::store::Remote>,
+    _version: TableVersion,
+) -> Result<Box<dyn lakescore::source::TableSource>, Error> {
+    Err(Error::Usage(format!(
+        "`{}` is a Delta table, and this lakescore was built without the `delta` feature",
+        path.display()
+    )))
 }
 
 /// The output table `path` names: a URL on object storage, or a local

@@ -187,7 +187,7 @@ pub fn check_label(input: &Path, label: &str) -> crate::Result<()> {
     for listed in crate::source::TableSource::list(&source).map_err(crate::plan::PlanError::from)? {
         let path = listed.location;
         let file = crate::scan::ParquetFile::open(&path)?;
-        let schema = file.metadata.schema();
+        let schema = file.schema();
         let Ok(field) = schema.field_with_name(label) else {
             let names = schema.fields().iter().map(|f| f.name().as_str());
             return Err(crate::plan::PlanError::MissingColumn {

@@ -47,7 +47,7 @@ pub(super) fn table_facts(
         let column = &contract.columns[feature];
         let mismatch = table.plan.files.iter().find_map(|file| {
             let root = file.feature_roots[feature];
-            let data_type = file.file.metadata.schema().field(root).data_type().clone();
+            let data_type = file.file.schema().field(root).data_type().clone();
             (!is_kind(&data_type, kind)).then(|| (file.listed.relative_path.clone(), data_type))
         });
         let (passed, detail) = match mismatch {
@@ -124,7 +124,7 @@ fn newest_in_column(plan: &TablePlan, column: &str) -> Result<Result<(i64, Strin
         .par_iter()
         .map(|unit| {
             let file = &plan.files[unit.file_idx].file;
-            let schema = file.metadata.schema();
+            let schema = file.schema();
             let Ok(root) = schema.index_of(column) else {
                 return Err(Error::Usage(format!(
                     "the contract's freshness column `{column}` is not in `{}`",

@@ -548,7 +548,7 @@ impl FileScan {
     /// read by a leaf reader (and still copied), anything else through Arrow.
     fn new(file: &FilePlan, layout: &OutputLayout, copy_ids: bool, unique_roots: Option<&[usize]>) -> Self {
         let descriptor = file.file.metadata.parquet_schema();
-        let schema = file.file.metadata.schema();
+        let schema = file.file.schema();
         let by_root = leaves_by_root(descriptor);
         let leaves_of = |root: usize| by_root[root].clone();
         let key_leaf = match unique_roots {
@@ -832,7 +832,7 @@ fn prepare(package: &Package, input: &dyn TableSource, options: &RunOptions, pas
         };
     let exact_key_column = match (&unique_ids, plan.files.first()) {
         (Some(positions), Some(file)) if positions.len() == 1 => {
-            let field = file.file.metadata.schema().field(file.id_roots[positions[0]]).clone();
+            let field = file.file.schema().field(file.id_roots[positions[0]]).clone();
             matches!(field.data_type(), DataType::Int32 | DataType::Int64).then(|| field.name().clone())
         }
         _ => None,
@@ -843,7 +843,7 @@ fn prepare(package: &Package, input: &dyn TableSource, options: &RunOptions, pas
     let mut layouts = Vec::with_capacity(plan.files.len());
     let mut scans = Vec::with_capacity(plan.files.len());
     for file in &plan.files {
-        let schema = file.file.metadata.schema();
+        let schema = file.file.schema();
         for ((feature, &root), column) in model.features().iter().zip(&file.feature_roots).zip(&contract.columns) {
             let as_read = Feature {
                 name: column.clone(),
@@ -860,7 +860,10 @@ fn prepare(package: &Package, input: &dyn TableSource, options: &RunOptions, pas
         let unique_roots: Option<Vec<usize>> = unique_ids
             .as_ref()
             .map(|positions| positions.iter().map(|&i| file.id_roots[i]).collect());
-        scans.push(FileScan::new(file, &layout, copy_ids, unique_roots.as_deref()));
+        // A file with deleted rows has fewer output rows than its chunks hold:
+        // its ids are decoded and filtered, not copied.
+        let copy_these = copy_ids && file.listed.deleted_rows.is_none();
+        scans.push(FileScan::new(file, &layout, copy_these, unique_roots.as_deref()));
         layouts.push(layout);
     }
     // Keys and the quarantine table need one type per id column across files.
@@ -879,7 +882,7 @@ fn prepare(package: &Package, input: &dyn TableSource, options: &RunOptions, pas
                     .field(first.id_roots[i])
                     .data_type()
                     .clone();
-                let found = file.file.metadata.schema().field(file.id_roots[i]).data_type().clone();
+                let found = file.file.schema().field(file.id_roots[i]).data_type().clone();
                 if found != expected {
                     return Err(Error::Usage(format!(
                         "id column `{}` is {found} in `{}` but {expected} in `{}`; the contract's uniqueness rule, the \
@@ -894,7 +897,7 @@ fn prepare(package: &Package, input: &dyn TableSource, options: &RunOptions, pas
     }
     let id_fields: Vec<Field> = match plan.files.first() {
         Some(file) => {
-            let schema = file.file.metadata.schema();
+            let schema = file.file.schema();
             file.id_roots
                 .iter()
                 .map(|&root| schema.field(root).clone().with_nullable(true))
@@ -989,7 +992,9 @@ fn input_records(plan: &TablePlan) -> Vec<InputRecord> {
         .map(|f| InputRecord {
             path: f.listed.relative_path.clone(),
             bytes: f.file.size_bytes,
-            rows: f.file.metadata.metadata().file_metadata().num_rows() as u64,
+            rows: f
+                .listed
+                .live_rows(f.file.metadata.metadata().file_metadata().num_rows() as u64),
             row_groups: f.file.num_row_groups(),
             footer_sha256: f.file.footer_fingerprint.clone(),
             partition: f.listed.partition_values.clone(),
@@ -1058,5 +1063,6 @@ fn prepare_run(
     report.models = package.model.members().into_iter().cloned().collect();
     describe_table(&mut report, &table.plan);
     report.input_io = input.io_counters();
+    report.input_snapshot = input.snapshot();
     Ok((table, facts, report))
 }

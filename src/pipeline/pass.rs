@@ -3,6 +3,7 @@
 //! the calling thread, which appends the encoded row groups to their files
 //! strictly in input order, never more than a window behind the workers.
 
+use super::row_policies::drop_rows;
 use super::*;
 
 /// The writer's and workers' meeting point.
@@ -84,6 +85,11 @@ pub(super) fn score_files(
         .flat_map(|&file_idx| all_units.iter().filter(move |u| u.file_idx == file_idx).copied())
         .collect();
     let total_rows: u64 = units.iter().map(|u| u.n_rows as u64).sum();
+    // The rows the table holds (deletion vectors' rows left out).
+    let live_rows: u64 = units
+        .iter()
+        .map(|u| (u.n_rows - plan.files[u.file_idx].deleted_in(u.row_group).len()) as u64)
+        .sum();
     let progress = options.progress.as_deref();
     if let Some(progress) = progress {
         progress.begin(total_rows);
@@ -163,7 +169,7 @@ pub(super) fn score_files(
     let mut stages = worker_stages.into_inner().unwrap();
     stages.write = written.seconds;
     Ok(Scored {
-        rows: total_rows,
+        rows: live_rows,
         files: written.files,
         stages,
         seconds: clock.elapsed().as_secs_f64(),
@@ -325,6 +331,8 @@ impl Worker<'_> {
             shadow: Vec::new(),
         };
         let mut marks = RowMarks::default();
+        // Rows the table deleted from the file (a Delta deletion vector).
+        let deleted = file_plan.deleted_in(row_group);
         let mut rows_done = 0;
         while rows_done < unit.n_rows {
             let n_rows = BATCH_ROWS.min(unit.n_rows - rows_done);
@@ -349,7 +357,7 @@ impl Worker<'_> {
             )
             .map_err(|unknown| unknown.at(&file.path, row_group))?;
             lap(&mut stages.features);
-            let ids: Vec<ArrayRef> = scan
+            let mut ids: Vec<ArrayRef> = scan
                 .id_sources
                 .iter()
                 .filter_map(|source| match *source {
@@ -359,6 +367,18 @@ impl Worker<'_> {
                     IdSource::Copy { .. } => None,
                 })
                 .collect();
+            // Deleted rows go before anything looks at the block: they are not
+            // checked, scored, written or counted.
+            let mut n_live = n_rows;
+            if let Some(kept) = crate::plan::kept_rows(&deleted, rows_done, n_rows) {
+                let gone: Vec<bool> = kept.iter().map(|&k| !k).collect();
+                block = drop_rows(block, &gone);
+                let keep = BooleanArray::from(kept);
+                for id in &mut ids {
+                    *id = arrow::compute::filter(id, &keep).map_err(|e| encode_error(e.into()))?;
+                }
+                n_live = block.n_rows;
+            }
             if let Some(inspection) = inspection.as_deref_mut() {
                 steps.inspect_features(&mut block, inspection, unit_idx, rows_done, &mut marks);
                 if let Some(unique) = &table.unique_ids {
@@ -369,7 +389,7 @@ impl Worker<'_> {
                             // column (`FileScan::new` copies none), so `ids`
                             // holds them all, in id-column order.
                             let key_columns: Vec<&ArrayRef> = unique.iter().map(|&i| &ids[i]).collect();
-                            let keys = row_keys(&key_columns, n_rows).map_err(|problem| {
+                            let keys = row_keys(&key_columns, n_live).map_err(|problem| {
                                 Error::Usage(format!(
                                     "the unique columns of row group {row_group} of `{}` cannot be compared: {problem}",
                                     file.path.display()
@@ -412,7 +432,7 @@ impl Worker<'_> {
 
             if let Some(encoder) = encoder.as_mut() {
                 let output = steps
-                    .output(&ids, keep.as_ref(), scores, &marks, n_rows)
+                    .output(&ids, keep.as_ref(), scores, &marks, n_live)
                     .map_err(|e| encode_error(e.into()))?;
                 if let (Some(schema), Some(columns)) = (&table.shadow_schema, output.shadow) {
                     let batch =

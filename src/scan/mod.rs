@@ -152,6 +152,11 @@ pub struct ParquetFile {
     /// the file's content does, for the price of hashing a few kilobytes.
     pub footer_fingerprint: String,
     pub metadata: ArrowReaderMetadata,
+    /// The file's columns as the table names them: the Arrow schema of
+    /// `metadata`, with the table's names where the file stores columns
+    /// under others (Delta column mapping). Columns are looked up by name
+    /// here; parquet's readers, which go by position, keep the stored names.
+    schema: arrow::datatypes::SchemaRef,
     data: Arc<dyn FileBytes>,
     /// The whole file, when the source holds it at no cost (a memory map).
     whole: Option<Bytes>,
@@ -271,15 +276,40 @@ impl ParquetFile {
         check_chunk_offsets(&metadata, size_bytes).map_err(|problem| footer_error(ParquetError::General(problem)))?;
         let metadata =
             ArrowReaderMetadata::try_new(Arc::new(metadata), ArrowReaderOptions::new()).map_err(footer_error)?;
+        let schema = match data.column_names() {
+            None => Arc::clone(metadata.schema()),
+            // The same columns under the table's names (Delta column mapping).
+            Some(names) => {
+                let renamed: Vec<arrow::datatypes::FieldRef> = metadata
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|field| match names.get(field.name()) {
+                        Some(name) => Arc::new(field.as_ref().clone().with_name(name)),
+                        None => Arc::clone(field),
+                    })
+                    .collect();
+                Arc::new(arrow::datatypes::Schema::new_with_metadata(
+                    renamed,
+                    metadata.schema().metadata().clone(),
+                ))
+            }
+        };
         Ok(ParquetFile {
             path: path.to_path_buf(),
             size_bytes,
             footer_fingerprint,
             metadata,
+            schema,
             data,
             whole,
             fetched: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The file's columns under the table's names (see the field).
+    pub fn schema(&self) -> &arrow::datatypes::SchemaRef {
+        &self.schema
     }
 
     /// What parquet's readers read row group `row_group` from: the whole

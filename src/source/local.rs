@@ -120,7 +120,7 @@ impl TableSource for LocalTable {
 
 /// A local file's version: its modification time, to the nanosecond the
 /// filesystem keeps.
-fn version_of(metadata: &fs::Metadata) -> Option<String> {
+pub(crate) fn version_of(metadata: &fs::Metadata) -> Option<String> {
     let modified = metadata.modified().ok()?;
     let since_epoch = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
     Some(format!(
@@ -379,6 +379,7 @@ fn data_file(location: PathBuf, relative_path: PathBuf, metadata: &fs::Metadata)
         relative_path,
         size: metadata.len(),
         version: version_of(metadata),
+        deleted_rows: None,
     }
 }
 

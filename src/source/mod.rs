@@ -24,6 +24,8 @@
 //!   file's bytes change (a modification time, an ETag), so that a run can
 //!   refuse to publish scores of a file that changed under it.
 
+#[cfg(feature = "delta")]
+pub mod delta;
 mod guard;
 pub mod local;
 pub mod object;
@@ -61,9 +63,50 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
+    /// A Delta table whose log cannot be read, or that uses what lakescore
+    /// does not read (the message names the Delta feature).
+    #[error("Delta table `{}` {problem}", path.display())]
+    Delta { path: PathBuf, problem: String },
     /// An input on object storage could not be listed or reached.
     #[error(transparent)]
     Remote(#[from] crate::store::StoreError),
+}
+
+/// The folder whose presence makes a folder a Delta table.
+pub const DELTA_LOG: &str = "_delta_log";
+
+/// Whether the table at `location` (a local folder, or a URL on object
+/// storage: one LIST request) is a Delta table, holding [`DELTA_LOG`].
+pub fn is_delta_table(location: &Path) -> Result<bool, SourceError> {
+    use futures_util::StreamExt;
+    let text = location.to_string_lossy();
+    if !crate::store::is_remote(&text) {
+        return Ok(location.join(DELTA_LOG).is_dir());
+    }
+    let remote = crate::store::Remote::parse(&text)?;
+    let (store, prefix) = (Arc::clone(&remote.store), remote.join(DELTA_LOG).path);
+    match crate::store::block_on(async move { store.list(Some(&prefix)).next().await }) {
+        None => Ok(false),
+        Some(Ok(_)) => Ok(true),
+        Some(Err(error)) => Err(SourceError::Remote(crate::store::StoreError::Request {
+            operation: "LIST",
+            url: remote.join(DELTA_LOG).url,
+            message: crate::store::message_of(&error),
+        })),
+    }
+}
+
+/// Which version of a table to read: a table format's (Delta) snapshot; a
+/// folder has only the one it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TableVersion {
+    #[default]
+    Latest,
+    /// This version.
+    At(u64),
+    /// The latest version committed at or before this instant (seconds
+    /// since the epoch).
+    AsOf(i64),
 }
 
 /// One data file of a table, as its source lists it.
@@ -83,6 +126,17 @@ pub struct DataFile {
     /// A run checks it again before publishing; `None` when the source has
     /// nothing of the kind.
     pub version: Option<String>,
+    /// Rows of the file the table no longer holds (a Delta deletion vector):
+    /// their indexes in the file, ascending. They are not read into the
+    /// output, scored or counted.
+    pub deleted_rows: Option<Arc<Vec<u64>>>,
+}
+
+impl DataFile {
+    /// How many of the file's `rows` the table holds.
+    pub fn live_rows(&self, rows: u64) -> u64 {
+        rows - self.deleted_rows.as_ref().map_or(0, |deleted| deleted.len() as u64)
+    }
 }
 
 /// A table: what lists its data files and opens each for reading.
@@ -163,7 +217,18 @@ pub trait FileBytes: Send + Sync + std::fmt::Debug {
     /// The ranges have been read (a mapped file lets their pages go, so the
     /// mapping does not grow the process's resident memory).
     fn done_with(&self, _ranges: &[Range<u64>]) {}
+
+    /// The table's names of the file's top-level columns, by the name the
+    /// file stores each under, where a table format stores them under
+    /// others (Delta column mapping): readers see the table's names.
+    fn column_names(&self) -> Option<&ColumnNames> {
+        None
+    }
 }
+
+/// Physical (stored) name -> the table's (logical) name, per top-level
+/// column.
+pub type ColumnNames = std::collections::HashMap<String, String>;
 
 /// A file held in memory: bytes a caller hands over (a table read elsewhere,
 /// the fuzz targets). `whole` says whether readers may slice it as a mapped

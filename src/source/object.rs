@@ -65,14 +65,27 @@ impl TableSource for ObjectTable {
     }
 
     fn open(&self, file: &DataFile) -> Result<Arc<dyn FileBytes>, SourceError> {
-        // The listing gave the size and the ETag: opening costs no request.
         let relative = file.relative_path.to_string_lossy();
         let path = match file.location.as_os_str() == self.location.as_os_str() {
             // The table is this one object.
             true => self.remote.path.clone(),
             false => self.remote.join(&relative).path,
         };
-        Ok(Arc::new(ObjectFile {
+        Ok(self.open_object(path, file))
+    }
+
+    fn io_counters(&self) -> Option<Arc<IoCounters>> {
+        Some(self.counters())
+    }
+}
+
+impl ObjectTable {
+    /// A reader of the object at `path` (in this table's store), as `file`
+    /// lists it: for a table format, whose log names a file by a path that
+    /// need not be the one its output takes.
+    pub(crate) fn open_object(&self, path: ObjectPath, file: &DataFile) -> Arc<dyn FileBytes> {
+        // The listing gave the size and the ETag: opening costs no request.
+        Arc::new(ObjectFile {
             store: Arc::clone(&self.remote.store),
             path,
             url: file.location.to_string_lossy().into_owned(),
@@ -84,11 +97,7 @@ impl TableSource for ObjectTable {
                 .map(str::to_string),
             counters: Arc::clone(&self.remote.counters),
             ahead: Mutex::new(Vec::new()),
-        }))
-    }
-
-    fn io_counters(&self) -> Option<Arc<IoCounters>> {
-        Some(self.counters())
+        })
     }
 }
 
@@ -166,6 +175,7 @@ fn data_file(location: String, relative_path: PathBuf, meta: &ObjectMeta) -> Dat
             Some(tag) => format!("{ETAG}{tag}"),
             None => format!("modified {}", meta.last_modified.to_rfc3339()),
         }),
+        deleted_rows: None,
     }
 }
 

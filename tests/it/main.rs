@@ -9,6 +9,7 @@ mod commit;
 mod common;
 mod contract;
 mod crash;
+mod delta;
 mod disk;
 mod embedded;
 mod errors;

@@ -258,6 +258,42 @@ fn a_lake_and_a_package_on_s3_score_to_the_local_bytes() {
 }
 
 #[test]
+fn a_delta_table_on_s3_scores_like_the_same_table_on_disk() {
+    let Some(endpoint) = s3_endpoint() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = bucket(&endpoint, "delta");
+    let table = crate::delta::fixtures().join("customers");
+    upload(&s3(&endpoint, &format!("s3://{bucket}/lake/customers")), &table);
+    let model = sample().join("model.json");
+    let local = dir.path().join("local");
+    score(&model, &table, &local, &["--input-version", "0"]).assert_ok();
+    let from_s3 = dir.path().join("from-s3");
+    let report = dir.path().join("report.json");
+    lakescore_s3(
+        &endpoint,
+        &[
+            "score",
+            "--model",
+            &model.to_string_lossy(),
+            "--input",
+            &format!("s3://{bucket}/lake/customers"),
+            "--input-version",
+            "0",
+            "--output",
+            &from_s3.to_string_lossy(),
+            "--report",
+            &report.to_string_lossy(),
+        ],
+        &[],
+    )
+    .assert_ok();
+    assert!(outputs(&from_s3) == outputs(&local), "the outputs differ");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(report["input_snapshot"], "delta version 0", "{report}");
+    assert_eq!(report["files"], 1, "{report}");
+}
+
+#[test]
 #[allow(clippy::single_range_in_vec_init)] // a list of one byte range
 fn an_object_replaced_during_the_run_fails_the_read_naming_it() {
     let Some(endpoint) = s3_endpoint() else { return };

@@ -1,0 +1,529 @@
+//! Delta Lake tables as input: the data files of one snapshot of the table,
+//! as its log (`_delta_log/`) says, not as the folder lists them (a file an
+//! overwrite removed is still on disk, and must not be scored). The log is
+//! replayed by `delta_kernel` with its default engine, over the same
+//! object_store lakescore reads with, locally or on object storage; the
+//! files are then read like any other (memory-mapped, or with coalesced
+//! range requests).
+//!
+//! Each file's partition values come from the log, and its output path is
+//! built from them Hive-style (`dt=2026-11-25/<file name>`), whatever
+//! folder the writer put it in. Under column mapping (mode `name`) the files
+//! store columns under physical names; their readers are handed the
+//! table's names ([`FileBytes::column_names`]), so features and id columns
+//! are found, and written, by the names users know. What lakescore cannot
+//! read exactly yet is refused with an error naming the Delta feature
+//! (column mapping mode `id`). Deletion vectors (rows a file still holds
+//! but the table no longer does) are read with the log and handed on as
+//! [`DataFile::deleted_rows`]: the pass drops those rows as it decodes.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use delta_kernel::snapshot::Snapshot;
+use delta_kernel::table_features::ColumnMappingMode;
+use delta_kernel_default_engine::DefaultEngineBuilder;
+use object_store::path::Path as ObjectPath;
+
+use super::{
+    ColumnNames, DataFile, FileBytes, LocalTable, MmapChoice, ObjectTable, SourceError, TableSource, TableVersion,
+};
+use crate::store::{IoCounters, Remote};
+
+/// How the files of a Delta table are read.
+#[derive(Debug)]
+enum Files {
+    Local(MmapChoice),
+    Remote(ObjectTable),
+}
+
+/// One snapshot of a Delta table, its files listed from the log.
+#[derive(Debug)]
+pub struct DeltaTable {
+    location: PathBuf,
+    version: u64,
+    files: Vec<(DataFile, FileKey)>,
+    /// Under column mapping, the table's names of the files' columns.
+    names: Option<Arc<ColumnNames>>,
+    reader: Files,
+}
+
+/// Where a listed file is, for the reader: a local path or an object path.
+#[derive(Debug, Clone)]
+enum FileKey {
+    Local(PathBuf),
+    Object(ObjectPath),
+}
+
+impl DeltaTable {
+    /// The local Delta table at `path`, at `version`.
+    pub fn open_local(path: &Path, version: TableVersion, mmap: MmapChoice) -> Result<DeltaTable, SourceError> {
+        let failed = |problem: String| SourceError::Delta {
+            path: path.to_path_buf(),
+            problem,
+        };
+        let absolute = std::fs::canonicalize(path).map_err(|source| SourceError::Inspect {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let root = url::Url::from_directory_path(&absolute)
+            .map_err(|()| failed(format!("`{}` is not a folder URL", absolute.display())))?;
+        let store: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::local::LocalFileSystem::new());
+        let replayed = replay(path, &root, store, version)?;
+        let files = replayed
+            .files
+            .into_iter()
+            .map(|file| {
+                let relative = decode_log_path(&file.log_path).map_err(&failed)?;
+                let location = absolute.join(&relative);
+                let metadata = std::fs::metadata(&location).map_err(|source| SourceError::Open {
+                    path: location.clone(),
+                    source,
+                })?;
+                let data_file = DataFile {
+                    location: location.clone(),
+                    relative_path: file.output_path,
+                    size: file.size,
+                    partition_values: file.partition_values,
+                    version: super::local::version_of(&metadata),
+                    deleted_rows: file.deleted_rows,
+                };
+                Ok((data_file, FileKey::Local(location)))
+            })
+            .collect::<Result<Vec<_>, SourceError>>()?;
+        Ok(DeltaTable {
+            location: path.to_path_buf(),
+            version: replayed.version,
+            files,
+            names: replayed.names,
+            reader: Files::Local(mmap),
+        })
+    }
+
+    /// The Delta table at `remote`, at `version`.
+    pub fn open_remote(remote: Remote, version: TableVersion) -> Result<DeltaTable, SourceError> {
+        let location = PathBuf::from(&remote.url);
+        let failed = |problem: String| SourceError::Delta {
+            path: location.clone(),
+            problem,
+        };
+        let root = url::Url::parse(&format!("{}/", remote.url))
+            .map_err(|error| failed(format!("not a table URL: {error}")))?;
+        let replayed = replay(&location, &root, Arc::clone(&remote.store), version)?;
+        let files = replayed
+            .files
+            .into_iter()
+            .map(|file| {
+                let relative = decode_log_path(&file.log_path).map_err(&failed)?;
+                let object = remote.join(&relative);
+                let data_file = DataFile {
+                    location: PathBuf::from(&object.url),
+                    relative_path: file.output_path,
+                    size: file.size,
+                    partition_values: file.partition_values,
+                    // A Delta data file is never rewritten in place: the log
+                    // pins the file set, and every read asks for its size.
+                    version: None,
+                    deleted_rows: file.deleted_rows,
+                };
+                Ok((data_file, FileKey::Object(object.path)))
+            })
+            .collect::<Result<Vec<_>, SourceError>>()?;
+        Ok(DeltaTable {
+            location,
+            version: replayed.version,
+            files,
+            names: replayed.names,
+            reader: Files::Remote(ObjectTable::new(remote)),
+        })
+    }
+
+    /// The table version read.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+}
+
+impl TableSource for DeltaTable {
+    fn location(&self) -> &Path {
+        &self.location
+    }
+
+    fn snapshot(&self) -> Option<String> {
+        Some(format!("delta version {}", self.version))
+    }
+
+    fn list(&self) -> Result<Vec<DataFile>, SourceError> {
+        if self.files.is_empty() {
+            return Err(SourceError::NoDataFiles {
+                path: self.location.clone(),
+            });
+        }
+        Ok(self.files.iter().map(|(file, _)| file.clone()).collect())
+    }
+
+    fn open(&self, file: &DataFile) -> Result<Arc<dyn FileBytes>, SourceError> {
+        let key = self
+            .files
+            .iter()
+            .find(|(listed, _)| listed.relative_path == file.relative_path)
+            .map(|(_, key)| key.clone())
+            .ok_or_else(|| SourceError::Delta {
+                path: self.location.clone(),
+                problem: format!(
+                    "`{}` is not a file of version {}",
+                    file.location.display(),
+                    self.version
+                ),
+            })?;
+        let opened = match (&self.reader, key) {
+            (Files::Local(mmap), FileKey::Local(path)) => LocalTable::open_file(&path, *mmap)?,
+            (Files::Remote(table), FileKey::Object(path)) => table.open_object(path, file),
+            _ => unreachable!("a table's files are all local or all remote"),
+        };
+        Ok(match &self.names {
+            Some(names) => Arc::new(Renamed {
+                file: opened,
+                names: Arc::clone(names),
+            }),
+            None => opened,
+        })
+    }
+
+    fn io_counters(&self) -> Option<Arc<IoCounters>> {
+        match &self.reader {
+            Files::Local(_) => None,
+            Files::Remote(table) => Some(table.counters()),
+        }
+    }
+}
+
+/// A data file as the log names it.
+struct LoggedFile {
+    /// Its path in the log: relative to the table, URL-encoded.
+    log_path: String,
+    size: u64,
+    /// In the order of the table's schema.
+    partition_values: Vec<(String, String)>,
+    /// Where its scores go below OUT: `k=v/` folders, then its file name.
+    output_path: PathBuf,
+    /// Its deletion vector's rows, ascending.
+    deleted_rows: Option<Arc<Vec<u64>>>,
+}
+
+/// Replays the log of the table at `root` to `version`: the snapshot's
+/// version and its files, in a stable order (by output path).
+fn replay(
+    location: &Path,
+    root: &url::Url,
+    store: Arc<dyn object_store::ObjectStore>,
+    version: TableVersion,
+) -> Result<Replayed, SourceError> {
+    let failed = |problem: String| SourceError::Delta {
+        path: location.to_path_buf(),
+        problem,
+    };
+    let engine = DefaultEngineBuilder::new(store).build();
+    let latest = Snapshot::builder_for(root.as_str())
+        .build(&engine)
+        .map_err(|error| failed(error.to_string()))?;
+    let snapshot = match version {
+        TableVersion::Latest => latest,
+        TableVersion::At(wanted) => {
+            if wanted > latest.version() {
+                return Err(failed(format!(
+                    "has no version {wanted}: its latest is {}",
+                    latest.version()
+                )));
+            }
+            Snapshot::builder_for(root.as_str())
+                .at_version(wanted)
+                .build(&engine)
+                .map_err(|error| failed(error.to_string()))?
+        }
+        TableVersion::AsOf(seconds) => {
+            use delta_kernel::history_manager::{HistoryCommitType, latest_version_as_of};
+            let at = latest_version_as_of(
+                &latest,
+                &engine,
+                seconds.saturating_mul(1000),
+                HistoryCommitType::Recreatable,
+            )
+            .map_err(|error| {
+                failed(format!(
+                    "has no version as of {}: {error}",
+                    crate::util::rfc3339_from_epoch(seconds)
+                ))
+            })?;
+            Snapshot::builder_for(root.as_str())
+                .at_version(at.version)
+                .build(&engine)
+                .map_err(|error| failed(error.to_string()))?
+        }
+    };
+    let names = physical_names(&snapshot).map_err(&failed)?;
+    // Partition columns in the schema's order, by the name the log keys
+    // their values with (the physical one, under column mapping).
+    let schema_order: Vec<(String, String)> = snapshot
+        .schema()
+        .field_names()
+        .map(|logical| {
+            let physical = names
+                .iter()
+                .find(|(_, name)| *name == logical)
+                .map_or_else(|| logical.clone(), |(physical, _)| physical.clone());
+            (physical, logical.clone())
+        })
+        .collect();
+    let snapshot_version = snapshot.version();
+    let scan = snapshot
+        .scan_builder()
+        .build()
+        .map_err(|error| failed(error.to_string()))?;
+    let mut scanned: Vec<delta_kernel::scan::state::ScanFile> = Vec::new();
+    for metadata in scan.scan_metadata(&engine).map_err(|error| failed(error.to_string()))? {
+        scanned = metadata
+            .map_err(|error| failed(error.to_string()))?
+            .visit_scan_files(scanned, |files, file| files.push(file))
+            .map_err(|error| failed(error.to_string()))?;
+    }
+    let mut files = Vec::with_capacity(scanned.len());
+    for file in scanned {
+        // The rows a deletion vector removes from the file (inline in the
+        // log, or in a file of its own, read now: a few bytes per file).
+        let deleted_rows = match file.dv_info.has_vector() {
+            false => None,
+            true => {
+                let mut rows = file
+                    .dv_info
+                    .get_row_indexes(&engine, root)
+                    .map_err(|error| failed(format!("cannot read the deletion vector of `{}`: {error}", file.path)))?
+                    .unwrap_or_default();
+                rows.sort_unstable();
+                rows.dedup();
+                Some(Arc::new(rows))
+            }
+        };
+        let partition_values: Vec<(String, String)> = schema_order
+            .iter()
+            .filter_map(|(physical, logical)| {
+                let value = file.partition_values.get(physical)?;
+                Some((logical.clone(), value.clone()))
+            })
+            .collect();
+        let name = file.path.rsplit('/').next().unwrap_or(&file.path);
+        let name = decode_log_path(name).map_err(&failed)?;
+        let mut output_path = PathBuf::new();
+        for (key, value) in &partition_values {
+            output_path.push(format!("{}={}", hive_escape(key), hive_value(value)));
+        }
+        output_path.push(name);
+        files.push(LoggedFile {
+            deleted_rows,
+            log_path: file.path.clone(),
+            size: u64::try_from(file.size).map_err(|_| failed(format!("`{}` has a negative size", file.path)))?,
+            partition_values,
+            output_path,
+        });
+    }
+    files.sort_by(|a, b| a.output_path.cmp(&b.output_path));
+    if let Some(pair) = files.windows(2).find(|pair| pair[0].output_path == pair[1].output_path) {
+        return Err(failed(format!(
+            "two files would be scored to the same output path `{}` (`{}` and `{}`)",
+            pair[0].output_path.display(),
+            pair[0].log_path,
+            pair[1].log_path
+        )));
+    }
+    Ok(Replayed {
+        version: snapshot_version,
+        files,
+        names: (!names.is_empty()).then(|| Arc::new(names)),
+    })
+}
+
+/// What a snapshot of the table holds.
+struct Replayed {
+    version: u64,
+    files: Vec<LoggedFile>,
+    /// Under column mapping: physical -> logical name of each top-level column.
+    names: Option<Arc<ColumnNames>>,
+}
+
+/// Physical -> logical name of each top-level column under column mapping
+/// mode `name`; empty without column mapping. Mode `id` (columns matched by
+/// Parquet field id) is refused.
+fn physical_names(snapshot: &Snapshot) -> Result<ColumnNames, String> {
+    use delta_kernel::schema::{ColumnMetadataKey, MetadataValue};
+    match snapshot.table_properties().column_mapping_mode {
+        None | Some(ColumnMappingMode::None) => return Ok(ColumnNames::new()),
+        Some(ColumnMappingMode::Name) => {}
+        Some(ColumnMappingMode::Id) => {
+            return Err(
+                "uses the Delta feature `columnMapping` in mode `id` (columns matched by Parquet field id), which lakescore does not read yet; mode `name` it does".into(),
+            );
+        }
+    }
+    let mut names = ColumnNames::new();
+    for field in snapshot.schema().fields() {
+        match field.get_config_value(&ColumnMetadataKey::ColumnMappingPhysicalName) {
+            Some(MetadataValue::String(physical)) => {
+                names.insert(physical.clone(), field.name().clone());
+            }
+            _ => {
+                return Err(format!(
+                    "uses column mapping, and its column `{}` has no physical name",
+                    field.name()
+                ));
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// A data file read under the table's column names.
+#[derive(Debug)]
+struct Renamed {
+    file: Arc<dyn FileBytes>,
+    names: Arc<ColumnNames>,
+}
+
+impl FileBytes for Renamed {
+    fn len(&self) -> u64 {
+        self.file.len()
+    }
+
+    fn suffix(&self, n: u64) -> std::io::Result<bytes::Bytes> {
+        self.file.suffix(n)
+    }
+
+    fn ranges(&self, ranges: &[std::ops::Range<u64>]) -> std::io::Result<Vec<bytes::Bytes>> {
+        self.file.ranges(ranges)
+    }
+
+    fn whole(&self) -> Option<bytes::Bytes> {
+        self.file.whole()
+    }
+
+    fn changed(&self) -> Option<String> {
+        self.file.changed()
+    }
+
+    fn stat_now(&self) -> Option<(u64, Option<String>)> {
+        self.file.stat_now()
+    }
+
+    fn pinned(&self) -> bool {
+        self.file.pinned()
+    }
+
+    fn will_need(&self, ranges: &[std::ops::Range<u64>]) {
+        self.file.will_need(ranges)
+    }
+
+    fn done_with(&self, ranges: &[std::ops::Range<u64>]) {
+        self.file.done_with(ranges)
+    }
+
+    fn column_names(&self) -> Option<&ColumnNames> {
+        Some(&self.names)
+    }
+}
+
+/// A path as the log writes it (a relative URL: `dt=2026-11-25/part-0%20a.parquet`)
+/// as the relative path it names; absolute URLs (shallow clones) and `..`
+/// are refused.
+fn decode_log_path(text: &str) -> Result<String, String> {
+    if text.contains("://") || text.starts_with('/') {
+        return Err(format!(
+            "names the data file `{text}` by an absolute path, outside the table: lakescore reads tables whose files are inside them"
+        ));
+    }
+    let decoded = percent_decode(text)
+        .ok_or_else(|| format!("names the data file `{text}`, which is not a valid relative URL"))?;
+    if decoded
+        .split('/')
+        .any(|part| part == ".." || part == "." || part.is_empty())
+    {
+        return Err(format!("names the data file `{text}`, which is not inside the table"));
+    }
+    Ok(decoded)
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A partition value as Hive writes it in a folder name: null (absent) as
+/// `__HIVE_DEFAULT_PARTITION__`, the characters a path cannot hold escaped.
+fn hive_value(value: &str) -> String {
+    match value.is_empty() {
+        true => "__HIVE_DEFAULT_PARTITION__".into(),
+        false => hive_escape(value),
+    }
+}
+
+/// Hive's escaping of path characters (`FileUtils.escapePathName`).
+fn hive_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\u{01}'..='\u{1F}'
+            | '"'
+            | '#'
+            | '%'
+            | '\''
+            | '*'
+            | '/'
+            | ':'
+            | '='
+            | '?'
+            | '\\'
+            | '\u{7F}'
+            | '{'
+            | '['
+            | ']'
+            | '^' => out.push_str(&format!("%{:02X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_paths_decode_to_relative_paths_inside_the_table() {
+        assert_eq!(
+            decode_log_path("dt=2026-11-25/part-0%20a.parquet").unwrap(),
+            "dt=2026-11-25/part-0 a.parquet"
+        );
+        assert!(decode_log_path("s3://other/part-0.parquet").is_err());
+        assert!(decode_log_path("/abs/part-0.parquet").is_err());
+        assert!(decode_log_path("../part-0.parquet").is_err());
+        assert!(decode_log_path("a/%zz.parquet").is_err());
+    }
+
+    #[test]
+    fn partition_values_become_hive_folder_names() {
+        assert_eq!(hive_value("2026-11-25"), "2026-11-25");
+        assert_eq!(hive_value(""), "__HIVE_DEFAULT_PARTITION__");
+        assert_eq!(hive_value("a/b=c"), "a%2Fb%3Dc");
+        assert_eq!(hive_value("2026-11-25 10:00:00"), "2026-11-25 10%3A00%3A00");
+    }
+}
