@@ -88,6 +88,15 @@ impl View {
     }
 }
 
+/// Writes `compute` of each value of `column` to the next slot of `slots`
+/// (a view's column of a block's row-major views).
+#[inline(always)]
+fn fill_view<'a, T: 'a>(column: &[f64], slots: impl Iterator<Item = &'a mut T>, compute: impl Fn(f64) -> T) {
+    for (slot, &x) in slots.zip(column) {
+        *slot = compute(x);
+    }
+}
+
 /// One step of a tree: go to `first` if `view value <= threshold`, else to
 /// `first + 1`. Leaves have `first` = themselves.
 #[derive(Debug, Clone, Copy)]
@@ -467,8 +476,22 @@ impl<T: Scalar> Program<T> {
                     continue;
                 }
                 let column = &features[view.feature as usize * n_rows + start..][..rows];
-                for (r, &x) in column.iter().enumerate() {
-                    views[r * n_views + v] = view.compute(x);
+                let slots = views.iter_mut().skip(v).step_by(n_views);
+                // One loop per kind: a match on the kind per value compiled to
+                // an indirect jump per value, about 5% of an XGBoost run's
+                // time, and more or less depending on where the code landed.
+                let of = |kind| View { kind, ..*view };
+                match view.kind {
+                    ViewKind::Value => fill_view(column, slots, |x| of(ViewKind::Value).compute(x)),
+                    ViewKind::Negated => fill_view(column, slots, |x| of(ViewKind::Negated).compute(x)),
+                    ViewKind::LgbValue => fill_view(column, slots, |x| of(ViewKind::LgbValue).compute(x)),
+                    ViewKind::LgbNegated => fill_view(column, slots, |x| of(ViewKind::LgbNegated).compute(x)),
+                    ViewKind::NanToZero => fill_view(column, slots, |x| of(ViewKind::NanToZero).compute(x)),
+                    ViewKind::ZeroToNan => fill_view(column, slots, |x| of(ViewKind::ZeroToNan).compute(x)),
+                    ViewKind::NegatedZeroToNan => {
+                        fill_view(column, slots, |x| of(ViewKind::NegatedZeroToNan).compute(x))
+                    }
+                    ViewKind::Zero => fill_view(column, slots, |x| of(ViewKind::Zero).compute(x)),
                 }
             }
             let views = &views[..rows * n_views];
