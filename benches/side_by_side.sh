@@ -5,6 +5,9 @@
 #   benches/side_by_side.sh [--rows N] [--repeat R] [--work DIR] [--models "logreg xgb lgbm rf mlp"]
 #                           [--lakescore-only] [--baseline BIN]
 #
+# --lakescore-only times lakescore alone, with no Python: the logistic model,
+# or the tree models --models names when an earlier full run trained them.
+#
 # --baseline BIN also times another lakescore binary (an earlier build, kept
 # aside) on every lakescore row, interleaved with this build run by run, and
 # prints the two side by side: how a change to the engine moved its speed.
@@ -35,9 +38,10 @@ WORK=${WORK:-/tmp/lakescore-side-by-side}
 LAKESCORE_ONLY=0
 MODEL_SET="logreg xgb lgbm rf mlp"
 BASELINE=""
+MODELS_GIVEN=0
 while [ $# -gt 0 ]; do
   case "$1" in
-    --models) MODEL_SET=$2; shift 2 ;;
+    --models) MODEL_SET=$2; MODELS_GIVEN=1; shift 2 ;;
     --rows) ROWS=$2; shift 2 ;;
     --repeat) REPEAT=$2; shift 2 ;;
     --work) WORK=$2; shift 2 ;;
@@ -67,6 +71,7 @@ if [ "$LAKESCORE_ONLY" = 1 ]; then
   # The benchmark model's shape without training (no Python packages needed):
   # fixed weights, in a file of its own.
   MODEL=$WORK/logreg-fixed.json
+  MODELS=$WORK/models
   python3 - "$MODEL" <<'PY'
 import json, math, sys
 features = ["age", "tenure_days", "orders_30d", "orders_90d", "orders_365d", "spend_30d", "spend_90d",
@@ -137,7 +142,7 @@ time_lakescore() {
 
 OUT=$WORK/out
 has() { [[ " $MODEL_SET " == *" $1 "* ]]; }
-[ "$LAKESCORE_ONLY" = 1 ] && MODEL_SET=logreg
+if [ "$LAKESCORE_ONLY" = 1 ] && [ "$MODELS_GIVEN" = 0 ]; then MODEL_SET=logreg; fi
 if has logreg; then
 time_lakescore "lakescore score (logistic)" "$OUT/lakescore" \
   -q score --model "$MODEL" --input "$LAKE" --output "$OUT/lakescore"
@@ -158,11 +163,12 @@ TREES=$WORK/trees.tsv
 for m in xgb lgbm; do
   has "$m" || continue
   [ "$m" = xgb ] && file=xgb.json || file=lgbm.txt
+  [ -f "$MODELS/$file" ] || { echo "missing $MODELS/$file: run once without --lakescore-only to train it" >&2; exit 1; }
   RESULTS=$TREES
   time_lakescore "lakescore $m" "$OUT/lakescore-$m" \
     -q score --model "$MODELS/$file" --input "$LAKE" --output "$OUT/lakescore-$m"
-  time_it "pyarrow + $m" "$OUT/peer-$m" "$P" "$PEERS/peer_score.py" "$m" "$MODELS" "$LAKE" "$OUT/peer-$m" \
-    --threads "$THREADS"
+  [ "$LAKESCORE_ONLY" = 1 ] || time_it "pyarrow + $m" "$OUT/peer-$m" "$P" "$PEERS/peer_score.py" "$m" "$MODELS" \
+    "$LAKE" "$OUT/peer-$m" --threads "$THREADS"
 done
 # ONNX models: lakescore and pyarrow + onnxruntime on the same file.
 if [ "$LAKESCORE_ONLY" = 0 ] && { has rf || has mlp; }; then
@@ -195,7 +201,7 @@ if [ -s "$RESULTS" ]; then
     BEGIN { printf "%-52s %8s %10s %12s\n", "pipeline", "wall s", "peak MB", "lakescore ÷" }
     { printf "%-52s %8.2f %10.0f %12s\n", $1, $2, $3, (NR == 1 ? "" : sprintf("%.2f", base / $2)) }' "$RESULTS"
 fi
-if [ -s "$TREES" ]; then
+if [ "$LAKESCORE_ONLY" = 0 ] && [ -s "$TREES" ]; then
   echo
   # Rows come in pairs: lakescore, then its peer. Targets from issue 3.
   awk -F'\t' 'BEGIN { printf "%-8s %12s %10s %12s %10s %8s %8s\n", "model", "lakescore s", "peak MB", "library s", "peak MB", "ratio", "target"
