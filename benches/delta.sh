@@ -14,6 +14,8 @@
 # the trained models): run it first once. deltalake goes to a venv of its
 # own there.
 set -euo pipefail
+# shellcheck source=benches/common.sh
+source "$(dirname "$0")/common.sh"
 REPEAT=5
 WORK=${WORK:-/tmp/lakescore-side-by-side}
 ROWS=10000000
@@ -74,7 +76,6 @@ for model in $MODEL_SET; do
       esac
     done
   done
-  median() { printf '%s\n' "$@" | sort -n | sed -n "$(( (REPEAT + 1) / 2 ))p"; }
-  f=$(median "${folder[@]}") d=$(median "${delta[@]}")
+  f=$(echo "${folder[@]}" | median) d=$(echo "${delta[@]}" | median)
   printf '%-8s %12s %12s %8s\n' "$model" "$f" "$d" "$(awk -v f="$f" -v d="$d" 'BEGIN { printf "%.3f", d / f }')"
 done

@@ -96,6 +96,17 @@ pub struct FilePlan {
 }
 
 impl FilePlan {
+    /// How many of the file's rows the table holds (a Delta deletion
+    /// vector's left out).
+    pub fn live_rows(&self) -> u64 {
+        let rows = self.file.metadata.metadata().file_metadata().num_rows().max(0) as u64;
+        rows - self
+            .listed
+            .deleted_rows
+            .as_ref()
+            .map_or(0, |deleted| deleted.len() as u64)
+    }
+
     /// The rows of row group `row_group` the table deleted (a Delta
     /// deletion vector), as indexes within the row group, ascending.
     pub fn deleted_in(&self, row_group: usize) -> Vec<usize> {
@@ -113,19 +124,19 @@ impl FilePlan {
     }
 }
 
-/// Which of the `n` rows from row `start` of a row group stay, given the
-/// row group's deleted rows (`deleted_in`); `None` when all do.
-pub fn kept_rows(deleted: &[usize], start: usize, n: usize) -> Option<Vec<bool>> {
+/// Which of the `n` rows from row `start` of a row group the table deleted,
+/// given the row group's deleted rows (`deleted_in`); `None` when none.
+pub fn deleted_mask(deleted: &[usize], start: usize, n: usize) -> Option<Vec<bool>> {
     let from = deleted.partition_point(|&row| row < start);
     let to = deleted.partition_point(|&row| row < start + n);
     if from == to {
         return None;
     }
-    let mut kept = vec![true; n];
+    let mut gone = vec![false; n];
     for &row in &deleted[from..to] {
-        kept[row - start] = false;
+        gone[row - start] = true;
     }
-    Some(kept)
+    Some(gone)
 }
 
 /// A whole table, planned.
@@ -161,13 +172,7 @@ impl TablePlan {
     }
 
     pub fn total_rows(&self) -> u64 {
-        self.files
-            .iter()
-            .map(|f| {
-                f.listed
-                    .live_rows(f.file.metadata.metadata().file_metadata().num_rows() as u64)
-            })
-            .sum()
+        self.files.iter().map(FilePlan::live_rows).sum()
     }
 
     pub fn total_row_groups(&self) -> usize {
@@ -188,7 +193,7 @@ pub fn plan_table(input: &dyn TableSource, request: &ColumnRequest, cancel: &Can
             cancel.check()?;
             crate::test_hooks::in_plan();
             let bytes = input.open(file)?;
-            Ok(ParquetFile::read(&file.location, bytes)?)
+            Ok(ParquetFile::read_listed(file, bytes)?)
         })
         .collect();
     let files = opened.into_iter().collect::<Result<Vec<_>>>()?;

@@ -537,10 +537,12 @@ impl FileAllocation<'_> {
             // Rows the table deleted (a Delta deletion vector) get no arm.
             let deleted = self.file.deleted_in(row_group);
             file.for_each_batch(row_group, &projection, BATCH_ROWS, |first_row, batch| {
-                let batch = match crate::plan::kept_rows(&deleted, first_row, batch.num_rows()) {
+                let batch = match crate::plan::deleted_mask(&deleted, first_row, batch.num_rows()) {
                     None => batch,
-                    Some(kept) => arrow::compute::filter_record_batch(&batch, &arrow::array::BooleanArray::from(kept))
-                        .map_err(|error| write_error(error.into()))?,
+                    Some(gone) => {
+                        let keep = arrow::array::BooleanArray::from_iter(gone.iter().map(|&g| Some(!g)));
+                        arrow::compute::filter_record_batch(&batch, &keep).map_err(|error| write_error(error.into()))?
+                    }
                 };
                 let out = self.assign(&batches, &batch, row_group, first_row, &mut counts)?;
                 writer.write(&out).map_err(write_error)?;

@@ -51,17 +51,21 @@ impl At<'_> {
 /// The data files of `input`, in path order.
 pub fn open(input: &Path) -> Result<Vec<ParquetFile>> {
     let text = input.to_string_lossy();
-    let source: Box<dyn TableSource> = match crate::store::is_remote(&text) {
-        true => Box::new(ObjectTable::new(crate::store::Remote::parse(&text)?)),
-        false => Box::new(LocalTable::new(input, MmapChoice::never())),
+    let remote = match crate::store::is_remote(&text) {
+        true => Some(crate::store::Remote::parse(&text)?),
+        false => None,
     };
     // Listed as a folder, a Delta table would show files its log removed.
-    if crate::source::is_delta_table(input).map_err(PlanError::from)? {
+    if crate::source::is_delta_table(input, remote.as_ref()).map_err(PlanError::from)? {
         return Err(crate::Error::Usage(format!(
             "`{}` is a Delta table: outcome and assignment tables are read as Parquet files or folders, not Delta tables, for now",
             input.display()
         )));
     }
+    let source: Box<dyn TableSource> = match remote {
+        Some(remote) => Box::new(ObjectTable::new(remote)),
+        None => Box::new(LocalTable::new(input, MmapChoice::never())),
+    };
     source
         .list()
         .map_err(PlanError::from)?

@@ -1333,7 +1333,7 @@ fn input_table_at(
         true => Some(lakescore::store::Remote::parse(&text)?),
         false => None,
     };
-    if lakescore::source::is_delta_table(path).map_err(lakescore::scan::ScanError::from)? {
+    if lakescore::source::is_delta_table(path, remote.as_ref()).map_err(lakescore::scan::ScanError::from)? {
         return delta_table(path, remote, version);
     }
     if version != TableVersion::Latest {

@@ -451,9 +451,8 @@ impl TableColumns {
                 input.location().display()
             )));
         };
-        let file = ParquetFile::read(&first.location, input.open(first).map_err(ScanError::from)?)?;
+        let file = ParquetFile::read_listed(first, input.open(first).map_err(ScanError::from)?)?;
         let features = file
-            .metadata
             .schema()
             .fields()
             .iter()
@@ -992,9 +991,7 @@ fn input_records(plan: &TablePlan) -> Vec<InputRecord> {
         .map(|f| InputRecord {
             path: f.listed.relative_path.clone(),
             bytes: f.file.size_bytes,
-            rows: f
-                .listed
-                .live_rows(f.file.metadata.metadata().file_metadata().num_rows() as u64),
+            rows: f.live_rows(),
             row_groups: f.file.num_row_groups(),
             footer_sha256: f.file.footer_fingerprint.clone(),
             partition: f.listed.partition_values.clone(),

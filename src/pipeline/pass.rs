@@ -86,10 +86,7 @@ pub(super) fn score_files(
         .collect();
     let total_rows: u64 = units.iter().map(|u| u.n_rows as u64).sum();
     // The rows the table holds (deletion vectors' rows left out).
-    let live_rows: u64 = units
-        .iter()
-        .map(|u| (u.n_rows - plan.files[u.file_idx].deleted_in(u.row_group).len()) as u64)
-        .sum();
+    let live_rows: u64 = file_indices.iter().map(|&i| plan.files[i].live_rows()).sum();
     let progress = options.progress.as_deref();
     if let Some(progress) = progress {
         progress.begin(total_rows);
@@ -370,10 +367,9 @@ impl Worker<'_> {
             // Deleted rows go before anything looks at the block: they are not
             // checked, scored, written or counted.
             let mut n_live = n_rows;
-            if let Some(kept) = crate::plan::kept_rows(&deleted, rows_done, n_rows) {
-                let gone: Vec<bool> = kept.iter().map(|&k| !k).collect();
+            if let Some(gone) = crate::plan::deleted_mask(&deleted, rows_done, n_rows) {
                 block = drop_rows(block, &gone);
-                let keep = BooleanArray::from(kept);
+                let keep = BooleanArray::from_iter(gone.iter().map(|&g| Some(!g)));
                 for id in &mut ids {
                     *id = arrow::compute::filter(id, &keep).map_err(|e| encode_error(e.into()))?;
                 }

@@ -276,25 +276,7 @@ impl ParquetFile {
         check_chunk_offsets(&metadata, size_bytes).map_err(|problem| footer_error(ParquetError::General(problem)))?;
         let metadata =
             ArrowReaderMetadata::try_new(Arc::new(metadata), ArrowReaderOptions::new()).map_err(footer_error)?;
-        let schema = match data.column_names() {
-            None => Arc::clone(metadata.schema()),
-            // The same columns under the table's names (Delta column mapping).
-            Some(names) => {
-                let renamed: Vec<arrow::datatypes::FieldRef> = metadata
-                    .schema()
-                    .fields()
-                    .iter()
-                    .map(|field| match names.get(field.name()) {
-                        Some(name) => Arc::new(field.as_ref().clone().with_name(name)),
-                        None => Arc::clone(field),
-                    })
-                    .collect();
-                Arc::new(arrow::datatypes::Schema::new_with_metadata(
-                    renamed,
-                    metadata.schema().metadata().clone(),
-                ))
-            }
-        };
+        let schema = Arc::clone(metadata.schema());
         Ok(ParquetFile {
             path: path.to_path_buf(),
             size_bytes,
@@ -310,6 +292,29 @@ impl ParquetFile {
     /// The file's columns under the table's names (see the field).
     pub fn schema(&self) -> &arrow::datatypes::SchemaRef {
         &self.schema
+    }
+
+    /// Reads the listed file `listed` from `data`: as [`ParquetFile::read`],
+    /// its columns under the names the table gives them
+    /// ([`DataFile::column_names`]; only the names differ).
+    pub fn read_listed(listed: &DataFile, data: Arc<dyn FileBytes>) -> Result<Self, ScanError> {
+        let mut file = Self::read(&listed.location, data)?;
+        if let Some(names) = &listed.column_names {
+            let renamed: Vec<arrow::datatypes::FieldRef> = file
+                .schema
+                .fields()
+                .iter()
+                .map(|field| match names.get(field.name()) {
+                    Some(name) => Arc::new(field.as_ref().clone().with_name(name)),
+                    None => Arc::clone(field),
+                })
+                .collect();
+            file.schema = Arc::new(arrow::datatypes::Schema::new_with_metadata(
+                renamed,
+                file.schema.metadata().clone(),
+            ));
+        }
+        Ok(file)
     }
 
     /// What parquet's readers read row group `row_group` from: the whole

@@ -9,8 +9,8 @@
 //! Each file's partition values come from the log, and its output path is
 //! built from them Hive-style (`dt=2026-11-25/<file name>`), whatever
 //! folder the writer put it in. Under column mapping (mode `name`) the files
-//! store columns under physical names; their readers are handed the
-//! table's names ([`FileBytes::column_names`]), so features and id columns
+//! store columns under physical names; each file is listed with the
+//! table's names ([`DataFile::column_names`]), so features and id columns
 //! are found, and written, by the names users know. What lakescore cannot
 //! read exactly yet is refused with an error naming the Delta feature
 //! (column mapping mode `id`). Deletion vectors (rows a file still holds
@@ -23,7 +23,6 @@ use std::sync::Arc;
 use delta_kernel::snapshot::Snapshot;
 use delta_kernel::table_features::ColumnMappingMode;
 use delta_kernel_default_engine::DefaultEngineBuilder;
-use object_store::path::Path as ObjectPath;
 
 use super::{
     ColumnNames, DataFile, FileBytes, LocalTable, MmapChoice, ObjectTable, SourceError, TableSource, TableVersion,
@@ -33,7 +32,9 @@ use crate::store::{IoCounters, Remote};
 /// How the files of a Delta table are read.
 #[derive(Debug)]
 enum Files {
+    /// Each at its `DataFile::location`.
     Local(MmapChoice),
+    /// Each at its `DataFile::location`, a URL below the table's.
     Remote(ObjectTable),
 }
 
@@ -42,60 +43,38 @@ enum Files {
 pub struct DeltaTable {
     location: PathBuf,
     version: u64,
-    files: Vec<(DataFile, FileKey)>,
-    /// Under column mapping, the table's names of the files' columns.
-    names: Option<Arc<ColumnNames>>,
+    files: Vec<DataFile>,
     reader: Files,
-}
-
-/// Where a listed file is, for the reader: a local path or an object path.
-#[derive(Debug, Clone)]
-enum FileKey {
-    Local(PathBuf),
-    Object(ObjectPath),
 }
 
 impl DeltaTable {
     /// The local Delta table at `path`, at `version`.
     pub fn open_local(path: &Path, version: TableVersion, mmap: MmapChoice) -> Result<DeltaTable, SourceError> {
-        let failed = |problem: String| SourceError::Delta {
-            path: path.to_path_buf(),
-            problem,
-        };
         let absolute = std::fs::canonicalize(path).map_err(|source| SourceError::Inspect {
             path: path.to_path_buf(),
             source,
         })?;
-        let root = url::Url::from_directory_path(&absolute)
-            .map_err(|()| failed(format!("`{}` is not a folder URL", absolute.display())))?;
-        let store: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::local::LocalFileSystem::new());
+        let root = url::Url::from_directory_path(&absolute).map_err(|()| SourceError::Delta {
+            path: path.to_path_buf(),
+            problem: format!("`{}` is not a folder URL", absolute.display()),
+        })?;
+        let store = Arc::new(object_store::local::LocalFileSystem::new());
         let replayed = replay(path, &root, store, version)?;
-        let files = replayed
-            .files
-            .into_iter()
-            .map(|file| {
-                let relative = decode_log_path(&file.log_path).map_err(&failed)?;
-                let location = absolute.join(&relative);
-                let metadata = std::fs::metadata(&location).map_err(|source| SourceError::Open {
-                    path: location.clone(),
-                    source,
-                })?;
-                let data_file = DataFile {
-                    location: location.clone(),
-                    relative_path: file.output_path,
-                    size: file.size,
-                    partition_values: file.partition_values,
-                    version: super::local::version_of(&metadata),
-                    deleted_rows: file.deleted_rows,
-                };
-                Ok((data_file, FileKey::Local(location)))
-            })
-            .collect::<Result<Vec<_>, SourceError>>()?;
+        let snapshot = replayed.version;
+        // A file's version is its modification time, as a folder's.
+        let files = replayed.data_files(path, |relative| {
+            let location = absolute.join(relative);
+            let metadata = std::fs::metadata(&location).map_err(|source| SourceError::Open {
+                path: location.clone(),
+                source,
+            })?;
+            let version = super::local::version_of(&metadata);
+            Ok((location, version))
+        })?;
         Ok(DeltaTable {
             location: path.to_path_buf(),
-            version: replayed.version,
+            version: snapshot,
             files,
-            names: replayed.names,
             reader: Files::Local(mmap),
         })
     }
@@ -103,37 +82,21 @@ impl DeltaTable {
     /// The Delta table at `remote`, at `version`.
     pub fn open_remote(remote: Remote, version: TableVersion) -> Result<DeltaTable, SourceError> {
         let location = PathBuf::from(&remote.url);
-        let failed = |problem: String| SourceError::Delta {
+        let root = url::Url::parse(&format!("{}/", remote.url)).map_err(|error| SourceError::Delta {
             path: location.clone(),
-            problem,
-        };
-        let root = url::Url::parse(&format!("{}/", remote.url))
-            .map_err(|error| failed(format!("not a table URL: {error}")))?;
+            problem: format!("not a table URL: {error}"),
+        })?;
         let replayed = replay(&location, &root, Arc::clone(&remote.store), version)?;
-        let files = replayed
-            .files
-            .into_iter()
-            .map(|file| {
-                let relative = decode_log_path(&file.log_path).map_err(&failed)?;
-                let object = remote.join(&relative);
-                let data_file = DataFile {
-                    location: PathBuf::from(&object.url),
-                    relative_path: file.output_path,
-                    size: file.size,
-                    partition_values: file.partition_values,
-                    // A Delta data file is never rewritten in place: the log
-                    // pins the file set, and every read asks for its size.
-                    version: None,
-                    deleted_rows: file.deleted_rows,
-                };
-                Ok((data_file, FileKey::Object(object.path)))
-            })
-            .collect::<Result<Vec<_>, SourceError>>()?;
+        let snapshot = replayed.version;
+        // A Delta data file is never rewritten in place: the log pins the
+        // file set, and every read asks for its size; no version to check.
+        let files = replayed.data_files(&location, |relative| {
+            Ok((PathBuf::from(remote.join(relative).url), None))
+        })?;
         Ok(DeltaTable {
             location,
-            version: replayed.version,
+            version: snapshot,
             files,
-            names: replayed.names,
             reader: Files::Remote(ObjectTable::new(remote)),
         })
     }
@@ -159,35 +122,24 @@ impl TableSource for DeltaTable {
                 path: self.location.clone(),
             });
         }
-        Ok(self.files.iter().map(|(file, _)| file.clone()).collect())
+        Ok(self.files.clone())
     }
 
     fn open(&self, file: &DataFile) -> Result<Arc<dyn FileBytes>, SourceError> {
-        let key = self
-            .files
-            .iter()
-            .find(|(listed, _)| listed.relative_path == file.relative_path)
-            .map(|(_, key)| key.clone())
-            .ok_or_else(|| SourceError::Delta {
-                path: self.location.clone(),
-                problem: format!(
-                    "`{}` is not a file of version {}",
-                    file.location.display(),
-                    self.version
-                ),
-            })?;
-        let opened = match (&self.reader, key) {
-            (Files::Local(mmap), FileKey::Local(path)) => LocalTable::open_file(&path, *mmap)?,
-            (Files::Remote(table), FileKey::Object(path)) => table.open_object(path, file),
-            _ => unreachable!("a table's files are all local or all remote"),
-        };
-        Ok(match &self.names {
-            Some(names) => Arc::new(Renamed {
-                file: opened,
-                names: Arc::clone(names),
-            }),
-            None => opened,
-        })
+        match &self.reader {
+            Files::Local(mmap) => LocalTable::open_file(&file.location, *mmap),
+            Files::Remote(table) => {
+                let remote = table.remote();
+                let url = file.location.to_string_lossy();
+                let relative = url
+                    .strip_prefix(&format!("{}/", remote.url))
+                    .ok_or_else(|| SourceError::Delta {
+                        path: self.location.clone(),
+                        problem: format!("`{url}` is not a file of the table"),
+                    })?;
+                Ok(table.open_object(remote.join(relative).path, file))
+            }
+        }
     }
 
     fn io_counters(&self) -> Option<Arc<IoCounters>> {
@@ -261,19 +213,13 @@ fn replay(
                 .map_err(|error| failed(error.to_string()))?
         }
     };
-    let names = physical_names(&snapshot).map_err(&failed)?;
     // Partition columns in the schema's order, by the name the log keys
     // their values with (the physical one, under column mapping).
-    let schema_order: Vec<(String, String)> = snapshot
-        .schema()
-        .field_names()
-        .map(|logical| {
-            let physical = names
-                .iter()
-                .find(|(_, name)| *name == logical)
-                .map_or_else(|| logical.clone(), |(physical, _)| physical.clone());
-            (physical, logical.clone())
-        })
+    let schema_order = column_names(&snapshot).map_err(&failed)?;
+    let names: ColumnNames = schema_order
+        .iter()
+        .filter(|(physical, logical)| physical != logical)
+        .cloned()
         .collect();
     let snapshot_version = snapshot.version();
     let scan = snapshot
@@ -350,13 +296,49 @@ struct Replayed {
     names: Option<Arc<ColumnNames>>,
 }
 
-/// Physical -> logical name of each top-level column under column mapping
-/// mode `name`; empty without column mapping. Mode `id` (columns matched by
-/// Parquet field id) is refused.
-fn physical_names(snapshot: &Snapshot) -> Result<ColumnNames, String> {
+impl Replayed {
+    /// The files as a source lists them, each located (and versioned) by
+    /// `locate` from its decoded path relative to the table.
+    fn data_files(
+        self,
+        table: &Path,
+        locate: impl Fn(&str) -> Result<(PathBuf, Option<String>), SourceError>,
+    ) -> Result<Vec<DataFile>, SourceError> {
+        let names = self.names;
+        self.files
+            .into_iter()
+            .map(|file| {
+                let relative = decode_log_path(&file.log_path).map_err(|problem| SourceError::Delta {
+                    path: table.to_path_buf(),
+                    problem,
+                })?;
+                let (location, version) = locate(&relative)?;
+                Ok(DataFile {
+                    location,
+                    relative_path: file.output_path,
+                    size: file.size,
+                    partition_values: file.partition_values,
+                    version,
+                    deleted_rows: file.deleted_rows,
+                    column_names: names.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// `(physical, logical)` name of each top-level column, in the schema's
+/// order: under column mapping mode `name` the physical one is the name the
+/// files store the column under, and the log keys partition values with;
+/// without column mapping the two are the same. Mode `id` (columns matched
+/// by Parquet field id) is refused.
+fn column_names(snapshot: &Snapshot) -> Result<Vec<(String, String)>, String> {
     use delta_kernel::schema::{ColumnMetadataKey, MetadataValue};
+    let schema = snapshot.schema();
     match snapshot.table_properties().column_mapping_mode {
-        None | Some(ColumnMappingMode::None) => return Ok(ColumnNames::new()),
+        None | Some(ColumnMappingMode::None) => {
+            return Ok(schema.field_names().map(|name| (name.clone(), name.clone())).collect());
+        }
         Some(ColumnMappingMode::Name) => {}
         Some(ColumnMappingMode::Id) => {
             return Err(
@@ -364,70 +346,18 @@ fn physical_names(snapshot: &Snapshot) -> Result<ColumnNames, String> {
             );
         }
     }
-    let mut names = ColumnNames::new();
-    for field in snapshot.schema().fields() {
-        match field.get_config_value(&ColumnMetadataKey::ColumnMappingPhysicalName) {
-            Some(MetadataValue::String(physical)) => {
-                names.insert(physical.clone(), field.name().clone());
-            }
-            _ => {
-                return Err(format!(
+    schema
+        .fields()
+        .map(
+            |field| match field.get_config_value(&ColumnMetadataKey::ColumnMappingPhysicalName) {
+                Some(MetadataValue::String(physical)) => Ok((physical.clone(), field.name().clone())),
+                _ => Err(format!(
                     "uses column mapping, and its column `{}` has no physical name",
                     field.name()
-                ));
-            }
-        }
-    }
-    Ok(names)
-}
-
-/// A data file read under the table's column names.
-#[derive(Debug)]
-struct Renamed {
-    file: Arc<dyn FileBytes>,
-    names: Arc<ColumnNames>,
-}
-
-impl FileBytes for Renamed {
-    fn len(&self) -> u64 {
-        self.file.len()
-    }
-
-    fn suffix(&self, n: u64) -> std::io::Result<bytes::Bytes> {
-        self.file.suffix(n)
-    }
-
-    fn ranges(&self, ranges: &[std::ops::Range<u64>]) -> std::io::Result<Vec<bytes::Bytes>> {
-        self.file.ranges(ranges)
-    }
-
-    fn whole(&self) -> Option<bytes::Bytes> {
-        self.file.whole()
-    }
-
-    fn changed(&self) -> Option<String> {
-        self.file.changed()
-    }
-
-    fn stat_now(&self) -> Option<(u64, Option<String>)> {
-        self.file.stat_now()
-    }
-
-    fn pinned(&self) -> bool {
-        self.file.pinned()
-    }
-
-    fn will_need(&self, ranges: &[std::ops::Range<u64>]) {
-        self.file.will_need(ranges)
-    }
-
-    fn done_with(&self, ranges: &[std::ops::Range<u64>]) {
-        self.file.done_with(ranges)
-    }
-
-    fn column_names(&self) -> Option<&ColumnNames> {
-        Some(&self.names)
-    }
+                )),
+            },
+        )
+        .collect()
 }
 
 /// A path as the log writes it (a relative URL: `dt=2026-11-25/part-0%20a.parquet`)

@@ -380,6 +380,7 @@ fn data_file(location: PathBuf, relative_path: PathBuf, metadata: &fs::Metadata)
         size: metadata.len(),
         version: version_of(metadata),
         deleted_rows: None,
+        column_names: None,
     }
 }
 

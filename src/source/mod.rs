@@ -75,15 +75,14 @@ pub enum SourceError {
 /// The folder whose presence makes a folder a Delta table.
 pub const DELTA_LOG: &str = "_delta_log";
 
-/// Whether the table at `location` (a local folder, or a URL on object
-/// storage: one LIST request) is a Delta table, holding [`DELTA_LOG`].
-pub fn is_delta_table(location: &Path) -> Result<bool, SourceError> {
+/// Whether the table at `location` is a Delta table, holding [`DELTA_LOG`]:
+/// a local folder, or, when the caller parsed it as one, the URL on object
+/// storage `remote` (one LIST request).
+pub fn is_delta_table(location: &Path, remote: Option<&crate::store::Remote>) -> Result<bool, SourceError> {
     use futures_util::StreamExt;
-    let text = location.to_string_lossy();
-    if !crate::store::is_remote(&text) {
+    let Some(remote) = remote else {
         return Ok(location.join(DELTA_LOG).is_dir());
-    }
-    let remote = crate::store::Remote::parse(&text)?;
+    };
     let (store, prefix) = (Arc::clone(&remote.store), remote.join(DELTA_LOG).path);
     match crate::store::block_on(async move { store.list(Some(&prefix)).next().await }) {
         None => Ok(false),
@@ -130,13 +129,11 @@ pub struct DataFile {
     /// their indexes in the file, ascending. They are not read into the
     /// output, scored or counted.
     pub deleted_rows: Option<Arc<Vec<u64>>>,
-}
-
-impl DataFile {
-    /// How many of the file's `rows` the table holds.
-    pub fn live_rows(&self, rows: u64) -> u64 {
-        rows - self.deleted_rows.as_ref().map_or(0, |deleted| deleted.len() as u64)
-    }
+    /// The table's names of the file's top-level columns, by the name the
+    /// file stores each under, where a table format stores them under
+    /// others (Delta column mapping): readers see the table's names
+    /// ([`crate::scan::ParquetFile::read_listed`]).
+    pub column_names: Option<Arc<ColumnNames>>,
 }
 
 /// A table: what lists its data files and opens each for reading.
@@ -217,13 +214,6 @@ pub trait FileBytes: Send + Sync + std::fmt::Debug {
     /// The ranges have been read (a mapped file lets their pages go, so the
     /// mapping does not grow the process's resident memory).
     fn done_with(&self, _ranges: &[Range<u64>]) {}
-
-    /// The table's names of the file's top-level columns, by the name the
-    /// file stores each under, where a table format stores them under
-    /// others (Delta column mapping): readers see the table's names.
-    fn column_names(&self) -> Option<&ColumnNames> {
-        None
-    }
 }
 
 /// Physical (stored) name -> the table's (logical) name, per top-level

@@ -99,6 +99,11 @@ impl ObjectTable {
             ahead: Mutex::new(Vec::new()),
         })
     }
+
+    /// Where the table is.
+    pub fn remote(&self) -> &Remote {
+        &self.remote
+    }
 }
 
 /// How a listed object's ETag is written in [`DataFile::version`].
@@ -176,6 +181,7 @@ fn data_file(location: String, relative_path: PathBuf, meta: &ObjectMeta) -> Dat
             None => format!("modified {}", meta.last_modified.to_rfc3339()),
         }),
         deleted_rows: None,
+        column_names: None,
     }
 }
 

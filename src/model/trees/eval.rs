@@ -480,19 +480,26 @@ impl<T: Scalar> Program<T> {
                 // One loop per kind: a match on the kind per value compiled to
                 // an indirect jump per value, about 5% of an XGBoost run's
                 // time, and more or less depending on where the code landed.
-                let of = |kind| View { kind, ..*view };
-                match view.kind {
-                    ViewKind::Value => fill_view(column, slots, |x| of(ViewKind::Value).compute(x)),
-                    ViewKind::Negated => fill_view(column, slots, |x| of(ViewKind::Negated).compute(x)),
-                    ViewKind::LgbValue => fill_view(column, slots, |x| of(ViewKind::LgbValue).compute(x)),
-                    ViewKind::LgbNegated => fill_view(column, slots, |x| of(ViewKind::LgbNegated).compute(x)),
-                    ViewKind::NanToZero => fill_view(column, slots, |x| of(ViewKind::NanToZero).compute(x)),
-                    ViewKind::ZeroToNan => fill_view(column, slots, |x| of(ViewKind::ZeroToNan).compute(x)),
-                    ViewKind::NegatedZeroToNan => {
-                        fill_view(column, slots, |x| of(ViewKind::NegatedZeroToNan).compute(x))
-                    }
-                    ViewKind::Zero => fill_view(column, slots, |x| of(ViewKind::Zero).compute(x)),
+                macro_rules! fill_as {
+                    ($($kind:ident),*) => {
+                        match view.kind {
+                            $(ViewKind::$kind => {
+                                let view = View { kind: ViewKind::$kind, ..*view };
+                                fill_view(column, slots, |x| view.compute(x))
+                            })*
+                        }
+                    };
                 }
+                fill_as!(
+                    Value,
+                    Negated,
+                    LgbValue,
+                    LgbNegated,
+                    NanToZero,
+                    ZeroToNan,
+                    NegatedZeroToNan,
+                    Zero
+                );
             }
             let views = &views[..rows * n_views];
             for (g, &base) in self.base_margin.iter().enumerate() {
