@@ -174,6 +174,10 @@ pub struct RunReport {
     /// version 7`); absent for a folder.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub input_snapshot: Option<String>,
+    /// The version of the output table the run made, for a table format
+    /// (`"delta version 3"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_snapshot: Option<String>,
     pub output: Option<PathBuf>,
     pub device: String,
     pub threads: usize,
@@ -243,6 +247,7 @@ impl RunReport {
             model: model.clone(),
             input: input.to_path_buf(),
             input_snapshot: None,
+            output_snapshot: None,
             output: None,
             device: device.to_string(),
             threads,

@@ -32,7 +32,16 @@ pub const PUBLISH_DELAY_MS: &str = "LAKESCORE_TEST_PUBLISH_DELAY_MS";
 /// `commit::object::LEASE_SECONDS`): for tests of a dead run's lease.
 pub const LEASE_SECONDS: &str = "LAKESCORE_TEST_LEASE_SECONDS";
 
+/// A Delta output: exit like a killed process just before writing the
+/// commit (`before`) or just after it (`after`), before the ledger knows.
+pub const CRASH_AT_DELTA_COMMIT: &str = "LAKESCORE_TEST_CRASH_AT_DELTA_COMMIT";
+/// A Delta output: sleep this many milliseconds before each attempt to
+/// write the commit, so that a test can commit as another writer meanwhile.
+pub const DELTA_COMMIT_DELAY_MS: &str = "LAKESCORE_TEST_DELTA_COMMIT_DELAY_MS";
+
 struct Hooks {
+    crash_at_delta_commit: Option<String>,
+    delta_commit_delay_ms: Option<u64>,
     lease_seconds: Option<u64>,
     crash_before_partition: Option<usize>,
     crash_before_record: Option<usize>,
@@ -49,6 +58,8 @@ fn hooks() -> &'static Hooks {
     HOOKS.get_or_init(|| {
         let read = |name| std::env::var(name).ok().and_then(|v| v.parse().ok());
         Hooks {
+            crash_at_delta_commit: std::env::var(CRASH_AT_DELTA_COMMIT).ok(),
+            delta_commit_delay_ms: std::env::var(DELTA_COMMIT_DELAY_MS).ok().and_then(|v| v.parse().ok()),
             lease_seconds: std::env::var(LEASE_SECONDS).ok().and_then(|v| v.parse().ok()),
             crash_before_partition: read(CRASH_BEFORE_PARTITION),
             crash_before_record: read(CRASH_BEFORE_RECORD),
@@ -64,6 +75,8 @@ fn hooks() -> &'static Hooks {
 #[cfg(not(feature = "test-hooks"))]
 fn hooks() -> &'static Hooks {
     static NONE: Hooks = Hooks {
+        crash_at_delta_commit: None,
+        delta_commit_delay_ms: None,
         lease_seconds: None,
         crash_before_partition: None,
         crash_before_record: None,
@@ -93,6 +106,25 @@ pub(crate) fn before_partition(partition_idx: usize) {
 
 pub(crate) fn before_record(partition_idx: usize) {
     if hooks().crash_before_record == Some(partition_idx) {
+        die();
+    }
+}
+
+/// Before an attempt to write a Delta commit.
+#[cfg_attr(not(feature = "delta"), allow(dead_code))]
+pub(crate) fn before_delta_commit() {
+    if hooks().crash_at_delta_commit.as_deref() == Some("before") {
+        die();
+    }
+    if let Some(delay) = hooks().delta_commit_delay_ms {
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+    }
+}
+
+/// After a Delta commit is written, before the run's ledger entry closes.
+#[cfg_attr(not(feature = "delta"), allow(dead_code))]
+pub(crate) fn after_delta_commit() {
+    if hooks().crash_at_delta_commit.as_deref() == Some("after") {
         die();
     }
 }

@@ -386,7 +386,7 @@ pub fn allocate(
         wall_seconds: clock.elapsed().as_secs_f64(),
     };
     transaction.finish(
-        &serde_json::to_vec_pretty(&report).expect("reports serialize"),
+        Some(&serde_json::to_vec_pretty(&report).expect("reports serialize")),
         Published {
             rows,
             rows_quarantined: 0,

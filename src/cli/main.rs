@@ -305,6 +305,11 @@ struct ScoreArgs {
     /// What to do when OUT already holds a table.
     #[arg(long, default_value = "error-if-exists", value_parser = parse_mode)]
     mode: WriteMode,
+    /// OUT's table format: `parquet` (Parquet files and `_SUCCESS`) or
+    /// `delta` (a Delta Lake table, one commit per run). Default: `delta`
+    /// when OUT already is a Delta table, else `parquet`.
+    #[arg(long, value_name = "FORMAT", value_parser = ["parquet", "delta"])]
+    output_format: Option<String>,
     /// Write a JSON run report to FILE.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
@@ -736,7 +741,7 @@ fn score_job(job: &Job, args: &ScoreArgs) -> Result<RunStatus, Error> {
     let tables = args
         .model_input
         .table()
-        .and_then(|input| Ok((input, output_table(&args.output)?)));
+        .and_then(|input| Ok((input, scores_table(&args.output, args.output_format.as_deref())?)));
     let (input, output) = match tables {
         Ok(tables) => tables,
         Err(error) => return Err(failed(error, None)),
@@ -936,7 +941,7 @@ fn allocate(job: &Job, args: &AllocateArgs) -> Result<RunStatus, Error> {
         &policy,
         arm_models.as_ref(),
         &*input_table(&args.input)?,
-        &*output_table(&args.output)?,
+        &*scores_table(&args.output, Some("parquet"))?,
         &options,
     )?;
     present(&report, args.report.as_deref(), args.json, |r| {
@@ -1376,6 +1381,43 @@ fn delta_table(
         "`{}` is a Delta table, and this lakescore was built without the `delta` feature",
         path.display()
     )))
+}
+
+/// The table `score` publishes to: [`output_table`], as a Delta table when
+/// `format` says so or (no format given) when OUT already is one.
+fn scores_table(
+    path: &std::path::Path,
+    format: Option<&str>,
+) -> Result<Box<dyn lakescore::commit::OutputTable>, Error> {
+    let folder = output_table(path)?;
+    #[cfg(feature = "delta")]
+    {
+        use lakescore::commit::delta::{DeltaOutput, TableStore};
+        let text = path.to_string_lossy();
+        let table = match lakescore::store::is_remote(&text) {
+            true => TableStore::Remote(lakescore::store::Remote::parse(&text)?),
+            false => TableStore::Local(path.to_path_buf()),
+        };
+        let is_delta = DeltaOutput::exists(&table)?;
+        match (format, is_delta) {
+            (Some("delta"), _) | (None, true) => return Ok(Box::new(DeltaOutput::new(folder, table))),
+            (Some(_), true) => {
+                return Err(Error::Usage(format!(
+                    "`{}` is a Delta table: Parquet files written into it would be invisible to its readers; \
+                     drop `--output-format parquet`, or write elsewhere",
+                    path.display()
+                )));
+            }
+            _ => {}
+        }
+    }
+    #[cfg(not(feature = "delta"))]
+    if format == Some("delta") {
+        return Err(Error::Usage(
+            "`--output-format delta` needs the `delta` feature, which this lakescore was built without".into(),
+        ));
+    }
+    Ok(folder)
 }
 
 /// The output table `path` names: a URL on object storage, or a local

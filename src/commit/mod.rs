@@ -32,6 +32,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::lock::{Holder, LockError, OutputLock};
 
+#[cfg(feature = "delta")]
+pub mod delta;
 pub mod object;
 use crate::test_hooks;
 use crate::util::{fsync_dir, is_atomic_write_temporary, rfc3339_utc, sha256_hex, write_atomically};
@@ -53,6 +55,10 @@ pub trait OutputTable: Send + Sync {
     /// for a new output, whose lock [`OutputTable::begin`] takes (creating the
     /// lock would touch the output before the input is known to be good).
     fn lock_if_known(&self, holder: &Holder) -> Result<Option<OutputLock>, CommitError>;
+
+    /// Whether the output holds published data (a data file or folder, or a
+    /// manifest), whatever its format.
+    fn holds_published_output(&self) -> Result<bool, CommitError>;
 
     /// Begins the run's transaction: takes the lock (unless `lock` is it),
     /// checks the output against `mode`, clears what dead runs left, opens
@@ -107,9 +113,20 @@ pub trait Committer: Send + Sync {
     /// lists every partition folder of the run, reused ones included.
     fn publish(&mut self, partitions: &[PartitionRecord], all_partitions: &[&Path]) -> Result<(), CommitError>;
 
+    /// Puts the staged files of `partitions` into OUT under names no earlier
+    /// run used ([`placed_path`] with `suffix`), replacing nothing, each
+    /// partition recorded (for resume) with the names its files got, which
+    /// the returned records carry. For a table format, whose commit (not the
+    /// files' presence) makes them part of the table: files of the versions
+    /// before stay, as its readers may still need them.
+    fn place(&mut self, partitions: &[PartitionRecord], suffix: &str) -> Result<Vec<PartitionRecord>, CommitError>;
+
     /// Writes the manifest (JSON bytes), the last step that makes the table
-    /// complete, and closes the run in the ledger.
-    fn finish(self: Box<Self>, manifest: &[u8], published: Published) -> Result<(), CommitError>;
+    /// complete, and closes the run in the ledger. A table format passes no
+    /// manifest: its commit, made before, is the last step. Returns the
+    /// table version the run's output is, for a table format
+    /// (`"delta version 3"`).
+    fn finish(self: Box<Self>, manifest: Option<&[u8]>, published: Published) -> Result<Option<String>, CommitError>;
 
     /// Ends a run that publishes nothing: removes what it staged and records
     /// why. `status` is `failed`, `rejected` or `interrupted`.
@@ -159,6 +176,10 @@ impl OutputTable for LocalOutput {
             true => Ok(Some(OutputLock::acquire(&self.root, &meta, holder)?)),
             false => Ok(None),
         }
+    }
+
+    fn holds_published_output(&self) -> Result<bool, CommitError> {
+        holds_published_output(&self.root)
     }
 
     fn begin(
@@ -212,6 +233,19 @@ pub enum CommitError {
     /// reaches the top: another run holds it, exit code 5).
     #[error(transparent)]
     Locked(#[from] LockError),
+    /// A Delta output that cannot be written as asked.
+    #[error("Delta table `{location}` {problem}")]
+    Delta { location: String, problem: String },
+    /// Another writer's commit to a Delta output conflicts with this run's.
+    #[error(
+        "Delta table `{location}`: version {version}, committed by another writer while this run scored, {what}; \
+         this run committed nothing (its files stay, and `--mode resume` commits them when the partition is free)"
+    )]
+    DeltaConflict {
+        location: String,
+        version: u64,
+        what: String,
+    },
     /// A request to an output on object storage failed.
     #[error("{operation} `{url}` failed: {message}")]
     Remote {
@@ -749,13 +783,45 @@ impl Committer for Transaction {
         Ok(())
     }
 
+    /// Moves each staged file to its placed name (a rename: staging is on
+    /// OUT's filesystem), then records the partition.
+    fn place(&mut self, partitions: &[PartitionRecord], suffix: &str) -> Result<Vec<PartitionRecord>, CommitError> {
+        let mut placed = Vec::with_capacity(partitions.len());
+        for partition in partitions {
+            test_hooks::before_partition(self.published_partitions);
+            let record_path = self.partition_record_path(&partition.partition);
+            remove_file_durably(&record_path).map_err(io_error("remove old partition record", &record_path))?;
+            let mut record = partition.clone();
+            let folder = self.out_root.join(&partition.partition);
+            fs::create_dir_all(&folder).map_err(io_error("create folder", &folder))?;
+            for file in &mut record.files {
+                let staged = self.staged_path(&file.path);
+                file.path = placed_path(&file.path, suffix);
+                let target = self.out_root.join(&file.path);
+                fs::rename(&staged, &target).map_err(io_error("place file", &target))?;
+            }
+            fsync_dir(&folder).map_err(io_error("sync folder", &folder))?;
+            test_hooks::before_record(self.published_partitions);
+            let bytes = serde_json::to_vec_pretty(&record).expect("records serialize");
+            write_atomically(&record_path, &bytes).map_err(io_error("write partition record", &record_path))?;
+            self.published_partitions += 1;
+            placed.push(record);
+        }
+        Ok(placed)
+    }
+
     /// Writes the manifest, the last step that makes the table complete, and
     /// closes the run in the ledger.
-    fn finish(mut self: Box<Self>, manifest: &[u8], published: Published) -> Result<(), CommitError> {
+    fn finish(
+        mut self: Box<Self>,
+        manifest: Option<&[u8]>,
+        published: Published,
+    ) -> Result<Option<String>, CommitError> {
         let path = self.out_root.join(SUCCESS_FILE);
-        if let Err(error) = self
-            .remove_success()
-            .and_then(|()| write_atomically(&path, manifest).map_err(io_error("write manifest", &path)))
+        if let Some(manifest) = manifest
+            && let Err(error) = self
+                .remove_success()
+                .and_then(|()| write_atomically(&path, manifest).map_err(io_error("write manifest", &path)))
         {
             let _ = self.abort_in_place(RunStatus::Failed, &crate::util::error_chain(&error));
             return Err(error);
@@ -765,7 +831,7 @@ impl Committer for Transaction {
         if let Err(error) = self.close() {
             tracing::warn!(error = %crate::util::error_chain(&error), "the run succeeded but cleaning up after it failed");
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Ends a run that publishes nothing: removes what it staged and records
@@ -900,6 +966,22 @@ pub fn host_name() -> String {
     String::from_utf8_lossy(&buffer[..end]).into_owned()
 }
 
+/// The name an output file gets when a table format's commit, not its
+/// presence, publishes it: `dt=1/part-00000.parquet` with suffix `RUN`
+/// becomes `dt=1/part-00000-RUN.parquet`, a name no other run writes, so
+/// that the files of the table's earlier versions stay as they were.
+pub fn placed_path(relative: &Path, suffix: &str) -> PathBuf {
+    let name = relative
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let placed = match name.rsplit_once('.') {
+        Some((stem, extension)) if !stem.is_empty() => format!("{stem}-{suffix}.{extension}"),
+        _ => format!("{name}-{suffix}"),
+    };
+    relative.with_file_name(placed)
+}
+
 /// Groups output files by their folder: the partitions of a run.
 pub fn partitions_of<'a>(relative_files: impl IntoIterator<Item = &'a Path>) -> BTreeMap<PathBuf, Vec<PathBuf>> {
     let mut partitions: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
@@ -964,6 +1046,17 @@ mod tests {
         assert!(check_separate(&input.join("."), &dir.path().join("lake")).is_err());
         assert!(check_separate(&input, &dir.path().join("scores")).is_ok());
         assert!(check_separate(&input, &dir.path().join("lake2")).is_ok());
+    }
+
+    #[test]
+    fn placed_names_keep_the_folder_and_extension() {
+        assert_eq!(
+            placed_path(Path::new("dt=1/part-00000.parquet"), "R"),
+            Path::new("dt=1/part-00000-R.parquet")
+        );
+        assert_eq!(placed_path(Path::new("a.b.parquet"), "R"), Path::new("a.b-R.parquet"));
+        assert_eq!(placed_path(Path::new("data"), "R"), Path::new("data-R"));
+        assert_eq!(placed_path(Path::new(".hidden"), "R"), Path::new(".hidden-R"));
     }
 
     #[test]

@@ -124,7 +124,7 @@ impl ObjectOutput {
 
     /// Whether the output holds a published table: `_SUCCESS`, or any data
     /// object.
-    fn holds_published_output(&self) -> Result<bool, CommitError> {
+    fn published_objects_exist(&self) -> Result<bool, CommitError> {
         let remote = self.remote.clone();
         let objects: Vec<object_store::ObjectMeta> =
             store::block_on(async move { remote.store.list(Some(&remote.path)).try_collect().await })
@@ -291,6 +291,10 @@ impl OutputTable for ObjectOutput {
         }
     }
 
+    fn holds_published_output(&self) -> Result<bool, CommitError> {
+        self.published_objects_exist()
+    }
+
     fn begin(
         &self,
         mode: WriteMode,
@@ -301,7 +305,7 @@ impl OutputTable for ObjectOutput {
             Some(lock) => lock,
             None => Lease::take(self, &ledger.holder())?,
         };
-        if mode == WriteMode::ErrorIfExists && self.holds_published_output()? {
+        if mode == WriteMode::ErrorIfExists && self.published_objects_exist()? {
             return Err(CommitError::OutputExists {
                 path: self.location.clone(),
             });
@@ -404,14 +408,18 @@ impl ObjectTransaction {
         self.lock.check_held().map_err(CommitError::Locked)
     }
 
-    /// Uploads the staged files `relatives` as multipart uploads, several at
-    /// once, each read from staging part by part; every upload is begun and
-    /// recorded (`_lakescore/uploads/`) before a byte is sent, and none is
-    /// completed.
-    fn upload_all(&mut self, relatives: &[String]) -> Result<Vec<Uploaded>, CommitError> {
+    /// Uploads the staged files as multipart uploads, several at once, each
+    /// read from staging part by part: `(staged, target)` pairs of paths
+    /// relative to staging and to OUT. Every upload is begun and recorded
+    /// (`_lakescore/uploads/`) before a byte is sent, and none is completed.
+    fn upload_all(&mut self, files: &[(String, String)]) -> Result<Vec<Uploaded>, CommitError> {
         let output = self.output.clone();
+        let staged_of: std::collections::HashMap<&str, &str> = files
+            .iter()
+            .map(|(staged, target)| (target.as_str(), staged.as_str()))
+            .collect();
         let begun: Vec<Result<PendingUpload, CommitError>> = store::block_on(
-            futures_util::stream::iter(relatives.iter().cloned())
+            futures_util::stream::iter(files.iter().map(|(_, target)| target.clone()))
                 .map(|relative| {
                     let output = output.clone();
                     async move {
@@ -445,7 +453,10 @@ impl ObjectTransaction {
         let staging = self.staging.join("data");
         let sent: Vec<Result<Uploaded, CommitError>> = store::block_on(
             futures_util::stream::iter(uploads)
-                .map(|upload| send_parts(output.clone(), staging.join(&upload.path), upload, PART_BYTES))
+                .map(|upload| {
+                    let staged = staging.join(staged_of[upload.path.as_str()]);
+                    send_parts(output.clone(), staged, upload, PART_BYTES)
+                })
                 .buffered(CONCURRENT_UPLOADS)
                 .collect(),
         );
@@ -545,11 +556,16 @@ impl Committer for ObjectTransaction {
     fn publish(&mut self, partitions: &[PartitionRecord], all_partitions: &[&Path]) -> Result<(), CommitError> {
         self.check_held()?;
         // Every file uploaded first, none of them visible yet.
-        let relatives: Vec<String> = partitions
+        let files: Vec<(String, String)> = partitions
             .iter()
-            .flat_map(|partition| partition.files.iter().map(|file| slash(&file.path)))
+            .flat_map(|partition| {
+                partition
+                    .files
+                    .iter()
+                    .map(|file| (slash(&file.path), slash(&file.path)))
+            })
             .collect();
-        let mut sent = self.upload_all(&relatives)?.into_iter();
+        let mut sent = self.upload_all(&files)?.into_iter();
         let uploaded: Vec<Vec<Uploaded>> = partitions
             .iter()
             .map(|partition| sent.by_ref().take(partition.files.len()).collect())
@@ -593,7 +609,42 @@ impl Committer for ObjectTransaction {
         Ok(())
     }
 
-    fn finish(mut self: Box<Self>, manifest: &[u8], published: Published) -> Result<(), CommitError> {
+    /// Uploads every file under its placed name and completes each upload
+    /// at once (the table format's commit, not the object, publishes it),
+    /// then records each partition.
+    fn place(&mut self, partitions: &[PartitionRecord], suffix: &str) -> Result<Vec<PartitionRecord>, CommitError> {
+        self.check_held()?;
+        let mut placed: Vec<PartitionRecord> = partitions.to_vec();
+        let mut files = Vec::new();
+        for partition in &mut placed {
+            for file in &mut partition.files {
+                let staged = slash(&file.path);
+                file.path = super::placed_path(&file.path, suffix);
+                files.push((staged, slash(&file.path)));
+            }
+        }
+        let mut sent = self.upload_all(&files)?.into_iter();
+        for (index, partition) in placed.iter().enumerate() {
+            test_hooks::before_partition(index);
+            self.check_held()?;
+            let record_path = Self::partition_record_path(&partition.partition);
+            self.output.delete(&record_path)?;
+            for file in sent.by_ref().take(partition.files.len()) {
+                self.complete(file)?;
+            }
+            self.record_pending()?;
+            test_hooks::before_record(index);
+            let record = serde_json::to_vec_pretty(partition).expect("records serialize");
+            self.output.put(&record_path, record, PutMode::Overwrite)?;
+        }
+        Ok(placed)
+    }
+
+    fn finish(
+        mut self: Box<Self>,
+        manifest: Option<&[u8]>,
+        published: Published,
+    ) -> Result<Option<String>, CommitError> {
         // Every upload of this run is complete: any other below OUT is a
         // dead run's that the store served late (after this run began).
         if let Err(error) = self.output.abort_listed_uploads() {
@@ -601,6 +652,9 @@ impl Committer for ObjectTransaction {
         }
         let write_success = || -> Result<(), CommitError> {
             self.check_held()?;
+            let Some(manifest) = manifest else {
+                return Ok(());
+            };
             // The manifest, with what object storage says of each file.
             let mut manifest: serde_json::Value = serde_json::from_slice(manifest).expect("manifests are JSON");
             if let Some(object) = manifest.as_object_mut() {
@@ -630,7 +684,7 @@ impl Committer for ObjectTransaction {
         if let Err(error) = self.close() {
             tracing::warn!(error = %crate::util::error_chain(&error), "the run succeeded but recording it failed");
         }
-        Ok(())
+        Ok(None)
     }
 
     fn abort(mut self: Box<Self>, status: RunStatus, error: &str) -> Result<(), CommitError> {

@@ -262,8 +262,8 @@ pub fn score(
         rows_quarantined: report.rows_quarantined,
         sla_missed: sla.as_ref().map(SlaReport::missed).unwrap_or_default(),
     };
-    transaction.finish(
-        &serde_json::to_vec_pretty(&manifest).expect("manifests serialize"),
+    report.output_snapshot = transaction.finish(
+        Some(&serde_json::to_vec_pretty(&manifest).expect("manifests serialize")),
         outcome,
     )?;
     report.status = match sla.as_ref().is_some_and(|s| s.breached) {

@@ -288,6 +288,128 @@ fn replay(
     })
 }
 
+/// What a writer must know of a Delta table it is about to commit to
+/// (`commit::delta`): one version's columns, partition columns and live files.
+#[derive(Debug, Clone)]
+pub struct WriteTarget {
+    pub version: u64,
+    /// Each column's name and Delta type (`"long"`, `{"type": "decimal(…)"}`…),
+    /// partition columns included, in the schema's order.
+    pub columns: Vec<(String, serde_json::Value)>,
+    pub partition_columns: Vec<String>,
+    pub append_only: bool,
+    pub files: Vec<LiveFile>,
+}
+
+/// A file of a Delta table's snapshot, as its add action said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveFile {
+    /// As the log writes it (a relative URL).
+    pub path: String,
+    pub size: i64,
+    /// Partition column -> value (`None`: null).
+    pub partition_values: std::collections::BTreeMap<String, Option<String>>,
+    pub has_deletion_vector: bool,
+}
+
+/// The Delta table at `root` (version `at`, or the latest) as a writer sees
+/// it. Tables lakescore cannot write exactly are refused, naming why: column
+/// mapping (files would need physical column names), and whatever
+/// `delta_kernel` itself cannot write (its check of the table's protocol
+/// and features).
+pub fn for_writing(
+    location: &Path,
+    root: &url::Url,
+    store: Arc<dyn object_store::ObjectStore>,
+    at: Option<u64>,
+) -> Result<WriteTarget, SourceError> {
+    use delta_kernel::committer::FileSystemCommitter;
+    use delta_kernel::transaction::UpdateTableOperation;
+    let failed = |problem: String| SourceError::Delta {
+        path: location.to_path_buf(),
+        problem,
+    };
+    let engine = DefaultEngineBuilder::new(store).build();
+    let builder = Snapshot::builder_for(root.as_str());
+    let builder = match at {
+        Some(version) => builder.at_version(version),
+        None => builder,
+    };
+    let snapshot = builder.build(&engine).map_err(|error| failed(error.to_string()))?;
+    if !matches!(
+        snapshot.table_properties().column_mapping_mode,
+        None | Some(ColumnMappingMode::None)
+    ) {
+        return Err(failed(
+            "uses the Delta feature `columnMapping`, which lakescore does not write: write the scores to a new table"
+                .into(),
+        ));
+    }
+    let append_only = snapshot.table_properties().append_only.unwrap_or(false);
+    let schema = serde_json::to_value(snapshot.schema().as_ref()).map_err(|error| failed(error.to_string()))?;
+    let columns = schema["fields"]
+        .as_array()
+        .map(|fields| {
+            fields
+                .iter()
+                .map(|field| {
+                    (
+                        field["name"].as_str().unwrap_or_default().to_string(),
+                        field["type"].clone(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    // The kernel's own check that it could write this table (protocol
+    // versions, table features), and the partition columns it reports.
+    let transaction = Arc::clone(&snapshot)
+        .update_table(UpdateTableOperation::Write, "lakescore", true)
+        .build(&engine, Box::new(FileSystemCommitter::new()))
+        .map_err(|error| failed(format!("cannot be written by lakescore: {error}")))?;
+    let partition_columns = transaction.logical_partition_columns().to_vec();
+    let version = snapshot.version();
+    let scan = snapshot
+        .scan_builder()
+        .build()
+        .map_err(|error| failed(error.to_string()))?;
+    let mut files: Vec<LiveFile> = Vec::new();
+    for metadata in scan.scan_metadata(&engine).map_err(|error| failed(error.to_string()))? {
+        files = metadata
+            .map_err(|error| failed(error.to_string()))?
+            .visit_scan_files(files, |files, file| {
+                files.push(LiveFile {
+                    path: file.path,
+                    size: file.size,
+                    partition_values: file
+                        .partition_values
+                        .into_iter()
+                        .map(|(key, value)| {
+                            // The protocol: an empty value is a null.
+                            let value = (!value.is_empty()).then_some(value);
+                            (key, value)
+                        })
+                        .collect(),
+                    has_deletion_vector: file.dv_info.has_vector(),
+                })
+            })
+            .map_err(|error| failed(error.to_string()))?;
+    }
+    // A partition column the log gives no value for is null.
+    for file in &mut files {
+        for column in &partition_columns {
+            file.partition_values.entry(column.clone()).or_insert(None);
+        }
+    }
+    Ok(WriteTarget {
+        version,
+        columns,
+        partition_columns,
+        append_only,
+        files,
+    })
+}
+
 /// What a snapshot of the table holds.
 struct Replayed {
     version: u64,
@@ -380,7 +502,7 @@ fn decode_log_path(text: &str) -> Result<String, String> {
     Ok(decoded)
 }
 
-fn percent_decode(text: &str) -> Option<String> {
+pub(crate) fn percent_decode(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -407,7 +529,7 @@ fn hive_value(value: &str) -> String {
 }
 
 /// Hive's escaping of path characters (`FileUtils.escapePathName`).
-fn hive_escape(text: &str) -> String {
+pub(crate) fn hive_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

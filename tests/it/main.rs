@@ -10,6 +10,7 @@ mod common;
 mod contract;
 mod crash;
 mod delta;
+mod delta_output;
 mod disk;
 mod embedded;
 mod errors;

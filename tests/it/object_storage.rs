@@ -720,6 +720,22 @@ fn an_output_on_object_storage_is_published_whole_with_a_manifest_of_its_objects
     assert_eq!(runs.len(), 2, "two runs published");
 }
 
+/// `score` arguments: the sample lake scored with `model` to `url`, plus
+/// `extra`.
+fn sample_to_url(model: &Path, url: &str, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "score".to_string(),
+        "--model".into(),
+        model.to_string_lossy().into_owned(),
+        "--input".into(),
+        sample().join("customers").to_string_lossy().into_owned(),
+        "--output".into(),
+        url.into(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
 /// The multipart uploads under way in `bucket` (S3's ListMultipartUploads).
 fn incomplete_uploads(endpoint: &str, bucket: &str) -> Vec<String> {
     let xml = ureq::get(&format!("{endpoint}/{bucket}?uploads"))
@@ -751,19 +767,7 @@ fn a_run_killed_while_committing_to_s3_resumes_to_the_clean_bytes_and_leaves_no_
     ];
     for (case, (hook, partition)) in crashes.into_iter().enumerate() {
         let url = format!("s3://{bucket}/scores-{case}");
-        let args = |mode: &str| {
-            vec![
-                "score".to_string(),
-                "--model".into(),
-                model.to_string_lossy().into_owned(),
-                "--input".into(),
-                sample().join("customers").to_string_lossy().into_owned(),
-                "--output".into(),
-                url.clone(),
-                "--mode".into(),
-                mode.into(),
-            ]
-        };
+        let args = |mode: &str| sample_to_url(&model, &url, &["--mode", mode]);
         let crash_args = args("error-if-exists");
         let crash_refs: Vec<&str> = crash_args.iter().map(String::as_str).collect();
         let crashed = lakescore_s3(
@@ -805,6 +809,73 @@ fn a_run_killed_while_committing_to_s3_resumes_to_the_clean_bytes_and_leaves_no_
             runs.stdout
         );
     }
+}
+
+#[test]
+fn scores_published_as_a_delta_table_on_s3_commit_once_even_after_a_kill() {
+    let Some(endpoint) = s3_endpoint() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = bucket(&endpoint, "delta-out");
+    let model = sample().join("model.json");
+    let local = dir.path().join("local");
+    score(
+        &model,
+        &sample().join("customers"),
+        &local,
+        &["--output-format", "delta"],
+    )
+    .assert_ok();
+    let url = format!("s3://{bucket}/scores");
+    let args = |mode: &str| sample_to_url(&model, &url, &["--output-format", "delta", "--mode", mode]);
+    let crash_args = args("error-if-exists");
+    let crash_refs: Vec<&str> = crash_args.iter().map(String::as_str).collect();
+    let crashed = lakescore_s3(
+        &endpoint,
+        &crash_refs,
+        &[
+            (lakescore::test_hooks::CRASH_AT_DELTA_COMMIT, "before"),
+            (lakescore::test_hooks::LEASE_SECONDS, "2"),
+        ],
+    );
+    assert_eq!(crashed.code, 137, "{}", crashed.stderr);
+    let out = s3(&endpoint, &url);
+    let commits = |out: &Remote| {
+        objects(out)
+            .into_iter()
+            .filter(|(path, _)| path.starts_with("_delta_log/") && path.ends_with(".json"))
+            .count()
+    };
+    assert_eq!(commits(&out), 0, "a run killed before its commit committed");
+    std::thread::sleep(Duration::from_millis(2500));
+    let resume_args = args("resume");
+    let resume_refs: Vec<&str> = resume_args.iter().map(String::as_str).collect();
+    lakescore_s3(&endpoint, &resume_refs, &[(lakescore::test_hooks::LEASE_SECONDS, "2")]).assert_ok();
+    assert_eq!(commits(&out), 1);
+    assert!(incomplete_uploads(&endpoint, &bucket).is_empty());
+
+    // Read back through delta_kernel on S3, and downloaded: the local table's rows.
+    let remote_table =
+        lakescore::source::delta::DeltaTable::open_remote(out.clone(), lakescore::source::TableVersion::Latest)
+            .unwrap();
+    assert_eq!(remote_table.version(), 0);
+    assert_eq!(remote_table.list().unwrap().len(), 4);
+    let downloaded = dir.path().join("downloaded");
+    for (path, bytes) in objects(&out) {
+        let target = downloaded.join(&path);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(target, bytes).unwrap();
+    }
+    let latest = lakescore::source::TableVersion::Latest;
+    assert_eq!(
+        crate::delta_output::delta_rows(&downloaded, latest),
+        crate::delta_output::delta_rows(&local, latest)
+    );
+
+    // An overwrite: one more commit, the same rows.
+    let overwrite_args = args("overwrite");
+    let overwrite_refs: Vec<&str> = overwrite_args.iter().map(String::as_str).collect();
+    lakescore_s3(&endpoint, &overwrite_refs, &[]).assert_ok();
+    assert_eq!(commits(&out), 2);
 }
 
 #[test]
