@@ -38,10 +38,15 @@ pub const CRASH_AT_DELTA_COMMIT: &str = "LAKESCORE_TEST_CRASH_AT_DELTA_COMMIT";
 /// A Delta output: sleep this many milliseconds before each attempt to
 /// write the commit, so that a test can commit as another writer meanwhile.
 pub const DELTA_COMMIT_DELAY_MS: &str = "LAKESCORE_TEST_DELTA_COMMIT_DELAY_MS";
+/// A Delta output: before each attempt to write the commit, wait until the
+/// file this names exists (a test's go-ahead, once another run is where the
+/// test wants it).
+pub const DELTA_COMMIT_WHEN_FILE: &str = "LAKESCORE_TEST_DELTA_COMMIT_WHEN_FILE";
 
 struct Hooks {
     crash_at_delta_commit: Option<String>,
     delta_commit_delay_ms: Option<u64>,
+    delta_commit_when_file: Option<std::path::PathBuf>,
     lease_seconds: Option<u64>,
     crash_before_partition: Option<usize>,
     crash_before_record: Option<usize>,
@@ -60,6 +65,7 @@ fn hooks() -> &'static Hooks {
         Hooks {
             crash_at_delta_commit: std::env::var(CRASH_AT_DELTA_COMMIT).ok(),
             delta_commit_delay_ms: std::env::var(DELTA_COMMIT_DELAY_MS).ok().and_then(|v| v.parse().ok()),
+            delta_commit_when_file: std::env::var_os(DELTA_COMMIT_WHEN_FILE).map(Into::into),
             lease_seconds: std::env::var(LEASE_SECONDS).ok().and_then(|v| v.parse().ok()),
             crash_before_partition: read(CRASH_BEFORE_PARTITION),
             crash_before_record: read(CRASH_BEFORE_RECORD),
@@ -77,6 +83,7 @@ fn hooks() -> &'static Hooks {
     static NONE: Hooks = Hooks {
         crash_at_delta_commit: None,
         delta_commit_delay_ms: None,
+        delta_commit_when_file: None,
         lease_seconds: None,
         crash_before_partition: None,
         crash_before_record: None,
@@ -118,6 +125,11 @@ pub(crate) fn before_delta_commit() {
     }
     if let Some(delay) = hooks().delta_commit_delay_ms {
         std::thread::sleep(std::time::Duration::from_millis(delay));
+    }
+    if let Some(file) = &hooks().delta_commit_when_file {
+        while !file.exists() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 }
 

@@ -310,6 +310,12 @@ struct ScoreArgs {
     /// when OUT already is a Delta table, else `parquet`.
     #[arg(long, value_name = "FORMAT", value_parser = ["parquet", "delta"])]
     output_format: Option<String>,
+    /// When another run holds OUT's lock, wait for it up to DURATION (`90s`,
+    /// `45m`) instead of failing at once (exit 5). A Delta output's version
+    /// is read before the wait, so another run's commit meanwhile to the
+    /// same partitions fails this one clearly.
+    #[arg(long, value_name = "DURATION", value_parser = package::parse_age)]
+    lock_wait: Option<u64>,
     /// Write a JSON run report to FILE.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
@@ -751,6 +757,7 @@ fn score_job(job: &Job, args: &ScoreArgs) -> Result<RunStatus, Error> {
         Err(error) => return Err(failed(error, None)),
     };
     options.sla = args.sla.sla();
+    options.lock_wait = std::time::Duration::from_secs(args.lock_wait.unwrap_or(0));
     let model = package.model.info();
     let mut report = match pipeline::score(&package, input.as_ref(), output.as_ref(), args.mode, &options, &begin) {
         Ok(report) => report,
@@ -1204,6 +1211,7 @@ fn run_options(job: &Job, threads: usize, id_columns: Vec<String>, device: Strin
         identity: job.identity.clone(),
         sla: Sla::default(),
         shadow: false,
+        lock_wait: std::time::Duration::ZERO,
     }
 }
 

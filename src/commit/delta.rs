@@ -258,11 +258,30 @@ impl TableStore {
 pub struct DeltaOutput {
     inner: Box<dyn OutputTable>,
     table: TableStore,
+    /// The table's version when the run first looked (`Some(None)`: no
+    /// table), before any wait for another run's lock: the version the run
+    /// commits against, so that a commit made while it waited is checked.
+    first_look: Mutex<Option<Option<u64>>>,
 }
 
 impl DeltaOutput {
     pub fn new(inner: Box<dyn OutputTable>, table: TableStore) -> DeltaOutput {
-        DeltaOutput { inner, table }
+        DeltaOutput {
+            inner,
+            table,
+            first_look: Mutex::new(None),
+        }
+    }
+
+    /// The version the run's first look found, read now if this is it.
+    fn base_version(&self) -> Result<Option<u64>, CommitError> {
+        let mut look = self.first_look.lock().expect("not poisoned");
+        if let Some(version) = *look {
+            return Ok(version);
+        }
+        let version = self.table.target(None)?.map(|table| table.version);
+        *look = Some(version);
+        Ok(version)
     }
 
     /// Whether OUT already is a Delta table (a log with a commit), or one a
@@ -282,6 +301,7 @@ impl OutputTable for DeltaOutput {
     }
 
     fn lock_if_known(&self, holder: &Holder) -> Result<Option<OutputLock>, CommitError> {
+        self.base_version()?;
         self.inner.lock_if_known(holder)
     }
 
@@ -295,6 +315,7 @@ impl OutputTable for DeltaOutput {
         ledger: LedgerRecord,
         lock: Option<OutputLock>,
     ) -> Result<Box<dyn Committer>, CommitError> {
+        let base = self.base_version()?;
         let existing = self.table.target(None)?;
         if existing.is_none() && self.inner.holds_published_output()? && !self.table.has_placed_actions()? {
             return Err(self.table.error(
@@ -322,7 +343,7 @@ impl OutputTable for DeltaOutput {
             table: self.table.clone(),
             mode,
             run_uuid,
-            base: existing.map(|table| table.version),
+            base,
             placed: Vec::new(),
             reused: Mutex::new(Vec::new()),
         }))
@@ -439,7 +460,7 @@ impl DeltaCommitter {
             // one did before trying again.
             let mut version = commit.version;
             while let Some(bytes) = self.table.read(&format!("{LOG}/{version:020}.json"))? {
-                match judge_winner(&bytes, &commit.partitions, self.mode, &run_id) {
+                match judge_winner(&bytes, &commit, self.mode, &run_id) {
                     Winner::Ours => return Ok(version),
                     Winner::Conflict(what) => {
                         return Err(CommitError::DeltaConflict {
@@ -583,6 +604,11 @@ struct PlannedCommit {
     /// The partitions it replaces (or fills): another writer's change to
     /// one of them is a conflict.
     partitions: BTreeSet<PartitionValues>,
+    /// The table it expects: columns (Delta types) and partition columns.
+    /// Another writer that created the table meanwhile with exactly these
+    /// did not conflict.
+    columns: BTreeMap<String, Value>,
+    partition_columns: Vec<String>,
 }
 
 type PartitionValues = BTreeMap<String, Option<String>>;
@@ -753,6 +779,8 @@ fn plan_commit(
         adds: adds_count,
         removes: removes_count,
         partitions: touched,
+        columns: schema.into_iter().collect(),
+        partition_columns,
     }))
 }
 
@@ -810,7 +838,8 @@ enum Winner {
     Harmless,
 }
 
-fn judge_winner(bytes: &[u8], partitions: &BTreeSet<PartitionValues>, mode: WriteMode, run_id: &str) -> Winner {
+fn judge_winner(bytes: &[u8], ours: &PlannedCommit, mode: WriteMode, run_id: &str) -> Winner {
+    let partitions = &ours.partitions;
     let text = String::from_utf8_lossy(bytes);
     let mut conflict = None;
     for line in text.lines().filter(|line| !line.trim().is_empty()) {
@@ -820,8 +849,35 @@ fn judge_winner(bytes: &[u8], partitions: &BTreeSet<PartitionValues>, mode: Writ
         if action["commitInfo"]["lakescore"]["runId"].as_str() == Some(run_id) {
             return Winner::Ours;
         }
-        if action.get("metaData").is_some() || action.get("protocol").is_some() {
-            conflict.get_or_insert_with(|| "changed the table's schema, properties or protocol".to_string());
+        if let Some(metadata) = action.get("metaData") {
+            // A table created meanwhile as this run would create it is
+            // one to commit to, not a conflict.
+            let columns: Option<BTreeMap<String, Value>> = metadata["schemaString"]
+                .as_str()
+                .and_then(|text| serde_json::from_str::<Value>(text).ok())
+                .and_then(|schema| {
+                    schema["fields"].as_array().map(|fields| {
+                        fields
+                            .iter()
+                            .map(|f| (f["name"].as_str().unwrap_or_default().to_string(), f["type"].clone()))
+                            .collect()
+                    })
+                });
+            let partition_columns: Vec<&str> = metadata["partitionColumns"]
+                .as_array()
+                .map(|names| names.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let configured = metadata["configuration"].as_object().is_some_and(|c| !c.is_empty());
+            if columns.as_ref() != Some(&ours.columns) || partition_columns != ours.partition_columns || configured {
+                conflict.get_or_insert_with(|| "changed the table's schema or properties".to_string());
+            }
+        }
+        if let Some(protocol) = action.get("protocol") {
+            let plain = protocol["minReaderVersion"].as_i64().is_some_and(|v| v <= 1)
+                && protocol["minWriterVersion"].as_i64().is_some_and(|v| v <= 2);
+            if !plain {
+                conflict.get_or_insert_with(|| "changed the table's protocol".to_string());
+            }
         }
         for kind in ["add", "remove"] {
             let Some(file) = action.get(kind) else { continue };
@@ -1238,7 +1294,10 @@ mod tests {
 
     #[test]
     fn another_writers_commit_conflicts_only_when_it_touches_the_runs_partitions() {
-        let ours: BTreeSet<PartitionValues> = [[("dt".to_string(), Some("1".to_string()))].into()].into();
+        let partitions = [placed("dt=1", "k1", &["dt=1/a-R.parquet"])];
+        let ours = plan_commit(None, &partitions, WriteMode::Overwrite, "R", "uuid")
+            .unwrap()
+            .unwrap();
         let add = |dt: &str| format!("{{\"add\":{{\"path\":\"x\",\"partitionValues\":{{\"dt\":\"{dt}\"}}}}}}\n");
         assert_eq!(
             judge_winner(add("2").as_bytes(), &ours, WriteMode::Overwrite, "R"),
@@ -1256,6 +1315,21 @@ mod tests {
         assert!(matches!(
             judge_winner(metadata, &ours, WriteMode::Overwrite, "R"),
             Winner::Conflict(_)
+        ));
+        // Another run created the table as this one would have: harmless.
+        let created = String::from_utf8(ours.bytes.clone())
+            .unwrap()
+            .replace("\"runId\":\"R\"", "\"runId\":\"S\"")
+            .replace("dt=1/a-R", "dt=2/b-S")
+            .replace("{\"dt\":\"1\"}", "{\"dt\":\"2\"}");
+        assert_eq!(
+            judge_winner(created.as_bytes(), &ours, WriteMode::Overwrite, "R"),
+            Winner::Harmless
+        );
+        let other_schema = created.replace("double", "float");
+        assert!(matches!(
+            judge_winner(other_schema.as_bytes(), &ours, WriteMode::Overwrite, "R"),
+            Winner::Conflict(what) if what.contains("schema")
         ));
         let mine =
             b"{\"commitInfo\":{\"lakescore\":{\"runId\":\"R\"}}}\n{\"add\":{\"partitionValues\":{\"dt\":\"1\"}}}\n";

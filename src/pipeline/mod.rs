@@ -91,6 +91,9 @@ pub struct RunOptions {
     /// champion's) are published; the rest (the challengers') go to the
     /// run's shadow table, `OUT/_lakescore/shadow/<run id>.parquet`.
     pub shadow: bool,
+    /// How long `score` waits for another run's lock on its output before
+    /// failing with [`crate::Error::Locked`] (zero: not at all).
+    pub lock_wait: std::time::Duration,
 }
 
 impl Default for RunOptions {
@@ -107,6 +110,7 @@ impl Default for RunOptions {
             identity: RunIdentity::new(),
             sla: Sla::default(),
             shadow: false,
+            lock_wait: std::time::Duration::ZERO,
         }
     }
 }
@@ -161,7 +165,8 @@ pub fn score(
     // lock folder yet: creating one would touch OUT before the input is
     // known to be good, so its lock is taken when the transaction begins.
     let output = output_table.location();
-    let early_lock = output_table.lock_if_known(&ledger.holder())?;
+    let holder = ledger.holder();
+    let mut early_lock = waiting_for_lock(options, || output_table.lock_if_known(&holder))?;
     let (started_at, run_id) = (identity.started_at, &identity.run_id);
     let (clock, pool) = (start.clock, &start.pool);
     let model = package.model.as_ref();
@@ -189,7 +194,7 @@ pub fn score(
     ledger.model_name = info.name.clone();
     ledger.model_version = info.version.clone();
     ledger.model_sha256 = info.sha256.clone();
-    let mut transaction = output_table.begin(mode, ledger, early_lock)?;
+    let mut transaction = waiting_for_lock(options, || output_table.begin(mode, ledger.clone(), early_lock.take()))?;
     began();
     tracing::info!(input = %input.display(), output = %output.display(), "scoring");
 
@@ -278,6 +283,34 @@ pub fn score(
     report.shadow = side_outputs.shadow;
     report.wall_seconds = wall_seconds;
     Ok(report.finish(clock))
+}
+
+/// Runs `take`, a step that takes the output's lock, again while another
+/// run holds it, until `options.lock_wait` has passed (then the step's
+/// error stands); a stop request ends the wait.
+fn waiting_for_lock<T>(
+    options: &RunOptions,
+    mut take: impl FnMut() -> std::result::Result<T, commit::CommitError>,
+) -> Result<T> {
+    use crate::lock::LockError;
+    let deadline = std::time::Instant::now() + options.lock_wait;
+    let mut told = false;
+    loop {
+        match take() {
+            Err(commit::CommitError::Locked(LockError::Held { out, holder }))
+                if std::time::Instant::now() < deadline =>
+            {
+                if !told {
+                    let holder = holder.map(|h| h.to_string()).unwrap_or_else(|| "another run".into());
+                    tracing::info!(output = %out.display(), "{holder} holds the output's lock; waiting for it");
+                    told = true;
+                }
+                options.cancel.check()?;
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            other => return other.map_err(Error::from),
+        }
+    }
 }
 
 /// Ends a failed run's transaction, recording why, and hands the error back.

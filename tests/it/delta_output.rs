@@ -434,3 +434,81 @@ fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn two_lakescore_runs_at_once_both_commit_on_different_partitions_and_one_fails_on_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("table");
+    let first_day = one_partition(dir.path(), "2026-11-24");
+    let second_day = one_partition(dir.path(), "2026-11-25");
+    let plain = dir.path().join("plain");
+    score(&sample_model(), &sample_lake(), &plain, &[]).assert_ok();
+    let expected = rows_by_partition(&plain);
+    // Each run's log goes to a file the test reads while it runs. The first
+    // run holds the output's lock at its commit until the test says go (the
+    // second run is waiting for that lock by then).
+    let go = dir.path().join("go");
+    let start = |name: &str, lake: &Path, extra: &[&str], gated: bool| {
+        let log = dir.path().join(format!("{name}.log"));
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_lakescore"));
+        command
+            .args(score_args(&sample_model(), lake, &out, extra))
+            .env_remove("LAKESCORE_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if gated {
+            command.env(lakescore::test_hooks::DELTA_COMMIT_WHEN_FILE, &go);
+        }
+        (command.spawn().unwrap(), log)
+    };
+    let finish = |(mut child, log): (std::process::Child, PathBuf)| {
+        let status = child.wait().unwrap();
+        (status.code().unwrap_or(-1), std::fs::read_to_string(log).unwrap())
+    };
+    let wait_until_waiting = |log: &Path| {
+        let started = std::time::Instant::now();
+        while !std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains("waiting for it")
+        {
+            assert!(
+                started.elapsed().as_secs() < 120,
+                "the second run never waited for the lock"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+
+    // Different partitions, the table new: the second run waits for the
+    // first's lock (`--lock-wait`), then commits beside it.
+    let mut first = start("a", &first_day, &["--output-format", "delta"], true);
+    wait_for_commit_attempt(&mut first.0, &out);
+    let overwrite_waiting = ["--output-format", "delta", "--mode", "overwrite", "--lock-wait", "2m"];
+    let second = start("b", &second_day, &overwrite_waiting, false);
+    wait_until_waiting(&second.1);
+    std::fs::write(&go, "").unwrap();
+    let ((code_a, log_a), (code_b, log_b)) = (finish(first), finish(second));
+    assert_eq!(code_a, 0, "{log_a}");
+    assert_eq!(code_b, 0, "{log_b}");
+    assert_eq!(log_versions(&out).len(), 2);
+    assert_eq!(delta_rows(&out, TableVersion::Latest), expected);
+
+    // The same partition: the run that began from version 1 finds the
+    // other's commit to it, and fails naming it; the log stays valid.
+    std::fs::remove_dir_all(out.join("_lakescore/delta")).unwrap();
+    std::fs::remove_file(&go).unwrap();
+    let mut first = start("c", &second_day, &["--mode", "overwrite"], true);
+    wait_for_commit_attempt(&mut first.0, &out);
+    let second = start("d", &second_day, &["--mode", "overwrite", "--lock-wait", "2m"], false);
+    wait_until_waiting(&second.1);
+    std::fs::write(&go, "").unwrap();
+    let ((code_a, log_a), (code_b, log_b)) = (finish(first), finish(second));
+    assert_eq!(code_a, 0, "{log_a}");
+    assert_eq!(code_b, 1, "{log_b}");
+    assert!(
+        log_b.contains("version 2") && log_b.contains("dt=2026-11-25") && log_b.contains("committed nothing"),
+        "{log_b}"
+    );
+    assert_eq!(latest_version(&out), 2);
+    assert_eq!(delta_rows(&out, TableVersion::Latest), expected);
+}
