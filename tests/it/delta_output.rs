@@ -512,3 +512,31 @@ fn two_lakescore_runs_at_once_both_commit_on_different_partitions_and_one_fails_
     assert_eq!(latest_version(&out), 2);
     assert_eq!(delta_rows(&out, TableVersion::Latest), expected);
 }
+
+#[test]
+fn a_failed_run_commits_nothing_and_the_ledger_lists_every_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("table");
+    // The table's first run fails while scoring: no table.
+    let failed = lakescore_with_env(
+        score_args(&sample_model(), &sample_lake(), &out, &["--output-format", "delta"]),
+        &[(lakescore::test_hooks::PANIC_IN_ROW_GROUP, "0")],
+    );
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    assert!(!out.join("_delta_log").exists());
+    score(&sample_model(), &sample_lake(), &out, &["--output-format", "delta"]).assert_ok();
+    let before = delta_rows(&out, TableVersion::Latest);
+    // An overwrite that fails: the table stays at its version, its rows.
+    let failed = lakescore_with_env(
+        score_args(&sample_model(), &sample_lake(), &out, &["--mode", "overwrite"]),
+        &[(lakescore::test_hooks::PANIC_IN_ROW_GROUP, "0")],
+    );
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    assert_eq!(log_versions(&out).len(), 1);
+    assert_eq!(delta_rows(&out, TableVersion::Latest), before);
+    // `lakescore runs` reads a Delta output's ledger as any other's.
+    let runs = lakescore(["runs".as_ref(), out.as_os_str()]);
+    let text = &runs.assert_ok().stdout;
+    assert_eq!(text.matches("failed").count(), 2, "{text}");
+    assert_eq!(text.matches("succeeded").count(), 1, "{text}");
+}
