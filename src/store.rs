@@ -653,6 +653,13 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// The I/O runtime's handle, for a library that runs its own tasks on a
+/// multi-threaded runtime (delta_kernel's checkpoint writer).
+#[cfg_attr(not(feature = "delta"), allow(dead_code))]
+pub(crate) fn io_handle() -> tokio::runtime::Handle {
+    runtime().handle().clone()
+}
+
 /// Runs `future` to completion on the I/O runtime, from a thread that is not
 /// one of its own (a rayon worker, the main thread).
 pub fn block_on<F: Future>(future: F) -> F::Output {

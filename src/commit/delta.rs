@@ -27,6 +27,10 @@
 //! naming it; any other is harmless and the commit is tried again at the
 //! next version.
 //!
+//! Every tenth version (or the table's `delta.checkpointInterval`) is
+//! checkpointed by delta_kernel after the commit, so readers of a table
+//! written nightly replay a checkpoint and a few commits.
+//!
 //! Resume: a partition placed by an earlier run under the same key is
 //! reused (its record and its add actions are under `_lakescore/`); the
 //! commit adds whatever of the run's files the table does not yet hold and
@@ -160,6 +164,34 @@ impl TableStore {
             crate::source::SourceError::Delta { problem, .. } => self.error(problem),
             other => self.error(format!("cannot be read: {other}")),
         })
+    }
+
+    /// A checkpoint at `version`, when one is due; a failure is only a
+    /// warning (the commit stands, and readers replay more commits).
+    fn checkpoint_if_due(&self, version: u64) {
+        let written = match self {
+            TableStore::Local(path) => std::fs::canonicalize(path)
+                .ok()
+                .and_then(|absolute| url::Url::from_directory_path(absolute).ok())
+                .map(|root| {
+                    let store = Arc::new(object_store::local::LocalFileSystem::new());
+                    crate::source::delta::checkpoint_if_due(path, &root, store, version)
+                }),
+            TableStore::Remote(remote) => url::Url::parse(&format!("{}/", remote.url)).ok().map(|root| {
+                crate::source::delta::checkpoint_if_due(
+                    Path::new(&remote.url),
+                    &root,
+                    Arc::clone(&remote.store),
+                    version,
+                )
+            }),
+        };
+        match written {
+            Some(Ok(true)) => tracing::info!(version, "Delta checkpoint written"),
+            Some(Ok(false)) => {}
+            Some(Err(error)) => tracing::warn!(error = %error, "the commit stands, but its checkpoint was not written"),
+            None => tracing::warn!(location = %self.location(), "cannot name the table to checkpoint it"),
+        }
     }
 
     /// The object or file at `relative`, if there.
@@ -448,6 +480,7 @@ impl DeltaCommitter {
             let name = format!("{LOG}/{:020}.json", commit.version);
             if self.table.put_if_absent(&name, commit.bytes.clone())? {
                 test_hooks::after_delta_commit();
+                self.table.checkpoint_if_due(commit.version);
                 tracing::info!(
                     version = commit.version,
                     adds = commit.adds,

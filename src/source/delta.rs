@@ -410,6 +410,50 @@ pub fn for_writing(
     })
 }
 
+/// Writes a checkpoint of the Delta table at `root` at `version` when the
+/// table's checkpoint interval (`delta.checkpointInterval`, default 10)
+/// divides it, so that readers replay a checkpoint and a few commits, not
+/// every commit ever made. Returns whether one was written.
+pub fn checkpoint_if_due(
+    location: &Path,
+    root: &url::Url,
+    store: Arc<dyn object_store::ObjectStore>,
+    version: u64,
+) -> Result<bool, SourceError> {
+    let failed = |problem: String| SourceError::Delta {
+        path: location.to_path_buf(),
+        problem,
+    };
+    // The checkpoint writer needs a multi-threaded executor (it blocks on
+    // writes from within the kernel's tasks): lakescore's I/O runtime.
+    let executor =
+        delta_kernel_default_engine::executor::tokio::TokioMultiThreadExecutor::new(crate::store::io_handle());
+    let engine = DefaultEngineBuilder::new(store)
+        .with_task_executor(Arc::new(executor))
+        .build();
+    let snapshot = Snapshot::builder_for(root.as_str())
+        .at_version(version)
+        .build(&engine)
+        .map_err(|error| failed(error.to_string()))?;
+    let interval = snapshot
+        .table_properties()
+        .checkpoint_interval
+        .map_or(CHECKPOINT_INTERVAL, |n| n.get());
+    if version == 0 || !version.is_multiple_of(interval) {
+        return Ok(false);
+    }
+    let (written, _) = snapshot
+        .checkpoint(&engine, None)
+        .map_err(|error| failed(format!("cannot write the checkpoint of version {version}: {error}")))?;
+    Ok(matches!(
+        written,
+        delta_kernel::snapshot::CheckpointWriteResult::Written
+    ))
+}
+
+/// Spark's default `delta.checkpointInterval`.
+const CHECKPOINT_INTERVAL: u64 = 10;
+
 /// What a snapshot of the table holds.
 struct Replayed {
     version: u64,

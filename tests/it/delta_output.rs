@@ -540,3 +540,33 @@ fn a_failed_run_commits_nothing_and_the_ledger_lists_every_run() {
     assert_eq!(text.matches("failed").count(), 2, "{text}");
     assert_eq!(text.matches("succeeded").count(), 1, "{text}");
 }
+
+#[test]
+fn every_tenth_version_gets_a_checkpoint_that_readers_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("table");
+    let lake = one_partition(dir.path(), "2026-11-25");
+    score(&sample_model(), &lake, &out, &["--output-format", "delta"]).assert_ok();
+    let expected = delta_rows(&out, TableVersion::Latest);
+    for _ in 0..10 {
+        score(&sample_model(), &lake, &out, &["--mode", "overwrite"]).assert_ok();
+    }
+    assert_eq!(latest_version(&out), 10);
+    let log = log_versions(&out);
+    assert!(
+        log.contains(&"00000000000000000010.checkpoint.parquet".to_string()),
+        "{log:?}"
+    );
+    assert!(log.contains(&"_last_checkpoint".to_string()), "{log:?}");
+    assert!(!log.iter().any(|name| name.starts_with("0000000000000000000")
+        && name.contains("checkpoint")
+        && !name.starts_with("00000000000000000010")));
+    // The versions before the checkpoint can go: readers start from it.
+    for version in 0..10 {
+        std::fs::remove_file(out.join(format!("_delta_log/{version:020}.json"))).unwrap();
+    }
+    assert_eq!(delta_rows(&out, TableVersion::Latest), expected);
+    score(&sample_model(), &lake, &out, &["--mode", "overwrite"]).assert_ok();
+    assert_eq!(latest_version(&out), 11);
+    assert_eq!(delta_rows(&out, TableVersion::Latest), expected);
+}

@@ -151,3 +151,21 @@ def test_a_deltalake_writer_committing_meanwhile_is_merged_or_conflicts_and_the_
     assert table.version() == 3
     assert table.history()[0].get("engineInfo", "").startswith("delta-rs")
     assert pl.read_delta(str(out)).height == table.to_pyarrow_table().num_rows
+
+
+def test_the_checkpoint_lakescore_writes_every_tenth_version_is_read_by_deltalake_and_polars(tmp_path):
+    out = tmp_path / "table"
+    lake = one_partition(tmp_path, "2026-11-25")
+    score(out, "--output-format", "delta", lake=lake)
+    expected = rows(deltalake.DeltaTable(str(out)).to_pyarrow_table())
+    for _ in range(10):
+        score(out, "--mode", "overwrite", lake=lake)
+    log = out / "_delta_log"
+    assert (log / "00000000000000000010.checkpoint.parquet").exists()
+    # Readers must start from the checkpoint: the commits before it go.
+    for version in range(10):
+        (log / f"{version:020}.json").unlink()
+    table = deltalake.DeltaTable(str(out))
+    assert table.version() == 10
+    assert rows(table.to_pyarrow_table()) == expected
+    assert rows(pl.read_delta(str(out)).to_arrow()) == expected
