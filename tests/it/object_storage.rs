@@ -876,6 +876,24 @@ fn scores_published_as_a_delta_table_on_s3_commit_once_even_after_a_kill() {
     let overwrite_refs: Vec<&str> = overwrite_args.iter().map(String::as_str).collect();
     lakescore_s3(&endpoint, &overwrite_refs, &[]).assert_ok();
     assert_eq!(commits(&out), 2);
+    // Version 10 gets a checkpoint on S3 too, which the kernel then reads.
+    for _ in 2..=10 {
+        lakescore_s3(&endpoint, &overwrite_refs, &[]).assert_ok();
+    }
+    let log: Vec<String> = objects(&out)
+        .into_iter()
+        .map(|(path, _)| path)
+        .filter(|path| path.starts_with("_delta_log/"))
+        .collect();
+    assert!(
+        log.contains(&"_delta_log/00000000000000000010.checkpoint.parquet".to_string()),
+        "{log:?}"
+    );
+    let remote_table =
+        lakescore::source::delta::DeltaTable::open_remote(out.clone(), lakescore::source::TableVersion::Latest)
+            .unwrap();
+    assert_eq!(remote_table.version(), 10);
+    assert_eq!(remote_table.list().unwrap().len(), 4);
 }
 
 #[test]
