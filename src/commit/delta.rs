@@ -376,6 +376,7 @@ impl OutputTable for DeltaOutput {
             mode,
             run_uuid,
             base,
+            txn_version: now_ms(),
             placed: Vec::new(),
             reused: Mutex::new(Vec::new()),
         }))
@@ -416,6 +417,8 @@ struct DeltaCommitter {
     /// it: another writer's change to a partition while this run scored it
     /// fails the run rather than being silently replaced.
     base: Option<u64>,
+    /// The `txn` version of the run's commit: when it began (ms).
+    txn_version: i64,
     placed: Vec<PlacedPartition>,
     /// The records `reusable_partition` handed out (resume).
     reused: Mutex<Vec<PartitionRecord>>,
@@ -466,8 +469,15 @@ impl DeltaCommitter {
                 Some(version) => self.table.target(Some(version))?,
                 None => None,
             };
-            let Some(commit) = plan_commit(existing.as_ref(), partitions, self.mode, &run_id, &self.run_uuid)
-                .map_err(|problem| self.table.error(problem))?
+            let Some(commit) = plan_commit(
+                existing.as_ref(),
+                partitions,
+                self.mode,
+                &run_id,
+                &self.run_uuid,
+                self.txn_version,
+            )
+            .map_err(|problem| self.table.error(problem))?
             else {
                 let version = existing.map(|t| t.version).expect("a new table always gets a commit");
                 tracing::info!(
@@ -642,6 +652,8 @@ struct PlannedCommit {
     /// did not conflict.
     columns: BTreeMap<String, Value>,
     partition_columns: Vec<String>,
+    /// Its `txn` action: the run's output key and start.
+    txn: (String, i64),
 }
 
 type PartitionValues = BTreeMap<String, Option<String>>;
@@ -655,6 +667,7 @@ fn plan_commit(
     mode: WriteMode,
     run_id: &str,
     run_uuid: &str,
+    txn_version: i64,
 ) -> Result<Option<PlannedCommit>, String> {
     let Some(first) = partitions.first() else {
         return Err("cannot be committed to: this run placed no files".into());
@@ -790,13 +803,15 @@ fn plan_commit(
         "lakescore": {"runId": run_id, "version": env!("CARGO_PKG_VERSION"), "mode": mode.to_string()},
     }})];
     commit_info.append(&mut lines);
-    // The run's output key (every partition's key): a writer retrying the
-    // same output can see it committed.
+    // The run's output key (every partition's key) as the application id,
+    // the run's start as its version: this run's commit, whichever attempt
+    // wrote it, carries the same pair.
     let keys: Vec<&str> = partitions.iter().map(|p| p.key.as_str()).collect();
     let output_key = sha256_hex(keys.join("\n").as_bytes());
+    let txn = (format!("lakescore-{}", &output_key[..32]), txn_version);
     commit_info.push(json!({"txn": {
-        "appId": format!("lakescore-{}", &output_key[..32]),
-        "version": now,
+        "appId": txn.0,
+        "version": txn.1,
         "lastUpdated": now,
     }}));
     commit_info.extend(removes);
@@ -814,6 +829,7 @@ fn plan_commit(
         partitions: touched,
         columns: schema.into_iter().collect(),
         partition_columns,
+        txn,
     }))
 }
 
@@ -879,7 +895,10 @@ fn judge_winner(bytes: &[u8], ours: &PlannedCommit, mode: WriteMode, run_id: &st
         let Ok(action) = serde_json::from_str::<Value>(line) else {
             return Winner::Conflict("wrote a commit lakescore cannot read".into());
         };
-        if action["commitInfo"]["lakescore"]["runId"].as_str() == Some(run_id) {
+        let txn = &action["txn"];
+        if action["commitInfo"]["lakescore"]["runId"].as_str() == Some(run_id)
+            || (txn["appId"].as_str() == Some(ours.txn.0.as_str()) && txn["version"].as_i64() == Some(ours.txn.1))
+        {
             return Winner::Ours;
         }
         if let Some(metadata) = action.get("metaData") {
@@ -1269,7 +1288,7 @@ mod tests {
             placed("dt=1", "k1", &["dt=1/a-R.parquet"]),
             placed("dt=2", "k2", &["dt=2/b-R.parquet"]),
         ];
-        let commit = plan_commit(None, &partitions, WriteMode::ErrorIfExists, "R", "uuid")
+        let commit = plan_commit(None, &partitions, WriteMode::ErrorIfExists, "R", "uuid", 7)
             .unwrap()
             .unwrap();
         let lines = lines(&commit);
@@ -1289,7 +1308,7 @@ mod tests {
     fn overwrite_removes_only_the_other_files_of_the_partitions_it_writes() {
         let existing = table(vec![live("dt=1/old.parquet", "1"), live("dt=3/keep.parquet", "3")]);
         let partitions = [placed("dt=1", "k1", &["dt=1/a-R.parquet"])];
-        let commit = plan_commit(Some(&existing), &partitions, WriteMode::Overwrite, "R", "uuid")
+        let commit = plan_commit(Some(&existing), &partitions, WriteMode::Overwrite, "R", "uuid", 7)
             .unwrap()
             .unwrap();
         let lines = lines(&commit);
@@ -1307,7 +1326,7 @@ mod tests {
         // The table already holds exactly the run's files: nothing to commit.
         let done = table(vec![live("dt=1/a-R.parquet", "1"), live("dt=3/keep.parquet", "3")]);
         assert!(
-            plan_commit(Some(&done), &partitions, WriteMode::Resume, "R", "uuid")
+            plan_commit(Some(&done), &partitions, WriteMode::Resume, "R", "uuid", 7)
                 .unwrap()
                 .is_none()
         );
@@ -1318,7 +1337,7 @@ mod tests {
         let mut existing = table(vec![]);
         existing.columns[1] = ("score".into(), json!("float"));
         let partitions = [placed("dt=1", "k1", &["dt=1/a-R.parquet"])];
-        let error = plan_commit(Some(&existing), &partitions, WriteMode::Overwrite, "R", "uuid").unwrap_err();
+        let error = plan_commit(Some(&existing), &partitions, WriteMode::Overwrite, "R", "uuid", 7).unwrap_err();
         assert!(
             error.contains("score float") && error.contains("score double"),
             "{error}"
@@ -1328,7 +1347,7 @@ mod tests {
     #[test]
     fn another_writers_commit_conflicts_only_when_it_touches_the_runs_partitions() {
         let partitions = [placed("dt=1", "k1", &["dt=1/a-R.parquet"])];
-        let ours = plan_commit(None, &partitions, WriteMode::Overwrite, "R", "uuid")
+        let ours = plan_commit(None, &partitions, WriteMode::Overwrite, "R", "uuid", 7)
             .unwrap()
             .unwrap();
         let add = |dt: &str| format!("{{\"add\":{{\"path\":\"x\",\"partitionValues\":{{\"dt\":\"{dt}\"}}}}}}\n");
@@ -1354,7 +1373,8 @@ mod tests {
             .unwrap()
             .replace("\"runId\":\"R\"", "\"runId\":\"S\"")
             .replace("dt=1/a-R", "dt=2/b-S")
-            .replace("{\"dt\":\"1\"}", "{\"dt\":\"2\"}");
+            .replace("{\"dt\":\"1\"}", "{\"dt\":\"2\"}")
+            .replace(&ours.txn.0, "lakescore-another-output");
         assert_eq!(
             judge_winner(created.as_bytes(), &ours, WriteMode::Overwrite, "R"),
             Winner::Harmless
@@ -1367,6 +1387,12 @@ mod tests {
         let mine =
             b"{\"commitInfo\":{\"lakescore\":{\"runId\":\"R\"}}}\n{\"add\":{\"partitionValues\":{\"dt\":\"1\"}}}\n";
         assert_eq!(judge_winner(mine, &ours, WriteMode::Overwrite, "R"), Winner::Ours);
+        // The same run's transaction, by its txn action alone.
+        let txn = format!("{{\"txn\":{{\"appId\":\"{}\",\"version\":7}}}}\n", ours.txn.0);
+        assert_eq!(
+            judge_winner(txn.as_bytes(), &ours, WriteMode::Overwrite, "R"),
+            Winner::Ours
+        );
     }
 
     #[test]
