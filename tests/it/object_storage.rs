@@ -1160,6 +1160,46 @@ fn a_lake_on_azure_scores_to_the_local_bytes_and_publishes_back_to_azure() {
 }
 
 #[test]
+fn scores_published_as_a_delta_table_on_azure_read_back_through_the_log() {
+    let Some(endpoint) = azurite_endpoint() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let container = azure_container(&endpoint, "delta");
+    let settings = azure_settings(&endpoint);
+    let env: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let model = sample().join("model.json");
+    let local = dir.path().join("local");
+    score(
+        &model,
+        &sample().join("customers"),
+        &local,
+        &["--output-format", "delta"],
+    )
+    .assert_ok();
+    let url = format!("az://{container}/scores");
+    for mode in ["error-if-exists", "overwrite"] {
+        let args = sample_to_url(&model, &url, &["--output-format", "delta", "--mode", mode]);
+        let run = lakescore_with_env(&args, &env);
+        run.assert_ok();
+        assert!(!run.stderr.contains(AZURITE_KEY));
+    }
+    let out = Remote::parse_with(&url, settings.clone()).unwrap();
+    let table = lakescore::source::delta::DeltaTable::open_remote(out.clone(), lakescore::source::TableVersion::Latest)
+        .unwrap();
+    assert_eq!(table.version(), 1);
+    let downloaded = dir.path().join("downloaded");
+    for (path, bytes) in objects(&out) {
+        let target = downloaded.join(&path);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(target, bytes).unwrap();
+    }
+    let latest = lakescore::source::TableVersion::Latest;
+    assert_eq!(
+        crate::delta_output::delta_rows(&downloaded, latest),
+        crate::delta_output::delta_rows(&local, latest)
+    );
+}
+
+#[test]
 fn campaigns_reports_and_policies_live_on_s3_too() {
     let Some(endpoint) = s3_endpoint() else { return };
     let bucket = bucket(&endpoint, "campaign");
