@@ -15,6 +15,7 @@ use candle_core::{Device, Tensor};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use lakescore::model::trees::Library;
 use lakescore::model::trees::eval::{Compiled, evaluate};
+use lakescore::model::trees::simd::Isa;
 use lakescore::model::trees::synthetic::{Shape, random_ensemble, random_rows};
 use lakescore::pipeline::BATCH_ROWS;
 
@@ -40,6 +41,8 @@ fn bench_trees(c: &mut Criterion) {
         ("xgboost depth 3", shape(Library::XGBoost, 8, true), false),
         ("xgboost depth 6", shape(Library::XGBoost, 64, true), false),
         ("xgboost depth 8", shape(Library::XGBoost, 256, true), false),
+        ("xgboost depth 6, avx2", shape(Library::XGBoost, 64, true), false),
+        ("xgboost depth 8, avx2", shape(Library::XGBoost, 256, true), false),
         ("xgboost depth 6, scalar", shape(Library::XGBoost, 64, true), true),
         (
             "lightgbm 63 leaves, leaf-wise",
@@ -51,6 +54,8 @@ fn bench_trees(c: &mut Criterion) {
         let ensemble = random_ensemble(&shape);
         let compiled = Arc::new(if scalar {
             Compiled::scalar_only(&ensemble)
+        } else if name.ends_with("avx2") {
+            Compiled::with_isa(&ensemble, Isa::Avx2)
         } else {
             Compiled::new(&ensemble)
         });

@@ -29,7 +29,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
 pub use super::kernel::Scalar;
 use super::kernel::{BLOCK_ROWS, DeviceLayout, DeviceProgram, PerfectSource, SimdTrees, goes_second};
-use super::simd::PerfectForest;
+use super::simd::{Isa, PerfectForest};
 use super::{Aggregate, Ensemble, LGB_ZERO_THRESHOLD, LgbMissing, Library, Node, OnnxRule, Test, XGB_MAX_CATEGORY};
 use crate::device::PerDevice;
 
@@ -212,6 +212,21 @@ impl Compiled {
                 // The kernel sums; MIN and MAX take the scalar paths.
                 let simd = (program.aggregate == Aggregate::Sum)
                     .then(|| PerfectForest::new(&program))
+                    .flatten();
+                Precision::F32(program, simd)
+            }
+            Library::LightGBM => Precision::F64(Program::compile(ensemble)),
+        })
+    }
+
+    /// The same program with the SIMD kernel of `isa`, or none where this
+    /// CPU lacks it (tests and benches compare the kernels on one CPU).
+    pub fn with_isa(ensemble: &Ensemble, isa: Isa) -> Compiled {
+        Compiled::with(match ensemble.library {
+            Library::XGBoost | Library::Onnx => {
+                let program: Program<f32> = Program::compile(ensemble);
+                let simd = (program.aggregate == Aggregate::Sum)
+                    .then(|| PerfectForest::for_isa(&program, isa))
                     .flatten();
                 Precision::F32(program, simd)
             }
@@ -878,19 +893,22 @@ mod tests {
             values[4] = -0.0;
             values[5] = 1e-40;
             let fast = margins(Compiled::new(ensemble), &values, n_rows);
+            // The AVX2 kernel too, on a CPU that would choose AVX-512.
+            let avx2 = margins(Compiled::with_isa(ensemble, Isa::Avx2), &values, n_rows);
             let scalar = margins(Compiled::scalar_only(ensemble), &values, n_rows);
             for r in 0..n_rows {
                 let row: Vec<f64> = (0..shape.n_features).map(|j| values[j * n_rows + r]).collect();
                 let expected = ensemble.reference_margins(&row);
                 for g in 0..shape.n_groups {
-                    let (f, s, e) = (
+                    let (f, a, s, e) = (
                         fast[r * shape.n_groups + g],
+                        avx2[r * shape.n_groups + g],
                         scalar[r * shape.n_groups + g],
                         expected[g],
                     );
                     assert!(
-                        f.to_bits() == e.to_bits() && s.to_bits() == e.to_bits(),
-                        "{shape:?} {:?} row {r} group {g}: simd {f}, scalar {s}, reference {e}",
+                        f.to_bits() == e.to_bits() && a.to_bits() == e.to_bits() && s.to_bits() == e.to_bits(),
+                        "{shape:?} {:?} row {r} group {g}: simd {f}, avx2 {a}, scalar {s}, reference {e}",
                         ensemble.aggregate
                     );
                 }

@@ -1,5 +1,6 @@
-//! The AVX-512 kernel for float32 trees (XGBoost, ONNX) of depth 10 or
-//! less: each tree padded to a perfect tree, 16 rows walked at once.
+//! The SIMD kernels for float32 trees (XGBoost, ONNX) of depth 10 or less:
+//! each tree padded to a perfect tree, 16 rows walked at once with AVX-512,
+//! 8 with AVX2.
 //!
 //! Node `i` of a perfect tree has children `2i+1` and `2i+2`, so a row's
 //! position needs no child pointers: `pos = 2 * pos + (went second)`. The
@@ -9,8 +10,13 @@
 //! row's view value. Comparison semantics are the scalar evaluator's
 //! (`x <= threshold` goes first, NaN goes second), so results are identical.
 //!
+//! The AVX2 kernel is the same walk on 8 lanes: levels 0-3 (at most 8
+//! nodes) are looked up with one register permute, deeper levels and the
+//! leaves of trees deeper than 3 are gathered.
+//!
 //! Chosen at run time (`is_x86_feature_detected!`): the binary runs on any
-//! x86-64 and uses this only where the CPU has AVX-512F.
+//! x86-64 and uses AVX-512F where the CPU has it, else AVX2, else neither
+//! (the scalar evaluator).
 
 use super::kernel::{PerfectSource, SimdTrees};
 
@@ -26,9 +32,39 @@ struct PerfectTree {
     leaf_offset: usize,
 }
 
+/// Which instruction set a [`PerfectForest`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    Avx512,
+    Avx2,
+}
+
+impl Isa {
+    /// The widest this CPU has.
+    pub fn best() -> Option<Isa> {
+        [Isa::Avx512, Isa::Avx2].into_iter().find(|isa| isa.available())
+    }
+
+    /// Whether this CPU can run it.
+    pub fn available(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            match self {
+                Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+                Isa::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+}
+
 /// The perfect-tree layout of every tree the kernel takes.
 #[derive(Debug)]
 pub struct PerfectForest {
+    isa: Isa,
     trees: Vec<Option<PerfectTree>>,
     thresholds: Vec<f32>,
     views: Vec<i32>,
@@ -36,13 +72,21 @@ pub struct PerfectForest {
 }
 
 impl PerfectForest {
-    /// The layout, when this CPU can run the kernel and some tree fits it.
+    /// The layout for the widest kernel this CPU runs, when it has one and
+    /// some tree fits it.
     pub fn new(source: &dyn PerfectSource) -> Option<PerfectForest> {
+        PerfectForest::for_isa(source, Isa::best()?)
+    }
+
+    /// The layout for the kernel of `isa`, when this CPU has it and some
+    /// tree fits (tests and benches compare the kernels on one CPU).
+    pub fn for_isa(source: &dyn PerfectSource, isa: Isa) -> Option<PerfectForest> {
         // Gather offsets (row x views + view) are 32-bit.
-        if !cpu_has_avx512() || source.n_views().saturating_mul(super::kernel::BLOCK_ROWS) >= 1 << 31 {
+        if !isa.available() || source.n_views().saturating_mul(super::kernel::BLOCK_ROWS) >= 1 << 31 {
             return None;
         }
         let mut forest = PerfectForest {
+            isa,
             trees: Vec::with_capacity(source.n_trees()),
             thresholds: Vec::new(),
             views: Vec::new(),
@@ -102,17 +146,6 @@ impl PerfectForest {
     }
 }
 
-fn cpu_has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
 impl SimdTrees<f32> for PerfectForest {
     fn run(&self, tree: usize, views: &[f32], n_views: usize, sums: &mut [f32]) -> bool {
         let Some(tree) = self.trees[tree] else {
@@ -121,23 +154,45 @@ impl SimdTrees<f32> for PerfectForest {
         debug_assert_eq!(views.len(), sums.len() * n_views);
         #[cfg(target_arch = "x86_64")]
         {
-            // SAFETY: `new` only builds a forest when the CPU has AVX-512F;
-            // the layout's offsets, padding and view numbers (< n_views, as
-            // the scalar evaluator's) keep every load and gather in bounds.
+            // SAFETY: `for_isa` only builds a forest when the CPU has its
+            // instruction set; the layout's offsets, padding and view numbers
+            // (< n_views, as the scalar evaluator's) keep every load and
+            // gather in bounds.
             unsafe {
-                let kernel = match tree.depth {
-                    1 => avx512::run::<1>,
-                    2 => avx512::run::<2>,
-                    3 => avx512::run::<3>,
-                    4 => avx512::run::<4>,
-                    5 => avx512::run::<5>,
-                    6 => avx512::run::<6>,
-                    7 => avx512::run::<7>,
-                    8 => avx512::run::<8>,
-                    9 => avx512::run::<9>,
-                    _ => avx512::run::<10>,
+                type Kernel = unsafe fn(&[f32], &[i32], &[f32], &[f32], usize, &mut [f32]);
+                let (kernel, lanes): (Kernel, usize) = match self.isa {
+                    Isa::Avx512 => (
+                        match tree.depth {
+                            1 => avx512::run::<1>,
+                            2 => avx512::run::<2>,
+                            3 => avx512::run::<3>,
+                            4 => avx512::run::<4>,
+                            5 => avx512::run::<5>,
+                            6 => avx512::run::<6>,
+                            7 => avx512::run::<7>,
+                            8 => avx512::run::<8>,
+                            9 => avx512::run::<9>,
+                            _ => avx512::run::<10>,
+                        },
+                        16,
+                    ),
+                    Isa::Avx2 => (
+                        match tree.depth {
+                            1 => avx2::run::<1>,
+                            2 => avx2::run::<2>,
+                            3 => avx2::run::<3>,
+                            4 => avx2::run::<4>,
+                            5 => avx2::run::<5>,
+                            6 => avx2::run::<6>,
+                            7 => avx2::run::<7>,
+                            8 => avx2::run::<8>,
+                            9 => avx2::run::<9>,
+                            _ => avx2::run::<10>,
+                        },
+                        8,
+                    ),
                 };
-                let full = sums.len() / 16 * 16;
+                let full = sums.len() / lanes * lanes;
                 kernel(
                     &self.thresholds[tree.offset..],
                     &self.views[tree.offset..],
@@ -146,7 +201,7 @@ impl SimdTrees<f32> for PerfectForest {
                     n_views,
                     &mut sums[..full],
                 );
-                // The last rows, fewer than 16: the same walk, one at a time.
+                // The last rows, fewer than a register: the same walk, one at a time.
                 for r in full..sums.len() {
                     let row = &views[r * n_views..][..n_views];
                     let mut node = 0usize;
@@ -304,6 +359,123 @@ mod avx512 {
                     _mm512_mask_blend_ps(_mm512_test_epi32_mask(pos, _mm512_set1_epi32(32)), low, high)
                 }
                 _ => _mm512_i32gather_ps::<4>(pos, leaves),
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// Adds one depth-`D` perfect tree's leaf to `sums[r]` for each row `r`
+    /// (a multiple of 8 rows) of the row-major `views`.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn run<const D: usize>(
+        thresholds: &[f32],
+        view_of: &[i32],
+        leaves: &[f32],
+        views: &[f32],
+        n_views: usize,
+        sums: &mut [f32],
+    ) {
+        unsafe {
+            let thr = thresholds.as_ptr();
+            let vix = view_of.as_ptr();
+            // Levels 0-3 (1-8 nodes), one register each: the layout pads
+            // every tree with 16 nodes of slack, so the loads stay inside.
+            let mut level_thr = [_mm256_setzero_ps(); 4];
+            let mut level_view = [_mm256_setzero_si256(); 4];
+            for l in 0..D.min(4) {
+                let offset = (1usize << l) - 1;
+                level_thr[l] = _mm256_loadu_ps(thr.add(offset));
+                level_view[l] = _mm256_loadu_si256(vix.add(offset) as *const __m256i);
+            }
+            // The layout holds at least 64 leaves per tree.
+            let lp = leaves.as_ptr();
+            let leaf_reg = _mm256_loadu_ps(lp);
+            let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let stride = _mm256_set1_epi32(n_views as i32);
+            let one = _mm256_set1_epi32(1);
+            let block = views.as_ptr();
+            let row_offsets_at =
+                |r: usize| _mm256_mullo_epi32(_mm256_add_epi32(lanes, _mm256_set1_epi32(r as i32)), stride);
+            // `C` chunks of 8 rows walk together, to fill the gathers' latency.
+            let mut r = 0;
+            const C: usize = 8;
+            while r + 8 * C <= sums.len() {
+                let row_offsets: [__m256i; C] = std::array::from_fn(|c| row_offsets_at(r + 8 * c));
+                let mut pos = [_mm256_setzero_si256(); C];
+                for l in 0..D {
+                    for (p, &offsets) in pos.iter_mut().zip(&row_offsets) {
+                        *p = level_step(l, *p, offsets, &level_thr, &level_view, thr, vix, block, one);
+                    }
+                }
+                for (c, &p) in pos.iter().enumerate() {
+                    let leaf = leaf_of::<D>(p, leaf_reg, lp);
+                    let out = sums.as_mut_ptr().add(r + 8 * c);
+                    _mm256_storeu_ps(out, _mm256_add_ps(_mm256_loadu_ps(out), leaf));
+                }
+                r += 8 * C;
+            }
+            while r < sums.len() {
+                let mut pos = _mm256_setzero_si256();
+                let row_offsets = row_offsets_at(r);
+                for l in 0..D {
+                    pos = level_step(l, pos, row_offsets, &level_thr, &level_view, thr, vix, block, one);
+                }
+                let leaf = leaf_of::<D>(pos, leaf_reg, lp);
+                let out = sums.as_mut_ptr().add(r);
+                _mm256_storeu_ps(out, _mm256_add_ps(_mm256_loadu_ps(out), leaf));
+                r += 8;
+            }
+        }
+    }
+
+    /// One level of 8 rows' walk: look up each row's split, gather its view
+    /// value, and step to the first child (`x <= t`, NaN fails) or second.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn level_step(
+        l: usize,
+        pos: __m256i,
+        row_offsets: __m256i,
+        level_thr: &[__m256; 4],
+        level_view: &[__m256i; 4],
+        thr: *const f32,
+        vix: *const i32,
+        block: *const f32,
+        one: __m256i,
+    ) -> __m256i {
+        unsafe {
+            let (t, v) = match l {
+                0..=3 => (
+                    _mm256_permutevar8x32_ps(level_thr[l], pos),
+                    _mm256_permutevar8x32_epi32(level_view[l], pos),
+                ),
+                _ => {
+                    let index = _mm256_add_epi32(pos, _mm256_set1_epi32((1 << l) - 1));
+                    (
+                        _mm256_i32gather_ps::<4>(thr, index),
+                        _mm256_i32gather_epi32::<4>(vix, index),
+                    )
+                }
+            };
+            let x = _mm256_i32gather_ps::<4>(block, _mm256_add_epi32(row_offsets, v));
+            // All ones where the row goes first (`x <= t`, ordered: NaN fails).
+            let first = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(x, t));
+            let pos = _mm256_add_epi32(pos, pos);
+            _mm256_add_epi32(pos, _mm256_andnot_si256(first, one))
+        }
+    }
+
+    /// The leaf values at 8 rows' final positions.
+    #[inline(always)]
+    unsafe fn leaf_of<const D: usize>(pos: __m256i, leaf_reg: __m256, leaves: *const f32) -> __m256 {
+        unsafe {
+            match D {
+                0..=3 => _mm256_permutevar8x32_ps(leaf_reg, pos),
+                _ => _mm256_i32gather_ps::<4>(leaves, pos),
             }
         }
     }
