@@ -479,6 +479,8 @@ impl<T: Scalar> Program<T> {
         let (n_views, n_groups) = (self.views.len(), self.n_groups);
         let mut out = Vec::with_capacity(n_rows * n_groups);
         let mut views = vec![T::ZERO; BLOCK_ROWS * n_views];
+        // The same views column by column, for the SIMD kernels' top levels.
+        let mut view_major = vec![T::ZERO; simd.map_or(0, |_| BLOCK_ROWS * n_views)];
         // Per block, group-major: each tree adds to one contiguous run.
         let mut sums = vec![T::ZERO; BLOCK_ROWS * n_groups];
         for start in (0..n_rows).step_by(BLOCK_ROWS) {
@@ -517,6 +519,14 @@ impl<T: Scalar> Program<T> {
                 );
             }
             let views = &views[..rows * n_views];
+            if simd.is_some() {
+                for (v, column) in view_major.chunks_exact_mut(rows).take(n_views).enumerate() {
+                    for (r, slot) in column.iter_mut().enumerate() {
+                        *slot = views[r * n_views + v];
+                    }
+                }
+            }
+            let view_major = &view_major[..simd.map_or(0, |_| rows * n_views)];
             for (g, &base) in self.base_margin.iter().enumerate() {
                 let start = match self.aggregate {
                     Aggregate::Sum => base,
@@ -527,7 +537,7 @@ impl<T: Scalar> Program<T> {
             }
             for (t, tree) in self.trees.iter().enumerate() {
                 let group = &mut sums[tree.group as usize * rows..][..rows];
-                if simd.is_some_and(|k| k.run(t, views, n_views, group)) {
+                if simd.is_some_and(|k| k.run(t, views, view_major, n_views, group)) {
                     continue;
                 }
                 match self.aggregate {

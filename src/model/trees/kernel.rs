@@ -75,7 +75,9 @@ pub(crate) fn goes_second<T: Scalar>(x: T, threshold: T) -> bool {
 pub trait SimdTrees<T> {
     /// Adds tree `tree`'s leaf for each row of `views` to `sums`; false when
     /// the kernel does not take this tree.
-    fn run(&self, tree: usize, views: &[T], n_views: usize, sums: &mut [T]) -> bool;
+    /// `view_major` holds the same views column by column (view `v` of row
+    /// `r` at `v * sums.len() + r`).
+    fn run(&self, tree: usize, views: &[T], view_major: &[T], n_views: usize, sums: &mut [T]) -> bool;
 }
 
 /// What the SIMD layout is built from: a compiled float32 program's trees.
