@@ -653,6 +653,16 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// Whether any object lies below `relative` in `remote` (one LIST request,
+/// its first page: a folder's presence, on a store without folders).
+pub fn any_object_below(remote: &Remote, relative: &str) -> Result<bool, object_store::Error> {
+    use futures_util::StreamExt;
+    let (store, prefix) = (Arc::clone(&remote.store), remote.join(relative).path);
+    block_on(async move { store.list(Some(&prefix)).next().await })
+        .transpose()
+        .map(|first| first.is_some())
+}
+
 /// The I/O runtime's handle, for a library that runs its own tasks on a
 /// multi-threaded runtime (delta_kernel's checkpoint writer).
 #[cfg_attr(not(feature = "delta"), allow(dead_code))]

@@ -1391,24 +1391,28 @@ fn delta_table(
     )))
 }
 
-/// The table `score` publishes to: [`output_table`], as a Delta table when
-/// `format` says so or (no format given) when OUT already is one.
+/// The output table `path` names (a URL on object storage, or a local
+/// folder), as a Delta table when `format` says so or (no format given)
+/// when it already is one.
 fn scores_table(
     path: &std::path::Path,
     format: Option<&str>,
 ) -> Result<Box<dyn lakescore::commit::OutputTable>, Error> {
-    let folder = output_table(path)?;
+    let text = path.to_string_lossy();
+    let remote = match lakescore::store::is_remote(&text) {
+        true => Some(lakescore::store::Remote::parse(&text)?),
+        false => None,
+    };
     #[cfg(feature = "delta")]
     {
         use lakescore::commit::delta::{DeltaOutput, TableStore};
-        let text = path.to_string_lossy();
-        let table = match lakescore::store::is_remote(&text) {
-            true => TableStore::Remote(lakescore::store::Remote::parse(&text)?),
-            false => TableStore::Local(path.to_path_buf()),
+        let table = match &remote {
+            Some(remote) => TableStore::Remote(remote.clone()),
+            None => TableStore::Local(path.to_path_buf()),
         };
         let is_delta = DeltaOutput::exists(&table)?;
         match (format, is_delta) {
-            (Some("delta"), _) | (None, true) => return Ok(Box::new(DeltaOutput::new(folder, table))),
+            (Some("delta"), _) | (None, true) => return Ok(Box::new(DeltaOutput::new(table))),
             (Some(_), true) => {
                 return Err(Error::Usage(format!(
                     "`{}` is a Delta table: Parquet files written into it would be invisible to its readers; \
@@ -1425,18 +1429,10 @@ fn scores_table(
             "`--output-format delta` needs the `delta` feature, which this lakescore was built without".into(),
         ));
     }
-    Ok(folder)
-}
-
-/// The output table `path` names: a URL on object storage, or a local
-/// folder.
-fn output_table(path: &std::path::Path) -> Result<Box<dyn lakescore::commit::OutputTable>, Error> {
-    let text = path.to_string_lossy();
-    if lakescore::store::is_remote(&text) {
-        let remote = lakescore::store::Remote::parse(&text)?;
-        return Ok(Box::new(lakescore::commit::ObjectOutput::new(remote)));
-    }
-    Ok(Box::new(LocalOutput::new(path)))
+    Ok(match remote {
+        Some(remote) => Box::new(lakescore::commit::ObjectOutput::new(remote)),
+        None => Box::new(LocalOutput::new(path)),
+    })
 }
 
 /// A local input table, memory-mapped.

@@ -52,7 +52,8 @@ use super::{
     CommitError, Committer, LedgerRecord, OutputTable, PartitionRecord, Published, RunStatus, WriteMode, io_error,
 };
 use crate::lock::{Holder, OutputLock};
-use crate::source::delta::{LiveFile, WriteTarget, percent_decode};
+use crate::source::SourceError;
+use crate::source::delta::{KernelTable, LiveFile, WriteTarget, percent_decode, schema_columns};
 use crate::store::{self, Remote};
 use crate::test_hooks;
 use crate::util::{fsync_dir, sha256_hex};
@@ -129,14 +130,24 @@ impl TableStore {
                 Ok(std::fs::read_dir(root.join(ACTIONS)).is_ok_and(|mut entries| entries.next().is_some()))
             }
             TableStore::Remote(remote) => {
-                use futures_util::StreamExt;
-                let (store, prefix) = (Arc::clone(&remote.store), remote.join(ACTIONS).path);
-                match store::block_on(async move { store.list(Some(&prefix)).next().await }) {
-                    None => Ok(false),
-                    Some(Ok(_)) => Ok(true),
-                    Some(Err(error)) => Err(self.remote_error("LIST", ACTIONS, error)),
-                }
+                store::any_object_below(remote, ACTIONS).map_err(|error| self.remote_error("LIST", ACTIONS, error))
             }
+        }
+    }
+
+    /// A source error about the table as a commit error naming it.
+    fn source_error(&self, error: SourceError) -> CommitError {
+        match error {
+            SourceError::Delta { problem, .. } => self.error(problem),
+            other => self.error(format!("cannot be read: {other}")),
+        }
+    }
+
+    /// The table as delta_kernel reads it.
+    fn kernel_table(&self) -> Result<KernelTable, SourceError> {
+        match self {
+            TableStore::Local(path) => KernelTable::local(path).map(|(table, _)| table),
+            TableStore::Remote(remote) => KernelTable::remote(remote),
         }
     }
 
@@ -146,51 +157,33 @@ impl TableStore {
         if !self.is_table()? {
             return Ok(None);
         }
-        let target = match self {
-            TableStore::Local(path) => {
-                let absolute = std::fs::canonicalize(path).map_err(io_error("resolve", path))?;
-                let root = url::Url::from_directory_path(&absolute)
-                    .map_err(|()| self.error(format!("`{}` is not a folder URL", absolute.display())))?;
-                let store = Arc::new(object_store::local::LocalFileSystem::new());
-                crate::source::delta::for_writing(path, &root, store, at)
-            }
-            TableStore::Remote(remote) => {
-                let root = url::Url::parse(&format!("{}/", remote.url))
-                    .map_err(|error| self.error(format!("not a table URL: {error}")))?;
-                crate::source::delta::for_writing(Path::new(&remote.url), &root, Arc::clone(&remote.store), at)
-            }
-        };
-        target.map(Some).map_err(|error| match error {
-            crate::source::SourceError::Delta { problem, .. } => self.error(problem),
-            other => self.error(format!("cannot be read: {other}")),
-        })
+        self.kernel_table()
+            .and_then(|table| crate::source::delta::for_writing(&table, at))
+            .map(Some)
+            .map_err(|error| self.source_error(error))
+    }
+
+    /// The table's latest version; `None` when there is no table yet.
+    fn version(&self) -> Result<Option<u64>, CommitError> {
+        if !self.is_table()? {
+            return Ok(None);
+        }
+        self.kernel_table()
+            .and_then(|table| crate::source::delta::latest_version(&table))
+            .map(Some)
+            .map_err(|error| self.source_error(error))
     }
 
     /// A checkpoint at `version`, when one is due; a failure is only a
     /// warning (the commit stands, and readers replay more commits).
     fn checkpoint_if_due(&self, version: u64) {
-        let written = match self {
-            TableStore::Local(path) => std::fs::canonicalize(path)
-                .ok()
-                .and_then(|absolute| url::Url::from_directory_path(absolute).ok())
-                .map(|root| {
-                    let store = Arc::new(object_store::local::LocalFileSystem::new());
-                    crate::source::delta::checkpoint_if_due(path, &root, store, version)
-                }),
-            TableStore::Remote(remote) => url::Url::parse(&format!("{}/", remote.url)).ok().map(|root| {
-                crate::source::delta::checkpoint_if_due(
-                    Path::new(&remote.url),
-                    &root,
-                    Arc::clone(&remote.store),
-                    version,
-                )
-            }),
-        };
+        let written = self
+            .kernel_table()
+            .and_then(|table| crate::source::delta::checkpoint_if_due(&table, version));
         match written {
-            Some(Ok(true)) => tracing::info!(version, "Delta checkpoint written"),
-            Some(Ok(false)) => {}
-            Some(Err(error)) => tracing::warn!(error = %error, "the commit stands, but its checkpoint was not written"),
-            None => tracing::warn!(location = %self.location(), "cannot name the table to checkpoint it"),
+            Ok(true) => tracing::info!(version, "Delta checkpoint written"),
+            Ok(false) => {}
+            Err(error) => tracing::warn!(error = %error, "the commit stands, but its checkpoint was not written"),
         }
     }
 
@@ -285,8 +278,8 @@ impl TableStore {
     }
 }
 
-/// An output table in Delta format, over the folder or bucket (`inner`)
-/// that stages, places and records its files.
+/// An output table in Delta format, over the folder or bucket (`inner`,
+/// the same location as `table`) that stages, places and records its files.
 pub struct DeltaOutput {
     inner: Box<dyn OutputTable>,
     table: TableStore,
@@ -297,7 +290,13 @@ pub struct DeltaOutput {
 }
 
 impl DeltaOutput {
-    pub fn new(inner: Box<dyn OutputTable>, table: TableStore) -> DeltaOutput {
+    /// The Delta output at `table`, over the folder's or the bucket's own
+    /// output for staging, placing and the run's records.
+    pub fn new(table: TableStore) -> DeltaOutput {
+        let inner: Box<dyn OutputTable> = match &table {
+            TableStore::Local(path) => Box::new(super::LocalOutput::new(path)),
+            TableStore::Remote(remote) => Box::new(super::ObjectOutput::new(remote.clone())),
+        };
         DeltaOutput {
             inner,
             table,
@@ -311,7 +310,7 @@ impl DeltaOutput {
         if let Some(version) = *look {
             return Ok(version);
         }
-        let version = self.table.target(None)?.map(|table| table.version);
+        let version = self.table.version()?;
         *look = Some(version);
         Ok(version)
     }
@@ -376,6 +375,9 @@ impl OutputTable for DeltaOutput {
             mode,
             run_uuid,
             base,
+            // Read already: the commit plans against it, unless the run
+            // waited and the table moved between its first look and now.
+            base_table: existing.filter(|table| Some(table.version) == base),
             txn_version: now_ms(),
             placed: Vec::new(),
             reused: Mutex::new(Vec::new()),
@@ -417,6 +419,8 @@ struct DeltaCommitter {
     /// it: another writer's change to a partition while this run scored it
     /// fails the run rather than being silently replaced.
     base: Option<u64>,
+    /// The table at `base`, when `begin` read that version.
+    base_table: Option<WriteTarget>,
     /// The `txn` version of the run's commit: when it began (ms).
     txn_version: i64,
     placed: Vec<PlacedPartition>,
@@ -461,12 +465,16 @@ impl DeltaCommitter {
     /// Writes the commit. Returns the version that holds the run's files:
     /// its commit's, or, when the table already holds exactly them (a
     /// resume after a commit that landed), the version it began from.
-    fn commit(&self, partitions: &[PlacedPartition]) -> Result<u64, CommitError> {
+    fn commit(&mut self, partitions: &[PlacedPartition]) -> Result<u64, CommitError> {
         let run_id = self.inner().run_id().to_string();
         let mut known = self.base;
+        let mut base_table = self.base_table.take();
         for _ in 0..COMMIT_ATTEMPTS {
             let existing = match known {
-                Some(version) => self.table.target(Some(version))?,
+                Some(version) => match base_table.take().filter(|table| table.version == version) {
+                    Some(table) => Some(table),
+                    None => self.table.target(Some(version))?,
+                },
                 None => None,
             };
             let Some(commit) = plan_commit(
@@ -907,14 +915,7 @@ fn judge_winner(bytes: &[u8], ours: &PlannedCommit, mode: WriteMode, run_id: &st
             let columns: Option<BTreeMap<String, Value>> = metadata["schemaString"]
                 .as_str()
                 .and_then(|text| serde_json::from_str::<Value>(text).ok())
-                .and_then(|schema| {
-                    schema["fields"].as_array().map(|fields| {
-                        fields
-                            .iter()
-                            .map(|f| (f["name"].as_str().unwrap_or_default().to_string(), f["type"].clone()))
-                            .collect()
-                    })
-                });
+                .map(|schema| schema_columns(&schema).into_iter().collect());
             let partition_columns: Vec<&str> = metadata["partitionColumns"]
                 .as_array()
                 .map(|names| names.iter().filter_map(Value::as_str).collect())

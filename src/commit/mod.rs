@@ -696,6 +696,27 @@ impl Transaction {
         fsync_dir(&parent).map_err(io_error("sync folder", &parent))
     }
 
+    /// Puts one partition's files in OUT (`put`, which returns the record
+    /// to write), in the order resume relies on: the old record goes first,
+    /// so that a death between the new files and the new record leaves no
+    /// record, and resume scores again rather than trusting an old key for
+    /// new files.
+    fn replace_partition(
+        &mut self,
+        partition: &PartitionRecord,
+        put: impl FnOnce(&Self) -> Result<PartitionRecord, CommitError>,
+    ) -> Result<PartitionRecord, CommitError> {
+        test_hooks::before_partition(self.published_partitions);
+        let record_path = self.partition_record_path(&partition.partition);
+        remove_file_durably(&record_path).map_err(io_error("remove old partition record", &record_path))?;
+        let record = put(self)?;
+        test_hooks::before_record(self.published_partitions);
+        let bytes = serde_json::to_vec_pretty(&record).expect("records serialize");
+        write_atomically(&record_path, &bytes).map_err(io_error("write partition record", &record_path))?;
+        self.published_partitions += 1;
+        Ok(record)
+    }
+
     /// Moves one staged file into place (replacing an older one atomically).
     fn publish_file(&self, relative: &Path) -> Result<(), CommitError> {
         let staged = self.staging_root.join("data").join(relative);
@@ -761,24 +782,17 @@ impl Committer for Transaction {
     fn publish(&mut self, partitions: &[PartitionRecord], all_partitions: &[&Path]) -> Result<(), CommitError> {
         self.remove_success()?;
         for partition in partitions {
-            test_hooks::before_partition(self.published_partitions);
-            let dir = &partition.partition;
-            // The old record goes first: if we die between the new files and
-            // the new record, resume finds no record and scores again, rather
-            // than trusting an old key for new files.
-            let record_path = self.partition_record_path(dir);
-            remove_file_durably(&record_path).map_err(io_error("remove old partition record", &record_path))?;
-            if self.is_leaf(dir, all_partitions) {
-                self.publish_folder(dir)?;
-            } else {
-                for file in &partition.files {
-                    self.publish_file(&file.path)?;
+            self.replace_partition(partition, |transaction| {
+                let dir = &partition.partition;
+                if transaction.is_leaf(dir, all_partitions) {
+                    transaction.publish_folder(dir)?;
+                } else {
+                    for file in &partition.files {
+                        transaction.publish_file(&file.path)?;
+                    }
                 }
-            }
-            test_hooks::before_record(self.published_partitions);
-            let record = serde_json::to_vec_pretty(partition).expect("records serialize");
-            write_atomically(&record_path, &record).map_err(io_error("write partition record", &record_path))?;
-            self.published_partitions += 1;
+                Ok(partition.clone())
+            })?;
         }
         Ok(())
     }
@@ -786,28 +800,24 @@ impl Committer for Transaction {
     /// Moves each staged file to its placed name (a rename: staging is on
     /// OUT's filesystem), then records the partition.
     fn place(&mut self, partitions: &[PartitionRecord], suffix: &str) -> Result<Vec<PartitionRecord>, CommitError> {
-        let mut placed = Vec::with_capacity(partitions.len());
-        for partition in partitions {
-            test_hooks::before_partition(self.published_partitions);
-            let record_path = self.partition_record_path(&partition.partition);
-            remove_file_durably(&record_path).map_err(io_error("remove old partition record", &record_path))?;
-            let mut record = partition.clone();
-            let folder = self.out_root.join(&partition.partition);
-            fs::create_dir_all(&folder).map_err(io_error("create folder", &folder))?;
-            for file in &mut record.files {
-                let staged = self.staged_path(&file.path);
-                file.path = placed_path(&file.path, suffix);
-                let target = self.out_root.join(&file.path);
-                fs::rename(&staged, &target).map_err(io_error("place file", &target))?;
-            }
-            fsync_dir(&folder).map_err(io_error("sync folder", &folder))?;
-            test_hooks::before_record(self.published_partitions);
-            let bytes = serde_json::to_vec_pretty(&record).expect("records serialize");
-            write_atomically(&record_path, &bytes).map_err(io_error("write partition record", &record_path))?;
-            self.published_partitions += 1;
-            placed.push(record);
-        }
-        Ok(placed)
+        partitions
+            .iter()
+            .map(|partition| {
+                self.replace_partition(partition, |transaction| {
+                    let mut record = partition.clone();
+                    let folder = transaction.out_root.join(&partition.partition);
+                    fs::create_dir_all(&folder).map_err(io_error("create folder", &folder))?;
+                    for file in &mut record.files {
+                        let staged = transaction.staged_path(&file.path);
+                        file.path = placed_path(&file.path, suffix);
+                        let target = transaction.out_root.join(&file.path);
+                        fs::rename(&staged, &target).map_err(io_error("place file", &target))?;
+                    }
+                    fsync_dir(&folder).map_err(io_error("sync folder", &folder))?;
+                    Ok(record)
+                })
+            })
+            .collect()
     }
 
     /// Writes the manifest, the last step that makes the table complete, and

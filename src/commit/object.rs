@@ -277,14 +277,7 @@ impl OutputTable for ObjectOutput {
     }
 
     fn lock_if_known(&self, holder: &Holder) -> Result<Option<OutputLock>, CommitError> {
-        let remote = self.remote.clone();
-        let runs = self.at(RUNS);
-        let known = store::block_on(async move {
-            let mut listing = remote.store.list(Some(&runs));
-            listing.try_next().await
-        })
-        .map_err(|error| self.io_error("LIST", RUNS, error))?
-        .is_some();
+        let known = store::any_object_below(&self.remote, RUNS).map_err(|error| self.io_error("LIST", RUNS, error))?;
         match known {
             true => Ok(Some(Lease::take(self, holder)?)),
             false => Ok(None),
@@ -500,6 +493,38 @@ impl ObjectTransaction {
             .collect())
     }
 
+    /// Makes one partition's uploads visible and records it, in the order
+    /// resume relies on: its old record goes, its uploads complete, the
+    /// `stale` objects of a version it replaces go, its new record comes.
+    fn complete_partition(
+        &mut self,
+        index: usize,
+        partition: &PartitionRecord,
+        files: Vec<Uploaded>,
+        stale: &[String],
+    ) -> Result<(), CommitError> {
+        test_hooks::before_partition(index);
+        self.check_held()?;
+        let record_path = Self::partition_record_path(&partition.partition);
+        self.output.delete(&record_path)?;
+        for file in files {
+            self.complete(file)?;
+        }
+        self.record_pending()?;
+        for object in stale {
+            if let Err(error) = self.output.delete(object) {
+                tracing::warn!(
+                    error = %crate::util::error_chain(&error),
+                    "cannot delete an object of the replaced version of a partition"
+                );
+            }
+        }
+        test_hooks::before_record(index);
+        let record = serde_json::to_vec_pretty(partition).expect("records serialize");
+        self.output.put(&record_path, record, PutMode::Overwrite)?;
+        Ok(())
+    }
+
     fn abort_pending(&mut self) {
         for upload in std::mem::take(&mut self.pending) {
             self.output.abort_upload(&upload);
@@ -574,13 +599,9 @@ impl Committer for ObjectTransaction {
         self.check_held()?;
         self.output.delete(SUCCESS_FILE)?;
         for (index, (partition, files)) in partitions.iter().zip(uploaded).enumerate() {
-            test_hooks::before_partition(index);
-            self.check_held()?;
-            let folder = slash(&partition.partition);
-            let record_path = Self::partition_record_path(&partition.partition);
-            self.output.delete(&record_path)?;
             // A leaf partition is replaced whole: objects of its old version
             // that the new one lacks go once the new ones are in place.
+            let folder = slash(&partition.partition);
             let is_leaf = !folder.is_empty()
                 && !all_partitions
                     .iter()
@@ -589,22 +610,11 @@ impl Committer for ObjectTransaction {
                 true => self.objects_in(&folder)?,
                 false => Vec::new(),
             };
-            let new: Vec<String> = files.iter().map(|f| f.upload.path.clone()).collect();
-            for file in files {
-                self.complete(file)?;
-            }
-            self.record_pending()?;
-            for stale in old.iter().filter(|o| !new.contains(o)) {
-                if let Err(error) = self.output.delete(stale) {
-                    tracing::warn!(
-                        error = %crate::util::error_chain(&error),
-                        "cannot delete an object of the replaced version of a partition"
-                    );
-                }
-            }
-            test_hooks::before_record(index);
-            let record = serde_json::to_vec_pretty(partition).expect("records serialize");
-            self.output.put(&record_path, record, PutMode::Overwrite)?;
+            let stale: Vec<String> = old
+                .into_iter()
+                .filter(|object| !files.iter().any(|f| f.upload.path == *object))
+                .collect();
+            self.complete_partition(index, partition, files, &stale)?;
         }
         Ok(())
     }
@@ -625,17 +635,8 @@ impl Committer for ObjectTransaction {
         }
         let mut sent = self.upload_all(&files)?.into_iter();
         for (index, partition) in placed.iter().enumerate() {
-            test_hooks::before_partition(index);
-            self.check_held()?;
-            let record_path = Self::partition_record_path(&partition.partition);
-            self.output.delete(&record_path)?;
-            for file in sent.by_ref().take(partition.files.len()) {
-                self.complete(file)?;
-            }
-            self.record_pending()?;
-            test_hooks::before_record(index);
-            let record = serde_json::to_vec_pretty(partition).expect("records serialize");
-            self.output.put(&record_path, record, PutMode::Overwrite)?;
+            let files: Vec<Uploaded> = sent.by_ref().take(partition.files.len()).collect();
+            self.complete_partition(index, partition, files, &[])?;
         }
         Ok(placed)
     }

@@ -20,7 +20,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use delta_kernel::snapshot::Snapshot;
+use delta_kernel::Engine;
+use delta_kernel::snapshot::{Snapshot, SnapshotRef};
 use delta_kernel::table_features::ColumnMappingMode;
 use delta_kernel_default_engine::DefaultEngineBuilder;
 
@@ -28,6 +29,71 @@ use super::{
     ColumnNames, DataFile, FileBytes, LocalTable, MmapChoice, ObjectTable, SourceError, TableSource, TableVersion,
 };
 use crate::store::{IoCounters, Remote};
+
+/// Where delta_kernel finds a table: its root URL (a folder URL, ending in
+/// `/`) in `store`, and the location messages name it by.
+#[derive(Clone)]
+pub struct KernelTable {
+    location: PathBuf,
+    root: url::Url,
+    store: Arc<dyn object_store::ObjectStore>,
+}
+
+impl KernelTable {
+    /// The local folder `path`, and its absolute form.
+    pub fn local(path: &Path) -> Result<(KernelTable, PathBuf), SourceError> {
+        let absolute = std::fs::canonicalize(path).map_err(|source| SourceError::Inspect {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let root = url::Url::from_directory_path(&absolute).map_err(|()| SourceError::Delta {
+            path: path.to_path_buf(),
+            problem: format!("`{}` is not a folder URL", absolute.display()),
+        })?;
+        let store = Arc::new(object_store::local::LocalFileSystem::new());
+        let table = KernelTable {
+            location: path.to_path_buf(),
+            root,
+            store,
+        };
+        Ok((table, absolute))
+    }
+
+    /// The table at `remote`, in its store.
+    pub fn remote(remote: &Remote) -> Result<KernelTable, SourceError> {
+        let location = PathBuf::from(&remote.url);
+        let root = url::Url::parse(&format!("{}/", remote.url)).map_err(|error| SourceError::Delta {
+            path: location.clone(),
+            problem: format!("not a table URL: {error}"),
+        })?;
+        Ok(KernelTable {
+            location,
+            root,
+            store: Arc::clone(&remote.store),
+        })
+    }
+
+    fn failed(&self, problem: impl Into<String>) -> SourceError {
+        SourceError::Delta {
+            path: self.location.clone(),
+            problem: problem.into(),
+        }
+    }
+
+    fn engine(&self) -> impl Engine + use<> {
+        DefaultEngineBuilder::new(Arc::clone(&self.store)).build()
+    }
+
+    /// The snapshot at version `at`, or the latest.
+    fn snapshot(&self, engine: &dyn Engine, at: Option<u64>) -> Result<SnapshotRef, SourceError> {
+        let builder = Snapshot::builder_for(self.root.as_str());
+        let builder = match at {
+            Some(version) => builder.at_version(version),
+            None => builder,
+        };
+        builder.build(engine).map_err(|error| self.failed(error.to_string()))
+    }
+}
 
 /// How the files of a Delta table are read.
 #[derive(Debug)]
@@ -50,16 +116,8 @@ pub struct DeltaTable {
 impl DeltaTable {
     /// The local Delta table at `path`, at `version`.
     pub fn open_local(path: &Path, version: TableVersion, mmap: MmapChoice) -> Result<DeltaTable, SourceError> {
-        let absolute = std::fs::canonicalize(path).map_err(|source| SourceError::Inspect {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let root = url::Url::from_directory_path(&absolute).map_err(|()| SourceError::Delta {
-            path: path.to_path_buf(),
-            problem: format!("`{}` is not a folder URL", absolute.display()),
-        })?;
-        let store = Arc::new(object_store::local::LocalFileSystem::new());
-        let replayed = replay(path, &root, store, version)?;
+        let (table, absolute) = KernelTable::local(path)?;
+        let replayed = replay(&table, version)?;
         let snapshot = replayed.version;
         // A file's version is its modification time, as a folder's.
         let files = replayed.data_files(path, |relative| {
@@ -82,11 +140,7 @@ impl DeltaTable {
     /// The Delta table at `remote`, at `version`.
     pub fn open_remote(remote: Remote, version: TableVersion) -> Result<DeltaTable, SourceError> {
         let location = PathBuf::from(&remote.url);
-        let root = url::Url::parse(&format!("{}/", remote.url)).map_err(|error| SourceError::Delta {
-            path: location.clone(),
-            problem: format!("not a table URL: {error}"),
-        })?;
-        let replayed = replay(&location, &root, Arc::clone(&remote.store), version)?;
+        let replayed = replay(&KernelTable::remote(&remote)?, version)?;
         let snapshot = replayed.version;
         // A Delta data file is never rewritten in place: the log pins the
         // file set, and every read asks for its size; no version to check.
@@ -163,22 +217,13 @@ struct LoggedFile {
     deleted_rows: Option<Arc<Vec<u64>>>,
 }
 
-/// Replays the log of the table at `root` to `version`: the snapshot's
+/// Replays the table's log to `version`: the snapshot's
 /// version and its files, in a stable order (by output path).
-fn replay(
-    location: &Path,
-    root: &url::Url,
-    store: Arc<dyn object_store::ObjectStore>,
-    version: TableVersion,
-) -> Result<Replayed, SourceError> {
-    let failed = |problem: String| SourceError::Delta {
-        path: location.to_path_buf(),
-        problem,
-    };
-    let engine = DefaultEngineBuilder::new(store).build();
-    let latest = Snapshot::builder_for(root.as_str())
-        .build(&engine)
-        .map_err(|error| failed(error.to_string()))?;
+fn replay(table: &KernelTable, version: TableVersion) -> Result<Replayed, SourceError> {
+    let failed = |problem: String| table.failed(problem);
+    let root = &table.root;
+    let engine = table.engine();
+    let latest = table.snapshot(&engine, None)?;
     let snapshot = match version {
         TableVersion::Latest => latest,
         TableVersion::At(wanted) => {
@@ -188,10 +233,7 @@ fn replay(
                     latest.version()
                 )));
             }
-            Snapshot::builder_for(root.as_str())
-                .at_version(wanted)
-                .build(&engine)
-                .map_err(|error| failed(error.to_string()))?
+            table.snapshot(&engine, Some(wanted))?
         }
         TableVersion::AsOf(seconds) => {
             use delta_kernel::history_manager::{HistoryCommitType, latest_version_as_of};
@@ -207,10 +249,7 @@ fn replay(
                     crate::util::rfc3339_from_epoch(seconds)
                 ))
             })?;
-            Snapshot::builder_for(root.as_str())
-                .at_version(at.version)
-                .build(&engine)
-                .map_err(|error| failed(error.to_string()))?
+            table.snapshot(&engine, Some(at.version))?
         }
     };
     // Partition columns in the schema's order, by the name the log keys
@@ -312,42 +351,16 @@ pub struct LiveFile {
     pub has_deletion_vector: bool,
 }
 
-/// The Delta table at `root` (version `at`, or the latest) as a writer sees
-/// it. Tables lakescore cannot write exactly are refused, naming why: column
-/// mapping (files would need physical column names), and whatever
-/// `delta_kernel` itself cannot write (its check of the table's protocol
-/// and features).
-pub fn for_writing(
-    location: &Path,
-    root: &url::Url,
-    store: Arc<dyn object_store::ObjectStore>,
-    at: Option<u64>,
-) -> Result<WriteTarget, SourceError> {
-    use delta_kernel::committer::FileSystemCommitter;
-    use delta_kernel::transaction::UpdateTableOperation;
-    let failed = |problem: String| SourceError::Delta {
-        path: location.to_path_buf(),
-        problem,
-    };
-    let engine = DefaultEngineBuilder::new(store).build();
-    let builder = Snapshot::builder_for(root.as_str());
-    let builder = match at {
-        Some(version) => builder.at_version(version),
-        None => builder,
-    };
-    let snapshot = builder.build(&engine).map_err(|error| failed(error.to_string()))?;
-    if !matches!(
-        snapshot.table_properties().column_mapping_mode,
-        None | Some(ColumnMappingMode::None)
-    ) {
-        return Err(failed(
-            "uses the Delta feature `columnMapping`, which lakescore does not write: write the scores to a new table"
-                .into(),
-        ));
-    }
-    let append_only = snapshot.table_properties().append_only.unwrap_or(false);
-    let schema = serde_json::to_value(snapshot.schema().as_ref()).map_err(|error| failed(error.to_string()))?;
-    let columns = schema["fields"]
+/// The table's latest version (its log read to the snapshot, no file
+/// listed).
+pub fn latest_version(table: &KernelTable) -> Result<u64, SourceError> {
+    Ok(table.snapshot(&table.engine(), None)?.version())
+}
+
+/// `(name, type)` of each column of a Delta schema (its JSON form, as the
+/// log's `schemaString` holds it), in order.
+pub fn schema_columns(schema: &serde_json::Value) -> Vec<(String, serde_json::Value)> {
+    schema["fields"]
         .as_array()
         .map(|fields| {
             fields
@@ -360,7 +373,31 @@ pub fn for_writing(
                 })
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The table (version `at`, or the latest) as a writer sees it. Tables
+/// lakescore cannot write exactly are refused, naming why: column mapping
+/// (files would need physical column names), and whatever `delta_kernel`
+/// itself cannot write (its check of the table's protocol and features).
+pub fn for_writing(table: &KernelTable, at: Option<u64>) -> Result<WriteTarget, SourceError> {
+    use delta_kernel::committer::FileSystemCommitter;
+    use delta_kernel::transaction::UpdateTableOperation;
+    let failed = |problem: String| table.failed(problem);
+    let engine = table.engine();
+    let snapshot = table.snapshot(&engine, at)?;
+    if !matches!(
+        snapshot.table_properties().column_mapping_mode,
+        None | Some(ColumnMappingMode::None)
+    ) {
+        return Err(failed(
+            "uses the Delta feature `columnMapping`, which lakescore does not write: write the scores to a new table"
+                .into(),
+        ));
+    }
+    let append_only = snapshot.table_properties().append_only.unwrap_or(false);
+    let schema = serde_json::to_value(snapshot.schema().as_ref()).map_err(|error| failed(error.to_string()))?;
+    let columns = schema_columns(&schema);
     // The kernel's own check that it could write this table (protocol
     // versions, table features), and the partition columns it reports.
     let transaction = Arc::clone(&snapshot)
@@ -410,31 +447,19 @@ pub fn for_writing(
     })
 }
 
-/// Writes a checkpoint of the Delta table at `root` at `version` when the
-/// table's checkpoint interval (`delta.checkpointInterval`, default 10)
-/// divides it, so that readers replay a checkpoint and a few commits, not
-/// every commit ever made. Returns whether one was written.
-pub fn checkpoint_if_due(
-    location: &Path,
-    root: &url::Url,
-    store: Arc<dyn object_store::ObjectStore>,
-    version: u64,
-) -> Result<bool, SourceError> {
-    let failed = |problem: String| SourceError::Delta {
-        path: location.to_path_buf(),
-        problem,
-    };
+/// Writes a checkpoint of the table at `version` when the table's
+/// checkpoint interval (`delta.checkpointInterval`, default 10) divides
+/// it, so that readers replay a checkpoint and a few commits, not every
+/// commit ever made. Returns whether one was written.
+pub fn checkpoint_if_due(table: &KernelTable, version: u64) -> Result<bool, SourceError> {
     // The checkpoint writer needs a multi-threaded executor (it blocks on
     // writes from within the kernel's tasks): lakescore's I/O runtime.
     let executor =
         delta_kernel_default_engine::executor::tokio::TokioMultiThreadExecutor::new(crate::store::io_handle());
-    let engine = DefaultEngineBuilder::new(store)
+    let engine = DefaultEngineBuilder::new(Arc::clone(&table.store))
         .with_task_executor(Arc::new(executor))
         .build();
-    let snapshot = Snapshot::builder_for(root.as_str())
-        .at_version(version)
-        .build(&engine)
-        .map_err(|error| failed(error.to_string()))?;
+    let snapshot = table.snapshot(&engine, Some(version))?;
     let interval = snapshot
         .table_properties()
         .checkpoint_interval
@@ -444,7 +469,7 @@ pub fn checkpoint_if_due(
     }
     let (written, _) = snapshot
         .checkpoint(&engine, None)
-        .map_err(|error| failed(format!("cannot write the checkpoint of version {version}: {error}")))?;
+        .map_err(|error| table.failed(format!("cannot write the checkpoint of version {version}: {error}")))?;
     Ok(matches!(
         written,
         delta_kernel::snapshot::CheckpointWriteResult::Written

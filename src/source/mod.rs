@@ -79,20 +79,16 @@ pub const DELTA_LOG: &str = "_delta_log";
 /// a local folder, or, when the caller parsed it as one, the URL on object
 /// storage `remote` (one LIST request).
 pub fn is_delta_table(location: &Path, remote: Option<&crate::store::Remote>) -> Result<bool, SourceError> {
-    use futures_util::StreamExt;
     let Some(remote) = remote else {
         return Ok(location.join(DELTA_LOG).is_dir());
     };
-    let (store, prefix) = (Arc::clone(&remote.store), remote.join(DELTA_LOG).path);
-    match crate::store::block_on(async move { store.list(Some(&prefix)).next().await }) {
-        None => Ok(false),
-        Some(Ok(_)) => Ok(true),
-        Some(Err(error)) => Err(SourceError::Remote(crate::store::StoreError::Request {
+    crate::store::any_object_below(remote, DELTA_LOG).map_err(|error| {
+        SourceError::Remote(crate::store::StoreError::Request {
             operation: "LIST",
             url: remote.join(DELTA_LOG).url,
             message: crate::store::message_of(&error),
-        })),
-    }
+        })
+    })
 }
 
 /// Which version of a table to read: a table format's (Delta) snapshot; a

@@ -736,6 +736,23 @@ fn sample_to_url(model: &Path, url: &str, extra: &[&str]) -> Vec<String> {
     args
 }
 
+/// Asserts that the Delta table at `remote`, downloaded under `scratch`,
+/// holds the rows of the local Delta table `local`, as delta_kernel reads
+/// them.
+fn assert_same_delta_rows(remote: &Remote, local: &Path, scratch: &Path) {
+    let downloaded = scratch.join("downloaded");
+    for (path, bytes) in objects(remote) {
+        let target = downloaded.join(&path);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(target, bytes).unwrap();
+    }
+    let latest = lakescore::source::TableVersion::Latest;
+    assert_eq!(
+        crate::delta_output::delta_rows(&downloaded, latest),
+        crate::delta_output::delta_rows(local, latest)
+    );
+}
+
 /// The multipart uploads under way in `bucket` (S3's ListMultipartUploads).
 fn incomplete_uploads(endpoint: &str, bucket: &str) -> Vec<String> {
     let xml = ureq::get(&format!("{endpoint}/{bucket}?uploads"))
@@ -859,17 +876,7 @@ fn scores_published_as_a_delta_table_on_s3_commit_once_even_after_a_kill() {
             .unwrap();
     assert_eq!(remote_table.version(), 0);
     assert_eq!(remote_table.list().unwrap().len(), 4);
-    let downloaded = dir.path().join("downloaded");
-    for (path, bytes) in objects(&out) {
-        let target = downloaded.join(&path);
-        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-        std::fs::write(target, bytes).unwrap();
-    }
-    let latest = lakescore::source::TableVersion::Latest;
-    assert_eq!(
-        crate::delta_output::delta_rows(&downloaded, latest),
-        crate::delta_output::delta_rows(&local, latest)
-    );
+    assert_same_delta_rows(&out, &local, dir.path());
 
     // An overwrite: one more commit, the same rows.
     let overwrite_args = args("overwrite");
@@ -1186,17 +1193,7 @@ fn scores_published_as_a_delta_table_on_azure_read_back_through_the_log() {
     let table = lakescore::source::delta::DeltaTable::open_remote(out.clone(), lakescore::source::TableVersion::Latest)
         .unwrap();
     assert_eq!(table.version(), 1);
-    let downloaded = dir.path().join("downloaded");
-    for (path, bytes) in objects(&out) {
-        let target = downloaded.join(&path);
-        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-        std::fs::write(target, bytes).unwrap();
-    }
-    let latest = lakescore::source::TableVersion::Latest;
-    assert_eq!(
-        crate::delta_output::delta_rows(&downloaded, latest),
-        crate::delta_output::delta_rows(&local, latest)
-    );
+    assert_same_delta_rows(&out, &local, dir.path());
 }
 
 #[test]

@@ -3,15 +3,14 @@
 //! 8 with AVX2.
 //!
 //! Node `i` of a perfect tree has children `2i+1` and `2i+2`, so a row's
-//! position needs no child pointers: `pos = 2 * pos + (went second)`. The
-//! thresholds and view numbers of the first six levels (63 nodes) live in
-//! registers, looked up with one permute per level; deeper levels are
-//! gathered. The only other memory access per level is the gather of each
-//! row's view value. Comparison semantics are the scalar evaluator's
+//! position needs no child pointers: `pos = 2 * pos + (went second)`.
+//! Levels 0-3 are walked without gathers ([`TOP_LEVELS`]); the thresholds
+//! and view numbers of levels 4 and 5 live in registers, looked up with one
+//! permute per level, and deeper levels' are gathered, as is each row's view
+//! value below level 3. Comparison semantics are the scalar evaluator's
 //! (`x <= threshold` goes first, NaN goes second), so results are identical.
 //!
-//! The AVX2 kernel is the same walk on 8 lanes: levels 0-3 (at most 8
-//! nodes) are looked up with one register permute, deeper levels and the
+//! The AVX2 kernel is the same walk on 8 lanes: deeper levels and the
 //! leaves of trees deeper than 3 are gathered.
 //!
 //! Chosen at run time (`is_x86_feature_detected!`): the binary runs on any
@@ -225,15 +224,99 @@ impl SimdTrees<f32> for PerfectForest {
     }
 }
 
+/// Levels 0-3 (15 nodes) are walked without gathers: each node's view is
+/// loaded for a register of rows at once from the view-major block,
+/// compared, and kept for the rows at that node; AMD CPUs serve gathers
+/// slowly enough that 15 loads beat 4 gathers.
+#[cfg(target_arch = "x86_64")]
+const TOP_LEVELS: usize = 4;
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
 
-    /// Registers holding levels 0-5: one per level up to 4, two for level 5.
-    const LEVEL_REGISTERS: usize = 7;
+    use super::TOP_LEVELS;
+
+    /// What every level step of one tree over one block reads.
+    struct Walk {
+        thr: *const f32,
+        vix: *const i32,
+        /// The block's views column by column, columns `column_len` long.
+        view_major: *const f32,
+        column_len: usize,
+        /// The block's views row by row, rows `stride` long.
+        block: *const f32,
+        /// Levels 4 (16 nodes) and 5 (32 nodes: its first and second 16),
+        /// looked up with one permute each.
+        level_thr: [__m512; 3],
+        level_view: [__m512i; 3],
+        one: __m512i,
+    }
+
+    impl Walk {
+        /// One level of 16 rows' walk (`row` the first, `row_offsets` each
+        /// one's start in `block`): step to the first child (`x <= t`, NaN
+        /// fails) or the second.
+        #[inline(always)]
+        unsafe fn step(&self, l: usize, pos: __m512i, row: usize, row_offsets: __m512i) -> __m512i {
+            unsafe {
+                let first = match l < TOP_LEVELS {
+                    true => self.top_level(l, pos, row),
+                    false => {
+                        let (t, v) = match l {
+                            4 => (
+                                _mm512_permutexvar_ps(pos, self.level_thr[0]),
+                                _mm512_permutexvar_epi32(pos, self.level_view[0]),
+                            ),
+                            5 => (
+                                _mm512_permutex2var_ps(self.level_thr[1], pos, self.level_thr[2]),
+                                _mm512_permutex2var_epi32(self.level_view[1], pos, self.level_view[2]),
+                            ),
+                            _ => {
+                                let index = _mm512_add_epi32(pos, _mm512_set1_epi32((1 << l) - 1));
+                                (
+                                    _mm512_i32gather_ps::<4>(index, self.thr),
+                                    _mm512_i32gather_epi32::<4>(index, self.vix),
+                                )
+                            }
+                        };
+                        let x = _mm512_i32gather_ps::<4>(_mm512_add_epi32(row_offsets, v), self.block);
+                        _mm512_cmp_ps_mask::<_CMP_LE_OQ>(x, t)
+                    }
+                };
+                let pos = _mm512_add_epi32(pos, pos);
+                _mm512_mask_add_epi32(pos, !first, pos, self.one)
+            }
+        }
+
+        /// Which of 16 rows at level `l` (< [`TOP_LEVELS`]) go first: each
+        /// node's comparison for every row, kept for the rows at that node.
+        #[inline(always)]
+        unsafe fn top_level(&self, l: usize, pos: __m512i, row: usize) -> __mmask16 {
+            unsafe {
+                let base = (1usize << l) - 1;
+                let mut first: __mmask16 = 0;
+                for n in 0..(1usize << l) {
+                    let node = base + n;
+                    let x = _mm512_loadu_ps(
+                        self.view_major
+                            .add(*self.vix.add(node) as usize * self.column_len + row),
+                    );
+                    let goes_first = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(x, _mm512_set1_ps(*self.thr.add(node)));
+                    let here = match l {
+                        0 => 0xFFFF,
+                        _ => _mm512_cmpeq_epi32_mask(pos, _mm512_set1_epi32(n as i32)),
+                    };
+                    first |= goes_first & here;
+                }
+                first
+            }
+        }
+    }
 
     /// Adds one depth-`D` perfect tree's leaf to `sums[r]` for each row `r`
-    /// (a multiple of 16 rows) of the row-major `views`.
+    /// (a multiple of 16 rows) of the block, given row by row (`views`) and
+    /// column by column (`view_major`).
     #[target_feature(enable = "avx512f")]
     pub unsafe fn run<const D: usize>(
         thresholds: &[f32],
@@ -245,26 +328,32 @@ mod avx512 {
         sums: &mut [f32],
     ) {
         unsafe {
-            // Columns of `view_major` are as long as the block (not only the
-            // full registers this call walks).
-            let (vm, column_len) = (view_major.as_ptr(), view_major.len() / n_views.max(1));
-            let thr = thresholds.as_ptr();
-            let vix = view_of.as_ptr();
-            // Levels 0-4 (1-16 nodes): registers 0-4; level 5 (32 nodes):
-            // registers 5 and 6 (its first and second 16 nodes).
-            let mut level_thr = [_mm512_setzero_ps(); LEVEL_REGISTERS];
-            let mut level_view = [_mm512_setzero_si512(); LEVEL_REGISTERS];
-            for l in 0..D.min(5) {
-                let (offset, mask) = ((1usize << l) - 1, ((1u32 << (1 << l)) - 1) as u16);
-                level_thr[l] = _mm512_maskz_loadu_ps(mask, thr.add(offset));
-                level_view[l] = _mm512_maskz_loadu_epi32(mask, vix.add(offset));
+            let (thr, vix) = (thresholds.as_ptr(), view_of.as_ptr());
+            let mut level_thr = [_mm512_setzero_ps(); 3];
+            let mut level_view = [_mm512_setzero_si512(); 3];
+            // (A tree of depth D has 2^D - 1 nodes: levels 4 and 5 are inside.)
+            if D > 4 {
+                level_thr[0] = _mm512_loadu_ps(thr.add(15));
+                level_view[0] = _mm512_loadu_si512(vix.add(15) as *const _);
             }
             if D > 5 {
-                level_thr[5] = _mm512_loadu_ps(thr.add(31));
-                level_thr[6] = _mm512_loadu_ps(thr.add(47));
-                level_view[5] = _mm512_loadu_si512(vix.add(31) as *const _);
-                level_view[6] = _mm512_loadu_si512(vix.add(47) as *const _);
+                level_thr[1] = _mm512_loadu_ps(thr.add(31));
+                level_thr[2] = _mm512_loadu_ps(thr.add(47));
+                level_view[1] = _mm512_loadu_si512(vix.add(31) as *const _);
+                level_view[2] = _mm512_loadu_si512(vix.add(47) as *const _);
             }
+            let walk = Walk {
+                thr,
+                vix,
+                view_major: view_major.as_ptr(),
+                // Columns are as long as the block, not only the full
+                // registers this call walks.
+                column_len: view_major.len() / n_views.max(1),
+                block: views.as_ptr(),
+                level_thr,
+                level_view,
+                one: _mm512_set1_epi32(1),
+            };
             // Leaves: up to 64 in registers.
             let lp = leaves.as_ptr();
             let leaf_regs = [
@@ -275,124 +364,36 @@ mod avx512 {
             ];
             let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
             let stride = _mm512_set1_epi32(n_views as i32);
-            let one = _mm512_set1_epi32(1);
-            let block = views.as_ptr();
-            // `C` chunks of 16 rows walk together: a level's gathers take tens
-            // of cycles to arrive, and independent chunks fill that wait.
             let row_offsets_at =
                 |r: usize| _mm512_mullo_epi32(_mm512_add_epi32(lanes, _mm512_set1_epi32(r as i32)), stride);
+            let (n_rows, out) = (sums.len(), sums.as_mut_ptr());
+            let add_leaves = |r: usize, pos: __m512i| {
+                let leaf = leaf_of::<D>(pos, &leaf_regs, lp);
+                _mm512_storeu_ps(out.add(r), _mm512_add_ps(_mm512_loadu_ps(out.add(r)), leaf));
+            };
+            // `C` chunks of 16 rows walk together: a level's gathers take tens
+            // of cycles to arrive, and independent chunks fill that wait.
             let mut r = 0;
             const C: usize = 8;
-            while r + 16 * C <= sums.len() {
+            while r + 16 * C <= n_rows {
                 let row_offsets: [__m512i; C] = std::array::from_fn(|c| row_offsets_at(r + 16 * c));
                 let mut pos = [_mm512_setzero_si512(); C];
                 for l in 0..D {
-                    for (c, (p, &offsets)) in pos.iter_mut().zip(&row_offsets).enumerate() {
-                        *p = match l < TOP_LEVELS {
-                            true => top_level_step(l, *p, r + 16 * c, thr, vix, vm, column_len, one),
-                            false => level_step::<D>(l, *p, offsets, &level_thr, &level_view, thr, vix, block, one),
-                        };
+                    for (c, p) in pos.iter_mut().enumerate() {
+                        *p = walk.step(l, *p, r + 16 * c, row_offsets[c]);
                     }
                 }
                 for (c, &p) in pos.iter().enumerate() {
-                    let leaf = leaf_of::<D>(p, &leaf_regs, lp);
-                    let out = sums.as_mut_ptr().add(r + 16 * c);
-                    _mm512_storeu_ps(out, _mm512_add_ps(_mm512_loadu_ps(out), leaf));
+                    add_leaves(r + 16 * c, p);
                 }
                 r += 16 * C;
             }
-            while r < sums.len() {
-                let mut pos = _mm512_setzero_si512();
+            while r < n_rows {
                 let row_offsets = row_offsets_at(r);
-                for l in 0..D {
-                    pos = match l < TOP_LEVELS {
-                        true => top_level_step(l, pos, r, thr, vix, vm, column_len, one),
-                        false => level_step::<D>(l, pos, row_offsets, &level_thr, &level_view, thr, vix, block, one),
-                    };
-                }
-                let leaf = leaf_of::<D>(pos, &leaf_regs, lp);
-                let out = sums.as_mut_ptr().add(r);
-                _mm512_storeu_ps(out, _mm512_add_ps(_mm512_loadu_ps(out), leaf));
+                let pos = (0..D).fold(_mm512_setzero_si512(), |pos, l| walk.step(l, pos, r, row_offsets));
+                add_leaves(r, pos);
                 r += 16;
             }
-        }
-    }
-
-    /// Levels walked by comparing every node's view, loaded for 16 rows at
-    /// once from the view-major block, instead of gathering each row's:
-    /// 15 loads for levels 0-3, against 4 gathers, which AMD CPUs serve
-    /// slowly.
-    const TOP_LEVELS: usize = 4;
-
-    /// One of the top levels for 16 rows (`row` the first): each node's
-    /// comparison for every row, kept for the rows at that node.
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn top_level_step(
-        l: usize,
-        pos: __m512i,
-        row: usize,
-        thr: *const f32,
-        vix: *const i32,
-        view_major: *const f32,
-        stride: usize,
-        one: __m512i,
-    ) -> __m512i {
-        unsafe {
-            let base = (1usize << l) - 1;
-            let mut first: __mmask16 = 0;
-            for n in 0..(1usize << l) {
-                let node = base + n;
-                let x = _mm512_loadu_ps(view_major.add(*vix.add(node) as usize * stride + row));
-                let goes_first = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(x, _mm512_set1_ps(*thr.add(node)));
-                let here = match l {
-                    0 => 0xFFFF,
-                    _ => _mm512_cmpeq_epi32_mask(pos, _mm512_set1_epi32(n as i32)),
-                };
-                first |= goes_first & here;
-            }
-            let pos = _mm512_add_epi32(pos, pos);
-            _mm512_mask_add_epi32(pos, !first, pos, one)
-        }
-    }
-
-    /// One level of 16 rows' walk: look up each row's split, gather its view
-    /// value, and step to the first child (`x <= t`, NaN fails) or second.
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn level_step<const D: usize>(
-        l: usize,
-        pos: __m512i,
-        row_offsets: __m512i,
-        level_thr: &[__m512; LEVEL_REGISTERS],
-        level_view: &[__m512i; LEVEL_REGISTERS],
-        thr: *const f32,
-        vix: *const i32,
-        block: *const f32,
-        one: __m512i,
-    ) -> __m512i {
-        unsafe {
-            let (t, v) = match l {
-                0..=4 => (
-                    _mm512_permutexvar_ps(pos, level_thr[l]),
-                    _mm512_permutexvar_epi32(pos, level_view[l]),
-                ),
-                5 => (
-                    _mm512_permutex2var_ps(level_thr[5], pos, level_thr[6]),
-                    _mm512_permutex2var_epi32(level_view[5], pos, level_view[6]),
-                ),
-                _ => {
-                    let index = _mm512_add_epi32(pos, _mm512_set1_epi32((1 << l) - 1));
-                    (
-                        _mm512_i32gather_ps::<4>(index, thr),
-                        _mm512_i32gather_epi32::<4>(index, vix),
-                    )
-                }
-            };
-            let x = _mm512_i32gather_ps::<4>(_mm512_add_epi32(row_offsets, v), block);
-            let first = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(x, t);
-            let pos = _mm512_add_epi32(pos, pos);
-            _mm512_mask_add_epi32(pos, !first, pos, one)
         }
     }
 
@@ -418,8 +419,75 @@ mod avx512 {
 mod avx2 {
     use std::arch::x86_64::*;
 
+    use super::TOP_LEVELS;
+
+    /// What every level step of one tree over one block reads.
+    struct Walk {
+        thr: *const f32,
+        vix: *const i32,
+        /// The block's views column by column, columns `column_len` long.
+        view_major: *const f32,
+        column_len: usize,
+        /// The block's views row by row.
+        block: *const f32,
+        one: __m256i,
+    }
+
+    impl Walk {
+        /// One level of 8 rows' walk (`row` the first, `row_offsets` each
+        /// one's start in `block`): step to the first child (`x <= t`, NaN
+        /// fails) or the second.
+        #[inline(always)]
+        unsafe fn step(&self, l: usize, pos: __m256i, row: usize, row_offsets: __m256i) -> __m256i {
+            unsafe {
+                // All ones where the row goes first.
+                let first = match l < TOP_LEVELS {
+                    true => self.top_level(l, pos, row),
+                    false => {
+                        let index = _mm256_add_epi32(pos, _mm256_set1_epi32((1 << l) - 1));
+                        let t = _mm256_i32gather_ps::<4>(self.thr, index);
+                        let v = _mm256_i32gather_epi32::<4>(self.vix, index);
+                        let x = _mm256_i32gather_ps::<4>(self.block, _mm256_add_epi32(row_offsets, v));
+                        _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(x, t))
+                    }
+                };
+                let pos = _mm256_add_epi32(pos, pos);
+                _mm256_add_epi32(pos, _mm256_andnot_si256(first, self.one))
+            }
+        }
+
+        /// Which of 8 rows at level `l` (< [`TOP_LEVELS`]) go first (all
+        /// ones): each node's comparison for every row, kept for the rows at
+        /// that node.
+        #[inline(always)]
+        unsafe fn top_level(&self, l: usize, pos: __m256i, row: usize) -> __m256i {
+            unsafe {
+                let base = (1usize << l) - 1;
+                let mut first = _mm256_setzero_si256();
+                for n in 0..(1usize << l) {
+                    let node = base + n;
+                    let x = _mm256_loadu_ps(
+                        self.view_major
+                            .add(*self.vix.add(node) as usize * self.column_len + row),
+                    );
+                    let goes_first =
+                        _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(x, _mm256_set1_ps(*self.thr.add(node))));
+                    first = match l {
+                        0 => goes_first,
+                        _ => _mm256_or_si256(
+                            first,
+                            _mm256_and_si256(goes_first, _mm256_cmpeq_epi32(pos, _mm256_set1_epi32(n as i32))),
+                        ),
+                    };
+                }
+                first
+            }
+        }
+    }
+
     /// Adds one depth-`D` perfect tree's leaf to `sums[r]` for each row `r`
-    /// (a multiple of 8 rows) of the row-major `views`.
+    /// (a multiple of 8 rows) of the block, given row by row (`views`) and
+    /// column by column (`view_major`).
     #[target_feature(enable = "avx2")]
     pub unsafe fn run<const D: usize>(
         thresholds: &[f32],
@@ -431,138 +499,49 @@ mod avx2 {
         sums: &mut [f32],
     ) {
         unsafe {
-            // Columns of `view_major` are as long as the block.
-            let (vm, column_len) = (view_major.as_ptr(), view_major.len() / n_views.max(1));
-            let thr = thresholds.as_ptr();
-            let vix = view_of.as_ptr();
-            // Levels 0-3 (1-8 nodes), one register each: the layout pads
-            // every tree with 16 nodes of slack, so the loads stay inside.
-            let mut level_thr = [_mm256_setzero_ps(); 4];
-            let mut level_view = [_mm256_setzero_si256(); 4];
-            for l in 0..D.min(4) {
-                let offset = (1usize << l) - 1;
-                level_thr[l] = _mm256_loadu_ps(thr.add(offset));
-                level_view[l] = _mm256_loadu_si256(vix.add(offset) as *const __m256i);
-            }
+            let walk = Walk {
+                thr: thresholds.as_ptr(),
+                vix: view_of.as_ptr(),
+                view_major: view_major.as_ptr(),
+                // Columns are as long as the block.
+                column_len: view_major.len() / n_views.max(1),
+                block: views.as_ptr(),
+                one: _mm256_set1_epi32(1),
+            };
             // The layout holds at least 64 leaves per tree.
             let lp = leaves.as_ptr();
             let leaf_reg = _mm256_loadu_ps(lp);
             let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
             let stride = _mm256_set1_epi32(n_views as i32);
-            let one = _mm256_set1_epi32(1);
-            let block = views.as_ptr();
             let row_offsets_at =
                 |r: usize| _mm256_mullo_epi32(_mm256_add_epi32(lanes, _mm256_set1_epi32(r as i32)), stride);
+            let (n_rows, out) = (sums.len(), sums.as_mut_ptr());
+            let add_leaves = |r: usize, pos: __m256i| {
+                let leaf = leaf_of::<D>(pos, leaf_reg, lp);
+                _mm256_storeu_ps(out.add(r), _mm256_add_ps(_mm256_loadu_ps(out.add(r)), leaf));
+            };
             // `C` chunks of 8 rows walk together, to fill the gathers' latency.
             let mut r = 0;
             const C: usize = 8;
-            while r + 8 * C <= sums.len() {
+            while r + 8 * C <= n_rows {
                 let row_offsets: [__m256i; C] = std::array::from_fn(|c| row_offsets_at(r + 8 * c));
                 let mut pos = [_mm256_setzero_si256(); C];
                 for l in 0..D {
-                    for (c, (p, &offsets)) in pos.iter_mut().zip(&row_offsets).enumerate() {
-                        *p = match l < TOP_LEVELS {
-                            true => top_level_step(l, *p, r + 8 * c, thr, vix, vm, column_len, one),
-                            false => level_step(l, *p, offsets, &level_thr, &level_view, thr, vix, block, one),
-                        };
+                    for (c, p) in pos.iter_mut().enumerate() {
+                        *p = walk.step(l, *p, r + 8 * c, row_offsets[c]);
                     }
                 }
                 for (c, &p) in pos.iter().enumerate() {
-                    let leaf = leaf_of::<D>(p, leaf_reg, lp);
-                    let out = sums.as_mut_ptr().add(r + 8 * c);
-                    _mm256_storeu_ps(out, _mm256_add_ps(_mm256_loadu_ps(out), leaf));
+                    add_leaves(r + 8 * c, p);
                 }
                 r += 8 * C;
             }
-            while r < sums.len() {
-                let mut pos = _mm256_setzero_si256();
+            while r < n_rows {
                 let row_offsets = row_offsets_at(r);
-                for l in 0..D {
-                    pos = match l < TOP_LEVELS {
-                        true => top_level_step(l, pos, r, thr, vix, vm, column_len, one),
-                        false => level_step(l, pos, row_offsets, &level_thr, &level_view, thr, vix, block, one),
-                    };
-                }
-                let leaf = leaf_of::<D>(pos, leaf_reg, lp);
-                let out = sums.as_mut_ptr().add(r);
-                _mm256_storeu_ps(out, _mm256_add_ps(_mm256_loadu_ps(out), leaf));
+                let pos = (0..D).fold(_mm256_setzero_si256(), |pos, l| walk.step(l, pos, r, row_offsets));
+                add_leaves(r, pos);
                 r += 8;
             }
-        }
-    }
-
-    /// Levels walked by comparing every node's view, loaded for 8 rows at
-    /// once from the view-major block, instead of gathering each row's.
-    const TOP_LEVELS: usize = 4;
-
-    /// One of the top levels for 8 rows (`row` the first): each node's
-    /// comparison for every row, kept for the rows at that node.
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn top_level_step(
-        l: usize,
-        pos: __m256i,
-        row: usize,
-        thr: *const f32,
-        vix: *const i32,
-        view_major: *const f32,
-        stride: usize,
-        one: __m256i,
-    ) -> __m256i {
-        unsafe {
-            let base = (1usize << l) - 1;
-            let mut first = _mm256_setzero_si256();
-            for n in 0..(1usize << l) {
-                let node = base + n;
-                let x = _mm256_loadu_ps(view_major.add(*vix.add(node) as usize * stride + row));
-                let goes_first = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(x, _mm256_set1_ps(*thr.add(node))));
-                first = match l {
-                    0 => goes_first,
-                    _ => _mm256_or_si256(
-                        first,
-                        _mm256_and_si256(goes_first, _mm256_cmpeq_epi32(pos, _mm256_set1_epi32(n as i32))),
-                    ),
-                };
-            }
-            let pos = _mm256_add_epi32(pos, pos);
-            _mm256_add_epi32(pos, _mm256_andnot_si256(first, one))
-        }
-    }
-
-    /// One level of 8 rows' walk: look up each row's split, gather its view
-    /// value, and step to the first child (`x <= t`, NaN fails) or second.
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn level_step(
-        l: usize,
-        pos: __m256i,
-        row_offsets: __m256i,
-        level_thr: &[__m256; 4],
-        level_view: &[__m256i; 4],
-        thr: *const f32,
-        vix: *const i32,
-        block: *const f32,
-        one: __m256i,
-    ) -> __m256i {
-        unsafe {
-            let (t, v) = match l {
-                0..=3 => (
-                    _mm256_permutevar8x32_ps(level_thr[l], pos),
-                    _mm256_permutevar8x32_epi32(level_view[l], pos),
-                ),
-                _ => {
-                    let index = _mm256_add_epi32(pos, _mm256_set1_epi32((1 << l) - 1));
-                    (
-                        _mm256_i32gather_ps::<4>(thr, index),
-                        _mm256_i32gather_epi32::<4>(vix, index),
-                    )
-                }
-            };
-            let x = _mm256_i32gather_ps::<4>(block, _mm256_add_epi32(row_offsets, v));
-            // All ones where the row goes first (`x <= t`, ordered: NaN fails).
-            let first = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(x, t));
-            let pos = _mm256_add_epi32(pos, pos);
-            _mm256_add_epi32(pos, _mm256_andnot_si256(first, one))
         }
     }
 
