@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::profile::{ColumnProfile, Role};
+use crate::util::short_number;
 
 /// The smallest share a bin is given in PSI and JS (the customary 1e-4).
 pub const SHARE_FLOOR: f64 = 1e-4;
@@ -48,7 +49,7 @@ impl Thresholds {
 }
 
 /// pass, warn or fail: the outcome of a rule, a guard or a drift measure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Pass,
@@ -75,6 +76,104 @@ pub struct ColumnDrift {
     pub current_null_share: f64,
     /// How many bins the measures were taken over (the null bin included).
     pub bins: usize,
+    /// The two distributions side by side, for the report's charts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distribution: Option<Distribution>,
+}
+
+/// The reference's and the run's shares of rows over the same bins, as a
+/// chart draws them: a numeric column's drift bins (and nulls), or a
+/// categorical column's most frequent categories on either side (then every
+/// other value, and nulls).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Distribution {
+    /// What each bin holds, for people: `< 12.5`, `12.5–20`, `>= 80`,
+    /// a category's name, `other`, `null`.
+    pub labels: Vec<String>,
+    pub reference: Vec<f64>,
+    pub current: Vec<f64>,
+}
+
+/// Categories a chart shows (the rest count as `other`).
+const CHART_CATEGORIES: usize = 12;
+
+/// The distributions of `reference` and `current` a chart compares: the
+/// bins the measures use for a numeric column; for a categorical one, the
+/// [`CHART_CATEGORIES`] categories with the largest share on either side (so
+/// that a category the reference never saw shows by name).
+pub fn distribution(reference: &ColumnProfile, current: &ColumnProfile) -> Option<Distribution> {
+    if let Some(categories) = &reference.categories {
+        return Some(category_distribution(reference, categories, current));
+    }
+    let (reference_shares, current_shares) = bin_shares(reference, current)?;
+    let labels = match &reference.bins {
+        Some(bins) => {
+            let mut labels = Vec::with_capacity(bins.edges.len() + 2);
+            for i in 0..=bins.edges.len() {
+                labels.push(match (i.checked_sub(1).map(|j| bins.edges[j]), bins.edges.get(i)) {
+                    (None, Some(hi)) => format!("< {}", short_number(*hi)),
+                    (Some(lo), Some(hi)) => format!("{}–{}", short_number(lo), short_number(*hi)),
+                    (Some(lo), None) => format!(">= {}", short_number(lo)),
+                    (None, None) => "all values".to_string(),
+                });
+            }
+            labels.push("null".into());
+            labels
+        }
+        // A reference of nulls only.
+        None => vec!["values".into(), "null".into()],
+    };
+    Some(Distribution {
+        labels,
+        reference: reference_shares,
+        current: current_shares,
+    })
+}
+
+fn category_distribution(
+    reference: &ColumnProfile,
+    categories: &crate::profile::CategoryCounts,
+    current: &ColumnProfile,
+) -> Distribution {
+    let empty = Default::default();
+    let current_categories = current.categories.as_ref().unwrap_or(&empty);
+    let total = |profile: &ColumnProfile| profile.rows.max(1) as f64;
+    let (reference_total, current_total) = (total(reference), total(current));
+    let mut names: Vec<(&String, f64)> = categories
+        .counts
+        .keys()
+        .chain(current_categories.counts.keys())
+        .map(|name| {
+            let share = |counts: &crate::profile::CategoryCounts, total: f64| {
+                counts.counts.get(name).copied().unwrap_or(0) as f64 / total
+            };
+            (
+                name,
+                share(categories, reference_total).max(share(current_categories, current_total)),
+            )
+        })
+        .collect();
+    names.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    names.dedup_by(|a, b| a.0 == b.0);
+    names.truncate(CHART_CATEGORIES);
+    let side = |profile: &ColumnProfile, counts: &crate::profile::CategoryCounts, total: f64| {
+        let mut shares: Vec<f64> = names
+            .iter()
+            .map(|(name, _)| counts.counts.get(*name).copied().unwrap_or(0) as f64 / total)
+            .collect();
+        let nulls = profile.nulls as f64 / total;
+        let shown: f64 = shares.iter().sum();
+        shares.push((1.0 - shown - nulls).max(0.0));
+        shares.push(nulls);
+        shares
+    };
+    let mut labels: Vec<String> = names.iter().map(|(name, _)| (*name).clone()).collect();
+    labels.extend(["other".to_string(), "null".to_string()]);
+    Distribution {
+        reference: side(reference, categories, reference_total),
+        current: side(current, current_categories, current_total),
+        labels,
+    }
 }
 
 /// Bin shares of `reference` and `current` over the reference's bins, or
@@ -193,6 +292,7 @@ pub fn compare(reference: &ColumnProfile, current: &ColumnProfile, thresholds: T
         reference_null_share: reference.null_share(),
         current_null_share: current.null_share(),
         bins: r.len(),
+        distribution: distribution(reference, current),
     })
 }
 
@@ -251,5 +351,46 @@ mod tests {
         let drift = compare(&reference, &emptied, Thresholds::DEFAULT).unwrap();
         assert_eq!(drift.status, Status::Fail);
         assert_eq!(drift.current_null_share, 1.0);
+    }
+
+    #[test]
+    fn a_numeric_distribution_shows_the_shift_over_the_drift_bins() {
+        let reference = normal_profile(1, 100_000, 50.0, 1.0);
+        let shifted = normal_profile(2, 100_000, 60.0, 1.0);
+        let drift = compare(&reference, &shifted, Thresholds::DEFAULT).unwrap();
+        let d = drift.distribution.expect("numeric columns have a distribution");
+        assert_eq!(d.labels.len(), drift.bins);
+        assert_eq!((d.reference.len(), d.current.len()), (drift.bins, drift.bins));
+        assert!(d.labels[0].starts_with("< ") && d.labels[d.labels.len() - 2].starts_with(">= "));
+        assert_eq!(d.labels.last().map(String::as_str), Some("null"));
+        // Deciles of the reference: about a tenth each; the shifted run piles into the top bin.
+        assert!(
+            d.reference[..d.reference.len() - 1]
+                .iter()
+                .all(|&s| s > 0.05 && s < 0.2),
+            "{d:?}"
+        );
+        assert!(d.current[d.current.len() - 2] > 0.4, "{d:?}");
+        for shares in [&d.reference, &d.current] {
+            assert!((shares.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn a_category_only_the_run_has_shows_by_name() {
+        use crate::profile::CategoryAccumulator;
+        let names: Vec<String> = ["red", "green", "blue"].iter().map(|s| s.to_string()).collect();
+        let profile = |codes: &[f64]| {
+            let mut acc = CategoryAccumulator::new(names.len());
+            acc.add(codes);
+            acc.finish("colour", None, &names)
+        };
+        let reference = profile(&[0.0, 0.0, 1.0, 1.0, f64::NAN]);
+        let current = profile(&[0.0, 2.0, 2.0, 2.0, 2.0, 2.0, 1.0, f64::NAN]);
+        let d = distribution(&reference, &current).unwrap();
+        assert_eq!(d.labels, ["blue", "green", "red", "other", "null"]);
+        let close = |got: &[f64], want: &[f64]| got.iter().zip(want).all(|(g, w)| (g - w).abs() < 1e-12);
+        assert!(close(&d.reference, &[0.0, 0.4, 0.4, 0.0, 0.2]), "{d:?}");
+        assert!(close(&d.current, &[0.625, 0.125, 0.125, 0.0, 0.125]), "{d:?}");
     }
 }

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 /// What a missing or null number prints as.
-const MISSING: &str = "—";
+pub(crate) const MISSING: &str = "—";
 
 /// Renders the whole page for one JSON run report.
 pub fn render(report: &Value) -> String {
@@ -23,6 +23,7 @@ pub fn render(report: &Value) -> String {
     page.push_str(&guards_section(section(report, "guards")));
     page.push_str(&histogram_section(section(report, "score_histogram")));
     page.push_str(&drift_section(section(report, "drift")));
+    page.push_str(&moved_distributions_section(section(report, "drift")));
     if let Some(comparison) = section(report, "comparison") {
         page.push_str(&comparison_section(comparison));
     }
@@ -36,21 +37,26 @@ pub fn render(report: &Value) -> String {
 // ---------------------------------------------------------------------------------------------
 // Page frame
 
-/// The Content-Security-Policy forbids every fetch, so a page that slipped in an external
-/// resource fails loudly in a browser (and in the browser test) instead of phoning home.
 fn document_head(report: &Value) -> String {
     let model = section(report, "model")
         .and_then(|m| str_at(m, "name"))
         .unwrap_or("unknown model");
     let run_id = str_at(report, "run_id").unwrap_or("unknown run");
+    page_head(&format!("lakescore report: {model} — {run_id}"), "")
+}
+
+/// Every lakescore page's head: `title` (escaped here), [`STYLE`] then
+/// `more_style`. The Content-Security-Policy forbids every fetch, so a page
+/// that slipped in an external resource fails loudly in a browser (and in
+/// the browser test) instead of phoning home.
+pub(crate) fn page_head(title: &str, more_style: &str) -> String {
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; \
          style-src 'unsafe-inline'; script-src 'unsafe-inline'\">\n\
-         <title>lakescore report: {} — {}</title>\n<style>{STYLE}</style>\n</head>\n",
-        esc(model),
-        esc(run_id)
+         <title>{}</title>\n<style>{STYLE}{more_style}</style>\n</head>\n",
+        esc(title)
     )
 }
 
@@ -362,6 +368,9 @@ const PLOT_BOTTOM: f64 = 46.0;
 struct Histogram {
     column: String,
     edges: Option<Vec<f64>>,
+    /// Names of the bins (a drift chart's ranges or categories), drawn under
+    /// each bin instead of edges.
+    bin_names: Option<Vec<String>>,
     current: Vec<f64>,
     reference: Option<Vec<f64>>,
 }
@@ -374,7 +383,7 @@ fn histogram_section(histogram: Option<&Value>) -> String {
     if histogram.current.is_empty() {
         return html + "<p class=\"muted\">No histogram data.</p>\n";
     }
-    html + &histogram_svg(&histogram)
+    html + &histogram_svg(&histogram, "histogram")
 }
 
 impl Histogram {
@@ -392,6 +401,7 @@ impl Histogram {
         Histogram {
             column,
             edges,
+            bin_names: None,
             current,
             reference,
         }
@@ -406,7 +416,7 @@ fn shares(value: Option<&Value>) -> Vec<f64> {
         .collect()
 }
 
-fn histogram_svg(h: &Histogram) -> String {
+fn histogram_svg(h: &Histogram, id: &str) -> String {
     let top = h
         .current
         .iter()
@@ -417,8 +427,9 @@ fn histogram_svg(h: &Histogram) -> String {
     let bars = h.current.len() * if h.reference.is_some() { 2 } else { 1 };
     let label = format!("Histogram of {}: share of rows per bin", h.column);
     let mut svg = format!(
-        "<svg id=\"histogram\" width=\"{SVG_W}\" height=\"{SVG_H}\" viewBox=\"0 0 {SVG_W} {SVG_H}\" role=\"img\" \
+        "<svg id=\"{}\" width=\"{SVG_W}\" height=\"{SVG_H}\" viewBox=\"0 0 {SVG_W} {SVG_H}\" role=\"img\" \
          aria-label=\"{}\" data-bars=\"{bars}\">\n",
+        esc(id),
         esc(&label)
     );
     svg.push_str(&y_axis(y_max));
@@ -441,7 +452,7 @@ fn plot_bottom() -> f64 {
 }
 
 /// Smallest of 1, 2, 2.5, 5 times a power of ten at or above `x`, so the y ticks read as round numbers.
-fn nice_ceiling(x: f64) -> f64 {
+pub(crate) fn nice_ceiling(x: f64) -> f64 {
     if !(x.is_finite() && x > 0.0) {
         return 1.0;
     }
@@ -512,6 +523,9 @@ fn bars_svg(h: &Histogram, y_max: f64) -> String {
 }
 
 fn bin_label(h: &Histogram, bin: usize) -> String {
+    if let Some(name) = h.bin_names.as_ref().and_then(|names| names.get(bin)) {
+        return name.clone();
+    }
     match &h.edges {
         Some(edges) => format!("[{}, {})", fmt_sig(edges[bin]), fmt_sig(edges[bin + 1])),
         None => format!("bin {}", bin + 1),
@@ -529,6 +543,46 @@ fn x_axis(h: &Histogram) -> String {
         plot_bottom(),
         plot_bottom()
     );
+    if let Some(names) = &h.bin_names {
+        // A name under each bin's middle; a range too long for the bin's
+        // width on two lines, at its dash; anything else cut to fit.
+        let fits = ((bin_w / 6.0) as usize).max(3);
+        let cut = |text: &str| -> String {
+            match text.chars().count() > fits {
+                true => text.chars().take(fits - 1).chain(['…']).collect(),
+                false => text.to_string(),
+            }
+        };
+        for (bin, name) in names.iter().enumerate().take(bins) {
+            let middle = PLOT_LEFT + bin_w * (bin as f64 + 0.5);
+            let lines: Vec<String> = match (name.chars().count() > fits, name.split_once('–')) {
+                (true, Some((low, high))) => vec![cut(&format!("{low}–")), cut(high)],
+                _ => vec![cut(name)],
+            };
+            let _ = write!(
+                svg,
+                "<text x=\"{middle:.1}\" y=\"{:.1}\" text-anchor=\"middle\">",
+                plot_bottom() + 15.0
+            );
+            for (i, line) in lines.iter().enumerate() {
+                let _ = write!(
+                    svg,
+                    "<tspan x=\"{middle:.1}\" dy=\"{}\">{}</tspan>",
+                    if i == 0 { 0 } else { 12 },
+                    esc(line)
+                );
+            }
+            svg.push_str("</text>\n");
+        }
+        let _ = writeln!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+            PLOT_LEFT + plot_width() / 2.0,
+            SVG_H - 8.0,
+            esc(&h.column)
+        );
+        return svg;
+    }
     for edge in (0..=bins).filter(|e| e % step == 0) {
         let label = match &h.edges {
             Some(edges) => fmt_sig(edges[edge]),
@@ -608,6 +662,57 @@ fn drift_section(drift: Option<&Value>) -> String {
         html.push_str(&drift_row(column));
     }
     html + "</tbody></table>\n"
+}
+
+/// The reference's and this run's distributions, drawn together over the
+/// drift bins, for every feature whose drift warns or fails and for the
+/// scores: how a column moved, not only how far.
+fn moved_distributions_section(drift: Option<&Value>) -> String {
+    let Some(drift) = drift else {
+        return String::new();
+    };
+    let shown: Vec<&Value> = list_at(drift, "columns")
+        .iter()
+        .filter(|c| {
+            let moved = matches!(str_at(c, "status"), Some("warn" | "fail"));
+            (moved || str_at(c, "kind") == Some("score")) && c.get("distribution").is_some_and(|d| !d.is_null())
+        })
+        .collect();
+    if shown.is_empty() {
+        return String::new();
+    }
+    let mut html = String::from(
+        "<h2 id=\"distributions-section\">How the distributions moved</h2>\n\
+         <p class=\"muted\">Share of rows per drift bin: the reference (grey) against this run (blue), for every \
+         feature whose drift warns or fails, and for the scores.</p>\n",
+    );
+    for (i, column) in shown.iter().enumerate() {
+        let name = str_at(column, "name").unwrap_or("column");
+        let distribution = &column["distribution"];
+        let current = shares(distribution.get("current"));
+        let reference = Some(shares(distribution.get("reference"))).filter(|r| r.len() == current.len());
+        let names: Vec<String> = list_at(distribution, "labels")
+            .iter()
+            .map(|l| l.as_str().unwrap_or("").to_string())
+            .collect();
+        if current.is_empty() {
+            continue;
+        }
+        let chart = Histogram {
+            column: format!(
+                "{name} ({}, PSI {})",
+                str_at(column, "kind").unwrap_or("feature"),
+                fmt_opt_sig(num_at(column, "psi"))
+            ),
+            edges: None,
+            bin_names: (names.len() == current.len()).then_some(names),
+            current,
+            reference,
+        };
+        let _ = writeln!(html, "<h3>{} {}</h3>", esc(name), badge(str_at(column, "status")));
+        html.push_str(&histogram_svg(&chart, &format!("distribution-{i}")));
+    }
+    html
 }
 
 /// Champion against challengers, for a run of several models.
@@ -707,13 +812,13 @@ fn drift_row(column: &Value) -> String {
 fn status_class(status: &str) -> &'static str {
     match status {
         "pass" | "succeeded" | "ok" => "ok",
-        "warn" => "warn",
-        "fail" | "failed" | "rejected" => "bad",
+        "warn" | "sla_missed" => "warn",
+        "fail" | "failed" | "rejected" | "died" | "interrupted" => "bad",
         _ => "",
     }
 }
 
-fn badge(status: Option<&str>) -> String {
+pub(crate) fn badge(status: Option<&str>) -> String {
     let status = status.unwrap_or("unknown");
     format!("<span class=\"badge {}\">{}</span>", status_class(status), esc(status))
 }
@@ -770,7 +875,7 @@ pub(crate) fn esc(text: &str) -> String {
 }
 
 /// Counts with thousands separators: "1,000,000".
-fn fmt_count(count: Option<f64>) -> String {
+pub(crate) fn fmt_count(count: Option<f64>) -> String {
     let Some(count) = count.filter(|c| c.is_finite()) else {
         return MISSING.to_string();
     };
@@ -789,34 +894,13 @@ fn fmt_count(count: Option<f64>) -> String {
     grouped
 }
 
-fn fmt_opt_sig(x: Option<f64>) -> String {
+pub(crate) fn fmt_opt_sig(x: Option<f64>) -> String {
     x.map_or(MISSING.to_string(), fmt_sig)
 }
 
-/// Four significant digits, trailing zeros dropped; scientific notation outside [1e-4, 1e6).
-fn fmt_sig(x: f64) -> String {
-    if x.is_nan() {
-        return "NaN".to_string();
-    }
-    if x.is_infinite() {
-        return if x > 0.0 { "∞" } else { "-∞" }.to_string();
-    }
-    if x == 0.0 {
-        return "0".to_string();
-    }
-    let magnitude = x.abs().log10().floor();
-    if !(-4.0..6.0).contains(&magnitude) {
-        return format!("{x:.3e}");
-    }
-    let decimals = (3.0 - magnitude).max(0.0) as usize;
-    trim_zeros(format!("{x:.decimals$}"))
-}
-
-fn trim_zeros(number: String) -> String {
-    if !number.contains('.') {
-        return number;
-    }
-    number.trim_end_matches('0').trim_end_matches('.').to_string()
+/// Four significant digits ([`crate::util::short_number`]).
+pub(crate) fn fmt_sig(x: f64) -> String {
+    crate::util::short_number(x)
 }
 
 /// A share in [0, 1] as a percentage: 0.0123 -> "1.23%".
@@ -955,6 +1039,36 @@ mod tests {
         assert_eq!(page.matches("class=\"bar reference\"").count(), 0);
         assert!(page.contains("data-bars=\"4\""));
         assert!(!page.contains(">reference</text>"));
+    }
+
+    #[test]
+    fn moved_features_and_the_score_get_their_distributions_drawn() {
+        let mut report = full_report();
+        let distribution = |labels: &[&str]| {
+            let n = labels.len() as f64;
+            json!({"labels": labels, "reference": vec![1.0 / n; labels.len()], "current": vec![1.0 / n; labels.len()]})
+        };
+        let columns = report["drift"]["columns"].as_array_mut().unwrap();
+        columns[0]["distribution"] = distribution(&["< 30", "30–50", ">= 50", "null"]);
+        columns[1]["distribution"] = distribution(&["< 12", "12–24", "24.12345678–36.12345678", ">= 36", "null"]);
+        columns[2]["distribution"] = distribution(&["gold", "silver", "a very long category name", "other", "null"]);
+        let page = render(&report);
+        let section = &page[page.find("id=\"distributions-section\"").expect("the section is drawn")..];
+        // tenure_months warns and the score is always drawn; age passes and is not.
+        assert!(section.contains("<h3>tenure_months") && section.contains("<h3>score"));
+        assert!(!section.contains("<h3>age"));
+        assert_eq!(section.matches("data-bars=\"10\"").count(), 2);
+        assert!(section.contains(">12–24<") && section.contains(">gold<"));
+        assert!(
+            section.contains(">24.12345678–</tspan><tspan x=\"384.0\" dy=\"12\">36.12345678<"),
+            "{section}"
+        );
+        assert!(
+            section.contains(">a very long category…<"),
+            "long names are cut to fit their bin"
+        );
+        // Without distributions (a report of an older lakescore) there is no section.
+        assert!(!render(&full_report()).contains("distributions-section"));
     }
 
     #[test]

@@ -253,6 +253,33 @@ pub fn message_of(error: &(dyn std::error::Error + 'static)) -> String {
     }
 }
 
+/// A number for people: four significant digits, trailing zeros dropped;
+/// scientific notation outside [1e-4, 1e6).
+pub fn short_number(x: f64) -> String {
+    if x.is_nan() {
+        return "NaN".to_string();
+    }
+    if x.is_infinite() {
+        return if x > 0.0 { "∞" } else { "-∞" }.to_string();
+    }
+    if x == 0.0 {
+        return "0".to_string();
+    }
+    let magnitude = x.abs().log10().floor();
+    if !(-4.0..6.0).contains(&magnitude) {
+        return format!("{x:.3e}");
+    }
+    let decimals = (3.0 - magnitude).max(0.0) as usize;
+    trim_zeros(format!("{x:.decimals$}"))
+}
+
+fn trim_zeros(number: String) -> String {
+    if !number.contains('.') {
+        return number;
+    }
+    number.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::EvaluationReport;
-use crate::html::{STYLE, esc};
+use crate::html::{esc, page_head};
 
 /// Line colours, one per model (champion first).
 const COLOURS: [&str; 6] = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2"];
@@ -17,15 +17,9 @@ const MARGIN: f64 = 44.0;
 pub fn render(report: &EvaluationReport) -> String {
     let mut page = String::with_capacity(16 * 1024);
     let names: Vec<String> = report.models.iter().map(|m| esc(&m.model.name)).collect();
-    let _ = write!(
-        page,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; \
-         style-src 'unsafe-inline'; script-src 'unsafe-inline'\">\n\
-         <title>lakescore evaluation: {}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<main>\n",
-        names.join(", ")
-    );
+    let title: Vec<&str> = report.models.iter().map(|m| m.model.name.as_str()).collect();
+    page.push_str(&page_head(&format!("lakescore evaluation: {}", title.join(", ")), ""));
+    page.push_str("<body>\n<main>\n");
     let _ = writeln!(
         page,
         "<header><h1>Evaluation of {}</h1><p class=\"sub\">{} labelled rows of <code>{}</code>, label \
