@@ -30,7 +30,8 @@
 //!
 //! Around a run, for the pipelines that call it: [`lock`] (one writer per
 //! output), [`cancel`] (a token that stops a run), [`progress`], [`sla`],
-//! [`observe`] (metrics, lineage) and [`runs`] (the ledger, listed).
+//! [`observe`] (metrics, lineage) and [`runs`] (the ledger, listed and drawn as a
+//! trend across runs).
 //!
 //! The library keeps no process-wide mutable state: a run's settings, its
 //! cancel token and its log context (a `tracing` span) travel with it, so a

@@ -382,38 +382,50 @@ impl ColumnProfile {
 
     /// Mean, quantiles and drift bins from the exact counts and the sketch.
     pub fn derive(&mut self) {
-        let finite = self.rows - self.nulls - self.infinite;
+        let finite = self.finite();
         self.mean = (finite > 0).then(|| self.sum / finite as f64);
         let Some(sketch) = self.sketch.take() else {
             return;
         };
-        let sketch = sketch.trimmed();
-        let (min, max) = (self.min.unwrap_or(f64::NAN), self.max.unwrap_or(f64::NAN));
-        let quantile = |q: f64| {
-            let rank = ((q * finite as f64) as u64).min(finite.saturating_sub(1));
-            sketch.key_at_rank(rank).map(|key| {
-                let mid = 0.5 * (key_lower_bound(key) + key_lower_bound(key + 1));
-                mid.clamp(min, max)
-            })
-        };
+        self.sketch = Some(sketch.trimmed());
+        let quantile = |q: f64| self.quantile(q).unwrap_or(f64::NAN);
         self.quantiles = (finite > 0).then(|| Quantiles {
-            p01: quantile(0.01).unwrap_or(f64::NAN),
-            p05: quantile(0.05).unwrap_or(f64::NAN),
-            p25: quantile(0.25).unwrap_or(f64::NAN),
-            p50: quantile(0.50).unwrap_or(f64::NAN),
-            p75: quantile(0.75).unwrap_or(f64::NAN),
-            p95: quantile(0.95).unwrap_or(f64::NAN),
-            p99: quantile(0.99).unwrap_or(f64::NAN),
+            p01: quantile(0.01),
+            p05: quantile(0.05),
+            p25: quantile(0.25),
+            p50: quantile(0.50),
+            p75: quantile(0.75),
+            p95: quantile(0.95),
+            p99: quantile(0.99),
         });
+        let sketch = self.sketch.as_ref().expect("put back above");
         self.bins = (finite > 0).then(|| {
-            let keys = decile_edges(&sketch, finite);
+            let keys = decile_edges(sketch, finite);
             Bins {
                 edges: keys.iter().map(|&k| key_lower_bound(k)).collect(),
                 counts: sketch.counts_in_bins(&keys),
                 keys,
             }
         });
-        self.sketch = Some(sketch);
+    }
+
+    /// Values that are neither null nor infinite.
+    fn finite(&self) -> u64 {
+        self.rows - self.nulls - self.infinite
+    }
+
+    /// The `q` quantile from the sketch: the midpoint of the bucket that
+    /// holds it, clamped to min and max (within 3.2% of the true value).
+    /// `None` without a sketch or finite values.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let finite = self.finite();
+        let sketch = self.sketch.as_ref().filter(|_| finite > 0)?;
+        let (min, max) = (self.min?, self.max?);
+        let rank = ((q * finite as f64) as u64).min(finite - 1);
+        sketch.key_at_rank(rank).map(|key| {
+            let mid = 0.5 * (key_lower_bound(key) + key_lower_bound(key + 1));
+            mid.clamp(min, max)
+        })
     }
 }
 

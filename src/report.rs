@@ -1,18 +1,19 @@
 //! What a run tells the world: the `_SUCCESS` manifest, the `--report` JSON
-//! (with the contract's judgement), and the `bench` and `check` tables.
+//! (with the contract's judgement), the `bench` and `check` tables, and the
+//! summary a judged run keeps in its ledger record.
 
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 
-use crate::commit::{OutputFileRecord, RunStatus};
+use crate::commit::{DriftSummary, OutputFileRecord, RunStatus, RunSummary, ScoreSummary};
 use crate::contract::{Checks, Drift, Guards, ScoreHistogram};
 use crate::drift::Status;
 use crate::identity::RunIdentity;
 use crate::model::ModelInfo;
-use crate::profile::TableProfile;
-use crate::sla::SlaReport;
+use crate::profile::{Role, TableProfile};
+use crate::sla::{Sla, SlaReport};
 use crate::util::{group_thousands, peak_rss_bytes, rfc3339_utc};
 
 /// Seconds spent in each stage of the per-row-group work, summed over the
@@ -432,5 +433,70 @@ impl RunReport {
             }
         }
         out
+    }
+}
+
+impl RunReport {
+    /// What this judged run keeps in its ledger record for the trend,
+    /// `wall_seconds` into it, under `sla`.
+    pub fn summary(&self, sla: &Sla, wall_seconds: f64) -> RunSummary {
+        let judgement = &self.judgement;
+        let ids = |status: Status| -> Vec<String> {
+            judgement
+                .checks
+                .iter()
+                .flat_map(|c| &c.rules)
+                .filter(|r| r.status == status)
+                .map(|r| r.id.clone())
+                .collect()
+        };
+        let guard_ids = |status: Status| -> Vec<String> {
+            judgement
+                .guards
+                .iter()
+                .flat_map(|g| &g.guards)
+                .filter(|g| g.status == status)
+                .map(|g| g.id.to_string())
+                .collect()
+        };
+        let score = self.table_profile.as_ref().and_then(|profile| {
+            let column = profile.columns.iter().find(|c| c.role == Role::Score)?;
+            Some(ScoreSummary {
+                column: column.name.clone(),
+                mean: column.mean,
+                deciles: (1..10).map_while(|i| column.quantile(f64::from(i) / 10.0)).collect(),
+            })
+        });
+        let drift = judgement.drift.as_ref().and_then(|drift| {
+            // The drift table is sorted by PSI, largest first. The score's
+            // own drift is in `moved`; the trend draws the score itself.
+            let largest = drift.columns.iter().find(|c| c.kind == Role::Feature)?;
+            Some(DriftSummary {
+                verdict: drift.verdict,
+                column: largest.name.clone(),
+                psi: largest.psi,
+                status: largest.status,
+                psi_warn: largest.psi_warn,
+                psi_fail: largest.psi_fail,
+                moved: drift
+                    .columns
+                    .iter()
+                    .filter(|c| c.status != Status::Pass)
+                    .map(|c| c.name.clone())
+                    .collect(),
+            })
+        });
+        RunSummary {
+            rows_scored: self.rows_scored,
+            rows_flagged: self.rows_flagged,
+            wall_seconds: Some(wall_seconds),
+            max_duration_seconds: sla.max_duration_seconds,
+            score,
+            drift,
+            rules_failed: ids(Status::Fail),
+            rules_warned: ids(Status::Warn),
+            guards_failed: guard_ids(Status::Fail),
+            guards_warned: guard_ids(Status::Warn),
+        }
     }
 }

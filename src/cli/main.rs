@@ -251,6 +251,13 @@ struct RunsArgs {
     /// Print the runs as JSON.
     #[arg(long)]
     json: bool,
+    /// Also write the trend page: plots over the runs and a line per run,
+    /// one static HTML file.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+    /// Only the last N runs [default: all when listing, 30 on the page].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    last: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -656,13 +663,33 @@ fn run(cli: &Cli, identity: &RunIdentity, cancel: &CancelToken) -> Result<RunSta
         Command::EvaluatePolicy(args) => evaluate_policy(args, cancel),
         Command::Runs(args) => {
             let runs = lakescore::runs::list(&args.output)?;
+            let last = |default: usize| {
+                let n = args.last.map_or(default, |n| usize::try_from(n).unwrap_or(usize::MAX));
+                &runs[runs.len().saturating_sub(n)..]
+            };
+            if let Some(path) = &args.html {
+                let shown = last(lakescore::runs::trend::DEFAULT_LAST);
+                let page = lakescore::runs::trend::render(&args.output.to_string_lossy(), shown, runs.len());
+                lakescore::util::write_atomically(path, page.as_bytes()).map_err(|source| Error::Output {
+                    what: "trend page",
+                    path: path.clone(),
+                    source,
+                })?;
+                eprintln!(
+                    "wrote the trend of the last {} of {} runs to `{}`",
+                    shown.len(),
+                    runs.len(),
+                    path.display()
+                );
+            }
+            let runs = last(usize::MAX);
             if args.json {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&runs).expect("ledger records serialize")
                 );
             } else {
-                print!("{}", lakescore::runs::render(&runs));
+                print!("{}", lakescore::runs::render(runs));
             }
             Ok(RunStatus::Succeeded)
         }

@@ -49,7 +49,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{
-    CommitError, Committer, LedgerRecord, OutputTable, PartitionRecord, Published, RunStatus, WriteMode, io_error,
+    CommitError, Committer, LedgerRecord, OutputTable, PartitionRecord, Published, RunStatus, RunSummary, WriteMode,
+    io_error,
 };
 use crate::lock::{Holder, OutputLock};
 use crate::source::SourceError;
@@ -540,6 +541,13 @@ impl DeltaCommitter {
 impl Committer for DeltaCommitter {
     fn run_id(&self) -> &str {
         self.inner().run_id()
+    }
+
+    fn record_summary(&mut self, summary: RunSummary) {
+        self.inner
+            .as_mut()
+            .expect("the transaction is open")
+            .record_summary(summary);
     }
 
     fn staged_path(&self, relative: &Path) -> PathBuf {

@@ -31,10 +31,12 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::lock::{Holder, LockError, OutputLock};
+pub use summary::{DriftSummary, RunSummary, ScoreSummary};
 
 #[cfg(feature = "delta")]
 pub mod delta;
 pub mod object;
+mod summary;
 use crate::test_hooks;
 use crate::util::{fsync_dir, is_atomic_write_temporary, rfc3339_utc, sha256_hex, write_atomically};
 pub use object::ObjectOutput;
@@ -131,6 +133,11 @@ pub trait Committer: Send + Sync {
     /// Ends a run that publishes nothing: removes what it staged and records
     /// why. `status` is `failed`, `rejected` or `interrupted`.
     fn abort(self: Box<Self>, status: RunStatus, error: &str) -> Result<(), CommitError>;
+
+    /// Keeps the run's numbers for the trend across runs in its ledger
+    /// record, written when the run ends ([`Committer::finish`] or
+    /// [`Committer::abort`]).
+    fn record_summary(&mut self, summary: RunSummary);
 }
 
 /// A table in a local folder, published by renames: the first [`OutputTable`].
@@ -470,6 +477,10 @@ pub struct LedgerRecord {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sla_missed: Vec<String>,
     pub error: Option<String>,
+    /// What the trend page draws: rows flagged, the score's deciles, the
+    /// largest drift, the rules that failed (for a run that was judged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<RunSummary>,
 }
 
 impl LedgerRecord {
@@ -516,6 +527,7 @@ impl LedgerRecord {
             rows_quarantined: None,
             sla_missed: Vec::new(),
             error: None,
+            summary: None,
         }
     }
 }
@@ -732,6 +744,10 @@ impl Transaction {
 impl Committer for Transaction {
     fn run_id(&self) -> &str {
         &self.run_id
+    }
+
+    fn record_summary(&mut self, summary: RunSummary) {
+        self.ledger.summary = Some(summary);
     }
 
     /// Where the output file with this relative path is staged.

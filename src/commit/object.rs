@@ -43,7 +43,8 @@ use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersio
 use serde::{Deserialize, Serialize};
 
 use super::{
-    CommitError, Committer, LedgerRecord, OutputTable, PartitionRecord, Published, RunStatus, SUCCESS_FILE, WriteMode,
+    CommitError, Committer, LedgerRecord, OutputTable, PartitionRecord, Published, RunStatus, RunSummary, SUCCESS_FILE,
+    WriteMode,
 };
 use crate::lock::{Holder, LockError, OutputLock};
 use crate::store::{self, Remote};
@@ -543,6 +544,10 @@ impl ObjectTransaction {
 impl Committer for ObjectTransaction {
     fn run_id(&self) -> &str {
         &self.run_id
+    }
+
+    fn record_summary(&mut self, summary: RunSummary) {
+        self.ledger.summary = Some(summary);
     }
 
     fn staged_path(&self, relative: &Path) -> PathBuf {

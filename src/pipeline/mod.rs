@@ -214,6 +214,7 @@ pub fn score(
     };
     scored.record(&mut report, true);
     if report.judgement.rejects() {
+        transaction.record_summary(report.summary(&options.sla, clock.elapsed().as_secs_f64()));
         close_unpublished(transaction, RunStatus::Rejected, &report.judgement.rejection_summary());
         return Ok(report.finish_rejected(clock));
     }
@@ -267,6 +268,7 @@ pub fn score(
         rows_quarantined: report.rows_quarantined,
         sla_missed: sla.as_ref().map(SlaReport::missed).unwrap_or_default(),
     };
+    transaction.record_summary(report.summary(&options.sla, wall_seconds.total));
     report.output_snapshot = transaction.finish(
         Some(&serde_json::to_vec_pretty(&manifest).expect("manifests serialize")),
         outcome,

@@ -58,7 +58,7 @@ fn data_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Rewrites column `name` of every file of the lake with `change`.
-fn plant(lake: &Path, name: &str, change: impl Fn(&ArrayRef) -> ArrayRef) {
+pub(crate) fn plant(lake: &Path, name: &str, change: impl Fn(&ArrayRef) -> ArrayRef) {
     for path in data_files(lake) {
         let batch = read_parquet(&path);
         let columns: Vec<ArrayRef> = batch

@@ -28,4 +28,5 @@ mod reports;
 mod scoring;
 mod sources;
 mod trees;
+mod trend;
 mod types;

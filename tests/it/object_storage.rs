@@ -825,6 +825,18 @@ fn a_run_killed_while_committing_to_s3_resumes_to_the_clean_bytes_and_leaves_no_
             "{}",
             runs.stdout
         );
+        // The trend page of an output on S3, from its ledger objects.
+        let page = dir.path().join(format!("trend-{case}.html"));
+        lakescore_s3(&endpoint, &["runs", &url, "--html", page.to_str().unwrap()], &[]).assert_ok();
+        let page = std::fs::read_to_string(&page).unwrap();
+        assert!(page.contains(">died<") && page.contains(">succeeded<"), "{page}");
+        assert!(page.contains("propensity-sample 1.0.0"), "the model is named");
+        let score_plot = &page[page.find("id=\"score\"").unwrap()..];
+        assert!(
+            score_plot.contains("data-points=\"1\"")
+                && score_plot.find("data-points=\"1\"") < score_plot.find("</svg>"),
+            "the resumed run's score is drawn from the summary in its ledger object"
+        );
     }
 }
 

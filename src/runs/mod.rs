@@ -13,6 +13,8 @@ use serde::Serialize;
 use crate::commit::{LedgerRecord, META_DIR, RunStatus};
 use crate::lock::Holder;
 
+pub mod trend;
+
 #[derive(Debug, thiserror::Error)]
 pub enum RunsError {
     #[error("`{}` has no run ledger (`{META_DIR}/runs`): lakescore has not written there", out.display())]
