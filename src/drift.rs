@@ -88,7 +88,7 @@ pub struct ColumnDrift {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Distribution {
     /// What each bin holds, for people: `< 12.5`, `12.5–20`, `>= 80`,
-    /// a category's name, `other`, `null`.
+    /// `null or ±inf`; a category's name, `other`, `null`.
     pub labels: Vec<String>,
     pub reference: Vec<f64>,
     pub current: Vec<f64>,
@@ -117,11 +117,11 @@ pub fn distribution(reference: &ColumnProfile, current: &ColumnProfile) -> Optio
                     (None, None) => "all values".to_string(),
                 });
             }
-            labels.push("null".into());
+            labels.push("null or ±inf".into());
             labels
         }
         // A reference of nulls only.
-        None => vec!["values".into(), "null".into()],
+        None => vec!["values".into(), "null or ±inf".into()],
     };
     Some(Distribution {
         labels,
@@ -362,7 +362,7 @@ mod tests {
         assert_eq!(d.labels.len(), drift.bins);
         assert_eq!((d.reference.len(), d.current.len()), (drift.bins, drift.bins));
         assert!(d.labels[0].starts_with("< ") && d.labels[d.labels.len() - 2].starts_with(">= "));
-        assert_eq!(d.labels.last().map(String::as_str), Some("null"));
+        assert_eq!(d.labels.last().map(String::as_str), Some("null or ±inf"));
         // Deciles of the reference: about a tenth each; the shifted run piles into the top bin.
         assert!(
             d.reference[..d.reference.len() - 1]

@@ -464,20 +464,31 @@ impl RunReport {
             Some(ScoreSummary {
                 column: column.name.clone(),
                 mean: column.mean,
-                deciles: (1..10).map_while(|i| column.quantile(f64::from(i) / 10.0)).collect(),
+                deciles: (1..10)
+                    .map_while(|i| column.quantile(f64::from(i) / 10.0))
+                    .filter(|d| d.is_finite())
+                    .collect(),
             })
         });
         let drift = judgement.drift.as_ref().and_then(|drift| {
-            // The drift table is sorted by PSI, largest first. The score's
-            // own drift is in `moved`; the trend draws the score itself.
-            let largest = drift.columns.iter().find(|c| c.kind == Role::Feature)?;
+            // The feature that matters most: the worst status first (each
+            // feature has its own thresholds, and JS alone can fail one),
+            // then the largest PSI (the table is sorted by PSI).
+            let features = drift
+                .columns
+                .iter()
+                .filter(|c| c.kind == Role::Feature && c.psi.is_finite());
+            let worst = features.fold(None::<&crate::drift::ColumnDrift>, |worst, c| match worst {
+                Some(w) if w.status >= c.status => Some(w),
+                _ => Some(c),
+            })?;
             Some(DriftSummary {
                 verdict: drift.verdict,
-                column: largest.name.clone(),
-                psi: largest.psi,
-                status: largest.status,
-                psi_warn: largest.psi_warn,
-                psi_fail: largest.psi_fail,
+                column: worst.name.clone(),
+                psi: worst.psi,
+                status: worst.status,
+                psi_warn: worst.psi_warn,
+                psi_fail: worst.psi_fail,
                 moved: drift
                     .columns
                     .iter()

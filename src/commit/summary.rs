@@ -25,7 +25,7 @@ pub struct RunSummary {
     /// The first score column's mean and deciles.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score: Option<ScoreSummary>,
-    /// The drift verdict and the feature that moved most (largest PSI).
+    /// The drift verdict and the feature that matters most.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift: Option<DriftSummary>,
     /// Ids of the contract's rules that failed, then of those that warned.
@@ -54,14 +54,19 @@ pub struct ScoreSummary {
 /// The drift of a run, in one line of the trend.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DriftSummary {
+    /// The run's drift verdict: the worst status of any column, the score
+    /// included.
     pub verdict: Status,
-    /// The feature with the largest PSI.
+    /// The feature whose drift status is worst, the largest PSI among
+    /// equals.
     pub column: String,
+    /// That feature's PSI and status, and its thresholds.
     pub psi: f64,
     pub status: Status,
     pub psi_warn: Option<f64>,
     pub psi_fail: Option<f64>,
-    /// Every column whose drift warned or failed, most drifted first.
+    /// Every column whose drift warned or failed (the score included), most
+    /// drifted first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub moved: Vec<String>,
 }

@@ -52,7 +52,7 @@ svg .limit { stroke: #b91c1c; stroke-dasharray: 6 4; } svg .limit.warn { stroke:
 svg .version-change { stroke: #7c3aed; stroke-width: 1.5; stroke-dasharray: 3 3; }
 svg text.version-label { fill: #7c3aed; font-weight: 600; }
 svg .failed-run { fill: #b91c1c; font-weight: 700; }
-svg rect.bar.rules { fill: #b91c1c; } svg rect.bar.warned { fill: #d97706; }
+svg rect.bar.failed { fill: #b91c1c; } svg rect.bar.warned { fill: #d97706; }
 tr.version-change td { border-top: 2px dashed #7c3aed; }
 #runs { font-size: 13px; } #runs td:nth-child(-n+2) { white-space: nowrap; }
 tr.failed td { background: #fef2f2; }
@@ -102,7 +102,7 @@ struct Night<'a> {
     /// `churn 1.2.0`, or the digest when the model has no version.
     model: String,
     /// The model differs from the run before's (name, version or bytes).
-    version_changed: bool,
+    model_changed: bool,
     /// Published nothing: failed, rejected, interrupted or died.
     failed: bool,
 }
@@ -114,14 +114,20 @@ fn nights(runs: &[RunEntry]) -> Vec<Night<'_>> {
     let mut nights: Vec<Night> = Vec::with_capacity(runs.len());
     for (i, run) in runs.iter().enumerate() {
         let r = &run.record;
+        let before = i.checked_sub(1).map(|j| &runs[j].record);
+        let model_changed = before.is_some_and(|b| {
+            (&b.model_name, &b.model_version, &b.model_sha256) != (&r.model_name, &r.model_version, &r.model_sha256)
+        });
+        // The version names a model, unless only its bytes changed.
+        let same_name = before.is_some_and(|b| (&b.model_name, &b.model_version) == (&r.model_name, &r.model_version));
         let model = match &r.model_version {
-            Some(version) => format!("{} {version}", r.model_name),
+            Some(version) if !(model_changed && same_name) => format!("{} {version}", r.model_name),
+            Some(version) => format!(
+                "{} {version} ({})",
+                r.model_name,
+                r.model_sha256.get(..12).unwrap_or("")
+            ),
             None => format!("{} {}", r.model_name, r.model_sha256.get(..12).unwrap_or("")),
-        };
-        let version_changed = i > 0 && {
-            let before = &runs[i - 1].record;
-            (&before.model_name, &before.model_version, &before.model_sha256)
-                != (&r.model_name, &r.model_version, &r.model_sha256)
         };
         nights.push(Night {
             run,
@@ -131,7 +137,7 @@ fn nights(runs: &[RunEntry]) -> Vec<Night<'_>> {
                 .unwrap_or(&r.started_at)
                 .to_string(),
             model,
-            version_changed,
+            model_changed,
             failed: !matches!(run.outcome.as_str(), "succeeded" | "sla_missed" | "running"),
         });
     }
@@ -164,7 +170,7 @@ fn header(out: &str, nights: &[Night], total: usize) -> String {
     html.push_str("</p>\n");
     let changes: Vec<String> = nights
         .iter()
-        .filter(|n| n.version_changed)
+        .filter(|n| n.model_changed)
         .map(|n| format!("<strong>{}</strong> from {}", esc(&n.model), esc(&n.label)))
         .collect();
     let _ = writeln!(
@@ -225,19 +231,7 @@ fn plots(nights: &[Night]) -> String {
     }
     let mut html = String::from("<h2 id=\"plots\">Over the runs</h2>\n");
 
-    let scored = nights
-        .iter()
-        .map(|n| match (n.failed, summary(n)) {
-            (true, _) => None,
-            (false, Some(s)) => Some(s.rows_scored as f64),
-            // A record from before summaries: rows less quarantined.
-            (false, None) => n
-                .run
-                .record
-                .rows
-                .map(|rows| rows.saturating_sub(n.run.record.rows_quarantined.unwrap_or(0)) as f64),
-        })
-        .collect();
+    let scored = nights.iter().map(rows_scored).collect();
     html.push_str(&chart(
         "rows-scored",
         "Rows scored",
@@ -284,10 +278,7 @@ fn plots(nights: &[Night]) -> String {
         .iter()
         .map(|n| summary(n).and_then(|s| s.wall_seconds).or(n.run.seconds))
         .collect();
-    let sla = nights
-        .iter()
-        .rev()
-        .find_map(|n| summary(n).and_then(|s| s.max_duration_seconds));
+    let sla = same_everywhere(nights.iter().filter_map(summary).map(|s| s.max_duration_seconds));
     let limits = sla
         .map(|limit| vec![(limit as f64, format!("SLA {limit} s"), "limit")])
         .unwrap_or_default();
@@ -358,25 +349,34 @@ fn plots(nights: &[Night]) -> String {
         night.run.record.summary.as_ref()?.drift.as_ref()
     }
     let psi = nights.iter().map(|n| drift(n).map(|d| d.psi)).collect();
+    // A point is coloured by the run's drift verdict (the score's drift, or
+    // another feature's own thresholds, can fail a run whose largest PSI
+    // passes) and labelled with the columns that moved.
     let marks = nights
         .iter()
         .map(|n| {
-            drift(n)
-                .filter(|d| d.status != Status::Pass)
-                .map(|d| (d.status, d.column.clone()))
+            drift(n).filter(|d| d.verdict != Status::Pass).map(|d| {
+                let label = match d.moved.len() {
+                    0 => d.column.clone(),
+                    1 | 2 => d.moved.join(", "),
+                    n => format!("{}, {} and {} more", d.moved[0], d.moved[1], n - 2),
+                };
+                (d.verdict, label)
+            })
         })
         .collect();
-    let thresholds = nights.iter().rev().find_map(drift);
+    // Threshold lines only when every night shown had the same ones.
+    let judged: Vec<&DriftSummary> = nights.iter().filter_map(drift).collect();
     let mut limits = Vec::new();
-    if let Some(warn) = thresholds.and_then(|d| d.psi_warn) {
+    if let Some(warn) = same_everywhere(judged.iter().map(|d| d.psi_warn)) {
         limits.push((warn, format!("warn {}", fmt_sig(warn)), "limit warn"));
     }
-    if let Some(fail) = thresholds.and_then(|d| d.psi_fail) {
+    if let Some(fail) = same_everywhere(judged.iter().map(|d| d.psi_fail)) {
         limits.push((fail, format!("fail {}", fmt_sig(fail)), "limit"));
     }
     html.push_str(&chart(
         "drift",
-        "Largest drift (PSI), named where it warns or fails",
+        "Drift: the PSI of the feature that matters most, the columns named where drift warns or fails",
         nights,
         &[Series {
             name: "PSI",
@@ -395,7 +395,7 @@ fn plots(nights: &[Night]) -> String {
         .iter()
         .map(|n| match summary(n) {
             Some(s) => vec![
-                ((s.rules_failed.len() + s.guards_failed.len()) as f64, "rules"),
+                ((s.rules_failed.len() + s.guards_failed.len()) as f64, "failed"),
                 ((s.rules_warned.len() + s.guards_warned.len()) as f64, "warned"),
             ],
             None => Vec::new(),
@@ -421,7 +421,7 @@ fn chart(id: &str, title: &str, nights: &[Night], series: &[Series], extras: Ext
         .filter(|s| s.points)
         .map(|s| s.values.iter().flatten().filter(|v| v.is_finite()).count())
         .sum();
-    let changes = nights.iter().filter(|n| n.version_changed).count();
+    let changes = nights.iter().filter(|n| n.model_changed).count();
     let failed = nights.iter().filter(|n| n.failed).count();
     let bars = extras
         .bars
@@ -574,7 +574,7 @@ impl Frame {
                     self.x(i) - width / 2.0,
                     (foot - top).max(0.5),
                     esc(&nights[i].run.record.run_id),
-                    if *class == "rules" { "failed" } else { "warned" }
+                    class
                 );
                 base += value;
             }
@@ -641,7 +641,7 @@ impl Frame {
     fn run_markers(&self, svg: &mut String, nights: &[Night]) {
         let mut changes = 0;
         for (i, night) in nights.iter().enumerate() {
-            if night.version_changed {
+            if night.model_changed {
                 // Every other name a line lower, so that close changes stay legible.
                 let label_y = TOP + 10.0 + 12.0 * f64::from(changes % 2);
                 changes += 1;
@@ -669,7 +669,7 @@ impl Frame {
                     Self::BASE - 3.0,
                     esc(&night.run.record.run_id),
                     esc(&night.run.outcome),
-                    esc(night.run.record.error.as_deref().unwrap_or(""))
+                    esc(reason(night).unwrap_or(""))
                 );
             }
         }
@@ -703,6 +703,38 @@ fn stretches<T>(n: usize, value: impl Fn(usize) -> Option<T>) -> Vec<Vec<usize>>
     all
 }
 
+/// Why a run published nothing: its recorded error, or for a run that
+/// recorded none what its outcome says.
+fn reason<'a>(night: &'a Night) -> Option<&'a str> {
+    match (night.run.record.error.as_deref(), night.run.outcome.as_str()) {
+        (Some(error), _) => Some(error),
+        (None, "died") => Some("no end recorded: the process died or its machine went down"),
+        (None, "interrupted") => Some("stopped by a signal"),
+        _ => None,
+    }
+}
+
+/// The rows a run scored: its summary's (a rejected run's too: scored, not
+/// published), or for a record from before summaries its rows less the
+/// quarantined; nothing for a run that did not finish.
+fn rows_scored(night: &Night) -> Option<f64> {
+    let record = &night.run.record;
+    match &record.summary {
+        Some(summary) => Some(summary.rows_scored as f64),
+        None if night.failed => None,
+        None => record
+            .rows
+            .map(|rows| rows.saturating_sub(record.rows_quarantined.unwrap_or(0)) as f64),
+    }
+}
+
+/// The same value on every night, or nothing (a line drawn across nights
+/// must hold for all of them).
+fn same_everywhere<T: PartialEq + Copy>(mut values: impl Iterator<Item = Option<T>>) -> Option<T> {
+    let first = values.next()??;
+    values.all(|v| v == Some(first)).then_some(first)
+}
+
 /// A y-axis number: thousands grouped for counts, four digits otherwise.
 fn axis_number(value: f64) -> String {
     if value.abs() >= 1000.0 {
@@ -727,15 +759,13 @@ fn runs_table(nights: &[Night]) -> String {
         let r = &night.run.record;
         let summary = r.summary.as_ref();
         let mut classes = Vec::new();
-        if night.version_changed {
+        if night.model_changed {
             classes.push("version-change");
         }
         if night.failed {
             classes.push("failed");
         }
-        let reason = r
-            .error
-            .as_deref()
+        let reason = reason(night)
             .map(|e| format!("<br><span class=\"muted\">{}</span>", esc(e)))
             .unwrap_or_default();
         let sla = match (&r.sla_missed[..], summary.and_then(|s| s.max_duration_seconds)) {
@@ -780,7 +810,7 @@ fn runs_table(nights: &[Night]) -> String {
                 (false, false) => format!("{} / {}", list(&failed), list(&warned)),
             }
         });
-        let model = match night.version_changed {
+        let model = match night.model_changed {
             true => format!(
                 "<strong>{}</strong> <span class=\"badge\">changed</span>",
                 esc(&night.model)
@@ -798,7 +828,7 @@ fn runs_table(nights: &[Night]) -> String {
             esc(r.started_at.replacen('T', " ", 1).trim_end_matches('Z')),
             esc(&r.run_id),
             badge(Some(&night.run.outcome)),
-            fmt_count(summary.map(|s| s.rows_scored as f64)),
+            fmt_count(rows_scored(night)),
             fmt_count(r.rows_quarantined.map(|q| q as f64)),
             fmt_count(summary.map(|s| s.rows_flagged as f64)),
             seconds.map_or(MISSING.to_string(), fmt_sig),
@@ -900,9 +930,9 @@ mod tests {
             assert_eq!(svg.matches("<text class=\"failed-run\"").count(), 2);
             assert_eq!(attribute(svg, "data-bars"), svg.matches("<rect class=\"bar").count());
         }
-        // Rows scored: the runs that published (8); the failed run has no
-        // summary and the rejected one published nothing.
-        assert_eq!(attribute(plots[0], "data-points"), 8);
+        // Rows scored: every run but the failed one, which has no summary
+        // (the rejected run scored its rows, and published none).
+        assert_eq!(attribute(plots[0], "data-points"), 9);
         // The drift plot names the failing feature once, at the rejected run.
         assert_eq!(plots[4].matches("class=\"mark-label\"").count(), 1);
         assert!(plots[4].contains(">spend_30d<") && plots[4].contains("warn 0.1"));
@@ -932,7 +962,57 @@ mod tests {
             0,
             "no score deciles without summaries"
         );
-        assert!(page.contains(MISSING));
+        let row = &page[page.find("data-run=\"run-001\"").unwrap()..];
+        assert!(
+            row[..row.find("</tr>").unwrap()].contains("<td class=\"num\">999</td>"),
+            "{row}"
+        );
+    }
+
+    #[test]
+    fn a_run_failed_by_drift_is_marked_even_when_its_largest_psi_passes() {
+        let mut runs: Vec<RunEntry> = (0..3)
+            .map(|i| night(i, "succeeded", Some(summary(0.01, Status::Pass))))
+            .collect();
+        // The score's drift rejected night 2; its most drifted feature passed.
+        let mut rejected = summary(0.05, Status::Pass);
+        if let Some(drift) = rejected.drift.as_mut() {
+            drift.verdict = Status::Fail;
+            drift.moved = vec!["score".into()];
+        }
+        runs[2] = night(2, "rejected", Some(rejected));
+        let page = render("/lake/scores", &runs, 3);
+        let plot = &page[page.find("id=\"drift\"").unwrap()..];
+        let plot = &plot[..plot.find("</svg>").unwrap()];
+        assert_eq!(plot.matches("class=\"point fail\"").count(), 1);
+        assert!(
+            plot.contains("class=\"mark-label\" x=") && plot.contains(">score</text>"),
+            "{plot}"
+        );
+    }
+
+    #[test]
+    fn lines_are_drawn_only_for_limits_every_night_had() {
+        let mut runs: Vec<RunEntry> = (0..3)
+            .map(|i| night(i, "succeeded", Some(summary(0.01, Status::Pass))))
+            .collect();
+        if let Some(s) = runs[1].record.summary.as_mut() {
+            s.max_duration_seconds = Some(1200);
+        }
+        let page = render("/lake/scores", &runs, 3);
+        assert!(!page.contains(">SLA "), "the SLA changed: no line");
+        assert!(page.contains(">warn 0.1<") && page.contains(">fail 0.25<"));
+    }
+
+    #[test]
+    fn a_model_whose_bytes_alone_changed_is_named_by_its_digest_and_a_died_run_says_so() {
+        let mut runs: Vec<RunEntry> = (0..3).map(|i| night(i, "succeeded", None)).collect();
+        runs[1].record.model_sha256 = "cd".repeat(32);
+        runs[2] = night(2, "died", None);
+        runs[2].record.model_sha256 = "cd".repeat(32);
+        let page = render("/lake/scores", &runs, 3);
+        assert!(page.contains("<strong>churn 1.0.0 (cdcdcdcdcdcd)</strong>"), "{page}");
+        assert!(page.contains("no end recorded: the process died"));
     }
 
     #[test]

@@ -176,7 +176,7 @@ fn thirty_nights_on_the_trend_page() {
     );
     let drift_plot = &page[page.find("id=\"drift\"").unwrap()..];
     let drift_plot = &drift_plot[..drift_plot.find("</svg>").unwrap()];
-    assert!(drift_plot.contains("class=\"mark-label\"") && drift_plot.contains(">spend_30d<"));
+    assert!(drift_plot.contains("class=\"mark-label\"") && drift_plot.contains(">spend_30d, score<"));
     // Night 25: the version change, on its line and on every plot.
     let changed = &page[..page
         .find(&format!(
