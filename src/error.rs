@@ -43,6 +43,9 @@ pub enum Error {
     Device(#[from] DeviceError),
     #[error(transparent)]
     Package(#[from] PackageError),
+    /// An MLflow model lakescore cannot score as it is.
+    #[error(transparent)]
+    Mlflow(#[from] crate::mlflow::MlflowError),
     /// Object storage could not be reached, or refused a request.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
@@ -110,6 +113,7 @@ impl From<crate::package::OpenError> for Error {
         match error {
             crate::package::OpenError::Package(e) => Error::Package(e),
             crate::package::OpenError::Model(e) => Error::Model(e),
+            crate::package::OpenError::Mlflow(e) => Error::Mlflow(e),
         }
     }
 }

@@ -56,6 +56,7 @@ pub mod html;
 pub mod identity;
 pub mod lock;
 pub mod manifest;
+pub mod mlflow;
 pub mod model;
 pub mod observe;
 pub mod package;

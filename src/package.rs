@@ -12,6 +12,7 @@ use candle_core::Device;
 
 use crate::contract::Contract;
 use crate::drift::Thresholds;
+use crate::mlflow::{Flavor, MlflowError, MlflowModel};
 use crate::model::{self, LoadOptions, Model, ModelError};
 use crate::profile::{Role, TableProfile};
 use crate::util::sha256_hex;
@@ -32,6 +33,8 @@ pub struct Package {
     /// or whether a run may publish; `--mode resume` reuses a partition only
     /// under the same one. See [`output_identity`].
     pub output_identity: String,
+    /// For an MLflow model folder: what its `MLmodel` says (flavor, run).
+    pub mlflow: Option<MlflowModel>,
 }
 
 /// The digest of what a package makes of a table: the model's bytes, how it
@@ -192,6 +195,7 @@ pub fn combine(
         folder: champion.folder,
         reference: champion.reference,
         output_identity,
+        mlflow: champion.mlflow,
     })
 }
 
@@ -202,6 +206,9 @@ pub enum OpenError {
     Package(#[from] PackageError),
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// An MLflow model folder lakescore cannot score as it is.
+    #[error(transparent)]
+    Mlflow(#[from] MlflowError),
 }
 
 /// Opens a package folder, or a bare model file as a package of defaults.
@@ -233,10 +240,30 @@ pub fn open(path: &Path, device: &Device, options: &LoadOptions) -> Result<Packa
             folder: None,
             reference: None,
             output_identity,
+            mlflow: None,
         });
     }
     let manifest_path = path.join(MANIFEST_FILE);
-    let manifest = read_manifest(&manifest_path)?;
+    // An MLflow model folder is a package too: its `MLmodel` names the file
+    // and the signature the columns; a `lakescore.toml` beside it adds the
+    // rest (and must agree).
+    let mlflow = MlflowModel::read(path)?;
+    let pinned = mlflow.is_none() || manifest_path.exists();
+    let mut manifest = match (&mlflow, pinned) {
+        (Some(mlflow), false) => {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            mlflow.manifest(&name, "")
+        }
+        _ => read_manifest(&manifest_path)?,
+    };
+    let mut mlflow = mlflow;
+    if let (Some(mlflow), true) = (mlflow.as_mut(), pinned) {
+        mlflow.merge_into(&mut manifest, &manifest_path)?;
+        mlflow.pinned_by = Some(manifest_path.clone());
+    }
     let artifact = path.join(&manifest.artifact);
     let invalid = |field: &str, problem: String| PackageError::Invalid {
         path: manifest_path.clone(),
@@ -266,6 +293,11 @@ pub fn open(path: &Path, device: &Device, options: &LoadOptions) -> Result<Packa
         source,
     })?;
     let actual = sha256_hex(&bytes);
+    if !pinned {
+        // Nothing pins an MLflow folder's file: its digest is what the run
+        // records.
+        manifest.sha256 = actual.clone();
+    }
     if !actual.eq_ignore_ascii_case(manifest.sha256.trim()) {
         return Err(PackageError::Checksum {
             artifact,
@@ -275,21 +307,24 @@ pub fn open(path: &Path, device: &Device, options: &LoadOptions) -> Result<Packa
         }
         .into());
     }
-    drop(bytes);
     let options = LoadOptions {
         feature_names: manifest.feature_names.clone(),
         ..options.clone()
     };
-    let mut model = model::load(&artifact, device, &options)?;
-    // The file could have changed between the check and the load.
-    if model.info().sha256 != actual {
-        return Err(PackageError::Checksum {
-            artifact,
-            manifest: manifest_path,
-            expected: manifest.sha256.clone(),
-            actual: model.info().sha256.clone(),
-        }
-        .into());
+    // The model is parsed from the bytes just checked, so a file swapped
+    // after the check is never read.
+    let model_bytes = match &mlflow {
+        Some(mlflow) => mlflow.model_bytes(bytes)?,
+        None => bytes,
+    };
+    let mut model = model::load_bytes(&artifact, &model_bytes, device, &options)?;
+    drop(model_bytes);
+    // The artifact's digest names the model (for a skops file, not the
+    // booster text inside it).
+    model.info_mut().sha256 = actual.clone();
+    if let Some(mlflow) = mlflow.as_ref().filter(|m| m.flavor != Flavor::Onnx) {
+        let names: Vec<&str> = model.features().iter().map(|f| f.name.as_str()).collect();
+        mlflow.check_features(&names)?;
     }
     let detected = model.info().format.name();
     if let Some(format) = &manifest.format
@@ -299,7 +334,7 @@ pub fn open(path: &Path, device: &Device, options: &LoadOptions) -> Result<Packa
     }
     let info = model.info_mut();
     info.name = manifest.name.clone();
-    info.version = Some(manifest.version.clone());
+    info.version = Some(manifest.version.clone()).filter(|v| !v.is_empty());
     if let Some(columns) = &manifest.output.columns
         && columns.len() != model.n_outputs()
     {
@@ -402,6 +437,7 @@ pub fn open(path: &Path, device: &Device, options: &LoadOptions) -> Result<Packa
         folder: Some(path.to_path_buf()),
         reference,
         output_identity,
+        mlflow,
     })
 }
 
@@ -606,12 +642,25 @@ pub fn describe(package: &Package) -> String {
     match &package.folder {
         Some(folder) => {
             let _ = writeln!(out, "package   {}", folder.display());
+            let pinned = match &package.mlflow {
+                Some(mlflow) if mlflow.pinned_by.is_none() => "MLflow pins no checksum",
+                _ => "verified",
+            };
             let _ = writeln!(
                 out,
-                "artifact  {} (sha256 {}, verified)",
+                "artifact  {} (sha256 {}, {pinned})",
                 manifest.artifact.display(),
                 info.sha256
             );
+            if let Some(mlflow) = &package.mlflow {
+                let _ = writeln!(
+                    out,
+                    "mlflow    {} flavor, run {}, model {}",
+                    mlflow.flavor.name(),
+                    mlflow.run_id.as_deref().unwrap_or("-"),
+                    mlflow.model_id.as_deref().unwrap_or("-")
+                );
+            }
         }
         None => {
             let _ = writeln!(

@@ -1157,6 +1157,7 @@ fn columns_package(input: &std::path::Path) -> Result<Package, Error> {
         reference: None,
         // Writes nothing: profiles only.
         output_identity: String::new(),
+        mlflow: None,
     })
 }
 

@@ -20,6 +20,7 @@ mod hostile;
 mod imports;
 mod layout;
 mod memory;
+mod mlflow;
 mod object_storage;
 mod onnx;
 mod parity;

@@ -258,6 +258,42 @@ fn a_lake_and_a_package_on_s3_score_to_the_local_bytes() {
 }
 
 #[test]
+fn an_mlflow_model_folder_on_s3_scores_like_the_same_folder_on_disk() {
+    let Some(endpoint) = s3_endpoint() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = bucket(&endpoint, "mlflow");
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mlflow/lightgbm");
+    upload(&s3(&endpoint, &format!("s3://{bucket}/mlruns/m-1/artifacts")), &folder);
+    let local = dir.path().join("local");
+    score(&folder, &sample().join("customers"), &local, &[]).assert_ok();
+    let remote = dir.path().join("remote");
+    let report = dir.path().join("remote.json");
+    lakescore_s3(
+        &endpoint,
+        &[
+            "score",
+            "--model",
+            &format!("s3://{bucket}/mlruns/m-1/artifacts/"),
+            "--input",
+            sample().join("customers").to_str().unwrap(),
+            "--output",
+            remote.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .assert_ok();
+    assert_eq!(data_files(&remote), data_files(&local));
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(
+        report["model"]["path"],
+        format!("s3://{bucket}/mlruns/m-1/artifacts/model.skops"),
+        "named by its URL"
+    );
+}
+
+#[test]
 fn a_delta_table_on_s3_scores_like_the_same_table_on_disk() {
     let Some(endpoint) = s3_endpoint() else { return };
     let dir = tempfile::tempdir().unwrap();
