@@ -46,6 +46,9 @@ pub enum Error {
     /// An MLflow model lakescore cannot score as it is.
     #[error(transparent)]
     Mlflow(#[from] crate::mlflow::MlflowError),
+    /// A `models:/` or `runs:/` URI that could not be resolved or fetched.
+    #[error(transparent)]
+    Registry(#[from] crate::mlflow::registry::RegistryError),
     /// Object storage could not be reached, or refused a request.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),

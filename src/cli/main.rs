@@ -1177,6 +1177,9 @@ fn open_package_with(
         feature_names,
     };
     let text = path.to_string_lossy();
+    if lakescore::mlflow::registry::is_model_uri(&text) {
+        return open_registered(&text, &device, &load_options);
+    }
     if !lakescore::store::is_remote(&text) {
         return Ok(package::open(path, &device, &load_options)?);
     }
@@ -1209,6 +1212,32 @@ fn open_package_with(
     if package.folder.is_some() {
         package.folder = Some(path.to_path_buf());
     }
+    Ok(package)
+}
+
+/// A model from an MLflow registry (`models:/NAME/VERSION`,
+/// `models:/NAME@ALIAS`, `runs:/RUN_ID/PATH`): fetched, opened, and named by
+/// its registered name and version, with where it came from.
+fn open_registered(
+    uri: &str,
+    device: &candle_core::Device,
+    load_options: &lakescore::model::LoadOptions,
+) -> Result<Package, Error> {
+    let fetched = lakescore::mlflow::registry::fetch(uri)?;
+    let opened = package::open(&fetched.folder, device, load_options);
+    if fetched.temporary {
+        let _ = std::fs::remove_dir_all(&fetched.folder);
+    }
+    let mut package = opened?;
+    let registry = fetched.registry;
+    let info = package.model.info_mut();
+    if let Some(name) = &registry.name {
+        info.name = name.clone();
+        info.version = registry.version.clone();
+    }
+    info.path = std::path::PathBuf::from(uri);
+    info.registry = Some(registry);
+    package.folder = Some(std::path::PathBuf::from(uri));
     Ok(package)
 }
 
@@ -1316,13 +1345,34 @@ fn open_packages(
         .map_err(|error| Error::Internal(format!("cannot start the thread that loads models: {error}")))?;
     loop {
         match loaded.recv_timeout(std::time::Duration::from_millis(50)) {
-            Ok(packages) => return packages,
+            Ok(packages) => return packages.map(told_apart),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => cancel.check()?,
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                 return Err(Error::Internal("the thread that loads models panicked".into()));
             }
         }
     }
+}
+
+/// Models of one run that share a registered name (`models:/churn@champion
+/// --model models:/churn@challenger`) are told apart by their alias, else
+/// their version (`churn_challenger`, `churn_v7`): each writes a column of
+/// its own name. The registry's own name stays in `registry.name`.
+fn told_apart(mut packages: Vec<Package>) -> Vec<Package> {
+    let names: Vec<String> = packages.iter().map(|p| p.model.info().name.clone()).collect();
+    for (i, package) in packages.iter_mut().enumerate() {
+        let info = package.model.info_mut();
+        let shared = names.iter().filter(|n| **n == names[i]).count() > 1;
+        if let (true, Some(registry)) = (shared, &info.registry) {
+            let suffix = match (&registry.alias, &registry.version) {
+                (Some(alias), _) => alias.clone(),
+                (None, Some(version)) => format!("v{version}"),
+                (None, None) => continue,
+            };
+            info.name = format!("{}_{suffix}", info.name);
+        }
+    }
+    packages
 }
 
 /// `--report` of a failed run; the run's error matters more than the

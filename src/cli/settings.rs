@@ -118,6 +118,7 @@ pub fn unknown_variables(command: &Command) -> Vec<(String, Suggestion)> {
     known.push("LAKESCORE_TEST_REQUIRE_GPU".to_string());
     known.push(lakescore::store::RETRIES_VARIABLE.to_string());
     known.push(lakescore::store::RETRY_SECONDS_VARIABLE.to_string());
+    known.push(lakescore::mlflow::registry::CACHE_VARIABLE.to_string());
     // Collectors' credentials (`observe::http::Auth`): secrets, so never flags.
     for collector in ["PUSHGATEWAY", "LINEAGE"] {
         for part in ["TOKEN", "USER", "PASSWORD"] {

@@ -11,6 +11,7 @@
 //! those. Anything else (`sklearn`, `pytorch`, pickles) is refused with the
 //! way to an ONNX copy: lakescore never runs Python or unpickles.
 
+pub mod registry;
 pub mod skops;
 
 use std::collections::BTreeMap;

@@ -277,6 +277,7 @@ mod tests {
             format: crate::model::ModelFormat::Linear,
             path: path.to_path_buf(),
             sha256: String::new(),
+            registry: None,
         };
         let model = LinearModel::from_json(path, body.to_string().as_bytes(), identity, &Device::Cpu).unwrap();
         let values: Vec<f64> = (0..n_features * n_rows)

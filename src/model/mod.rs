@@ -152,6 +152,34 @@ pub struct ModelInfo {
     pub path: PathBuf,
     /// SHA-256 of the model file's bytes.
     pub sha256: String,
+    /// Where it came from in an MLflow registry (`--model models:/…`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistryModel>,
+}
+
+/// Where a run's model came from in the registry: what reports, the
+/// manifest, the ledger and lineage name.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RegistryModel {
+    /// The URI as given (`models:/churn@champion`).
+    pub uri: String,
+    /// The tracking server, without credentials or query.
+    pub tracking_uri: String,
+    /// The registered model and version (not for `runs:/`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The alias it was resolved through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// The MLflow run that logged the model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// Where the model's files are (`mlflow-artifacts:/…`, `s3://…`).
+    pub artifacts: String,
+    /// SHA-256 over the model folder's files (path and bytes of each).
+    pub digest: String,
 }
 
 /// One model input, in the model's own order.
@@ -336,6 +364,7 @@ fn load_on(path: &Path, bytes: &[u8], device: &Device, options: &LoadOptions) ->
         format,
         path: path.to_path_buf(),
         sha256,
+        registry: None,
     };
     if format == ModelFormat::Onnx {
         if options.output_margin {

@@ -226,6 +226,7 @@ mod tests {
                 format: ModelFormat::Linear,
                 path: name.into(),
                 sha256: format!("{name}-bytes"),
+                registry: None,
             },
             features: columns
                 .iter()

@@ -58,7 +58,8 @@ impl Auth {
         fallback_token.and_then(var).map(Auth::Bearer)
     }
 
-    fn header(&self) -> String {
+    /// The `Authorization` header's value.
+    pub(crate) fn header(&self) -> String {
         match self {
             Auth::Bearer(token) => format!("Bearer {token}"),
             Auth::Basic { user, password } => {
@@ -286,17 +287,7 @@ fn send_trusting(
     let request = request
         .body(body.to_vec())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(limit))
-        .http_status_as_error(false)
-        .max_redirects(0)
-        // A proxy from the environment would carry credentials meant for
-        // this machine, in clear, elsewhere; collectors are reached directly.
-        .proxy(None)
-        .user_agent(format!("lakescore/{}", env!("CARGO_PKG_VERSION")))
-        .tls_config(ureq::tls::TlsConfig::builder().root_certs(root_certs(bundle)?).build())
-        .build()
-        .into();
+    let agent = agent(bundle, limit)?;
     let (sender, outcome) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("lakescore-http".into())
@@ -331,9 +322,26 @@ fn send_trusting(
     }
 }
 
+/// lakescore's HTTP agent: every request within `limit`, statuses returned
+/// (not errors), no redirects, no proxy, TLS roots from the PEM bundle at
+/// `bundle` or Mozilla's.
+pub(crate) fn agent(bundle: Option<&std::ffi::OsStr>, limit: Duration) -> io::Result<ureq::Agent> {
+    Ok(ureq::Agent::config_builder()
+        .timeout_global(Some(limit))
+        .http_status_as_error(false)
+        .max_redirects(0)
+        // A proxy from the environment would carry credentials meant for
+        // this machine, in clear, elsewhere; servers are reached directly.
+        .proxy(None)
+        .user_agent(format!("lakescore/{}", env!("CARGO_PKG_VERSION")))
+        .tls_config(ureq::tls::TlsConfig::builder().root_certs(root_certs(bundle)?).build())
+        .build()
+        .into())
+}
+
 /// ureq's error as an I/O error of the right kind, its message free of the
 /// URL's query (ureq's messages name the host, not the query or headers).
-fn io_error(error: ureq::Error) -> io::Error {
+pub(crate) fn io_error(error: ureq::Error) -> io::Error {
     let kind = match &error {
         ureq::Error::Timeout(_) => io::ErrorKind::TimedOut,
         ureq::Error::Io(e) => e.kind(),

@@ -76,14 +76,21 @@ pub fn render(end: &RunEnd<'_>, previous_success: Option<f64>) -> String {
     let mut out = Families { text: String::new() };
     let model = end.model.map(|m| m.name.as_str()).unwrap_or("");
     let version = end.model.and_then(|m| m.version.as_deref()).unwrap_or("");
+    // The registry alias the model was resolved through (`champion`).
+    let alias = end
+        .model
+        .and_then(|m| m.registry.as_ref())
+        .and_then(|r| r.alias.as_deref())
+        .unwrap_or("");
     out.gauge(
         "lakescore_run_info",
-        "The last run: its command, model and outcome (always 1; the run id is in the logs and the ledger).",
+        "The last run: its command, model (and the registry alias it was resolved through) and outcome (always 1; the run id is in the logs and the ledger).",
         &[(
             vec![
                 ("command", end.start.command),
                 ("model", model),
                 ("model_version", version),
+                ("model_alias", alias),
                 ("status", end.status.as_str()),
             ],
             1.0,

@@ -505,6 +505,7 @@ impl TableColumns {
                 format: crate::model::ModelFormat::Linear,
                 path: input.location().to_path_buf(),
                 sha256: String::new(),
+                registry: None,
             },
             features,
         })

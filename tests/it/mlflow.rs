@@ -204,3 +204,258 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// The registry, against a real `mlflow server` (.ci/run starts one; set
+// LAKESCORE_TEST_MLFLOW_URI to run these elsewhere).
+
+/// The tracking server's URL, or `None` (with a note) when none is set up;
+/// under CI a missing server fails the test.
+fn mlflow_server() -> Option<String> {
+    match std::env::var("LAKESCORE_TEST_MLFLOW_URI") {
+        Ok(uri) if !uri.is_empty() => Some(uri.trim_end_matches('/').to_string()),
+        _ => {
+            assert!(
+                !in_ci(),
+                "CI must run the MLflow registry tests: start `mlflow server` and set LAKESCORE_TEST_MLFLOW_URI (.ci/run does)"
+            );
+            eprintln!("skipped: no MLflow server (set LAKESCORE_TEST_MLFLOW_URI)");
+            None
+        }
+    }
+}
+
+fn post(server: &str, method: &str, body: serde_json::Value) -> serde_json::Value {
+    let mut response = ureq::post(&format!("{server}/api/2.0/mlflow/{method}"))
+        .header("Content-Type", "application/json")
+        .send(body.to_string())
+        .unwrap_or_else(|e| panic!("{method}: {e}"));
+    serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap()
+}
+
+/// Logs `folder` as a new run's `model` artifact and registers it as the
+/// next version of `name`; returns the run id.
+fn register(server: &str, experiment: &str, name: &str, folder: &Path) -> String {
+    let run = post(server, "runs/create", serde_json::json!({"experiment_id": experiment}));
+    let run_id = run["run"]["info"]["run_id"].as_str().unwrap().to_string();
+    let artifacts = run["run"]["info"]["artifact_uri"].as_str().unwrap().to_string();
+    let path = artifacts
+        .trim_start_matches("mlflow-artifacts:")
+        .trim_start_matches('/');
+    for entry in std::fs::read_dir(folder).unwrap() {
+        let entry = entry.unwrap();
+        ureq::put(&format!(
+            "{server}/api/2.0/mlflow-artifacts/artifacts/{path}/model/{}",
+            entry.file_name().to_string_lossy()
+        ))
+        .send(std::fs::read(entry.path()).unwrap())
+        .unwrap();
+    }
+    let version = post(
+        server,
+        "model-versions/create",
+        serde_json::json!({"name": name, "source": format!("{artifacts}/model"), "run_id": run_id}),
+    );
+    assert_eq!(version["model_version"]["status"], "READY", "{version}");
+    run_id
+}
+
+fn set_alias(server: &str, name: &str, alias: &str, version: &str) {
+    post(
+        server,
+        "registered-models/alias",
+        serde_json::json!({"name": name, "alias": alias, "version": version}),
+    );
+}
+
+#[test]
+fn the_champion_alias_is_scored_and_a_moved_alias_scores_the_new_version() {
+    let Some(server) = mlflow_server() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let name = format!("churn-{unique}");
+    let experiment = post(server.as_str(), "experiments/create", serde_json::json!({"name": name}))["experiment_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    post(&server, "registered-models/create", serde_json::json!({"name": name}));
+    let first_run = register(&server, &experiment, &name, &fixture("xgboost"));
+    let second_run = register(&server, &experiment, &name, &fixture("lightgbm"));
+    set_alias(&server, &name, "champion", "1");
+    let cache = dir.path().join("cache");
+    let env = [
+        ("MLFLOW_TRACKING_URI", server.as_str()),
+        ("LAKESCORE_MODEL_CACHE", cache.to_str().unwrap()),
+    ];
+    let champion = format!("models:/{name}@champion");
+    let night = |n: u32| {
+        let out = dir.path().join(format!("out-{n}"));
+        let report = dir.path().join(format!("report-{n}.json"));
+        let metrics = dir.path().join(format!("metrics-{n}.prom"));
+        let run = lakescore_with_env(
+            score_args(
+                champion.as_ref(),
+                &sample("customers"),
+                &out,
+                &[
+                    "--report",
+                    report.to_str().unwrap(),
+                    "--metrics-file",
+                    metrics.to_str().unwrap(),
+                ],
+            ),
+            &env,
+        );
+        run.assert_ok();
+        let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        (out, report, run)
+    };
+
+    let (out, report, first) = night(1);
+    let model = &report["model"];
+    assert_eq!(
+        (model["name"].as_str(), model["version"].as_str()),
+        (Some(name.as_str()), Some("1"))
+    );
+    assert_eq!(model["registry"]["alias"], "champion");
+    assert_eq!(model["registry"]["uri"], champion.as_str());
+    assert_eq!(model["registry"]["run_id"], first_run.as_str());
+    assert_eq!(model["registry"]["digest"].as_str().map(str::len), Some(64));
+    assert!(first.stderr.contains("fetched the model"), "{}", first.stderr);
+    let metrics = std::fs::read_to_string(dir.path().join("metrics-1.prom")).unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "model=\"{name}\",model_version=\"1\",model_alias=\"champion\""
+        )),
+        "{metrics}"
+    );
+    // It scores what the folder scores.
+    let local = dir.path().join("local");
+    score(&fixture("xgboost"), &sample("customers"), &local, &[]).assert_ok();
+    assert_eq!(data_files(&out), data_files(&local));
+    // The manifest and the ledger name the registered version.
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("_SUCCESS")).unwrap()).unwrap();
+    assert_eq!(manifest["model"]["registry"]["version"], "1");
+    let ledger = lakescore(["runs", out.to_str().unwrap(), "--json"]);
+    let ledger: Vec<serde_json::Value> = serde_json::from_str(&ledger.stdout).unwrap();
+    assert_eq!(
+        (ledger[0]["model_name"].as_str(), ledger[0]["model_version"].as_str()),
+        (Some(name.as_str()), Some("1"))
+    );
+
+    // The same version again: from the cache, nothing downloaded.
+    let (_, _, again) = night(2);
+    assert!(again.stderr.contains("in the cache"), "{}", again.stderr);
+
+    // The alias moves: the next run scores version 2.
+    set_alias(&server, &name, "champion", "2");
+    let (_, report, _) = night(3);
+    assert_eq!(report["model"]["version"], "2");
+    assert_eq!(report["model"]["format"], "lightgbm-text");
+    assert_eq!(report["model"]["registry"]["run_id"], second_run.as_str());
+
+    // Champion against challenger, by alias.
+    set_alias(&server, &name, "challenger", "1");
+    let both = dir.path().join("both.json");
+    lakescore_with_env(
+        score_args(
+            champion.as_ref(),
+            &sample("customers"),
+            &dir.path().join("both"),
+            &[
+                "--model",
+                &format!("models:/{name}@challenger"),
+                "--report",
+                both.to_str().unwrap(),
+            ],
+        ),
+        &env,
+    )
+    .assert_ok();
+    let both: serde_json::Value = serde_json::from_slice(&std::fs::read(&both).unwrap()).unwrap();
+    let versions: Vec<(&str, &str)> = both["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["registry"]["alias"].as_str().unwrap(), m["version"].as_str().unwrap()))
+        .collect();
+    assert_eq!(versions, [("champion", "2"), ("challenger", "1")]);
+    // Told apart by alias: the challenger's scores are its own column.
+    assert_eq!(both["models"][1]["name"], format!("{name}_challenger"));
+
+    // A version, an alias or a model that does not exist: exit 1, the URI named.
+    for (uri, says) in [
+        (format!("models:/{name}/9"), "not found"),
+        (format!("models:/{name}@nobody"), "nobody"),
+        (format!("models:/no-such-{unique}/1"), "not found"),
+    ] {
+        let run = lakescore_with_env(
+            score_args(uri.as_ref(), &sample("customers"), &dir.path().join("never"), &[]),
+            &env,
+        );
+        assert_eq!(run.code, 1, "{uri}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(&uri) && run.stderr.contains(says),
+            "{uri}: {}",
+            run.stderr
+        );
+    }
+    assert!(!dir.path().join("never").exists());
+}
+
+#[test]
+fn a_server_that_is_down_or_refuses_the_token_fails_naming_the_uri_and_never_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let score_from = |uri: &str, env: &[(&str, &str)]| {
+        let run = lakescore_with_env(score_args(uri.as_ref(), &sample("customers"), &out, &[]), env);
+        assert_eq!(run.code, 1, "{uri}: {}", run.stderr);
+        assert!(run.stderr.contains(uri), "names {uri}: {}", run.stderr);
+        run
+    };
+    // Nothing listens on a port just freed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let down = format!("http://127.0.0.1:{port}");
+    let run = score_from("models:/churn/1", &[("MLFLOW_TRACKING_URI", down.as_str())]);
+    assert!(run.stderr.contains("cannot reach the MLflow server"), "{}", run.stderr);
+
+    // A server that answers 401 to everything.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            use std::io::{Read, Write};
+            let mut stream = stream;
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let body = r#"{"error_code": "UNAUTHENTICATED", "message": "bad token"}"#;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let refusing = format!("http://{address}");
+    let run = score_from(
+        "models:/churn@champion",
+        &[
+            ("MLFLOW_TRACKING_URI", refusing.as_str()),
+            ("MLFLOW_TRACKING_TOKEN", "s3cr3t-t0ken"),
+        ],
+    );
+    assert!(run.stderr.contains("HTTP 401"), "{}", run.stderr);
+    assert!(!run.stderr.contains("s3cr3t-t0ken") && !run.stdout.contains("s3cr3t-t0ken"));
+
+    // Without a server at all.
+    let run = score_from("models:/churn/1", &[("MLFLOW_TRACKING_URI", "")]);
+    assert!(run.stderr.contains("MLFLOW_TRACKING_URI"), "{}", run.stderr);
+    assert!(!out.exists(), "nothing was written");
+}

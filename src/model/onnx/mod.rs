@@ -383,6 +383,7 @@ mod tests {
             format: super::super::ModelFormat::Onnx,
             path: path.to_path_buf(),
             sha256: String::new(),
+            registry: None,
         };
         OnnxModel::from_bytes(path, &bytes, identity, None, &Device::Cpu)
     }

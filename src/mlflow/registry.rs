@@ -1,0 +1,550 @@
+//! `--model models:/NAME/VERSION`, `models:/NAME@ALIAS` and
+//! `runs:/RUN_ID/PATH`: resolved through the REST API of the MLflow tracking
+//! server `MLFLOW_TRACKING_URI` names (credentials from
+//! `MLFLOW_TRACKING_TOKEN`, or `MLFLOW_TRACKING_USERNAME` and
+//! `MLFLOW_TRACKING_PASSWORD`; never printed), and the model folder fetched:
+//! through the server (`mlflow-artifacts:`), straight from object storage
+//! (`s3://`, `gs://`, `wasbs://`…, through [`crate::store`]), or read where
+//! it lies (`file:`).
+//!
+//! What the server serves is kept in a cache ([`cache_root`]) under a key of
+//! the server, the artifact URI and every file's path and size, with the
+//! digest of the files' bytes beside them; a later run that lists the same
+//! files, and finds the same bytes there, downloads nothing.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::model::RegistryModel;
+use crate::observe::http::{Auth, agent, io_error};
+use crate::util::sha256_hex;
+
+/// How long one API call may take.
+const API_DEADLINE: Duration = Duration::from_secs(30);
+/// How long one artifact file may take to download.
+const FILE_DEADLINE: Duration = Duration::from_secs(600);
+/// The most of an API answer read.
+const ANSWER_LIMIT: u64 = 4 << 20;
+/// The variable that moves the cache of fetched models.
+pub const CACHE_VARIABLE: &str = "LAKESCORE_MODEL_CACHE";
+/// The file in a cached folder that holds the digest of its files.
+const DIGEST_FILE: &str = ".lakescore-digest";
+
+/// Whether `text` is a model URI the registry resolves.
+pub fn is_model_uri(text: &str) -> bool {
+    text.starts_with("models:/") || text.starts_with("runs:/")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("`{uri}` is not a model URI lakescore resolves: {problem}")]
+    Uri { uri: String, problem: String },
+    #[error("`{uri}` needs an MLflow tracking server: set `MLFLOW_TRACKING_URI` (http:// or https://)")]
+    NoServer { uri: String },
+    #[error("`{uri}`: {problem}")]
+    Server { uri: String, problem: String },
+    #[error(
+        "`{uri}`: the MLflow server `{server}` refused the credentials (HTTP {status}); check `MLFLOW_TRACKING_TOKEN` or `MLFLOW_TRACKING_USERNAME` and `MLFLOW_TRACKING_PASSWORD`"
+    )]
+    Unauthorized { uri: String, server: String, status: u16 },
+    #[error("`{uri}`: cannot reach the MLflow server `{server}`")]
+    Unreachable {
+        uri: String,
+        server: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{uri}`: cannot keep the model in `{}`", path.display())]
+    Cache {
+        uri: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{uri}`: cannot fetch `{artifacts}`: {problem}")]
+    Fetch {
+        uri: String,
+        artifacts: String,
+        problem: String,
+    },
+}
+
+/// A model URI, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelUri {
+    Version { name: String, version: String },
+    Alias { name: String, alias: String },
+    Run { run_id: String, path: String },
+}
+
+impl ModelUri {
+    pub fn parse(uri: &str) -> Result<ModelUri, RegistryError> {
+        let invalid = |problem: &str| RegistryError::Uri {
+            uri: uri.to_string(),
+            problem: problem.to_string(),
+        };
+        if let Some(rest) = uri.strip_prefix("models:/") {
+            if let Some((name, alias)) = rest.split_once('@') {
+                if name.is_empty() || alias.is_empty() || alias.contains('/') {
+                    return Err(invalid("expected `models:/NAME@ALIAS`"));
+                }
+                return Ok(ModelUri::Alias {
+                    name: name.into(),
+                    alias: alias.into(),
+                });
+            }
+            return match rest.rsplit_once('/') {
+                Some((name, version)) if !name.is_empty() && version.parse::<u64>().is_ok() => Ok(ModelUri::Version {
+                    name: name.into(),
+                    version: version.into(),
+                }),
+                _ => Err(invalid(
+                    "expected `models:/NAME/VERSION` (a version number) or `models:/NAME@ALIAS`",
+                )),
+            };
+        }
+        if let Some(rest) = uri.strip_prefix("runs:/") {
+            return match rest.split_once('/') {
+                Some((run_id, path)) if !run_id.is_empty() && !path.is_empty() => Ok(ModelUri::Run {
+                    run_id: run_id.into(),
+                    path: path.trim_end_matches('/').into(),
+                }),
+                _ => Err(invalid("expected `runs:/RUN_ID/PATH`")),
+            };
+        }
+        Err(invalid("it starts with neither `models:/` nor `runs:/`"))
+    }
+}
+
+/// A model URI resolved and fetched: the local folder to open, and where it
+/// came from.
+#[derive(Debug)]
+pub struct Fetched {
+    pub folder: PathBuf,
+    pub registry: RegistryModel,
+    /// A folder of this run's own (fetched from object storage), to remove
+    /// once the model is loaded; a cached or local one stays.
+    pub temporary: bool,
+}
+
+/// The tracking server's client.
+struct Server {
+    base: String,
+    shown: String,
+    auth: Option<Auth>,
+    bundle: Option<std::ffi::OsString>,
+}
+
+/// Resolves `uri` through the server `MLFLOW_TRACKING_URI` names and fetches
+/// the model folder.
+pub fn fetch(uri: &str) -> Result<Fetched, RegistryError> {
+    let parsed = ModelUri::parse(uri)?;
+    let server = Server::from_environment(uri)?;
+    let mut registry = RegistryModel {
+        uri: uri.to_string(),
+        tracking_uri: server.shown.clone(),
+        name: None,
+        version: None,
+        alias: None,
+        run_id: None,
+        artifacts: String::new(),
+        digest: String::new(),
+    };
+    let artifacts = match &parsed {
+        ModelUri::Version { name, version } => {
+            let found = server.model_version(uri, name, version)?;
+            registry.run_id = string_at(&found, "run_id");
+            registry.name = Some(name.clone());
+            registry.version = Some(version.clone());
+            server.download_uri(uri, name, version)?
+        }
+        ModelUri::Alias { name, alias } => {
+            let found = server.get(
+                uri,
+                "registered-models/alias",
+                &[("name", name.as_str()), ("alias", alias.as_str())],
+            )?;
+            let found = found.get("model_version").cloned().unwrap_or(Value::Null);
+            let version = string_at(&found, "version").ok_or_else(|| RegistryError::Server {
+                uri: uri.to_string(),
+                problem: "the server's answer names no version".into(),
+            })?;
+            registry.run_id = string_at(&found, "run_id");
+            registry.name = Some(name.clone());
+            registry.alias = Some(alias.clone());
+            let artifacts = server.download_uri(uri, name, &version)?;
+            registry.version = Some(version);
+            artifacts
+        }
+        ModelUri::Run { run_id, path } => {
+            let run = server.get(uri, "runs/get", &[("run_id", run_id.as_str())])?;
+            let root = run
+                .pointer("/run/info/artifact_uri")
+                .and_then(Value::as_str)
+                .ok_or_else(|| RegistryError::Server {
+                    uri: uri.to_string(),
+                    problem: "the server's answer names no artifact location for the run".into(),
+                })?;
+            registry.run_id = Some(run_id.clone());
+            format!("{}/{path}", root.trim_end_matches('/'))
+        }
+    };
+    registry.artifacts = artifacts.clone();
+    let (folder, temporary) = server.fetch_artifacts(uri, &artifacts)?;
+    registry.digest = folder_digest(&folder).map_err(|source| RegistryError::Cache {
+        uri: uri.to_string(),
+        path: folder.clone(),
+        source,
+    })?;
+    Ok(Fetched {
+        folder,
+        registry,
+        temporary,
+    })
+}
+
+fn string_at(value: &Value, key: &str) -> Option<String> {
+    value
+        .get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+impl Server {
+    fn from_environment(uri: &str) -> Result<Server, RegistryError> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let base = var("MLFLOW_TRACKING_URI")
+            .filter(|b| b.starts_with("http://") || b.starts_with("https://"))
+            .ok_or_else(|| RegistryError::NoServer { uri: uri.to_string() })?;
+        let base = base.trim().trim_end_matches('/').to_string();
+        let auth = match (var("MLFLOW_TRACKING_TOKEN"), var("MLFLOW_TRACKING_USERNAME")) {
+            (Some(token), _) => Some(Auth::Bearer(token)),
+            (None, Some(user)) => Some(Auth::Basic {
+                user,
+                password: var("MLFLOW_TRACKING_PASSWORD").unwrap_or_default(),
+            }),
+            (None, None) => None,
+        };
+        let bundle = std::env::var_os("MLFLOW_TRACKING_SERVER_CERT_PATH")
+            .or_else(|| std::env::var_os("SSL_CERT_FILE"))
+            .filter(|_| base.starts_with("https://"));
+        Ok(Server {
+            shown: crate::observe::http::redacted(&base),
+            base,
+            auth,
+            bundle,
+        })
+    }
+
+    /// One request; the status and the response (not read).
+    fn send(&self, uri: &str, url: &str, limit: Duration) -> Result<ureq::http::Response<ureq::Body>, RegistryError> {
+        let unreachable = |source: std::io::Error| RegistryError::Unreachable {
+            uri: uri.to_string(),
+            server: self.shown.clone(),
+            source,
+        };
+        let agent = agent(self.bundle.as_deref(), limit).map_err(unreachable)?;
+        let mut request = agent.get(url);
+        if let Some(auth) = &self.auth {
+            request = request.header("Authorization", auth.header());
+        }
+        let response = request.call().map_err(|e| unreachable(io_error(e)))?;
+        match response.status().as_u16() {
+            status @ (401 | 403) => Err(RegistryError::Unauthorized {
+                uri: uri.to_string(),
+                server: self.shown.clone(),
+                status,
+            }),
+            _ => Ok(response),
+        }
+    }
+
+    /// `GET /api/2.0/mlflow/<method>?query` as JSON; an error answer as the
+    /// server's own message.
+    fn get(&self, uri: &str, method: &str, query: &[(&str, &str)]) -> Result<Value, RegistryError> {
+        let url = format!("{}/api/2.0/mlflow/{method}?{}", self.base, encode_query(query));
+        self.get_json(uri, &url)
+    }
+
+    fn get_json(&self, uri: &str, url: &str) -> Result<Value, RegistryError> {
+        let mut response = self.send(uri, url, API_DEADLINE)?;
+        let status = response.status().as_u16();
+        let mut text = String::new();
+        response
+            .body_mut()
+            .as_reader()
+            .take(ANSWER_LIMIT)
+            .read_to_string(&mut text)
+            .map_err(|source| RegistryError::Unreachable {
+                uri: uri.to_string(),
+                server: self.shown.clone(),
+                source,
+            })?;
+        let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if status == 200 {
+            return Ok(answer);
+        }
+        let message = string_at(&answer, "message").unwrap_or_else(|| crate::observe::http::shown(&text));
+        let code = string_at(&answer, "error_code").unwrap_or_else(|| format!("HTTP {status}"));
+        Err(RegistryError::Server {
+            uri: uri.to_string(),
+            problem: format!("the MLflow server `{}` says {code}: {message}", self.shown),
+        })
+    }
+
+    fn model_version(&self, uri: &str, name: &str, version: &str) -> Result<Value, RegistryError> {
+        let found = self.get(uri, "model-versions/get", &[("name", name), ("version", version)])?;
+        Ok(found.get("model_version").cloned().unwrap_or(Value::Null))
+    }
+
+    /// Where a version's files are: the server says (for MLflow 3's logged
+    /// models too, whose `source` is a `models:/m-…` URI).
+    fn download_uri(&self, uri: &str, name: &str, version: &str) -> Result<String, RegistryError> {
+        let answer = self.get(
+            uri,
+            "model-versions/get-download-uri",
+            &[("name", name), ("version", version)],
+        )?;
+        string_at(&answer, "artifact_uri").ok_or_else(|| RegistryError::Server {
+            uri: uri.to_string(),
+            problem: format!("the server gives no artifact location for version {version} of `{name}`"),
+        })
+    }
+
+    /// The model folder at `artifacts`, on this machine: the cache's copy
+    /// for the server's own artifacts, a fresh download for object storage,
+    /// the folder itself for a local path.
+    fn fetch_artifacts(&self, uri: &str, artifacts: &str) -> Result<(PathBuf, bool), RegistryError> {
+        let failed = |problem: String| RegistryError::Fetch {
+            uri: uri.to_string(),
+            artifacts: artifacts.to_string(),
+            problem,
+        };
+        if let Some(path) = artifacts.strip_prefix("mlflow-artifacts:") {
+            // `mlflow-artifacts:/1/…` or `mlflow-artifacts://host/1/…`.
+            let path = match path.strip_prefix("//") {
+                Some(rest) => rest.split_once('/').map_or("", |(_, p)| p),
+                None => path.trim_start_matches('/'),
+            };
+            return self.cached(uri, artifacts, path).map(|folder| (folder, false));
+        }
+        if let Some(path) = artifacts.strip_prefix("file://") {
+            return Ok((PathBuf::from(path), false));
+        }
+        if artifacts.starts_with('/') {
+            return Ok((PathBuf::from(artifacts), false));
+        }
+        let remote = crate::store::Remote::parse(&artifacts.replacen("wasbs://", "az://", 1))
+            .map_err(|e| failed(e.to_string()))?;
+        let into = std::env::temp_dir().join("lakescore-models");
+        let local = crate::store::download_model(&remote, &into).map_err(|e| failed(crate::util::error_chain(&e)))?;
+        Ok((local, true))
+    }
+
+    /// Every file below `path` in the server's artifact store, with sizes.
+    fn list(&self, uri: &str, path: &str) -> Result<Vec<(String, u64)>, RegistryError> {
+        let mut files = Vec::new();
+        let mut folders = vec![path.to_string()];
+        while let Some(folder) = folders.pop() {
+            let url = format!(
+                "{}/api/2.0/mlflow-artifacts/artifacts?{}",
+                self.base,
+                encode_query(&[("path", folder.as_str())])
+            );
+            let answer = self.get_json(uri, &url)?;
+            for entry in answer.get("files").and_then(Value::as_array).into_iter().flatten() {
+                let Some(name) = entry.get("path").and_then(Value::as_str) else {
+                    continue;
+                };
+                // Entries are named relative to the folder listed.
+                let full = format!("{}/{}", folder.trim_end_matches('/'), name.trim_start_matches('/'));
+                if entry.get("is_dir").and_then(Value::as_bool) == Some(true) {
+                    folders.push(full);
+                } else {
+                    files.push((full, entry.get("file_size").and_then(Value::as_u64).unwrap_or(0)));
+                }
+            }
+        }
+        files.sort();
+        Ok(files)
+    }
+
+    /// The folder at `path` of the server's artifacts, from the cache when
+    /// it holds the same files with the same bytes, else downloaded into it.
+    fn cached(&self, uri: &str, artifacts: &str, path: &str) -> Result<PathBuf, RegistryError> {
+        let files = self.list(uri, path)?;
+        if files.is_empty() {
+            return Err(RegistryError::Fetch {
+                uri: uri.to_string(),
+                artifacts: artifacts.to_string(),
+                problem: "the server lists no files there".into(),
+            });
+        }
+        let listing: String = files.iter().map(|(p, size)| format!("{p} {size}\n")).collect();
+        let key = sha256_hex(format!("{}\n{artifacts}\n{listing}", self.base).as_bytes());
+        let root = cache_root();
+        let folder = root.join(&key);
+        let cache_error = |path: &Path, source| RegistryError::Cache {
+            uri: uri.to_string(),
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Ok(recorded) = std::fs::read_to_string(folder.join(DIGEST_FILE))
+            && folder_digest(&folder).is_ok_and(|digest| digest == recorded.trim())
+        {
+            tracing::info!(model = uri, cache = %folder.display(), "the model's files are in the cache");
+            return Ok(folder);
+        }
+        let staging = root.join(format!(".{key}.{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&staging);
+        for (file, _) in &files {
+            let relative = file.strip_prefix(path).unwrap_or(file).trim_start_matches('/');
+            let target = staging.join(relative);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| cache_error(parent, e))?;
+            }
+            let url = format!(
+                "{}/api/2.0/mlflow-artifacts/artifacts/{}",
+                self.base,
+                file.split('/').map(percent_encode).collect::<Vec<_>>().join("/")
+            );
+            let mut response = self.send(uri, &url, FILE_DEADLINE)?;
+            if response.status().as_u16() != 200 {
+                return Err(RegistryError::Fetch {
+                    uri: uri.to_string(),
+                    artifacts: artifacts.to_string(),
+                    problem: format!("GET `{relative}` answered HTTP {}", response.status().as_u16()),
+                });
+            }
+            let mut out = std::fs::File::create(&target).map_err(|e| cache_error(&target, e))?;
+            std::io::copy(&mut response.body_mut().as_reader(), &mut out).map_err(|source| {
+                RegistryError::Unreachable {
+                    uri: uri.to_string(),
+                    server: self.shown.clone(),
+                    source,
+                }
+            })?;
+        }
+        let digest = folder_digest(&staging).map_err(|e| cache_error(&staging, e))?;
+        std::fs::write(staging.join(DIGEST_FILE), &digest).map_err(|e| cache_error(&staging, e))?;
+        let _ = std::fs::remove_dir_all(&folder);
+        if let Err(error) = std::fs::rename(&staging, &folder) {
+            // Another run put the same files there first.
+            let _ = std::fs::remove_dir_all(&staging);
+            if !folder.join(DIGEST_FILE).exists() {
+                return Err(cache_error(&folder, error));
+            }
+        }
+        tracing::info!(model = uri, cache = %folder.display(), files = files.len(), "fetched the model");
+        Ok(folder)
+    }
+}
+
+/// Where fetched models are kept: `LAKESCORE_MODEL_CACHE`, else
+/// `$XDG_CACHE_HOME/lakescore/models`, else `~/.cache/lakescore/models`.
+pub fn cache_root() -> PathBuf {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    var(CACHE_VARIABLE)
+        .or_else(|| var("XDG_CACHE_HOME").map(|c| c.join("lakescore").join("models")))
+        .or_else(|| var("HOME").map(|h| h.join(".cache").join("lakescore").join("models")))
+        .unwrap_or_else(|| std::env::temp_dir().join("lakescore-models-cache"))
+}
+
+/// SHA-256 over every file below `folder` (its path, then its bytes), in
+/// path order; the cache's own digest file left out.
+pub fn folder_digest(folder: &Path) -> std::io::Result<String> {
+    let mut files = Vec::new();
+    let mut folders = vec![folder.to_path_buf()];
+    while let Some(dir) = folders.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                folders.push(entry.path());
+            } else if entry.file_name() != DIGEST_FILE {
+                files.push(entry.path());
+            }
+        }
+    }
+    files.sort();
+    let mut all = Vec::new();
+    for file in files {
+        let relative = file.strip_prefix(folder).unwrap_or(&file);
+        all.extend_from_slice(relative.to_string_lossy().as_bytes());
+        all.push(0);
+        all.extend_from_slice(sha256_hex(&std::fs::read(&file)?).as_bytes());
+        all.push(b'\n');
+    }
+    Ok(sha256_hex(&all))
+}
+
+fn encode_query(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Percent-encoding of everything but unreserved characters (RFC 3986).
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(byte as char),
+            other => out.push_str(&format!("%{other:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_uris_parse() {
+        assert_eq!(
+            ModelUri::parse("models:/churn/7").unwrap(),
+            ModelUri::Version {
+                name: "churn".into(),
+                version: "7".into()
+            }
+        );
+        assert_eq!(
+            ModelUri::parse("models:/churn@champion").unwrap(),
+            ModelUri::Alias {
+                name: "churn".into(),
+                alias: "champion".into()
+            }
+        );
+        assert_eq!(
+            ModelUri::parse("runs:/abc123/model/").unwrap(),
+            ModelUri::Run {
+                run_id: "abc123".into(),
+                path: "model".into()
+            }
+        );
+        for bad in [
+            "models:/churn",
+            "models:/churn/latest",
+            "models:/@x",
+            "runs:/abc",
+            "model:/x/1",
+        ] {
+            let error = ModelUri::parse(bad).unwrap_err().to_string();
+            assert!(error.contains(bad), "{error}");
+        }
+    }
+
+    #[test]
+    fn queries_are_encoded() {
+        assert_eq!(
+            encode_query(&[("name", "churn model/v2"), ("alias", "a&b")]),
+            "name=churn%20model%2Fv2&alias=a%26b"
+        );
+    }
+}
