@@ -241,6 +241,10 @@ struct EvaluateArgs {
     /// Worker threads (default: one per core).
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     threads: usize,
+    /// Log each model's metrics to the MLflow run that logged it (models
+    /// given as `models:/…` or `runs:/…`).
+    #[arg(long)]
+    log_to_mlflow: bool,
 }
 
 #[derive(Args)]
@@ -856,6 +860,15 @@ fn evaluate(job: &Job, args: &EvaluateArgs) -> Result<RunStatus, Error> {
         .iter()
         .map(|p| evaluate::positive_output(p.model.info(), p.model.n_outputs()).map_err(Error::Usage))
         .collect::<Result<Vec<usize>, Error>>()?;
+    if args.log_to_mlflow
+        && let Some(unregistered) = packages.iter().find(|p| p.model.info().registry.is_none())
+    {
+        return Err(Error::Usage(format!(
+            "`--log-to-mlflow` logs to the MLflow run of each model: `{}` is not from the registry \
+             (give it as `models:/NAME/VERSION`, `models:/NAME@ALIAS` or `runs:/RUN_ID/PATH`)",
+            unregistered.model.info().path.display()
+        )));
+    }
     let (compared, positives) = comparison_columns(&packages, false);
     let infos: Vec<_> = packages.iter().map(|p| p.model.info().clone()).collect();
     evaluate::check_label(&args.input, &args.label)?;
@@ -892,6 +905,20 @@ fn evaluate(job: &Job, args: &EvaluateArgs) -> Result<RunStatus, Error> {
     };
     evaluate::write_outputs(&report, args.report.as_deref(), args.html.as_deref())
         .map_err(|(what, path, source)| Error::Output { what, path, source })?;
+    if args.log_to_mlflow {
+        for evaluation in &report.models {
+            let Some(registry) = &evaluation.model.registry else {
+                continue;
+            };
+            let (metrics, tags) = evaluate::mlflow_metrics(&report, evaluation);
+            let run = lakescore::mlflow::registry::log_to_run(registry, &metrics, &tags)?;
+            eprintln!(
+                "logged {} metrics of `{}` to MLflow run {run}",
+                metrics.len(),
+                registry.uri
+            );
+        }
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).expect("reports serialize"));
     } else {

@@ -45,6 +45,40 @@ pub struct EvaluationReport {
     pub threads: usize,
 }
 
+/// Run metrics and tags for MLflow: (key, value) pairs.
+pub type MlflowRunData = (Vec<(String, f64)>, Vec<(String, String)>);
+
+/// A model's metrics as MLflow run metrics (`lakescore.auc`,
+/// `lakescore.accuracy_0.5`, …) and tags naming what was evaluated, for
+/// `evaluate --log-to-mlflow`.
+pub fn mlflow_metrics(report: &EvaluationReport, evaluation: &ModelEvaluation) -> MlflowRunData {
+    let m = &evaluation.metrics;
+    let mut metrics: Vec<(String, f64)> = [
+        ("auc", m.auc),
+        ("log_loss", m.log_loss),
+        ("brier", m.brier),
+        ("rows", Some(m.rows as f64)),
+        ("positives", Some(m.positives as f64)),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| value.map(|v| (format!("lakescore.{key}"), v)))
+    .collect();
+    for confusion in &m.confusion {
+        if let Some(accuracy) = confusion.accuracy {
+            metrics.push((format!("lakescore.accuracy_{}", confusion.threshold), accuracy));
+        }
+    }
+    let tags = vec![
+        (
+            "lakescore.evaluated_input".to_string(),
+            report.input.display().to_string(),
+        ),
+        ("lakescore.label".to_string(), report.label.clone()),
+        ("lakescore.version".to_string(), report.lakescore_version.to_string()),
+    ];
+    (metrics, tags)
+}
+
 /// The label as the pass reads it: a feature no model reads, missing as NaN.
 pub fn label_feature(column: &str) -> Feature {
     Feature {

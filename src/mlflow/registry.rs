@@ -206,6 +206,37 @@ pub fn fetch(uri: &str) -> Result<Fetched, RegistryError> {
     })
 }
 
+/// Logs `metrics` and `tags` to the MLflow run that logged `model` (its
+/// registry run), through the server `MLFLOW_TRACKING_URI` names: what
+/// `evaluate --log-to-mlflow` does, so that a promotion decision sits next
+/// to the model. Returns the run's id.
+pub fn log_to_run(
+    model: &RegistryModel,
+    metrics: &[(String, f64)],
+    tags: &[(String, String)],
+) -> Result<String, RegistryError> {
+    let uri = model.uri.as_str();
+    let run_id = model.run_id.clone().ok_or_else(|| RegistryError::Server {
+        uri: uri.to_string(),
+        problem: "the registry names no run that logged this model, so there is no run to log metrics to".into(),
+    })?;
+    let server = Server::from_environment(uri)?;
+    let timestamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let body = serde_json::json!({
+        "run_id": run_id,
+        "metrics": metrics
+            .iter()
+            .filter(|(_, value)| value.is_finite())
+            .map(|(key, value)| serde_json::json!({"key": key, "value": value, "timestamp": timestamp, "step": 0}))
+            .collect::<Vec<_>>(),
+        "tags": tags.iter().map(|(key, value)| serde_json::json!({"key": key, "value": value})).collect::<Vec<_>>(),
+    });
+    server.post(uri, "runs/log-batch", &body)?;
+    Ok(run_id)
+}
+
 fn string_at(value: &Value, key: &str) -> Option<String> {
     value
         .get(key)
@@ -271,8 +302,20 @@ impl Server {
     }
 
     fn get_json(&self, uri: &str, url: &str) -> Result<Value, RegistryError> {
-        let mut response = self.send(uri, url, API_DEADLINE)?;
+        let response = self.send(uri, url, API_DEADLINE)?;
+        self.answer(uri, response)
+    }
+
+    /// An API answer as JSON; an error answer as the server's own message.
+    fn answer(&self, uri: &str, mut response: ureq::http::Response<ureq::Body>) -> Result<Value, RegistryError> {
         let status = response.status().as_u16();
+        if matches!(status, 401 | 403) {
+            return Err(RegistryError::Unauthorized {
+                uri: uri.to_string(),
+                server: self.shown.clone(),
+                status,
+            });
+        }
         let mut text = String::new();
         response
             .body_mut()
@@ -294,6 +337,23 @@ impl Server {
             uri: uri.to_string(),
             problem: format!("the MLflow server `{}` says {code}: {message}", self.shown),
         })
+    }
+
+    /// `POST /api/2.0/mlflow/<method>` with a JSON body.
+    fn post(&self, uri: &str, method: &str, body: &Value) -> Result<Value, RegistryError> {
+        let url = format!("{}/api/2.0/mlflow/{method}", self.base);
+        let unreachable = |source: std::io::Error| RegistryError::Unreachable {
+            uri: uri.to_string(),
+            server: self.shown.clone(),
+            source,
+        };
+        let agent = agent(self.bundle.as_deref(), API_DEADLINE).map_err(unreachable)?;
+        let mut request = agent.post(&url).header("Content-Type", "application/json");
+        if let Some(auth) = &self.auth {
+            request = request.header("Authorization", auth.header());
+        }
+        let response = request.send(body.to_string()).map_err(|e| unreachable(io_error(e)))?;
+        self.answer(uri, response)
     }
 
     fn model_version(&self, uri: &str, name: &str, version: &str) -> Result<Value, RegistryError> {

@@ -386,6 +386,52 @@ fn the_champion_alias_is_scored_and_a_moved_alias_scores_the_new_version() {
     // Told apart by alias: the challenger's scores are its own column.
     assert_eq!(both["models"][1]["name"], format!("{name}_challenger"));
 
+    // evaluate --log-to-mlflow: the metrics go to the run that logged the
+    // champion (version 2 now), beside the model in the registry.
+    let labelled = dir.path().join("labelled");
+    lakescore::datagen::generate_lake(
+        &labelled,
+        &lakescore::datagen::LakeSpec {
+            rows: 5_000,
+            label: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let evaluate = |model: &str| {
+        let args = ["evaluate", "--model", model, "--input", labelled.to_str().unwrap()];
+        lakescore_with_env([&args[..], &["--label", "converted", "--log-to-mlflow"]].concat(), &env)
+    };
+    let evaluated = evaluate(&champion);
+    evaluated.assert_ok();
+    assert!(
+        evaluated.stderr.contains(&format!("to MLflow run {second_run}")),
+        "{}",
+        evaluated.stderr
+    );
+    let mut answer = ureq::get(&format!("{server}/api/2.0/mlflow/runs/get?run_id={second_run}"))
+        .call()
+        .unwrap();
+    let run: serde_json::Value = serde_json::from_str(&answer.body_mut().read_to_string().unwrap()).unwrap();
+    let logged: Vec<&str> = run["run"]["data"]["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["key"].as_str().unwrap())
+        .collect();
+    for key in [
+        "lakescore.auc",
+        "lakescore.log_loss",
+        "lakescore.accuracy_0.5",
+        "lakescore.rows",
+    ] {
+        assert!(logged.contains(&key), "{key} in {logged:?}");
+    }
+    // A model from a file has no run to log to: a usage error before the pass.
+    let refused = evaluate(fixture("xgboost").to_str().unwrap());
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(refused.stderr.contains("models:/NAME/VERSION"), "{}", refused.stderr);
+
     // A version, an alias or a model that does not exist: exit 1, the URI named.
     for (uri, says) in [
         (format!("models:/{name}/9"), "not found"),
