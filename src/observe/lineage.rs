@@ -127,6 +127,9 @@ impl Lineage {
             })
             .into_iter()
             .collect();
+        if let Some(registry) = end.model.and_then(|m| m.registry.as_ref()) {
+            run_facets.insert("tags".into(), registry_tags(registry));
+        }
         let kind = match end.status {
             _ if end.status.published() => "COMPLETE",
             RunStatus::Interrupted => "ABORT",
@@ -194,6 +197,24 @@ fn append_line(path: &Path, line: &[u8]) -> std::io::Result<()> {
 
 /// A facet: its fields plus `_producer` and `_schemaURL`, which names the
 /// facet's schema by the version the events follow.
+/// Where the run's model came from in an MLflow registry, as the standard
+/// tags run facet: registered name, version, alias, the run that logged
+/// it, the URI as given and the digest of its files.
+fn registry_tags(registry: &crate::model::RegistryModel) -> Value {
+    let tags: Vec<Value> = [
+        ("mlflow.registered_model", registry.name.as_deref()),
+        ("mlflow.model_version", registry.version.as_deref()),
+        ("mlflow.alias", registry.alias.as_deref()),
+        ("mlflow.run_id", registry.run_id.as_deref()),
+        ("mlflow.model_uri", Some(registry.uri.as_str())),
+        ("lakescore.model_digest", Some(registry.digest.as_str())),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| value.map(|v| json!({"key": key, "value": v, "source": "MLFLOW"})))
+    .collect();
+    facet("1-0-0", "TagsRunFacet", json!({ "tags": tags }))
+}
+
 fn facet(version: &str, name: &str, fields: Value) -> Value {
     let mut facet = fields;
     facet["_producer"] = PRODUCER.into();

@@ -305,6 +305,8 @@ fn the_champion_alias_is_scored_and_a_moved_alias_scores_the_new_version() {
                     report.to_str().unwrap(),
                     "--metrics-file",
                     metrics.to_str().unwrap(),
+                    "--lineage-file",
+                    dir.path().join(format!("lineage-{n}.jsonl")).to_str().unwrap(),
                 ],
             ),
             &env,
@@ -325,6 +327,27 @@ fn the_champion_alias_is_scored_and_a_moved_alias_scores_the_new_version() {
     assert_eq!(model["registry"]["run_id"], first_run.as_str());
     assert_eq!(model["registry"]["digest"].as_str().map(str::len), Some(64));
     assert!(first.stderr.contains("fetched the model"), "{}", first.stderr);
+    // The lineage's COMPLETE event tags the run with the registry's names,
+    // in the standard tags facet, valid against OpenLineage's schemas.
+    let lineage = std::fs::read_to_string(dir.path().join("lineage-1.jsonl")).unwrap();
+    let complete: serde_json::Value = serde_json::from_str(lineage.lines().last().unwrap()).unwrap();
+    assert_eq!(complete["eventType"], "COMPLETE");
+    let tags: Vec<(&str, &str)> = complete["run"]["facets"]["tags"]["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["key"].as_str().unwrap(), t["value"].as_str().unwrap()))
+        .collect();
+    for expected in [
+        ("mlflow.registered_model", name.as_str()),
+        ("mlflow.model_version", "1"),
+        ("mlflow.alias", "champion"),
+        ("mlflow.run_id", first_run.as_str()),
+    ] {
+        assert!(tags.contains(&expected), "{expected:?} in {tags:?}");
+    }
+    let errors = crate::citizen::LineageSchemas::load().errors(&complete);
+    assert!(errors.is_empty(), "{errors:?}");
     let metrics = std::fs::read_to_string(dir.path().join("metrics-1.prom")).unwrap();
     assert!(
         metrics.contains(&format!(
