@@ -548,6 +548,43 @@ pub const MAX_MODEL_BYTES: u64 = 4 << 30;
 /// The most objects a package fetched from object storage may hold.
 const MAX_MODEL_OBJECTS: usize = 1000;
 
+/// The objects below `remote` (a model folder), one line each: key relative
+/// to it, size and ETag, in key order; what a cache of models keys on, so
+/// that changed objects are fetched again.
+pub fn listing(remote: &Remote) -> Result<String, StoreError> {
+    use futures_util::TryStreamExt;
+    block_on(async {
+        let mut listed: Vec<object_store::ObjectMeta> = remote
+            .store
+            .list(Some(&remote.path))
+            .try_collect()
+            .await
+            .map_err(|error| match error {
+                object_store::Error::NotFound { .. } => StoreError::NotFound {
+                    url: remote.url.clone(),
+                },
+                other => StoreError::Request {
+                    operation: "LIST",
+                    url: remote.url.clone(),
+                    message: message_of(&other),
+                },
+            })?;
+        if listed.is_empty() {
+            return Err(StoreError::NotFound {
+                url: remote.url.clone(),
+            });
+        }
+        listed.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(listed
+            .iter()
+            .map(|meta| {
+                let key = relative_key(&remote.path, &meta.location).unwrap_or_default();
+                format!("{key} {} {}\n", meta.size, meta.e_tag.as_deref().unwrap_or("-"))
+            })
+            .collect())
+    })
+}
+
 /// Fetches the model or package at `remote` into a new folder under
 /// `into`: one object keeps its file name; a prefix (a package folder) keeps
 /// its layout. Returns the local path to load. Objects are fetched pinned to

@@ -1251,11 +1251,7 @@ fn open_registered(
     load_options: &lakescore::model::LoadOptions,
 ) -> Result<Package, Error> {
     let fetched = lakescore::mlflow::registry::fetch(uri)?;
-    let opened = package::open(&fetched.folder, device, load_options);
-    if fetched.temporary {
-        let _ = std::fs::remove_dir_all(&fetched.folder);
-    }
-    let mut package = opened?;
+    let mut package = package::open(&fetched.folder, device, load_options)?;
     let registry = fetched.registry;
     let info = package.model.info_mut();
     if let Some(name) = &registry.name {

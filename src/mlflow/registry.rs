@@ -7,10 +7,11 @@
 //! (`s3://`, `gs://`, `wasbs://`…, through [`crate::store`]), or read where
 //! it lies (`file:`).
 //!
-//! What the server serves is kept in a cache ([`cache_root`]) under a key of
-//! the server, the artifact URI and every file's path and size, with the
-//! digest of the files' bytes beside them; a later run that lists the same
-//! files, and finds the same bytes there, downloads nothing.
+//! What is fetched is kept in a cache ([`cache_root`]) under a key of the
+//! server, the artifact URI and every file's path and size (and ETag, on
+//! object storage), with the digest of the files' bytes beside them; a later
+//! run that lists the same files, and finds the same bytes there, downloads
+//! nothing.
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -125,9 +126,6 @@ impl ModelUri {
 pub struct Fetched {
     pub folder: PathBuf,
     pub registry: RegistryModel,
-    /// A folder of this run's own (fetched from object storage), to remove
-    /// once the model is loaded; a cached or local one stays.
-    pub temporary: bool,
 }
 
 /// The tracking server's client.
@@ -193,17 +191,13 @@ pub fn fetch(uri: &str) -> Result<Fetched, RegistryError> {
         }
     };
     registry.artifacts = artifacts.clone();
-    let (folder, temporary) = server.fetch_artifacts(uri, &artifacts)?;
+    let folder = server.fetch_artifacts(uri, &artifacts)?;
     registry.digest = folder_digest(&folder).map_err(|source| RegistryError::Cache {
         uri: uri.to_string(),
         path: folder.clone(),
         source,
     })?;
-    Ok(Fetched {
-        folder,
-        registry,
-        temporary,
-    })
+    Ok(Fetched { folder, registry })
 }
 
 /// Logs `metrics` and `tags` to the MLflow run that logged `model` (its
@@ -376,9 +370,9 @@ impl Server {
     }
 
     /// The model folder at `artifacts`, on this machine: the cache's copy
-    /// for the server's own artifacts, a fresh download for object storage,
-    /// the folder itself for a local path.
-    fn fetch_artifacts(&self, uri: &str, artifacts: &str) -> Result<(PathBuf, bool), RegistryError> {
+    /// for the server's own artifacts and for object storage, the folder
+    /// itself for a local path.
+    fn fetch_artifacts(&self, uri: &str, artifacts: &str) -> Result<PathBuf, RegistryError> {
         let failed = |problem: String| RegistryError::Fetch {
             uri: uri.to_string(),
             artifacts: artifacts.to_string(),
@@ -390,19 +384,29 @@ impl Server {
                 Some(rest) => rest.split_once('/').map_or("", |(_, p)| p),
                 None => path.trim_start_matches('/'),
             };
-            return self.cached(uri, artifacts, path).map(|folder| (folder, false));
+            return self.cached(uri, artifacts, path);
         }
         if let Some(path) = artifacts.strip_prefix("file://") {
-            return Ok((PathBuf::from(path), false));
+            return Ok(PathBuf::from(path));
         }
         if artifacts.starts_with('/') {
-            return Ok((PathBuf::from(artifacts), false));
+            return Ok(PathBuf::from(artifacts));
         }
         let remote = crate::store::Remote::parse(&artifacts.replacen("wasbs://", "az://", 1))
             .map_err(|e| failed(e.to_string()))?;
-        let into = std::env::temp_dir().join("lakescore-models");
-        let local = crate::store::download_model(&remote, &into).map_err(|e| failed(crate::util::error_chain(&e)))?;
-        Ok((local, true))
+        let listing = crate::store::listing(&remote).map_err(|e| failed(crate::util::error_chain(&e)))?;
+        cached_folder(uri, &self.base, artifacts, &listing, |staging| {
+            let into = staging.with_extension("download");
+            let downloaded =
+                crate::store::download_model(&remote, &into).map_err(|e| failed(crate::util::error_chain(&e)))?;
+            let renamed = std::fs::rename(&downloaded, staging);
+            let _ = std::fs::remove_dir_all(&into);
+            renamed.map_err(|source| RegistryError::Cache {
+                uri: uri.to_string(),
+                path: staging.to_path_buf(),
+                source,
+            })
+        })
     }
 
     /// Every file below `path` in the server's artifact store, with sizes.
@@ -445,63 +449,99 @@ impl Server {
             });
         }
         let listing: String = files.iter().map(|(p, size)| format!("{p} {size}\n")).collect();
-        let key = sha256_hex(format!("{}\n{artifacts}\n{listing}", self.base).as_bytes());
-        let root = cache_root();
-        let folder = root.join(&key);
+        cached_folder(uri, &self.base, artifacts, &listing, |staging| {
+            for (file, _) in &files {
+                let relative = file.strip_prefix(path).unwrap_or(file).trim_start_matches('/');
+                self.download(uri, artifacts, file, relative, &staging.join(relative))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// One file of the server's artifacts, to `target`.
+    fn download(
+        &self,
+        uri: &str,
+        artifacts: &str,
+        file: &str,
+        relative: &str,
+        target: &Path,
+    ) -> Result<(), RegistryError> {
         let cache_error = |path: &Path, source| RegistryError::Cache {
             uri: uri.to_string(),
             path: path.to_path_buf(),
             source,
         };
-        if let Ok(recorded) = std::fs::read_to_string(folder.join(DIGEST_FILE))
-            && folder_digest(&folder).is_ok_and(|digest| digest == recorded.trim())
-        {
-            tracing::info!(model = uri, cache = %folder.display(), "the model's files are in the cache");
-            return Ok(folder);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| cache_error(parent, e))?;
         }
-        let staging = root.join(format!(".{key}.{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&staging);
-        for (file, _) in &files {
-            let relative = file.strip_prefix(path).unwrap_or(file).trim_start_matches('/');
-            let target = staging.join(relative);
-            if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| cache_error(parent, e))?;
-            }
-            let url = format!(
-                "{}/api/2.0/mlflow-artifacts/artifacts/{}",
-                self.base,
-                file.split('/').map(percent_encode).collect::<Vec<_>>().join("/")
-            );
-            let mut response = self.send(uri, &url, FILE_DEADLINE)?;
-            if response.status().as_u16() != 200 {
-                return Err(RegistryError::Fetch {
-                    uri: uri.to_string(),
-                    artifacts: artifacts.to_string(),
-                    problem: format!("GET `{relative}` answered HTTP {}", response.status().as_u16()),
-                });
-            }
-            let mut out = std::fs::File::create(&target).map_err(|e| cache_error(&target, e))?;
-            std::io::copy(&mut response.body_mut().as_reader(), &mut out).map_err(|source| {
-                RegistryError::Unreachable {
-                    uri: uri.to_string(),
-                    server: self.shown.clone(),
-                    source,
-                }
-            })?;
+        let url = format!(
+            "{}/api/2.0/mlflow-artifacts/artifacts/{}",
+            self.base,
+            file.split('/').map(percent_encode).collect::<Vec<_>>().join("/")
+        );
+        let mut response = self.send(uri, &url, FILE_DEADLINE)?;
+        if response.status().as_u16() != 200 {
+            return Err(RegistryError::Fetch {
+                uri: uri.to_string(),
+                artifacts: artifacts.to_string(),
+                problem: format!("GET `{relative}` answered HTTP {}", response.status().as_u16()),
+            });
         }
-        let digest = folder_digest(&staging).map_err(|e| cache_error(&staging, e))?;
-        std::fs::write(staging.join(DIGEST_FILE), &digest).map_err(|e| cache_error(&staging, e))?;
-        let _ = std::fs::remove_dir_all(&folder);
-        if let Err(error) = std::fs::rename(&staging, &folder) {
-            // Another run put the same files there first.
-            let _ = std::fs::remove_dir_all(&staging);
-            if !folder.join(DIGEST_FILE).exists() {
-                return Err(cache_error(&folder, error));
-            }
-        }
-        tracing::info!(model = uri, cache = %folder.display(), files = files.len(), "fetched the model");
-        Ok(folder)
+        let mut out = std::fs::File::create(target).map_err(|e| cache_error(target, e))?;
+        std::io::copy(&mut response.body_mut().as_reader(), &mut out).map_err(|source| RegistryError::Unreachable {
+            uri: uri.to_string(),
+            server: self.shown.clone(),
+            source,
+        })?;
+        Ok(())
     }
+}
+
+/// The cached copy of the model folder at `artifacts` whose files `listing`
+/// describes: the cache's, when its files still have the digest recorded
+/// beside them; else filled by `fill` into a staging folder, its digest
+/// recorded, and moved into place.
+fn cached_folder(
+    uri: &str,
+    server: &str,
+    artifacts: &str,
+    listing: &str,
+    fill: impl FnOnce(&Path) -> Result<(), RegistryError>,
+) -> Result<PathBuf, RegistryError> {
+    let key = sha256_hex(format!("{server}\n{artifacts}\n{listing}").as_bytes());
+    let root = cache_root();
+    let folder = root.join(&key);
+    let cache_error = |path: &Path, source| RegistryError::Cache {
+        uri: uri.to_string(),
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Ok(recorded) = std::fs::read_to_string(folder.join(DIGEST_FILE))
+        && folder_digest(&folder).is_ok_and(|digest| digest == recorded.trim())
+    {
+        tracing::info!(model = uri, cache = %folder.display(), "the model's files are in the cache");
+        return Ok(folder);
+    }
+    let staging = root.join(format!(".{key}.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&root).map_err(|e| cache_error(&root, e))?;
+    if let Err(error) = fill(&staging) {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(error);
+    }
+    let digest = folder_digest(&staging).map_err(|e| cache_error(&staging, e))?;
+    std::fs::write(staging.join(DIGEST_FILE), &digest).map_err(|e| cache_error(&staging, e))?;
+    let _ = std::fs::remove_dir_all(&folder);
+    if let Err(error) = std::fs::rename(&staging, &folder) {
+        // Another run put the same files there first.
+        let _ = std::fs::remove_dir_all(&staging);
+        if !folder.join(DIGEST_FILE).exists() {
+            return Err(cache_error(&folder, error));
+        }
+    }
+    tracing::info!(model = uri, cache = %folder.display(), "fetched the model");
+    Ok(folder)
 }
 
 /// Where fetched models are kept: `LAKESCORE_MODEL_CACHE`, else

@@ -211,7 +211,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// The tracking server's URL, or `None` (with a note) when none is set up;
 /// under CI a missing server fails the test.
-fn mlflow_server() -> Option<String> {
+pub(crate) fn mlflow_server() -> Option<String> {
     match std::env::var("LAKESCORE_TEST_MLFLOW_URI") {
         Ok(uri) if !uri.is_empty() => Some(uri.trim_end_matches('/').to_string()),
         _ => {
@@ -225,7 +225,7 @@ fn mlflow_server() -> Option<String> {
     }
 }
 
-fn post(server: &str, method: &str, body: serde_json::Value) -> serde_json::Value {
+pub(crate) fn post(server: &str, method: &str, body: serde_json::Value) -> serde_json::Value {
     let mut response = ureq::post(&format!("{server}/api/2.0/mlflow/{method}"))
         .header("Content-Type", "application/json")
         .send(body.to_string())

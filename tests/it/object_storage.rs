@@ -294,6 +294,70 @@ fn an_mlflow_model_folder_on_s3_scores_like_the_same_folder_on_disk() {
 }
 
 #[test]
+fn a_registered_model_whose_files_are_on_s3_is_fetched_once_and_then_read_from_the_cache() {
+    let Some(endpoint) = s3_endpoint() else { return };
+    let Some(server) = crate::mlflow::mlflow_server() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = bucket(&endpoint, "registry");
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mlflow/xgboost");
+    let source = format!("s3://{bucket}/mlruns/churn/model");
+    upload(&s3(&endpoint, &source), &folder);
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let name = format!("s3-churn-{unique}");
+    let post = |method: &str, body: serde_json::Value| crate::mlflow::post(&server, method, body);
+    let experiment = post("experiments/create", serde_json::json!({"name": name}))["experiment_id"].clone();
+    let run = post("runs/create", serde_json::json!({"experiment_id": experiment}));
+    post("registered-models/create", serde_json::json!({"name": name}));
+    let version = post(
+        "model-versions/create",
+        serde_json::json!({"name": name, "source": source, "run_id": run["run"]["info"]["run_id"]}),
+    );
+    assert_eq!(version["model_version"]["version"], "1", "{version}");
+    let local = dir.path().join("local");
+    score(&folder, &sample().join("customers"), &local, &[]).assert_ok();
+    let cache = dir.path().join("cache");
+    let uri = format!("models:/{name}/1");
+    let customers = sample().join("customers");
+    let night = |n: usize| {
+        let (out, report) = (
+            dir.path().join(format!("out-{n}")),
+            dir.path().join(format!("report-{n}.json")),
+        );
+        let args = ["score", "--model", &uri, "--input", customers.to_str().unwrap()];
+        let run = lakescore_s3(
+            &endpoint,
+            &[
+                &args[..],
+                &["--output", out.to_str().unwrap(), "--report", report.to_str().unwrap()],
+            ]
+            .concat(),
+            &[
+                ("MLFLOW_TRACKING_URI", server.as_str()),
+                ("LAKESCORE_MODEL_CACHE", cache.to_str().unwrap()),
+            ],
+        );
+        run.assert_ok();
+        assert_eq!(data_files(&out), data_files(&local));
+        let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        assert_eq!(report["model"]["registry"]["artifacts"], source.as_str());
+        run
+    };
+    let first = night(0);
+    assert!(first.stderr.contains("fetched the model"), "{}", first.stderr);
+    let second = night(1);
+    assert!(second.stderr.contains("in the cache"), "{}", second.stderr);
+    // A changed object (another ETag) is fetched again.
+    put(&s3(&endpoint, &source), "conda.yaml", b"name: changed\n".to_vec());
+    let run = night(2);
+    assert!(run.stderr.contains("fetched the model"), "{}", run.stderr);
+}
+
+#[test]
 fn a_delta_table_on_s3_scores_like_the_same_table_on_disk() {
     let Some(endpoint) = s3_endpoint() else { return };
     let dir = tempfile::tempdir().unwrap();
