@@ -470,6 +470,10 @@ pub struct LedgerRecord {
     #[serde(default)]
     pub model_version: Option<String>,
     pub model_sha256: String,
+    /// Where the model came from in an MLflow registry: the URI as given,
+    /// alias, the run that logged it, the files' digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_registry: Option<crate::model::RegistryModel>,
     pub rows: Option<u64>,
     #[serde(default)]
     pub rows_quarantined: Option<u64>,
@@ -523,6 +527,7 @@ impl LedgerRecord {
             model_name: String::new(),
             model_version: None,
             model_sha256: String::new(),
+            model_registry: None,
             rows: None,
             rows_quarantined: None,
             sla_missed: Vec::new(),

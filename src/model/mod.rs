@@ -159,7 +159,7 @@ pub struct ModelInfo {
 
 /// Where a run's model came from in the registry: what reports, the
 /// manifest, the ledger and lineage name.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RegistryModel {
     /// The URI as given (`models:/churn@champion`).
     pub uri: String,

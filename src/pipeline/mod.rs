@@ -194,6 +194,7 @@ pub fn score(
     ledger.model_name = info.name.clone();
     ledger.model_version = info.version.clone();
     ledger.model_sha256 = info.sha256.clone();
+    ledger.model_registry = info.registry.clone();
     let mut transaction = waiting_for_lock(options, || output_table.begin(mode, ledger.clone(), early_lock.take()))?;
     began();
     tracing::info!(input = %input.display(), output = %output.display(), "scoring");

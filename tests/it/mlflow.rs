@@ -368,6 +368,12 @@ fn the_champion_alias_is_scored_and_a_moved_alias_scores_the_new_version() {
         (ledger[0]["model_name"].as_str(), ledger[0]["model_version"].as_str()),
         (Some(name.as_str()), Some("1"))
     );
+    let registry = &ledger[0]["model_registry"];
+    assert_eq!(
+        (registry["alias"].as_str(), registry["run_id"].as_str()),
+        (Some("champion"), Some(first_run.as_str()))
+    );
+    assert_eq!(registry["digest"], model["registry"]["digest"]);
 
     // The same version again: from the cache, nothing downloaded.
     let (_, _, again) = night(2);
