@@ -1254,8 +1254,8 @@ fn open_registered(
     let mut package = package::open(&fetched.folder, device, load_options)?;
     let registry = fetched.registry;
     let info = package.model.info_mut();
-    if let Some(name) = &registry.name {
-        info.name = name.clone();
+    info.name = fetched.name;
+    if registry.version.is_some() {
         info.version = registry.version.clone();
     }
     info.path = std::path::PathBuf::from(uri);

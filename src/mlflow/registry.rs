@@ -1,5 +1,5 @@
-//! `--model models:/NAME/VERSION`, `models:/NAME@ALIAS` and
-//! `runs:/RUN_ID/PATH`: resolved through the REST API of the MLflow tracking
+//! `--model models:/NAME/VERSION`, `models:/NAME@ALIAS`, `models:/m-ID`
+//! (MLflow 3's logged models) and `runs:/RUN_ID/PATH`: resolved through the REST API of the MLflow tracking
 //! server `MLFLOW_TRACKING_URI` names (credentials from
 //! `MLFLOW_TRACKING_TOKEN`, or `MLFLOW_TRACKING_USERNAME` and
 //! `MLFLOW_TRACKING_PASSWORD`; never printed), and the model folder fetched:
@@ -76,9 +76,22 @@ pub enum RegistryError {
 /// A model URI, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelUri {
-    Version { name: String, version: String },
-    Alias { name: String, alias: String },
-    Run { run_id: String, path: String },
+    Version {
+        name: String,
+        version: String,
+    },
+    Alias {
+        name: String,
+        alias: String,
+    },
+    Run {
+        run_id: String,
+        path: String,
+    },
+    /// MLflow 3's logged model, by its id (`models:/m-…`).
+    Logged {
+        model_id: String,
+    },
 }
 
 impl ModelUri {
@@ -88,6 +101,11 @@ impl ModelUri {
             problem: problem.to_string(),
         };
         if let Some(rest) = uri.strip_prefix("models:/") {
+            if rest.starts_with("m-") && !rest.contains(['/', '@']) {
+                return Ok(ModelUri::Logged {
+                    model_id: rest.to_string(),
+                });
+            }
             if let Some((name, alias)) = rest.split_once('@') {
                 if name.is_empty() || alias.is_empty() || alias.contains('/') {
                     return Err(invalid("expected `models:/NAME@ALIAS`"));
@@ -103,7 +121,7 @@ impl ModelUri {
                     version: version.into(),
                 }),
                 _ => Err(invalid(
-                    "expected `models:/NAME/VERSION` (a version number) or `models:/NAME@ALIAS`",
+                    "expected `models:/NAME/VERSION` (a version number), `models:/NAME@ALIAS` or `models:/m-ID`",
                 )),
             };
         }
@@ -126,6 +144,9 @@ impl ModelUri {
 pub struct Fetched {
     pub folder: PathBuf,
     pub registry: RegistryModel,
+    /// What the model is called: its registered name, a logged model's
+    /// name, or the last part of a `runs:/` path.
+    pub name: String,
 }
 
 /// The tracking server's client.
@@ -151,6 +172,7 @@ pub fn fetch(uri: &str) -> Result<Fetched, RegistryError> {
         artifacts: String::new(),
         digest: String::new(),
     };
+    let mut name = String::new();
     let artifacts = match &parsed {
         ModelUri::Version { name, version } => {
             let found = server.model_version(uri, name, version)?;
@@ -179,17 +201,38 @@ pub fn fetch(uri: &str) -> Result<Fetched, RegistryError> {
         }
         ModelUri::Run { run_id, path } => {
             let run = server.get(uri, "runs/get", &[("run_id", run_id.as_str())])?;
-            let root = run
-                .pointer("/run/info/artifact_uri")
-                .and_then(Value::as_str)
-                .ok_or_else(|| RegistryError::Server {
-                    uri: uri.to_string(),
-                    problem: "the server's answer names no artifact location for the run".into(),
-                })?;
             registry.run_id = Some(run_id.clone());
-            format!("{}/{path}", root.trim_end_matches('/'))
+            name = path.rsplit('/').next().unwrap_or(path).to_string();
+            // MLflow 3 keeps a model logged in a run (`log_model(name=…)`) as
+            // a logged model of that run; MLflow 2 in the run's artifacts.
+            match server.logged_model_of_run(uri, &run, run_id, path) {
+                Some(artifacts) => artifacts,
+                None => {
+                    let root = run
+                        .pointer("/run/info/artifact_uri")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| RegistryError::Server {
+                            uri: uri.to_string(),
+                            problem: "the server's answer names no artifact location for the run".into(),
+                        })?;
+                    format!("{}/{path}", root.trim_end_matches('/'))
+                }
+            }
+        }
+        ModelUri::Logged { model_id } => {
+            let found = server.get_path(uri, &format!("logged-models/{}", percent_encode(model_id)))?;
+            let info = found.pointer("/model/info").cloned().unwrap_or(Value::Null);
+            registry.run_id = string_at(&info, "source_run_id");
+            name = string_at(&info, "name").unwrap_or_else(|| model_id.clone());
+            string_at(&info, "artifact_uri").ok_or_else(|| RegistryError::Server {
+                uri: uri.to_string(),
+                problem: "the server's answer names no artifact location for the logged model".into(),
+            })?
         }
     };
+    if let Some(registered) = &registry.name {
+        name = registered.clone();
+    }
     registry.artifacts = artifacts.clone();
     let folder = server.fetch_artifacts(uri, &artifacts)?;
     registry.digest = folder_digest(&folder).map_err(|source| RegistryError::Cache {
@@ -197,7 +240,7 @@ pub fn fetch(uri: &str) -> Result<Fetched, RegistryError> {
         path: folder.clone(),
         source,
     })?;
-    Ok(Fetched { folder, registry })
+    Ok(Fetched { folder, registry, name })
 }
 
 /// Logs `metrics` and `tags` to the MLflow run that logged `model` (its
@@ -331,6 +374,29 @@ impl Server {
             uri: uri.to_string(),
             problem: format!("the MLflow server `{}` says {code}: {message}", self.shown),
         })
+    }
+
+    /// `GET /api/2.0/mlflow/<path>` (a resource in the path, no query).
+    fn get_path(&self, uri: &str, path: &str) -> Result<Value, RegistryError> {
+        self.get_json(uri, &format!("{}/api/2.0/mlflow/{path}", self.base))
+    }
+
+    /// Where the model named `name` that `run` logged is, for MLflow 3's
+    /// logged models; `None` when the server has none (or no such API: an
+    /// MLflow 2 server).
+    fn logged_model_of_run(&self, uri: &str, run: &Value, run_id: &str, name: &str) -> Option<String> {
+        let experiment = run.pointer("/run/info/experiment_id").and_then(Value::as_str)?;
+        let quoted = |text: &str| format!("'{}'", text.replace('\'', "\\'"));
+        let body = serde_json::json!({
+            "experiment_ids": [experiment],
+            "filter": format!("source_run_id = {} AND name = {}", quoted(run_id), quoted(name)),
+            "max_results": 1,
+        });
+        let found = self.post(uri, "logged-models/search", &body).ok()?;
+        found
+            .pointer("/models/0/info/artifact_uri")
+            .and_then(Value::as_str)
+            .map(str::to_string)
     }
 
     /// `POST /api/2.0/mlflow/<method>` with a JSON body.

@@ -239,18 +239,7 @@ fn register(server: &str, experiment: &str, name: &str, folder: &Path) -> String
     let run = post(server, "runs/create", serde_json::json!({"experiment_id": experiment}));
     let run_id = run["run"]["info"]["run_id"].as_str().unwrap().to_string();
     let artifacts = run["run"]["info"]["artifact_uri"].as_str().unwrap().to_string();
-    let path = artifacts
-        .trim_start_matches("mlflow-artifacts:")
-        .trim_start_matches('/');
-    for entry in std::fs::read_dir(folder).unwrap() {
-        let entry = entry.unwrap();
-        ureq::put(&format!(
-            "{server}/api/2.0/mlflow-artifacts/artifacts/{path}/model/{}",
-            entry.file_name().to_string_lossy()
-        ))
-        .send(std::fs::read(entry.path()).unwrap())
-        .unwrap();
-    }
+    upload_artifacts(server, &format!("{artifacts}/model"), folder);
     let version = post(
         server,
         "model-versions/create",
@@ -258,6 +247,21 @@ fn register(server: &str, experiment: &str, name: &str, folder: &Path) -> String
     );
     assert_eq!(version["model_version"]["status"], "READY", "{version}");
     run_id
+}
+
+/// Puts every file of `folder` at `artifacts` (an `mlflow-artifacts:` URI)
+/// through the server.
+fn upload_artifacts(server: &str, artifacts: &str, folder: &Path) {
+    let path = artifacts
+        .trim_start_matches("mlflow-artifacts:")
+        .trim_start_matches('/');
+    for entry in std::fs::read_dir(folder).unwrap() {
+        let entry = entry.unwrap();
+        let file = entry.file_name().to_string_lossy().into_owned();
+        ureq::put(&format!("{server}/api/2.0/mlflow-artifacts/artifacts/{path}/{file}"))
+            .send(std::fs::read(entry.path()).unwrap())
+            .unwrap();
+    }
 }
 
 fn set_alias(server: &str, name: &str, alias: &str, version: &str) {
@@ -460,6 +464,41 @@ fn the_champion_alias_is_scored_and_a_moved_alias_scores_the_new_version() {
     let refused = evaluate(fixture("xgboost").to_str().unwrap());
     assert_eq!(refused.code, 2, "{}", refused.stderr);
     assert!(refused.stderr.contains("models:/NAME/VERSION"), "{}", refused.stderr);
+
+    // MLflow 3's logged models: by id (`models:/m-…`), and as the model a
+    // run logged (`runs:/RUN/NAME`), with no registry version.
+    let run = post(&server, "runs/create", serde_json::json!({"experiment_id": experiment}));
+    let run_id = run["run"]["info"]["run_id"].as_str().unwrap().to_string();
+    let logged = post(
+        &server,
+        "logged-models",
+        serde_json::json!({"experiment_id": experiment, "name": "churn_model", "source_run_id": run_id}),
+    );
+    let model_id = logged["model"]["info"]["model_id"].as_str().unwrap().to_string();
+    upload_artifacts(
+        &server,
+        logged["model"]["info"]["artifact_uri"].as_str().unwrap(),
+        &fixture("xgboost"),
+    );
+    for uri in [format!("models:/{model_id}"), format!("runs:/{run_id}/churn_model")] {
+        let report = dir.path().join("logged.json");
+        let out = dir.path().join(format!("logged-{}", uri.len()));
+        lakescore_with_env(
+            score_args(
+                uri.as_ref(),
+                &sample("customers"),
+                &out,
+                &["--report", report.to_str().unwrap()],
+            ),
+            &env,
+        )
+        .assert_ok();
+        assert_eq!(data_files(&out), data_files(&local), "{uri}");
+        let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        assert_eq!(report["model"]["name"], "churn_model", "{uri}");
+        assert!(report["model"]["version"].is_null(), "{uri}: no registry version");
+        assert_eq!(report["model"]["registry"]["run_id"], run_id.as_str(), "{uri}");
+    }
 
     // A version, an alias or a model that does not exist: exit 1, the URI named.
     for (uri, says) in [
