@@ -259,6 +259,11 @@ pub fn open(path: &Path, device: &Device, options: &LoadOptions) -> Result<Packa
         }
         _ => read_manifest(&manifest_path)?,
     };
+    // Problems of an MLflow folder alone are `MLmodel`'s to name.
+    let manifest_path = match pinned {
+        true => manifest_path,
+        false => path.join(crate::mlflow::MLMODEL_FILE),
+    };
     let mut mlflow = mlflow;
     if let (Some(mlflow), true) = (mlflow.as_mut(), pinned) {
         mlflow.merge_into(&mut manifest, &manifest_path)?;

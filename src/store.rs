@@ -419,7 +419,11 @@ pub fn shown_url(text: &str) -> String {
     let authority_end = rest.find('/').unwrap_or(rest.len());
     match rest[..authority_end].rfind('@') {
         // `abfss://container@account…` names a container, not a user.
-        Some(_) if scheme.starts_with("abfs") && !rest[..authority_end].contains(':') => without_query.to_string(),
+        Some(_)
+            if (scheme.starts_with("abfs") || scheme.starts_with("wasb")) && !rest[..authority_end].contains(':') =>
+        {
+            without_query.to_string()
+        }
         Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
         None => without_query.to_string(),
     }
@@ -546,7 +550,7 @@ pub fn read_object(url: &str, limit: u64, what: &'static str) -> Result<Vec<u8>,
 /// weigh when fetched from object storage.
 pub const MAX_MODEL_BYTES: u64 = 4 << 30;
 /// The most objects a package fetched from object storage may hold.
-const MAX_MODEL_OBJECTS: usize = 1000;
+pub const MAX_MODEL_OBJECTS: usize = 1000;
 
 /// The objects below `remote` (a model folder), one line each: key relative
 /// to it, size and ETag, in key order; what a cache of models keys on, so

@@ -44,6 +44,10 @@ pub fn of_error(error: &Error) -> i32 {
         }) => SIGNALLED + signal,
         Error::Device(error) if error.is_usage() => USAGE,
         Error::Store(lakescore::store::StoreError::Url { .. }) => USAGE,
+        Error::Registry(
+            lakescore::mlflow::registry::RegistryError::Uri { .. }
+            | lakescore::mlflow::registry::RegistryError::NoServer { .. },
+        ) => USAGE,
         // A policy that says something impossible is a usage error; one
         // that cannot be read or written is a failure like any I/O error.
         Error::Policy(PolicyError::Parse { .. }) | Error::Policy(PolicyError::Invalid { .. }) => USAGE,

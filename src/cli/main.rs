@@ -861,11 +861,14 @@ fn evaluate(job: &Job, args: &EvaluateArgs) -> Result<RunStatus, Error> {
         .map(|p| evaluate::positive_output(p.model.info(), p.model.n_outputs()).map_err(Error::Usage))
         .collect::<Result<Vec<usize>, Error>>()?;
     if args.log_to_mlflow
-        && let Some(unregistered) = packages.iter().find(|p| p.model.info().registry.is_none())
+        && let Some(unregistered) = packages
+            .iter()
+            .find(|p| p.model.info().registry.as_ref().is_none_or(|r| r.run_id.is_none()))
     {
         return Err(Error::Usage(format!(
-            "`--log-to-mlflow` logs to the MLflow run of each model: `{}` is not from the registry \
-             (give it as `models:/NAME/VERSION`, `models:/NAME@ALIAS` or `runs:/RUN_ID/PATH`)",
+            "`--log-to-mlflow` logs to the MLflow run of each model: `{}` is not from the registry, or the \
+             registry names no run that logged it (give it as `models:/NAME/VERSION`, `models:/NAME@ALIAS` \
+             or `runs:/RUN_ID/PATH`)",
             unregistered.model.info().path.display()
         )));
     }

@@ -205,7 +205,7 @@ pub fn fetch(uri: &str) -> Result<Fetched, RegistryError> {
             name = path.rsplit('/').next().unwrap_or(path).to_string();
             // MLflow 3 keeps a model logged in a run (`log_model(name=…)`) as
             // a logged model of that run; MLflow 2 in the run's artifacts.
-            match server.logged_model_of_run(uri, &run, run_id, path) {
+            match server.logged_model_of_run(uri, &run, run_id, path)? {
                 Some(artifacts) => artifacts,
                 None => {
                     let root = run
@@ -233,7 +233,9 @@ pub fn fetch(uri: &str) -> Result<Fetched, RegistryError> {
     if let Some(registered) = &registry.name {
         name = registered.clone();
     }
-    registry.artifacts = artifacts.clone();
+    // Reports, manifests and the ledger name the location without
+    // credentials or a query string (a SAS token travels there).
+    registry.artifacts = crate::store::shown_url(&artifacts);
     let folder = server.fetch_artifacts(uri, &artifacts)?;
     registry.digest = folder_digest(&folder).map_err(|source| RegistryError::Cache {
         uri: uri.to_string(),
@@ -289,12 +291,14 @@ impl Server {
             .filter(|b| b.starts_with("http://") || b.starts_with("https://"))
             .ok_or_else(|| RegistryError::NoServer { uri: uri.to_string() })?;
         let base = base.trim().trim_end_matches('/').to_string();
-        let auth = match (var("MLFLOW_TRACKING_TOKEN"), var("MLFLOW_TRACKING_USERNAME")) {
-            (Some(token), _) => Some(Auth::Bearer(token)),
-            (None, Some(user)) => Some(Auth::Basic {
+        // As MLflow's own client: basic credentials when a user is given,
+        // else the token.
+        let auth = match (var("MLFLOW_TRACKING_USERNAME"), var("MLFLOW_TRACKING_TOKEN")) {
+            (Some(user), _) => Some(Auth::Basic {
                 user,
                 password: var("MLFLOW_TRACKING_PASSWORD").unwrap_or_default(),
             }),
+            (None, Some(token)) => Some(Auth::Bearer(token)),
             (None, None) => None,
         };
         let bundle = std::env::var_os("MLFLOW_TRACKING_SERVER_CERT_PATH")
@@ -382,21 +386,39 @@ impl Server {
     }
 
     /// Where the model named `name` that `run` logged is, for MLflow 3's
-    /// logged models; `None` when the server has none (or no such API: an
-    /// MLflow 2 server).
-    fn logged_model_of_run(&self, uri: &str, run: &Value, run_id: &str, name: &str) -> Option<String> {
-        let experiment = run.pointer("/run/info/experiment_id").and_then(Value::as_str)?;
+    /// logged models (the newest, when the name was logged more than
+    /// once); `None` when the server has none, or no such API (an MLflow 2
+    /// server). Any other failure is the run's: falling back to the run's
+    /// folder then could score another model.
+    fn logged_model_of_run(
+        &self,
+        uri: &str,
+        run: &Value,
+        run_id: &str,
+        name: &str,
+    ) -> Result<Option<String>, RegistryError> {
+        let Some(experiment) = run.pointer("/run/info/experiment_id").and_then(Value::as_str) else {
+            return Ok(None);
+        };
         let quoted = |text: &str| format!("'{}'", text.replace('\'', "\\'"));
         let body = serde_json::json!({
             "experiment_ids": [experiment],
             "filter": format!("source_run_id = {} AND name = {}", quoted(run_id), quoted(name)),
+            "order_by": [{"field_name": "creation_timestamp", "ascending": false}],
             "max_results": 1,
         });
-        let found = self.post(uri, "logged-models/search", &body).ok()?;
-        found
-            .pointer("/models/0/info/artifact_uri")
-            .and_then(Value::as_str)
-            .map(str::to_string)
+        match self.post(uri, "logged-models/search", &body) {
+            Ok(found) => Ok(found
+                .pointer("/models/0/info/artifact_uri")
+                .and_then(Value::as_str)
+                .map(str::to_string)),
+            Err(RegistryError::Server { problem, .. })
+                if problem.contains("ENDPOINT_NOT_FOUND") || problem.contains("HTTP 404") =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// `POST /api/2.0/mlflow/<method>` with a JSON body.
@@ -441,7 +463,7 @@ impl Server {
     fn fetch_artifacts(&self, uri: &str, artifacts: &str) -> Result<PathBuf, RegistryError> {
         let failed = |problem: String| RegistryError::Fetch {
             uri: uri.to_string(),
-            artifacts: artifacts.to_string(),
+            artifacts: crate::store::shown_url(artifacts),
             problem,
         };
         if let Some(path) = artifacts.strip_prefix("mlflow-artifacts:") {
@@ -462,7 +484,7 @@ impl Server {
             .map_err(|e| failed(e.to_string()))?;
         let listing = crate::store::listing(&remote).map_err(|e| failed(crate::util::error_chain(&e)))?;
         cached_folder(uri, &self.base, artifacts, &listing, |staging| {
-            let into = staging.with_extension("download");
+            let into = PathBuf::from(format!("{}.download", staging.display()));
             let downloaded =
                 crate::store::download_model(&remote, &into).map_err(|e| failed(crate::util::error_chain(&e)))?;
             let renamed = std::fs::rename(&downloaded, staging);
@@ -476,8 +498,17 @@ impl Server {
     }
 
     /// Every file below `path` in the server's artifact store, with sizes.
-    fn list(&self, uri: &str, path: &str) -> Result<Vec<(String, u64)>, RegistryError> {
+    /// Names are the server's: each must be a plain relative name (no `..`,
+    /// `.` or empty part), as they become paths on this machine; the
+    /// listing is bounded as object storage's is.
+    fn list(&self, uri: &str, artifacts: &str, path: &str) -> Result<Vec<(String, u64)>, RegistryError> {
+        let refused = |problem: String| RegistryError::Fetch {
+            uri: uri.to_string(),
+            artifacts: crate::store::shown_url(artifacts),
+            problem,
+        };
         let mut files = Vec::new();
+        let mut total = 0u64;
         let mut folders = vec![path.to_string()];
         while let Some(folder) = folders.pop() {
             let url = format!(
@@ -491,11 +522,28 @@ impl Server {
                     continue;
                 };
                 // Entries are named relative to the folder listed.
-                let full = format!("{}/{}", folder.trim_end_matches('/'), name.trim_start_matches('/'));
+                let name = name.trim_start_matches('/');
+                if name.split('/').any(|part| matches!(part, "" | "." | "..")) {
+                    return Err(refused(format!(
+                        "the server lists a file named `{name}`, which is not a plain relative name"
+                    )));
+                }
+                let full = format!("{}/{name}", folder.trim_end_matches('/'));
                 if entry.get("is_dir").and_then(Value::as_bool) == Some(true) {
                     folders.push(full);
                 } else {
-                    files.push((full, entry.get("file_size").and_then(Value::as_u64).unwrap_or(0)));
+                    let size = entry.get("file_size").and_then(Value::as_u64).unwrap_or(0);
+                    total += size;
+                    files.push((full, size));
+                }
+                if files.len() + folders.len() > crate::store::MAX_MODEL_OBJECTS
+                    || total > crate::store::MAX_MODEL_BYTES
+                {
+                    return Err(refused(format!(
+                        "it holds more than {} files or {} bytes, more than a model",
+                        crate::store::MAX_MODEL_OBJECTS,
+                        crate::store::MAX_MODEL_BYTES
+                    )));
                 }
             }
         }
@@ -506,31 +554,32 @@ impl Server {
     /// The folder at `path` of the server's artifacts, from the cache when
     /// it holds the same files with the same bytes, else downloaded into it.
     fn cached(&self, uri: &str, artifacts: &str, path: &str) -> Result<PathBuf, RegistryError> {
-        let files = self.list(uri, path)?;
+        let files = self.list(uri, artifacts, path)?;
         if files.is_empty() {
             return Err(RegistryError::Fetch {
                 uri: uri.to_string(),
-                artifacts: artifacts.to_string(),
+                artifacts: crate::store::shown_url(artifacts),
                 problem: "the server lists no files there".into(),
             });
         }
         let listing: String = files.iter().map(|(p, size)| format!("{p} {size}\n")).collect();
         cached_folder(uri, &self.base, artifacts, &listing, |staging| {
-            for (file, _) in &files {
+            for (file, size) in &files {
                 let relative = file.strip_prefix(path).unwrap_or(file).trim_start_matches('/');
-                self.download(uri, artifacts, file, relative, &staging.join(relative))?;
+                self.download(uri, artifacts, file, relative, *size, &staging.join(relative))?;
             }
             Ok(())
         })
     }
 
-    /// One file of the server's artifacts, to `target`.
+    /// One file of the server's artifacts, of `size` bytes, to `target`.
     fn download(
         &self,
         uri: &str,
         artifacts: &str,
         file: &str,
         relative: &str,
+        size: u64,
         target: &Path,
     ) -> Result<(), RegistryError> {
         let cache_error = |path: &Path, source| RegistryError::Cache {
@@ -555,11 +604,22 @@ impl Server {
             });
         }
         let mut out = std::fs::File::create(target).map_err(|e| cache_error(target, e))?;
-        std::io::copy(&mut response.body_mut().as_reader(), &mut out).map_err(|source| RegistryError::Unreachable {
-            uri: uri.to_string(),
-            server: self.shown.clone(),
-            source,
-        })?;
+        let written =
+            std::io::copy(&mut response.body_mut().as_reader().take(size + 1), &mut out).map_err(|source| {
+                RegistryError::Unreachable {
+                    uri: uri.to_string(),
+                    server: self.shown.clone(),
+                    source,
+                }
+            })?;
+        // A body cut short (or longer than listed) is never cached.
+        if written != size {
+            return Err(RegistryError::Fetch {
+                uri: uri.to_string(),
+                artifacts: crate::store::shown_url(artifacts),
+                problem: format!("GET `{relative}` gave {written} bytes where the listing says {size}"),
+            });
+        }
         Ok(())
     }
 }
@@ -591,14 +651,20 @@ fn cached_folder(
     }
     let staging = root.join(format!(".{key}.{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&root).map_err(|e| cache_error(&root, e))?;
+    ready_root(&root).map_err(|e| cache_error(&root, e))?;
     if let Err(error) = fill(&staging) {
         let _ = std::fs::remove_dir_all(&staging);
         return Err(error);
     }
     let digest = folder_digest(&staging).map_err(|e| cache_error(&staging, e))?;
     std::fs::write(staging.join(DIGEST_FILE), &digest).map_err(|e| cache_error(&staging, e))?;
-    let _ = std::fs::remove_dir_all(&folder);
+    // A folder another run may be loading is never removed in place: a
+    // stale or broken one is renamed aside first.
+    if folder.exists() {
+        let aside = root.join(format!(".{key}.{}.old", std::process::id()));
+        let _ = std::fs::rename(&folder, &aside);
+        let _ = std::fs::remove_dir_all(&aside);
+    }
     if let Err(error) = std::fs::rename(&staging, &folder) {
         // Another run put the same files there first.
         let _ = std::fs::remove_dir_all(&staging);
@@ -611,13 +677,38 @@ fn cached_folder(
 }
 
 /// Where fetched models are kept: `LAKESCORE_MODEL_CACHE`, else
-/// `$XDG_CACHE_HOME/lakescore/models`, else `~/.cache/lakescore/models`.
+/// `$XDG_CACHE_HOME/lakescore/models`, else `~/.cache/lakescore/models`;
+/// without a home, a folder of this user's own under the temporary folder
+/// (made private, and refused if another user owns it).
 pub fn cache_root() -> PathBuf {
     let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
     var(CACHE_VARIABLE)
         .or_else(|| var("XDG_CACHE_HOME").map(|c| c.join("lakescore").join("models")))
         .or_else(|| var("HOME").map(|h| h.join(".cache").join("lakescore").join("models")))
-        .unwrap_or_else(|| std::env::temp_dir().join("lakescore-models-cache"))
+        .unwrap_or_else(|| {
+            // SAFETY: geteuid has no preconditions.
+            let uid = unsafe { libc::geteuid() };
+            std::env::temp_dir().join(format!("lakescore-models-{uid}"))
+        })
+}
+
+/// Creates the cache root; one under the shared temporary folder must be
+/// this user's and private, or another user could plant a model in it.
+fn ready_root(root: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(root)?;
+    if root.starts_with(std::env::temp_dir()) {
+        let metadata = std::fs::metadata(root)?;
+        // SAFETY: geteuid has no preconditions.
+        let uid = unsafe { libc::geteuid() };
+        if metadata.uid() != uid || metadata.mode() & 0o077 != 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "the model cache under the temporary folder is not this user's own private folder; set LAKESCORE_MODEL_CACHE",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// SHA-256 over every file below `folder` (its path, then its bytes), in

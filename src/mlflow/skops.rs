@@ -10,6 +10,10 @@ use std::io::{Cursor, Read};
 
 use serde_json::Value;
 
+/// The most of `schema.json` read: a booster's text with thousands of trees
+/// is tens of megabytes; more is not a model.
+const SCHEMA_LIMIT: u64 = 1 << 30;
+
 /// Whether `bytes` is a zip archive (what a skops file is).
 pub fn is_skops(bytes: &[u8]) -> bool {
     bytes.starts_with(b"PK\x03\x04")
@@ -24,11 +28,25 @@ pub fn lightgbm_booster_text(bytes: &[u8]) -> Result<String, String> {
     archive
         .by_name("schema.json")
         .map_err(|e| format!("has no readable `schema.json`: {e}"))?
+        .take(SCHEMA_LIMIT)
         .read_to_string(&mut schema)
         .map_err(|e| format!("has a `schema.json` that cannot be read: {e}"))?;
+    if schema.len() as u64 >= SCHEMA_LIMIT {
+        return Err(format!("has a `schema.json` larger than {SCHEMA_LIMIT} bytes"));
+    }
     let schema: Value =
         serde_json::from_str(&schema).map_err(|e| format!("has a `schema.json` that is not JSON: {e}"))?;
-    let booster = find_booster(&schema).ok_or("holds no `lightgbm.basic.Booster` with a model")?;
+    let root_class = schema.get("__class__").and_then(Value::as_str).unwrap_or("");
+    let root_module = schema.get("__module__").and_then(Value::as_str).unwrap_or("");
+    if root_module != "lightgbm.sklearn" || !root_class.starts_with("LGBM") {
+        return Err(format!(
+            "holds a `{root_module}.{root_class}`, not one of LightGBM's scikit-learn models"
+        ));
+    }
+    let booster = schema
+        .pointer("/content/content/_Booster")
+        .filter(|b| is_booster(b))
+        .ok_or("holds no `lightgbm.basic.Booster` where LightGBM keeps it (`_Booster`)")?;
     let handle = booster
         .pointer("/content/content/_handle")
         .ok_or("holds a Booster without its model (`_handle`)")?;
@@ -47,20 +65,10 @@ pub fn lightgbm_booster_text(bytes: &[u8]) -> Result<String, String> {
     Ok(text)
 }
 
-/// The first node of class `lightgbm.basic.Booster` in the object tree.
-fn find_booster(node: &Value) -> Option<&Value> {
-    match node {
-        Value::Object(map) => {
-            let is_booster = map.get("__class__").and_then(Value::as_str) == Some("Booster")
-                && map.get("__module__").and_then(Value::as_str) == Some("lightgbm.basic");
-            if is_booster {
-                return Some(node);
-            }
-            map.values().find_map(find_booster)
-        }
-        Value::Array(items) => items.iter().find_map(find_booster),
-        _ => None,
-    }
+/// Whether an object node is a `lightgbm.basic.Booster`.
+fn is_booster(node: &Value) -> bool {
+    node.get("__class__").and_then(Value::as_str) == Some("Booster")
+        && node.get("__module__").and_then(Value::as_str) == Some("lightgbm.basic")
 }
 
 #[cfg(test)]
@@ -68,7 +76,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_booster_text_is_found_in_the_object_tree() {
+    fn the_booster_is_where_lightgbm_keeps_it() {
         let schema = serde_json::json!({
             "__class__": "LGBMClassifier", "__module__": "lightgbm.sklearn",
             "content": {"content": {"_Booster": {
@@ -78,11 +86,23 @@ mod tests {
                 }}}
             }}}
         });
+        let booster = schema.pointer("/content/content/_Booster").unwrap();
+        assert!(is_booster(booster));
+        assert!(!is_booster(&schema));
         assert_eq!(
-            find_booster(&schema).and_then(|b| b.pointer("/content/content/_handle/content")),
+            booster.pointer("/content/content/_handle/content"),
             Some(&Value::String("\"tree\\nversion=v4\\n\"".into()))
         );
-        assert!(find_booster(&serde_json::json!({"a": [1, {"b": 2}]})).is_none());
+    }
+
+    #[test]
+    fn the_fixture_gives_the_booster_lightgbm_saved() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mlflow");
+        let skops = std::fs::read(root.join("lightgbm/model.skops")).unwrap();
+        let saved = std::fs::read_to_string(root.join("raw/lightgbm.txt")).unwrap();
+        let text = lightgbm_booster_text(&skops).unwrap();
+        // The same trees; save_model adds nothing before the parameters.
+        assert_eq!(text.split("end of trees").next(), saved.split("end of trees").next());
     }
 
     #[test]

@@ -195,8 +195,6 @@ fn append_line(path: &Path, line: &[u8]) -> std::io::Result<()> {
     file.sync_data()
 }
 
-/// A facet: its fields plus `_producer` and `_schemaURL`, which names the
-/// facet's schema by the version the events follow.
 /// Where the run's model came from in an MLflow registry, as the standard
 /// tags run facet: registered name, version, alias, the run that logged
 /// it, the URI as given and the digest of its files.
@@ -215,6 +213,8 @@ fn registry_tags(registry: &crate::model::RegistryModel) -> Value {
     facet("1-0-0", "TagsRunFacet", json!({ "tags": tags }))
 }
 
+/// A facet: its fields plus `_producer` and `_schemaURL`, which names the
+/// facet's schema by the version the events follow.
 fn facet(version: &str, name: &str, fields: Value) -> Value {
     let mut facet = fields;
     facet["_producer"] = PRODUCER.into();

@@ -568,8 +568,97 @@ fn a_server_that_is_down_or_refuses_the_token_fails_naming_the_uri_and_never_the
     assert!(run.stderr.contains("HTTP 401"), "{}", run.stderr);
     assert!(!run.stderr.contains("s3cr3t-t0ken") && !run.stdout.contains("s3cr3t-t0ken"));
 
-    // Without a server at all.
-    let run = score_from("models:/churn/1", &[("MLFLOW_TRACKING_URI", "")]);
+    // Without a server at all: a usage error.
+    let run = lakescore_with_env(
+        score_args("models:/churn/1".as_ref(), &sample("customers"), &out, &[]),
+        &[("MLFLOW_TRACKING_URI", "")],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("MLFLOW_TRACKING_URI"), "{}", run.stderr);
+    // A URI that is not one: a usage error too.
+    let run = lakescore_with_env(
+        score_args("models:/churn/latest".as_ref(), &sample("customers"), &out, &[]),
+        &[("MLFLOW_TRACKING_URI", refusing.as_str())],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(!out.exists(), "nothing was written");
+}
+
+/// A stand-in tracking server answering each request with the first answer
+/// whose key its request line contains.
+fn fake_server(answers: Vec<(&'static str, String)>) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            use std::io::{Read, Write};
+            let mut stream = stream;
+            let mut request = [0u8; 8192];
+            let n = stream.read(&mut request).unwrap_or(0);
+            let line = String::from_utf8_lossy(&request[..n])
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string();
+            let body = answers
+                .iter()
+                .find(|(key, _)| line.contains(key))
+                .map_or(r#"{"error_code": "ENDPOINT_NOT_FOUND"}"#.to_string(), |(_, body)| {
+                    body.clone()
+                });
+            let status = if body.contains("ENDPOINT_NOT_FOUND") {
+                "404 Not Found"
+            } else {
+                "200 OK"
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    format!("http://{address}")
+}
+
+#[test]
+fn a_listing_that_names_files_outside_the_model_folder_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    for hostile in ["../../escaped.txt", "a/../../escaped.txt", ""] {
+        let server = fake_server(vec![
+            (
+                "model-versions/get-download-uri",
+                r#"{"artifact_uri": "mlflow-artifacts:/1/run/artifacts/model"}"#.into(),
+            ),
+            (
+                "model-versions/get",
+                r#"{"model_version": {"version": "1", "run_id": "run"}}"#.into(),
+            ),
+            (
+                "mlflow-artifacts/artifacts?",
+                format!(r#"{{"files": [{{"path": "{hostile}", "is_dir": false, "file_size": 3}}]}}"#),
+            ),
+            ("mlflow-artifacts/artifacts/", "{}".into()),
+        ]);
+        let run = lakescore_with_env(
+            score_args(
+                "models:/churn/1".as_ref(),
+                &sample("customers"),
+                &dir.path().join("out"),
+                &[],
+            ),
+            &[
+                ("MLFLOW_TRACKING_URI", server.as_str()),
+                ("LAKESCORE_MODEL_CACHE", cache.to_str().unwrap()),
+            ],
+        );
+        assert_eq!(run.code, 1, "{hostile}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("not a plain relative name"),
+            "{hostile}: {}",
+            run.stderr
+        );
+        assert!(!dir.path().join("escaped.txt").exists() && !cache.join("escaped.txt").exists());
+    }
 }
