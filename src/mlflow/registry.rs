@@ -475,7 +475,8 @@ impl Server {
             return self.cached(uri, artifacts, path);
         }
         if let Some(path) = artifacts.strip_prefix("file://") {
-            return Ok(PathBuf::from(path));
+            // MLflow writes a local artifact path as a URI: `%20` for a space.
+            return Ok(PathBuf::from(percent_decode(path)));
         }
         if artifacts.starts_with('/') {
             return Ok(PathBuf::from(artifacts));
@@ -746,6 +747,27 @@ fn encode_query(pairs: &[(&str, &str)]) -> String {
         .join("&")
 }
 
+/// `%XX` sequences back to their bytes (others kept as they are).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Percent-encoding of everything but unreserved characters (RFC 3986).
 fn percent_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -795,6 +817,11 @@ mod tests {
             let error = ModelUri::parse(bad).unwrap_err().to_string();
             assert!(error.contains(bad), "{error}");
         }
+    }
+
+    #[test]
+    fn file_uris_are_decoded() {
+        assert_eq!(percent_decode("/tmp/my%20models/m%2Fx/%zz%"), "/tmp/my models/m/x/%zz%");
     }
 
     #[test]
