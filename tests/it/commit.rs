@@ -261,10 +261,6 @@ fn the_manifest_and_the_ledger_describe_the_run() {
     assert!(record["finished_at"].as_str().unwrap().ends_with('Z'));
 }
 
-fn sample(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/sample").join(name)
-}
-
 /// Crashes a run of `first` after its first partition is published, resumes
 /// with `second`, and checks the output is that of a clean run of `second`,
 /// with nothing reused.

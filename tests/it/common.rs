@@ -376,3 +376,34 @@ pub fn wait_for(path: &Path) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A file or folder of the sample data in `datasets/sample`.
+pub fn sample(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/sample").join(name)
+}
+
+/// Every Parquet file under `out` with its rows, by relative path.
+pub fn parquet_rows(out: &Path) -> Vec<(PathBuf, RecordBatch)> {
+    parquet_files(out)
+        .into_iter()
+        .map(|relative| {
+            let batch = read_parquet(&out.join(&relative));
+            (relative, batch)
+        })
+        .collect()
+}
+
+/// Copies the folder `from`, and everything below it, to `to`.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        match entry.file_type().unwrap().is_dir() {
+            true => copy_tree(&entry.path(), &target),
+            false => {
+                std::fs::copy(entry.path(), target).unwrap();
+            }
+        }
+    }
+}

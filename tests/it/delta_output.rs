@@ -421,20 +421,6 @@ fn what_a_delta_output_cannot_take_is_refused_before_anything_is_written() {
     assert!(run.stderr.contains("columnMapping"), "{}", run.stderr);
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        match entry.file_type().unwrap().is_dir() {
-            true => copy_tree(&entry.path(), &target),
-            false => {
-                std::fs::copy(entry.path(), target).unwrap();
-            }
-        }
-    }
-}
-
 #[test]
 fn two_lakescore_runs_at_once_both_commit_on_different_partitions_and_one_fails_on_the_same() {
     let dir = tempfile::tempdir().unwrap();

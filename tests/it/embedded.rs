@@ -26,17 +26,6 @@ fn open(model: &Path) -> Package {
     package::open(model, &candle_core::Device::Cpu, &LoadOptions::default()).expect("the model opens")
 }
 
-/// Every data file of `out`, with its rows.
-fn published(out: &Path) -> Vec<(std::path::PathBuf, arrow::array::RecordBatch)> {
-    parquet_files(out)
-        .into_iter()
-        .map(|relative| {
-            let batch = read_parquet(&out.join(&relative));
-            (relative, batch)
-        })
-        .collect()
-}
-
 #[test]
 fn two_runs_in_one_process_at_once_each_score_their_own() {
     let dir = tempfile::tempdir().unwrap();
@@ -48,7 +37,7 @@ fn two_runs_in_one_process_at_once_each_score_their_own() {
     let cli_out = |name: &str, model: &Path| {
         let out = dir.path().join(format!("cli-{name}"));
         score(model, &lake, &out, &["--threads", "2"]).assert_ok();
-        published(&out)
+        parquet_rows(&out)
     };
     let expected_logistic = cli_out("logistic", &logistic);
     let expected_trees = cli_out("trees", &trees);
@@ -79,12 +68,12 @@ fn two_runs_in_one_process_at_once_each_score_their_own() {
         }
     });
     assert_eq!(
-        published(&out_logistic),
+        parquet_rows(&out_logistic),
         expected_logistic,
         "the logistic run's output is the CLI's"
     );
     assert_eq!(
-        published(&out_trees),
+        parquet_rows(&out_trees),
         expected_trees,
         "the tree run's output is the CLI's"
     );

@@ -11,7 +11,7 @@ use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBat
 use arrow::datatypes::{DataType, Int16Type, Int64Type};
 use serde_json::Value;
 
-use crate::common::{customer_lake, data_files, lakescore, read_parquet, scores, write_parquet};
+use crate::common::{customer_lake, data_files, lakescore, read_parquet, sample, scores, write_parquet};
 
 /// Command-line arguments of mixed kinds.
 fn os(parts: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<std::ffi::OsString> {
@@ -211,10 +211,6 @@ fn evaluate_refuses_bad_labels_naming_the_column_and_row_group() {
 }
 
 /// The sample lake and two of the sample models, as champion and challenger.
-fn sample(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/sample").join(name)
-}
-
 #[test]
 fn champion_and_challenger_score_in_one_pass_and_shadow_publishes_the_champion_alone() {
     let dir = tempfile::tempdir().unwrap();

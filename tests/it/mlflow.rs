@@ -18,21 +18,6 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn sample(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/sample").join(name)
-}
-
-/// Every output file's rows (ids and scores), by path.
-fn scored(out: &Path) -> Vec<(PathBuf, arrow::record_batch::RecordBatch)> {
-    parquet_files(out)
-        .into_iter()
-        .map(|relative| {
-            let batch = read_parquet(&out.join(&relative));
-            (relative, batch)
-        })
-        .collect()
-}
-
 #[test]
 fn xgboost_lightgbm_and_onnx_folders_score_exactly_like_their_raw_models() {
     let dir = tempfile::tempdir().unwrap();
@@ -53,7 +38,7 @@ fn xgboost_lightgbm_and_onnx_folders_score_exactly_like_their_raw_models() {
         .assert_ok();
         let direct = dir.path().join(format!("{flavor}-raw"));
         score(&raw, &lake, &direct, &[]).assert_ok();
-        let (a, b) = (scored(&through_mlflow), scored(&direct));
+        let (a, b) = (parquet_rows(&through_mlflow), parquet_rows(&direct));
         assert_eq!(a.len(), 4, "{flavor}: both partitions, two files each");
         assert!(
             a.iter()
@@ -99,7 +84,7 @@ fn the_signature_types_the_columns() {
     let dir = tempfile::tempdir().unwrap();
     // tenure_days as a float column: the signature says integer.
     let lake = dir.path().join("lake");
-    copy_dir(&sample("customers"), &lake);
+    copy_tree(&sample("customers"), &lake);
     crate::contract::plant(&lake, "tenure_days", |c| {
         let values = c.as_any().downcast_ref::<Int32Array>().unwrap();
         Arc::new(values.iter().map(|v| v.map(f64::from)).collect::<Float64Array>()) as ArrayRef
@@ -115,7 +100,7 @@ fn the_signature_types_the_columns() {
 fn a_lakescore_toml_beside_mlmodel_adds_rules_and_must_agree() {
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("churn");
-    copy_dir(&fixture("xgboost"), &folder);
+    copy_tree(&fixture("xgboost"), &folder);
     let sha = lakescore::util::sha256_hex(&std::fs::read(folder.join("model.ubj")).unwrap());
     let manifest = |extra: &str| {
         format!("name = \"churn\"\nversion = \"7\"\nartifact = \"model.ubj\"\nsha256 = \"{sha}\"\n{extra}")
@@ -171,7 +156,7 @@ fn a_lakescore_toml_beside_mlmodel_adds_rules_and_must_agree() {
 fn a_pickled_lightgbm_model_and_a_broken_mlmodel_are_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("pickled");
-    copy_dir(&fixture("lightgbm"), &folder);
+    copy_tree(&fixture("lightgbm"), &folder);
     let mlmodel = std::fs::read_to_string(folder.join("MLmodel")).unwrap();
     std::fs::write(
         folder.join("MLmodel"),
@@ -190,19 +175,6 @@ fn a_pickled_lightgbm_model_and_a_broken_mlmodel_are_refused_clearly() {
     let run = score(&folder, &sample("customers"), &dir.path().join("out"), &[]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("is not an MLflow `MLmodel` file"), "{}", run.stderr);
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------
