@@ -247,7 +247,7 @@ pub fn open(path: &Path, device: &Device, options: &LoadOptions) -> Result<Packa
     // An MLflow model folder is a package too: its `MLmodel` names the file
     // and the signature the columns; a `lakescore.toml` beside it adds the
     // rest (and must agree).
-    let mlflow = MlflowModel::read(path)?;
+    let mut mlflow = MlflowModel::read(path)?;
     let pinned = mlflow.is_none() || manifest_path.exists();
     let mut manifest = match (&mlflow, pinned) {
         (Some(mlflow), false) => {
@@ -264,7 +264,6 @@ pub fn open(path: &Path, device: &Device, options: &LoadOptions) -> Result<Packa
         true => manifest_path,
         false => path.join(crate::mlflow::MLMODEL_FILE),
     };
-    let mut mlflow = mlflow;
     if let (Some(mlflow), true) = (mlflow.as_mut(), pinned) {
         mlflow.merge_into(&mut manifest, &manifest_path)?;
         mlflow.pinned_by = Some(manifest_path.clone());

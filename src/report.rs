@@ -441,24 +441,18 @@ impl RunReport {
     /// `wall_seconds` into it, under `sla`.
     pub fn summary(&self, sla: &Sla, wall_seconds: f64) -> RunSummary {
         let judgement = &self.judgement;
-        let ids = |status: Status| -> Vec<String> {
-            judgement
-                .checks
-                .iter()
-                .flat_map(|c| &c.rules)
-                .filter(|r| r.status == status)
-                .map(|r| r.id.clone())
-                .collect()
-        };
-        let guard_ids = |status: Status| -> Vec<String> {
-            judgement
-                .guards
-                .iter()
-                .flat_map(|g| &g.guards)
-                .filter(|g| g.status == status)
-                .map(|g| g.id.to_string())
-                .collect()
-        };
+        let rules = judgement
+            .checks
+            .iter()
+            .flat_map(|c| &c.rules)
+            .map(|r| (r.id.as_str(), r.status));
+        let guards = judgement
+            .guards
+            .iter()
+            .flat_map(|g| &g.guards)
+            .map(|g| (g.id, g.status));
+        let (rules_failed, rules_warned) = failed_and_warned(rules);
+        let (guards_failed, guards_warned) = failed_and_warned(guards);
         let score = self.table_profile.as_ref().and_then(|profile| {
             let column = profile.columns.iter().find(|c| c.role == Role::Score)?;
             Some(ScoreSummary {
@@ -504,10 +498,23 @@ impl RunReport {
             max_duration_seconds: sla.max_duration_seconds,
             score,
             drift,
-            rules_failed: ids(Status::Fail),
-            rules_warned: ids(Status::Warn),
-            guards_failed: guard_ids(Status::Fail),
-            guards_warned: guard_ids(Status::Warn),
+            rules_failed,
+            rules_warned,
+            guards_failed,
+            guards_warned,
         }
     }
+}
+
+/// The ids that failed, then those that warned.
+fn failed_and_warned<'a>(items: impl Iterator<Item = (&'a str, Status)>) -> (Vec<String>, Vec<String>) {
+    let (mut failed, mut warned) = (Vec::new(), Vec::new());
+    for (id, status) in items {
+        match status {
+            Status::Fail => failed.push(id.to_string()),
+            Status::Warn => warned.push(id.to_string()),
+            Status::Pass => {}
+        }
+    }
+    (failed, warned)
 }

@@ -29,6 +29,8 @@ const API_DEADLINE: Duration = Duration::from_secs(30);
 const FILE_DEADLINE: Duration = Duration::from_secs(600);
 /// The most of an API answer read.
 const ANSWER_LIMIT: u64 = 4 << 20;
+/// The path of the server's artifact API (`mlflow-artifacts:`).
+const ARTIFACTS: [&str; 4] = ["api", "2.0", "mlflow-artifacts", "artifacts"];
 /// The variable that moves the cache of fetched models.
 pub const CACHE_VARIABLE: &str = "LAKESCORE_MODEL_CACHE";
 /// The file in a cached folder that holds the digest of its files.
@@ -47,6 +49,16 @@ pub enum RegistryError {
     NoServer { uri: String },
     #[error("`{uri}`: {problem}")]
     Server { uri: String, problem: String },
+    /// The server answered a request with an error.
+    #[error("`{uri}`: the MLflow server `{server}` says {code}: {message}")]
+    Api {
+        uri: String,
+        server: String,
+        status: u16,
+        /// MLflow's `error_code` (`RESOURCE_DOES_NOT_EXIST`), else `HTTP <status>`.
+        code: String,
+        message: String,
+    },
     #[error(
         "`{uri}`: the MLflow server `{server}` refused the credentials (HTTP {status}); check `MLFLOW_TRACKING_TOKEN` or `MLFLOW_TRACKING_USERNAME` and `MLFLOW_TRACKING_PASSWORD`"
     )]
@@ -220,7 +232,8 @@ pub fn fetch(uri: &str) -> Result<Fetched, RegistryError> {
             }
         }
         ModelUri::Logged { model_id } => {
-            let found = server.get_path(uri, &format!("logged-models/{}", percent_encode(model_id)))?;
+            let url = server.url(&["api", "2.0", "mlflow", "logged-models", model_id], &[]);
+            let found = server.call(uri, &url, None)?;
             let info = found.pointer("/model/info").cloned().unwrap_or(Value::Null);
             registry.run_id = string_at(&info, "source_run_id");
             name = string_at(&info, "name").unwrap_or_else(|| model_id.clone());
@@ -289,6 +302,7 @@ impl Server {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let base = var("MLFLOW_TRACKING_URI")
             .filter(|b| b.starts_with("http://") || b.starts_with("https://"))
+            .filter(|b| url::Url::parse(b.trim()).is_ok_and(|url| url.has_host()))
             .ok_or_else(|| RegistryError::NoServer { uri: uri.to_string() })?;
         let base = base.trim().trim_end_matches('/').to_string();
         // As MLflow's own client: basic credentials when a user is given,
@@ -312,19 +326,53 @@ impl Server {
         })
     }
 
-    /// One request; the status and the response (not read).
-    fn send(&self, uri: &str, url: &str, limit: Duration) -> Result<ureq::http::Response<ureq::Body>, RegistryError> {
+    /// The URL of `segments` below the server's root (each encoded as one
+    /// path segment), with `query` encoded.
+    fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> String {
+        let mut url = url::Url::parse(&self.base).expect("checked when the server was read");
+        url.path_segments_mut()
+            .expect("an http(s) URL has a path")
+            .pop_if_empty()
+            .extend(segments);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        url.into()
+    }
+
+    /// The URL of an API method (`model-versions/get`).
+    fn api(&self, method: &str, query: &[(&str, &str)]) -> String {
+        let segments: Vec<&str> = ["api", "2.0", "mlflow"].into_iter().chain(method.split('/')).collect();
+        self.url(&segments, query)
+    }
+
+    /// One request: a POST of `body` as JSON, or a GET; the response, not
+    /// read. A 401 or 403 is the credentials' error.
+    fn send(
+        &self,
+        uri: &str,
+        url: &str,
+        body: Option<&Value>,
+        limit: Duration,
+    ) -> Result<ureq::http::Response<ureq::Body>, RegistryError> {
         let unreachable = |source: std::io::Error| RegistryError::Unreachable {
             uri: uri.to_string(),
             server: self.shown.clone(),
             source,
         };
+        let request = ureq::http::Request::builder()
+            .method(if body.is_some() { "POST" } else { "GET" })
+            .uri(url)
+            .header("Content-Type", "application/json");
+        let request = match &self.auth {
+            Some(auth) => request.header("Authorization", auth.header()),
+            None => request,
+        };
+        let request = request
+            .body(body.map(Value::to_string).unwrap_or_default().into_bytes())
+            .map_err(|e| unreachable(std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())))?;
         let agent = agent(self.bundle.as_deref(), limit).map_err(unreachable)?;
-        let mut request = agent.get(url);
-        if let Some(auth) = &self.auth {
-            request = request.header("Authorization", auth.header());
-        }
-        let response = request.call().map_err(|e| unreachable(io_error(e)))?;
+        let response = agent.run(request).map_err(|e| unreachable(io_error(e)))?;
         match response.status().as_u16() {
             status @ (401 | 403) => Err(RegistryError::Unauthorized {
                 uri: uri.to_string(),
@@ -335,28 +383,21 @@ impl Server {
         }
     }
 
-    /// `GET /api/2.0/mlflow/<method>?query` as JSON; an error answer as the
-    /// server's own message.
+    /// `GET` an API method as JSON.
     fn get(&self, uri: &str, method: &str, query: &[(&str, &str)]) -> Result<Value, RegistryError> {
-        let url = format!("{}/api/2.0/mlflow/{method}?{}", self.base, encode_query(query));
-        self.get_json(uri, &url)
+        self.call(uri, &self.api(method, query), None)
     }
 
-    fn get_json(&self, uri: &str, url: &str) -> Result<Value, RegistryError> {
-        let response = self.send(uri, url, API_DEADLINE)?;
-        self.answer(uri, response)
+    /// `POST` a JSON body to an API method.
+    fn post(&self, uri: &str, method: &str, body: &Value) -> Result<Value, RegistryError> {
+        self.call(uri, &self.api(method, &[]), Some(body))
     }
 
-    /// An API answer as JSON; an error answer as the server's own message.
-    fn answer(&self, uri: &str, mut response: ureq::http::Response<ureq::Body>) -> Result<Value, RegistryError> {
+    /// One API call's answer as JSON; an error answer as the server's own
+    /// code and message.
+    fn call(&self, uri: &str, url: &str, body: Option<&Value>) -> Result<Value, RegistryError> {
+        let mut response = self.send(uri, url, body, API_DEADLINE)?;
         let status = response.status().as_u16();
-        if matches!(status, 401 | 403) {
-            return Err(RegistryError::Unauthorized {
-                uri: uri.to_string(),
-                server: self.shown.clone(),
-                status,
-            });
-        }
         let mut text = String::new();
         response
             .body_mut()
@@ -372,17 +413,13 @@ impl Server {
         if status == 200 {
             return Ok(answer);
         }
-        let message = string_at(&answer, "message").unwrap_or_else(|| crate::observe::http::shown(&text));
-        let code = string_at(&answer, "error_code").unwrap_or_else(|| format!("HTTP {status}"));
-        Err(RegistryError::Server {
+        Err(RegistryError::Api {
             uri: uri.to_string(),
-            problem: format!("the MLflow server `{}` says {code}: {message}", self.shown),
+            server: self.shown.clone(),
+            status,
+            code: string_at(&answer, "error_code").unwrap_or_else(|| format!("HTTP {status}")),
+            message: string_at(&answer, "message").unwrap_or_else(|| crate::observe::http::shown(&text)),
         })
-    }
-
-    /// `GET /api/2.0/mlflow/<path>` (a resource in the path, no query).
-    fn get_path(&self, uri: &str, path: &str) -> Result<Value, RegistryError> {
-        self.get_json(uri, &format!("{}/api/2.0/mlflow/{path}", self.base))
     }
 
     /// Where the model named `name` that `run` logged is, for MLflow 3's
@@ -412,30 +449,10 @@ impl Server {
                 .pointer("/models/0/info/artifact_uri")
                 .and_then(Value::as_str)
                 .map(str::to_string)),
-            Err(RegistryError::Server { problem, .. })
-                if problem.contains("ENDPOINT_NOT_FOUND") || problem.contains("HTTP 404") =>
-            {
-                Ok(None)
-            }
+            Err(RegistryError::Api { status: 404, .. }) => Ok(None),
+            Err(RegistryError::Api { code, .. }) if code == "ENDPOINT_NOT_FOUND" => Ok(None),
             Err(error) => Err(error),
         }
-    }
-
-    /// `POST /api/2.0/mlflow/<method>` with a JSON body.
-    fn post(&self, uri: &str, method: &str, body: &Value) -> Result<Value, RegistryError> {
-        let url = format!("{}/api/2.0/mlflow/{method}", self.base);
-        let unreachable = |source: std::io::Error| RegistryError::Unreachable {
-            uri: uri.to_string(),
-            server: self.shown.clone(),
-            source,
-        };
-        let agent = agent(self.bundle.as_deref(), API_DEADLINE).map_err(unreachable)?;
-        let mut request = agent.post(&url).header("Content-Type", "application/json");
-        if let Some(auth) = &self.auth {
-            request = request.header("Authorization", auth.header());
-        }
-        let response = request.send(body.to_string()).map_err(|e| unreachable(io_error(e)))?;
-        self.answer(uri, response)
     }
 
     fn model_version(&self, uri: &str, name: &str, version: &str) -> Result<Value, RegistryError> {
@@ -474,9 +491,8 @@ impl Server {
             };
             return self.cached(uri, artifacts, path);
         }
-        if let Some(path) = artifacts.strip_prefix("file://") {
-            // MLflow writes a local artifact path as a URI: `%20` for a space.
-            return Ok(PathBuf::from(percent_decode(path)));
+        if artifacts.starts_with("file:") {
+            return local_path(artifacts).ok_or_else(|| failed("not a local path".into()));
         }
         if artifacts.starts_with('/') {
             return Ok(PathBuf::from(artifacts));
@@ -512,12 +528,8 @@ impl Server {
         let mut total = 0u64;
         let mut folders = vec![path.to_string()];
         while let Some(folder) = folders.pop() {
-            let url = format!(
-                "{}/api/2.0/mlflow-artifacts/artifacts?{}",
-                self.base,
-                encode_query(&[("path", folder.as_str())])
-            );
-            let answer = self.get_json(uri, &url)?;
+            let url = self.url(&ARTIFACTS, &[("path", folder.as_str())]);
+            let answer = self.call(uri, &url, None)?;
             for entry in answer.get("files").and_then(Value::as_array).into_iter().flatten() {
                 let Some(name) = entry.get("path").and_then(Value::as_str) else {
                     continue;
@@ -591,12 +603,8 @@ impl Server {
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent).map_err(|e| cache_error(parent, e))?;
         }
-        let url = format!(
-            "{}/api/2.0/mlflow-artifacts/artifacts/{}",
-            self.base,
-            file.split('/').map(percent_encode).collect::<Vec<_>>().join("/")
-        );
-        let mut response = self.send(uri, &url, FILE_DEADLINE)?;
+        let segments: Vec<&str> = ARTIFACTS.into_iter().chain(file.split('/')).collect();
+        let mut response = self.send(uri, &self.url(&segments, &[]), None, FILE_DEADLINE)?;
         if response.status().as_u16() != 200 {
             return Err(RegistryError::Fetch {
                 uri: uri.to_string(),
@@ -677,6 +685,12 @@ fn cached_folder(
     Ok(folder)
 }
 
+/// The path a `file:` URI names; MLflow writes a local artifact path as a
+/// URI (`%20` for a space).
+fn local_path(artifacts: &str) -> Option<PathBuf> {
+    url::Url::parse(artifacts).ok()?.to_file_path().ok()
+}
+
 /// Where fetched models are kept: `LAKESCORE_MODEL_CACHE`, else
 /// `$XDG_CACHE_HOME/lakescore/models`, else `~/.cache/lakescore/models`;
 /// without a home, a folder of this user's own under the temporary folder
@@ -739,47 +753,6 @@ pub fn folder_digest(folder: &Path) -> std::io::Result<String> {
     Ok(sha256_hex(&all))
 }
 
-fn encode_query(pairs: &[(&str, &str)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-/// `%XX` sequences back to their bytes (others kept as they are).
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Percent-encoding of everything but unreserved characters (RFC 3986).
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(byte as char),
-            other => out.push_str(&format!("%{other:02X}")),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -821,14 +794,27 @@ mod tests {
 
     #[test]
     fn file_uris_are_decoded() {
-        assert_eq!(percent_decode("/tmp/my%20models/m%2Fx/%zz%"), "/tmp/my models/m/x/%zz%");
+        assert_eq!(
+            local_path("file:///tmp/my%20models/m%2Fx"),
+            Some(PathBuf::from("/tmp/my models/m/x"))
+        );
     }
 
     #[test]
-    fn queries_are_encoded() {
+    fn names_and_queries_are_encoded() {
+        let server = Server {
+            base: "http://mlflow:5000/".into(),
+            shown: String::new(),
+            auth: None,
+            bundle: None,
+        };
         assert_eq!(
-            encode_query(&[("name", "churn model/v2"), ("alias", "a&b")]),
-            "name=churn%20model%2Fv2&alias=a%26b"
+            server.api("model-versions/get", &[("name", "churn model/v2"), ("alias", "a&b")]),
+            "http://mlflow:5000/api/2.0/mlflow/model-versions/get?name=churn+model%2Fv2&alias=a%26b"
+        );
+        assert_eq!(
+            server.url(&["api", "2.0", "mlflow", "logged-models", "m-1/../x"], &[]),
+            "http://mlflow:5000/api/2.0/mlflow/logged-models/m-1%2F..%2Fx"
         );
     }
 }
