@@ -45,6 +45,7 @@ fn bench_cuda_trees(c: &mut Criterion) {
             leaves: 1 << depth,
             balanced: true,
             categorical_share: 0.0,
+            distinct_thresholds: None,
             seed: u64::from(depth),
         });
         let compiled = Arc::new(Compiled::new(&ensemble));

@@ -181,6 +181,10 @@ pub struct RunReport {
     pub output_snapshot: Option<String>,
     pub output: Option<PathBuf>,
     pub device: String,
+    /// Which CPU kernels the model's trees ran on (`"avx2 bytes 300 of 300
+    /// trees"`; `LAKESCORE_SIMD` caps them); absent without trees or on a GPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_kernels: Option<String>,
     pub threads: usize,
     pub files: usize,
     pub row_groups: usize,
@@ -251,6 +255,7 @@ impl RunReport {
             output_snapshot: None,
             output: None,
             device: device.to_string(),
+            cpu_kernels: None,
             threads,
             files: 0,
             row_groups: 0,
@@ -342,6 +347,9 @@ impl RunReport {
             self.threads,
             self.device,
         ));
+        if let Some(kernels) = &self.cpu_kernels {
+            out.push_str(&format!("trees on {kernels}\n\n"));
+        }
         let busy: f64 = self.stage_seconds.rows().iter().map(|(_, s)| s).sum();
         out.push_str(&format!(
             "{:<10} {:>10} {:>7} {:>14}\n",

@@ -22,6 +22,7 @@ use lakescore::compare::ComparisonTap;
 use lakescore::device::DeviceSpec;
 use lakescore::error::{Error, causes, error_chain};
 use lakescore::model::set::ScoreTap;
+use lakescore::model::trees::dispatch::SimdLevel;
 use lakescore::observe::http::Auth;
 use lakescore::observe::{Endpoint, Lineage, Observers, RunEnd, RunIdentity, RunStart};
 use lakescore::package::{self, Package};
@@ -76,6 +77,11 @@ struct Cli {
     /// Print the effective settings, and where each came from, then exit.
     #[arg(long, global = true)]
     print_config: bool,
+    /// The widest instruction set the tree kernels may use: `avx512` (every
+    /// kernel this CPU has: the default), `avx2` or `scalar`. Scores are the
+    /// same on every path; this is for testing and timing the slower ones.
+    #[arg(long, global = true, value_name = "LEVEL", value_parser = SimdLevel::parse)]
+    simd: Option<SimdLevel>,
     #[command(subcommand)]
     command: Command,
 }
@@ -536,6 +542,9 @@ fn main() -> ExitCode {
     let precedence = |key| layered.source_of(key).map_or(0, settings::Source::precedence);
     cli.quiet &= cli.verbose == 0 || precedence("quiet") >= precedence("verbose");
     init_logging(&cli);
+    if let Some(level) = cli.simd {
+        lakescore::model::trees::dispatch::cap(level);
+    }
     for key in &layered.unused_keys {
         tracing::debug!(key = %key, "config file setting not used by this command");
     }

@@ -318,6 +318,13 @@ pub trait Model: Send + Sync + std::fmt::Debug {
     fn members(&self) -> Vec<&ModelInfo> {
         Vec::new()
     }
+
+    /// Which CPU kernels its trees run on, in words (`"avx2 bytes 300 of
+    /// 300 trees"`), for the report and the log; `None` for a model without
+    /// trees or on a GPU.
+    fn cpu_kernels(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Loads the model at `path` onto `device`, detecting its format from the

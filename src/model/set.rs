@@ -192,6 +192,15 @@ impl Model for ModelSet {
         self.models.iter().map(|m| m.info()).collect()
     }
 
+    fn cpu_kernels(&self) -> Option<String> {
+        let each: Vec<String> = self
+            .models
+            .iter()
+            .filter_map(|m| Some(format!("{}: {}", m.info().name, m.cpu_kernels()?)))
+            .collect();
+        (!each.is_empty()).then(|| each.join("; "))
+    }
+
     fn output_range(&self) -> Option<(f64, f64)> {
         let mut hull: Option<(f64, f64)> = None;
         for model in &self.models {

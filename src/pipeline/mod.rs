@@ -1095,6 +1095,10 @@ fn prepare_run(
         threads,
     );
     report.models = package.model.members().into_iter().cloned().collect();
+    report.cpu_kernels = package.model.cpu_kernels();
+    if let Some(kernels) = &report.cpu_kernels {
+        tracing::info!(kernels = %kernels, "tree kernels");
+    }
     describe_table(&mut report, &table.plan);
     report.input_io = input.io_counters();
     report.input_snapshot = input.snapshot();

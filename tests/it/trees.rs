@@ -347,3 +347,77 @@ fn in_memory_scores_are_the_cli_scores_on_every_fixture() {
     }
     assert!(compared >= 120, "only {compared} score columns compared");
 }
+
+/// `--simd` (or `LAKESCORE_SIMD`) forces a lower kernel path: the scores
+/// stay bit for bit the same, the report and the log name the path, and a
+/// level that does not exist is a usage error.
+#[test]
+fn every_kernel_path_scores_alike_and_the_report_names_it() {
+    use crate::common::lakescore_with_env;
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixtures().join("xgb_multi_softprob/model.json");
+    let input = fixtures().join("xgb_multi_softprob/input.parquet");
+    let score = |name: &str, flag: Option<&str>, env: &[(&str, &str)]| {
+        let out = dir.path().join(name);
+        let report = dir.path().join(format!("{name}.json"));
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "score".into(),
+            "--model".into(),
+            model.clone().into(),
+            "--input".into(),
+            input.clone().into(),
+            "--output".into(),
+            out.clone().into(),
+            "--report".into(),
+            report.clone().into(),
+        ];
+        if let Some(level) = flag {
+            args.extend(["--simd".into(), level.into()]);
+        }
+        let run = lakescore_with_env(args, env);
+        assert_eq!(run.code, 0, "{name}: {}", run.stderr);
+        let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap();
+        let kernels = report["cpu_kernels"].as_str().unwrap().to_string();
+        assert!(
+            run.stderr.contains(&kernels),
+            "{name}: the log names the kernels: {}",
+            run.stderr
+        );
+        let batch = read_parquet(&out.join(&parquet_files(&out)[0]));
+        let scores: Vec<Vec<u32>> = (0..4)
+            .map(|k| {
+                f32_column(&batch, &format!("score_{k}"))
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect()
+            })
+            .collect();
+        (kernels, scores)
+    };
+    let (best, best_scores) = score("best", None, &[]);
+    let (avx2, avx2_scores) = score("avx2", Some("avx2"), &[]);
+    let (scalar, scalar_scores) = score("scalar", None, &[("LAKESCORE_SIMD", "scalar")]);
+    // The model has 4 classes x 20 rounds of trees.
+    assert_eq!(scalar, "scalar 80 of 80 trees");
+    if std::arch::is_x86_feature_detected!("avx2") {
+        assert_eq!(best, "avx2 bytes 80 of 80 trees");
+        assert_eq!(avx2, best);
+    }
+    assert_eq!(best_scores, scalar_scores, "the default path scores as the scalar one");
+    assert_eq!(avx2_scores, scalar_scores, "the AVX2 path scores as the scalar one");
+
+    for (flag, env) in [(Some("sse4"), vec![]), (None, vec![("LAKESCORE_SIMD", "sse4")])] {
+        let mut args = vec!["score", "--model", "m", "--input", "i", "--output", "o"];
+        if let Some(flag) = flag {
+            args.extend(["--simd", flag]);
+        }
+        let run = lakescore_with_env(args, &env);
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert!(
+            run.stderr
+                .contains("\"sse4\" is not a SIMD level: use scalar, avx2 or avx512"),
+            "{}",
+            run.stderr
+        );
+    }
+}

@@ -194,6 +194,13 @@ struct ClassifierKind {
     weights_all_positive: bool,
 }
 
+impl TreeOp {
+    /// Which CPU kernels its trees run on.
+    pub fn cpu_kernels(&self) -> String {
+        self.compiled.cpu_kernels()
+    }
+}
+
 /// One ONNX-ML operator, compiled.
 #[derive(Debug)]
 pub enum MlOp {

@@ -347,6 +347,25 @@ impl Model for OnnxModel {
         self.output_range
     }
 
+    fn cpu_kernels(&self) -> Option<String> {
+        if !self.device.is_cpu() {
+            return None;
+        }
+        let trees: Vec<String> = self
+            .graph
+            .steps
+            .iter()
+            .filter_map(|step| match &step.op {
+                graph::Op::Ml(ml) => match &**ml {
+                    ml::MlOp::Trees(trees) => Some(trees.cpu_kernels()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        (!trees.is_empty()).then(|| trees.join("; "))
+    }
+
     fn predict(&self, block: FeatureBlock) -> Result<Scores, ModelError> {
         let outputs = self
             .run(&block.values, block.n_rows)

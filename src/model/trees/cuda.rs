@@ -285,6 +285,7 @@ mod tests {
                     leaves,
                     balanced,
                     categorical_share,
+                    distinct_thresholds: None,
                     seed: seed.wrapping_add(checked),
                 };
                 let ensembles = random_ensembles_every_aggregate(&shape);
@@ -328,6 +329,7 @@ mod tests {
             leaves: 16,
             balanced: true,
             categorical_share: 0.0,
+            distinct_thresholds: None,
             seed: 1,
         };
         let compiled = Arc::new(Compiled::new(&random_ensemble(&shape)));

@@ -27,9 +27,9 @@ use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
+use super::dispatch::{CpuKernels, KernelChoice, describe_paths};
 pub use super::kernel::Scalar;
-use super::kernel::{BLOCK_ROWS, DeviceLayout, DeviceProgram, PerfectSource, SimdTrees, goes_second};
-use super::simd::{Isa, PerfectForest};
+use super::kernel::{BLOCK_ROWS, BlockViews, DeviceLayout, DeviceProgram, PerfectSource, SimdTrees, goes_second};
 use super::{Aggregate, Ensemble, LGB_ZERO_THRESHOLD, LgbMissing, Library, Node, OnnxRule, Test, XGB_MAX_CATEGORY};
 use crate::device::PerDevice;
 
@@ -170,8 +170,8 @@ pub struct Compiled {
 
 #[derive(Debug)]
 enum Precision {
-    /// XGBoost and ONNX, with the AVX-512 layout when the CPU has it.
-    F32(Program<f32>, Option<PerfectForest>),
+    /// XGBoost and ONNX, with the vector kernels this CPU has.
+    F32(Program<f32>, Option<Box<CpuKernels>>),
     F64(Program<f64>),
 }
 
@@ -203,43 +203,49 @@ impl PerfectSource for Program<f32> {
 
 impl Compiled {
     /// Compiles a valid ensemble ([`Ensemble::validate`]; loaders and
-    /// `TreeModel::new` check it).
+    /// `TreeModel::new` check it), with the fastest kernels this CPU has
+    /// that the SIMD cap allows ([`super::dispatch::level`]).
     pub fn new(ensemble: &Ensemble) -> Compiled {
+        Compiled::with_kernels(ensemble, KernelChoice::best(super::dispatch::level()))
+    }
+
+    /// The same program with the kernels of `choice` this CPU has (tests
+    /// and benches compare the kernels on one CPU).
+    pub fn with_kernels(ensemble: &Ensemble, choice: KernelChoice) -> Compiled {
         debug_assert_eq!(ensemble.validate(), Ok(()));
         Compiled::with(match ensemble.library {
             Library::XGBoost | Library::Onnx => {
                 let program: Program<f32> = Program::compile(ensemble);
-                // The kernel sums; MIN and MAX take the scalar paths.
-                let simd = (program.aggregate == Aggregate::Sum)
-                    .then(|| PerfectForest::new(&program))
-                    .flatten();
-                Precision::F32(program, simd)
+                // The kernels sum; MIN and MAX take the scalar paths.
+                let kernels = (program.aggregate == Aggregate::Sum)
+                    .then(|| CpuKernels::new(&program, choice))
+                    .flatten()
+                    .map(Box::new);
+                Precision::F32(program, kernels)
             }
             Library::LightGBM => Precision::F64(Program::compile(ensemble)),
         })
     }
 
-    /// The same program with the SIMD kernel of `isa`, or none where this
-    /// CPU lacks it (tests and benches compare the kernels on one CPU).
-    pub fn with_isa(ensemble: &Ensemble, isa: Isa) -> Compiled {
-        Compiled::with(match ensemble.library {
-            Library::XGBoost | Library::Onnx => {
-                let program: Program<f32> = Program::compile(ensemble);
-                let simd = (program.aggregate == Aggregate::Sum)
-                    .then(|| PerfectForest::for_isa(&program, isa))
-                    .flatten();
-                Precision::F32(program, simd)
-            }
-            Library::LightGBM => Precision::F64(Program::compile(ensemble)),
-        })
-    }
-
-    /// The same program without the SIMD kernel (for tests that compare the two).
+    /// The same program without the vector kernels (for tests that compare).
     pub fn scalar_only(ensemble: &Ensemble) -> Compiled {
-        Compiled::with(match ensemble.library {
-            Library::XGBoost | Library::Onnx => Precision::F32(Program::compile(ensemble), None),
-            Library::LightGBM => Precision::F64(Program::compile(ensemble)),
-        })
+        Compiled::with_kernels(
+            ensemble,
+            KernelChoice {
+                bytes: false,
+                gather: None,
+            },
+        )
+    }
+
+    /// The kernel each tree runs on on the CPU, in words:
+    /// `"avx2 bytes 300 of 300 trees"`.
+    pub fn cpu_kernels(&self) -> String {
+        match &self.precision {
+            Precision::F32(_, Some(kernels)) => kernels.describe(),
+            Precision::F32(p, None) => describe_paths(p.trees.len(), Vec::new()),
+            Precision::F64(p) => describe_paths(p.trees.len(), Vec::new()),
+        }
     }
 
     fn with(precision: Precision) -> Compiled {
@@ -260,7 +266,7 @@ impl Compiled {
     fn margins_of(&self, features: &[f64], n_rows: usize) -> CpuStorage {
         match &self.precision {
             Precision::F32(p, simd) => {
-                CpuStorage::F32(p.margins(features, n_rows, simd.as_ref().map(|s| s as &dyn SimdTrees<f32>)))
+                CpuStorage::F32(p.margins(features, n_rows, simd.as_deref().map(|s| s as &dyn SimdTrees<f32>)))
             }
             Precision::F64(p) => CpuStorage::F64(p.margins(features, n_rows, None)),
         }
@@ -478,55 +484,41 @@ impl<T: Scalar> Program<T> {
         assert_eq!(features.len(), n_rows * self.n_features, "feature block shape");
         let (n_views, n_groups) = (self.views.len(), self.n_groups);
         let mut out = Vec::with_capacity(n_rows * n_groups);
-        let mut views = vec![T::ZERO; BLOCK_ROWS * n_views];
-        // The same views column by column, for the SIMD kernels' top levels.
-        let mut view_major = vec![T::ZERO; simd.map_or(0, |_| BLOCK_ROWS * n_views)];
+        // The scalar walk reads a row's views together (they share cache
+        // lines); the vector kernels read each view for many rows at once.
+        let row_major = simd.is_none_or(|k| k.needs_row_major());
+        let mut rows_buffer = vec![T::ZERO; if row_major { BLOCK_ROWS * n_views } else { 0 }];
+        let mut columns_buffer = vec![T::ZERO; simd.map_or(0, |_| BLOCK_ROWS * n_views)];
+        let mut bins = simd.map_or_else(Vec::new, |k| k.bins_buffer());
         // Per block, group-major: each tree adds to one contiguous run.
         let mut sums = vec![T::ZERO; BLOCK_ROWS * n_groups];
         for start in (0..n_rows).step_by(BLOCK_ROWS) {
             let rows = BLOCK_ROWS.min(n_rows - start);
-            // Transpose into row-major views: one row's views share cache lines.
-            for (v, view) in self.views.iter().enumerate() {
-                if view.kind == ViewKind::Zero {
-                    // Reads no feature (a model may have none).
-                    (0..rows).for_each(|r| views[r * n_views + v] = T::ZERO);
-                    continue;
+            if let Some(kernels) = simd {
+                for (v, column) in columns_buffer.chunks_exact_mut(rows).take(n_views).enumerate() {
+                    self.fill_view(v, features, n_rows, start, column.iter_mut());
                 }
-                let column = &features[view.feature as usize * n_rows + start..][..rows];
-                let slots = views.iter_mut().skip(v).step_by(n_views);
-                // One loop per kind: a match on the kind per value compiled to
-                // an indirect jump per value, about 5% of an XGBoost run's
-                // time, and more or less depending on where the code landed.
-                macro_rules! fill_as {
-                    ($($kind:ident),*) => {
-                        match view.kind {
-                            $(ViewKind::$kind => {
-                                let view = View { kind: ViewKind::$kind, ..*view };
-                                fill_view(column, slots, |x| view.compute(x))
-                            })*
+                if row_major {
+                    for (v, column) in columns_buffer.chunks_exact(rows).take(n_views).enumerate() {
+                        for (r, &value) in column.iter().enumerate() {
+                            rows_buffer[r * n_views + v] = value;
                         }
-                    };
-                }
-                fill_as!(
-                    Value,
-                    Negated,
-                    LgbValue,
-                    LgbNegated,
-                    NanToZero,
-                    ZeroToNan,
-                    NegatedZeroToNan,
-                    Zero
-                );
-            }
-            let views = &views[..rows * n_views];
-            if simd.is_some() {
-                for (v, column) in view_major.chunks_exact_mut(rows).take(n_views).enumerate() {
-                    for (r, slot) in column.iter_mut().enumerate() {
-                        *slot = views[r * n_views + v];
                     }
                 }
+                kernels.begin_block(&columns_buffer[..rows * n_views], rows, &mut bins);
+            } else {
+                for v in 0..n_views {
+                    let slots = rows_buffer.iter_mut().skip(v).step_by(n_views).take(rows);
+                    self.fill_view(v, features, n_rows, start, slots);
+                }
             }
-            let view_major = &view_major[..simd.map_or(0, |_| rows * n_views)];
+            let block = BlockViews {
+                rows: &rows_buffer[..if row_major { rows * n_views } else { 0 }],
+                columns: &columns_buffer[..simd.map_or(0, |_| rows * n_views)],
+                n_views,
+                n_rows: rows,
+                bins: &bins,
+            };
             for (g, &base) in self.base_margin.iter().enumerate() {
                 let start = match self.aggregate {
                     Aggregate::Sum => base,
@@ -537,9 +529,10 @@ impl<T: Scalar> Program<T> {
             }
             for (t, tree) in self.trees.iter().enumerate() {
                 let group = &mut sums[tree.group as usize * rows..][..rows];
-                if simd.is_some_and(|k| k.run(t, views, view_major, n_views, group)) {
+                if simd.is_some_and(|k| k.run(t, &block, group)) {
                     continue;
                 }
+                let views = block.rows;
                 match self.aggregate {
                     Aggregate::Sum => self.run_tree(tree, views, n_views, group, |a, b| a + b),
                     Aggregate::Min => self.run_tree(tree, views, n_views, group, T::min),
@@ -551,6 +544,50 @@ impl<T: Scalar> Program<T> {
             }
         }
         out
+    }
+
+    /// Writes view `v` of the block's rows (`rows` from `start`) to `slots`.
+    #[inline]
+    fn fill_view<'a>(
+        &self,
+        v: usize,
+        features: &[f64],
+        n_rows: usize,
+        start: usize,
+        slots: impl Iterator<Item = &'a mut T>,
+    ) where
+        T: 'a,
+    {
+        let view = self.views[v];
+        if view.kind == ViewKind::Zero {
+            // Reads no feature (a model may have none).
+            slots.for_each(|slot| *slot = T::ZERO);
+            return;
+        }
+        let column = &features[view.feature as usize * n_rows + start..];
+        // One loop per kind: a match on the kind per value compiled to an
+        // indirect jump per value, about 5% of an XGBoost run's time, and
+        // more or less depending on where the code landed.
+        macro_rules! fill_as {
+            ($($kind:ident),*) => {
+                match view.kind {
+                    $(ViewKind::$kind => {
+                        let view = View { kind: ViewKind::$kind, ..view };
+                        fill_view(column, slots, |x| view.compute(x))
+                    })*
+                }
+            };
+        }
+        fill_as!(
+            Value,
+            Negated,
+            LgbValue,
+            LgbNegated,
+            NanToZero,
+            ZeroToNan,
+            NegatedZeroToNan,
+            Zero
+        );
     }
 
     /// Combines each row's leaf of `tree` into `sums[row]`.
@@ -838,7 +875,9 @@ pub fn evaluate_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::trees::synthetic::{Shape, random_ensembles_every_aggregate, random_rows};
+    use crate::model::trees::dispatch::SimdLevel;
+    use crate::model::trees::simd::Isa;
+    use crate::model::trees::synthetic::{Shape, random_ensemble, random_ensembles_every_aggregate, random_rows};
 
     fn margins(compiled: Compiled, values: &[f64], n_rows: usize) -> Vec<f64> {
         let features = Tensor::from_slice(values, (values.len() / n_rows, n_rows), &candle_core::Device::Cpu).unwrap();
@@ -880,6 +919,7 @@ mod tests {
                             leaves,
                             balanced,
                             categorical_share,
+                            distinct_thresholds: None,
                             seed: shapes.len() as u64,
                         });
                     }
@@ -902,27 +942,104 @@ mod tests {
             values[3] = 0.0;
             values[4] = -0.0;
             values[5] = 1e-40;
-            let fast = margins(Compiled::new(ensemble), &values, n_rows);
-            // The AVX2 kernel too, on a CPU that would choose AVX-512.
-            let avx2 = margins(Compiled::with_isa(ensemble, Isa::Avx2), &values, n_rows);
-            let scalar = margins(Compiled::scalar_only(ensemble), &values, n_rows);
+            // Each kernel alone, whatever this CPU would choose (a kernel the
+            // CPU lacks leaves its trees to the scalar paths).
+            let runs: Vec<(String, Vec<f64>)> = kernel_choices()
+                .into_iter()
+                .map(|choice| {
+                    let compiled = Compiled::with_kernels(ensemble, choice);
+                    (compiled.cpu_kernels(), margins(compiled, &values, n_rows))
+                })
+                .collect();
             for r in 0..n_rows {
                 let row: Vec<f64> = (0..shape.n_features).map(|j| values[j * n_rows + r]).collect();
                 let expected = ensemble.reference_margins(&row);
                 for g in 0..shape.n_groups {
-                    let (f, a, s, e) = (
-                        fast[r * shape.n_groups + g],
-                        avx2[r * shape.n_groups + g],
-                        scalar[r * shape.n_groups + g],
-                        expected[g],
-                    );
-                    assert!(
-                        f.to_bits() == e.to_bits() && a.to_bits() == e.to_bits() && s.to_bits() == e.to_bits(),
-                        "{shape:?} {:?} row {r} group {g}: simd {f}, avx2 {a}, scalar {s}, reference {e}",
-                        ensemble.aggregate
-                    );
+                    for (kernels, margins) in &runs {
+                        let got = margins[r * shape.n_groups + g];
+                        assert!(
+                            got.to_bits() == expected[g].to_bits(),
+                            "{shape:?} {:?} row {r} group {g}: {got} with {kernels}, reference {}",
+                            ensemble.aggregate,
+                            expected[g]
+                        );
+                    }
                 }
             }
+        }
+    }
+
+    /// Every kernel on its own, then all together as a run chooses them.
+    fn kernel_choices() -> Vec<KernelChoice> {
+        let mut choices = vec![KernelChoice {
+            bytes: true,
+            gather: None,
+        }];
+        for isa in [Isa::Avx512, Isa::Avx2] {
+            choices.push(KernelChoice {
+                bytes: false,
+                gather: Some(isa),
+            });
+        }
+        choices.push(KernelChoice {
+            bytes: false,
+            gather: None,
+        });
+        choices.push(KernelChoice::best(SimdLevel::Avx512));
+        choices
+    }
+
+    /// The byte kernel takes trees whose views have few thresholds (as
+    /// trained models' do) and leaves the others to the gather kernels; a
+    /// tree with a NaN threshold (`x < -inf`) still scores exactly.
+    #[test]
+    fn the_byte_kernel_takes_the_trees_it_can_and_scores_them_exactly() {
+        if !crate::model::trees::binned::available() {
+            return;
+        }
+        let shape = |leaves, distinct| Shape {
+            library: Library::XGBoost,
+            n_trees: 40,
+            n_features: 6,
+            n_groups: 1,
+            leaves,
+            balanced: true,
+            categorical_share: 0.0,
+            distinct_thresholds: distinct,
+            seed: 5,
+        };
+        let bytes_only = KernelChoice {
+            bytes: true,
+            gather: None,
+        };
+        // 40 trees of 63 splits over 6 features: hundreds of distinct
+        // thresholds per feature unless they come from a grid.
+        let few = Compiled::with_kernels(&random_ensemble(&shape(64, Some(32))), bytes_only);
+        assert_eq!(few.cpu_kernels(), "avx2 bytes 40 of 40 trees");
+        let many = Compiled::with_kernels(
+            &random_ensemble(&Shape {
+                n_features: 2,
+                ..shape(64, None)
+            }),
+            bytes_only,
+        );
+        assert_eq!(many.cpu_kernels(), "scalar 40 of 40 trees");
+        let deep = Compiled::with_kernels(&random_ensemble(&shape(512, Some(32))), bytes_only);
+        assert_eq!(deep.cpu_kernels(), "scalar 40 of 40 trees");
+
+        let mut ensemble = random_ensemble(&shape(8, Some(8)));
+        if let Node::Split { test, .. } = &mut ensemble.trees[3].nodes[0] {
+            *test = Test::XgbLess {
+                threshold: f32::NEG_INFINITY,
+                default_left: false,
+            };
+        }
+        let n_rows = BLOCK_ROWS + 45;
+        let values = random_rows(n_rows, 6, 0.1, 9);
+        let got = margins(Compiled::with_kernels(&ensemble, bytes_only), &values, n_rows);
+        for (r, got) in got.iter().enumerate() {
+            let row: Vec<f64> = (0..6).map(|j| values[j * n_rows + r]).collect();
+            assert_eq!(got.to_bits(), ensemble.reference_margins(&row)[0].to_bits(), "row {r}");
         }
     }
 
@@ -1056,6 +1173,7 @@ mod tests {
                     leaves,
                     balanced,
                     categorical_share,
+                    distinct_thresholds: None,
                     seed: 7 + cases,
                 };
                 let ensembles = random_ensembles_every_aggregate(&shape);

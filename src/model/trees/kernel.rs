@@ -71,13 +71,33 @@ pub(crate) fn goes_second<T: Scalar>(x: T, threshold: T) -> bool {
     !(x <= threshold)
 }
 
-/// A vectorised kernel for some of a program's trees.
+/// One block of rows' views as the vector kernels read them.
+#[derive(Debug, Clone, Copy)]
+pub struct BlockViews<'a, T> {
+    /// Row by row: view `v` of row `r` at `r * n_views + v`. Empty when
+    /// [`SimdTrees::needs_row_major`] is false.
+    pub rows: &'a [T],
+    /// Column by column: view `v` of row `r` at `v * n_rows + r`.
+    pub columns: &'a [T],
+    pub n_views: usize,
+    pub n_rows: usize,
+    /// The byte kernel's bins ([`SimdTrees::begin_block`]).
+    pub bins: &'a [i8],
+}
+
+/// The vectorised kernels for some of a program's trees.
 pub trait SimdTrees<T> {
-    /// Adds tree `tree`'s leaf for each row of `views` to `sums`; false when
-    /// the kernel does not take this tree.
-    /// `view_major` holds the same views column by column (view `v` of row
-    /// `r` at `v * sums.len() + r`).
-    fn run(&self, tree: usize, views: &[T], view_major: &[T], n_views: usize, sums: &mut [T]) -> bool;
+    /// Whether some tree reads the row-major views (a tree no kernel takes,
+    /// or the gather kernels'); when none does, the evaluator skips the
+    /// transpose.
+    fn needs_row_major(&self) -> bool;
+    /// Room for a block's bins (empty without the byte kernel).
+    fn bins_buffer(&self) -> Vec<i8>;
+    /// Prepares a block for [`SimdTrees::run`]: bins its views.
+    fn begin_block(&self, columns: &[T], n_rows: usize, bins: &mut [i8]);
+    /// Adds tree `tree`'s leaf for each row of `block` to `sums`; false when
+    /// no kernel takes this tree.
+    fn run(&self, tree: usize, block: &BlockViews<T>, sums: &mut [T]) -> bool;
 }
 
 /// What the SIMD layout is built from: a compiled float32 program's trees.
@@ -91,6 +111,51 @@ pub trait PerfectSource {
     fn leaf_value(&self, slot: u32) -> f32;
     fn zero_view(&self) -> u32;
     fn n_views(&self) -> usize;
+}
+
+/// One tree padded to a perfect tree of its depth: node `i` has children
+/// `2i+1` and `2i+2`, and leaf `j` is node `2^depth - 1 + j`.
+#[derive(Debug)]
+pub(crate) struct PerfectNodes {
+    pub depth: u32,
+    pub thresholds: Vec<f32>,
+    pub views: Vec<u32>,
+    pub leaves: Vec<f32>,
+}
+
+/// Tree `tree` of `source` (of depth `depth`) as a perfect tree. A leaf above
+/// the last level fills its whole subtree: its padding nodes compare the
+/// zero view with +inf and always go first.
+pub(crate) fn perfect_tree(source: &dyn PerfectSource, tree: usize, depth: u32) -> PerfectNodes {
+    let n_nodes = (1usize << depth) - 1;
+    let mut nodes = PerfectNodes {
+        depth,
+        thresholds: vec![f32::INFINITY; n_nodes],
+        views: vec![source.zero_view(); n_nodes],
+        leaves: vec![0.0; 1 << depth],
+    };
+    fill(source, &mut nodes, 0, source.root(tree), 0);
+    nodes
+}
+
+/// Places step `slot` at perfect node `node` (level `level`).
+fn fill(source: &dyn PerfectSource, nodes: &mut PerfectNodes, node: usize, slot: u32, level: u32) {
+    let step = source.step(slot);
+    if level == nodes.depth {
+        // The leaf under this slot (a leaf of the source tree).
+        nodes.leaves[node - nodes.thresholds.len()] = source.leaf_value(slot);
+        return;
+    }
+    let (left, right) = match step {
+        Some((threshold, view, first)) => {
+            nodes.thresholds[node] = threshold;
+            nodes.views[node] = view;
+            (first, first + 1)
+        }
+        None => (slot, slot),
+    };
+    fill(source, nodes, 2 * node + 1, left, level + 1);
+    fill(source, nodes, 2 * node + 2, right, level + 1);
 }
 
 /// A compiled program flattened into the arrays `kernels/trees.cu` reads

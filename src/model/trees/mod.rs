@@ -7,8 +7,10 @@
 //! xgboost.rs / lightgbm.rs --(Ensemble)--> eval::Compiled --(candle op)--> margins --(objective)--> scores
 //! ```
 
+pub mod binned;
 #[cfg(feature = "cuda")]
 mod cuda;
+pub mod dispatch;
 pub mod eval;
 pub mod kernel;
 pub mod lightgbm;
@@ -486,6 +488,10 @@ impl Model for TreeModel {
         } else {
             self.ensemble.transform.n_outputs(self.ensemble.n_groups)
         }
+    }
+
+    fn cpu_kernels(&self) -> Option<String> {
+        self.device.is_cpu().then(|| self.compiled.cpu_kernels())
     }
 
     fn output_range(&self) -> Option<(f64, f64)> {

@@ -17,7 +17,7 @@
 //! x86-64 and uses AVX-512F where the CPU has it, else AVX2, else neither
 //! (the scalar evaluator).
 
-use super::kernel::{PerfectSource, SimdTrees};
+use super::kernel::{PerfectSource, perfect_tree};
 
 /// Deepest tree the kernel pads (a depth-10 tree is 1,023 nodes and 1,024
 /// leaves, 12 KB: a forest of 100 still fits in L2).
@@ -96,57 +96,50 @@ impl PerfectForest {
                 .tree_shape(t)
                 .filter(|&depth| (1..=MAX_DEPTH).contains(&depth))
                 .map(|depth| {
-                    let n_nodes = (1usize << depth) - 1;
+                    let nodes = perfect_tree(source, t, depth);
                     let tree = PerfectTree {
                         depth,
                         offset: forest.thresholds.len(),
                         leaf_offset: forest.leaves.len(),
                     };
+                    forest.thresholds.extend_from_slice(&nodes.thresholds);
+                    forest.views.extend(nodes.views.iter().map(|&v| v as i32));
+                    forest.leaves.extend_from_slice(&nodes.leaves);
                     // Levels 0-4 load with masks and level 5 as nodes 31..63 of a
                     // tree of depth >= 6, all inside the tree; the padding is slack.
-                    forest.thresholds.resize(tree.offset + n_nodes + 16, f32::INFINITY);
-                    forest
-                        .views
-                        .resize(tree.offset + n_nodes + 16, source.zero_view() as i32);
+                    forest.thresholds.resize(forest.thresholds.len() + 16, f32::INFINITY);
+                    forest.views.resize(forest.views.len() + 16, source.zero_view() as i32);
                     // The kernel loads 64 leaves into registers whatever the depth.
                     forest.leaves.resize(tree.leaf_offset + (1usize << depth).max(64), 0.0);
-                    forest.fill(source, &tree, 0, source.root(t), 0);
                     tree
                 });
             forest.trees.push(tree);
         }
         forest.trees.iter().any(Option::is_some).then_some(forest)
     }
-
-    /// Places step `slot` at perfect node `node` (level `level`); a leaf
-    /// above the last level fills its whole subtree (padding nodes always go
-    /// first: `0 <= +inf` on the zero view).
-    fn fill(&mut self, source: &dyn PerfectSource, tree: &PerfectTree, node: usize, slot: u32, level: u32) {
-        let step = source.step(slot);
-        if level == tree.depth {
-            // The leaf under this slot (a leaf of the source tree).
-            let first_leaf = (1usize << tree.depth) - 1;
-            self.leaves[tree.leaf_offset + node - first_leaf] = source.leaf_value(slot);
-            return;
-        }
-        let (threshold, view, first) = match step {
-            Some(step) => step,
-            None => (f32::INFINITY, source.zero_view(), slot),
-        };
-        self.thresholds[tree.offset + node] = threshold;
-        self.views[tree.offset + node] = view as i32;
-        let (left, right) = if step.is_some() {
-            (first, first + 1)
-        } else {
-            (slot, slot)
-        };
-        self.fill(source, tree, 2 * node + 1, left, level + 1);
-        self.fill(source, tree, 2 * node + 2, right, level + 1);
-    }
 }
 
-impl SimdTrees<f32> for PerfectForest {
-    fn run(&self, tree: usize, views: &[f32], view_major: &[f32], n_views: usize, sums: &mut [f32]) -> bool {
+impl PerfectForest {
+    /// Whether tree `tree` runs here.
+    pub fn takes(&self, tree: usize) -> bool {
+        self.trees[tree].is_some()
+    }
+
+    /// How many trees run here.
+    pub fn n_trees(&self) -> usize {
+        self.trees.iter().flatten().count()
+    }
+
+    /// The instruction set it runs on.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Adds tree `tree`'s leaf for each row of `views` to `sums`; false when
+    /// the kernel does not take this tree.
+    /// `view_major` holds the same views column by column (view `v` of row
+    /// `r` at `v * sums.len() + r`).
+    pub fn run(&self, tree: usize, views: &[f32], view_major: &[f32], n_views: usize, sums: &mut [f32]) -> bool {
         let Some(tree) = self.trees[tree] else {
             return false;
         };

@@ -22,6 +22,11 @@ pub struct Shape {
     pub balanced: bool,
     /// Share of splits that are categorical.
     pub categorical_share: f64,
+    /// At most this many distinct thresholds per feature, drawn once per
+    /// feature, as trained models have: XGBoost's `hist` method and LightGBM
+    /// cut each feature into at most 256 bins. `None`: every threshold drawn
+    /// afresh.
+    pub distinct_thresholds: Option<usize>,
     pub seed: u64,
 }
 
@@ -96,10 +101,16 @@ pub fn random_ensembles_every_aggregate(shape: &Shape) -> Vec<Ensemble> {
 
 pub fn random_ensemble(shape: &Shape) -> Ensemble {
     let mut rng = Rng::new(shape.seed);
+    let grids: Vec<Vec<f64>> = match shape.distinct_thresholds {
+        Some(n) => (0..shape.n_features)
+            .map(|_| (0..n.max(1)).map(|_| threshold(&mut rng)).collect())
+            .collect(),
+        None => Vec::new(),
+    };
     let trees = (0..shape.n_trees)
         .map(|t| Tree {
             group: t % shape.n_groups,
-            nodes: random_tree(shape, &mut rng),
+            nodes: random_tree(shape, &grids, &mut rng),
         })
         .collect();
     Ensemble {
@@ -120,7 +131,8 @@ pub fn random_ensemble(shape: &Shape) -> Ensemble {
     }
 }
 
-fn random_tree(shape: &Shape, rng: &mut Rng) -> Vec<Node> {
+/// `grids`: each feature's thresholds, when they are limited.
+fn random_tree(shape: &Shape, grids: &[Vec<f64>], rng: &mut Rng) -> Vec<Node> {
     // Grow as a list of leaves, then renumber breadth-first.
     #[derive(Clone)]
     enum Grow {
@@ -138,7 +150,8 @@ fn random_tree(shape: &Shape, rng: &mut Rng) -> Vec<Node> {
         let at = open.remove(pick);
         let feature = rng.below(shape.n_features as u64) as usize;
         let categorical = rng.uniform() < shape.categorical_share;
-        let test = random_test(shape.library, categorical, rng);
+        let grid = grids.get(feature).map(Vec::as_slice);
+        let test = random_test(shape.library, categorical, grid, rng);
         let (l, r) = (nodes.len(), nodes.len() + 1);
         nodes.push(Grow::Leaf);
         nodes.push(Grow::Leaf);
@@ -181,12 +194,17 @@ fn threshold(rng: &mut Rng) -> f64 {
     }
 }
 
-fn random_test(library: Library, categorical: bool, rng: &mut Rng) -> Test {
+/// `grid`: the feature's thresholds, when they are limited.
+fn random_test(library: Library, categorical: bool, grid: Option<&[f64]>, rng: &mut Rng) -> Test {
+    let draw_threshold = |rng: &mut Rng| match grid {
+        Some(grid) => grid[rng.below(grid.len() as u64) as usize],
+        None => threshold(rng),
+    };
     let default_left = rng.uniform() < 0.5;
     let set = |rng: &mut Rng| Bitset::from_categories((0..12).filter(|_| rng.uniform() < 0.4).collect::<Vec<_>>());
     match (library, categorical) {
         (Library::XGBoost, false) => Test::XgbLess {
-            threshold: threshold(rng) as f32,
+            threshold: draw_threshold(rng) as f32,
             default_left,
         },
         (Library::XGBoost, true) => Test::XgbCategory {
@@ -194,14 +212,14 @@ fn random_test(library: Library, categorical: bool, rng: &mut Rng) -> Test {
             default_left,
         },
         (Library::LightGBM, false) => Test::LgbLessEq {
-            threshold: threshold(rng),
+            threshold: draw_threshold(rng),
             default_left,
             missing: [LgbMissing::None, LgbMissing::Zero, LgbMissing::NaN][rng.below(3) as usize],
         },
         (Library::LightGBM, true) => Test::LgbCategory { left_set: set(rng) },
         (Library::Onnx, false) => Test::OnnxCompare {
             rule: [OnnxRule::Leq, OnnxRule::Lt, OnnxRule::Gte, OnnxRule::Gt][rng.below(4) as usize],
-            threshold: threshold(rng) as f32,
+            threshold: draw_threshold(rng) as f32,
             missing_left: default_left,
         },
         (Library::Onnx, true) => Test::OnnxMember {
