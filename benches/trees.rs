@@ -52,6 +52,20 @@ fn bench_trees(c: &mut Criterion) {
         ("xgboost depth 3", hist(8), best),
         ("xgboost depth 6", hist(64), best),
         ("xgboost depth 8", hist(256), best),
+        ("xgboost depth 3, bytes", hist(8), only(true, None)),
+        ("xgboost depth 4", hist(16), best),
+        (
+            "xgboost depth 4, avx512 gather",
+            hist(16),
+            only(false, Some(Isa::Avx512)),
+        ),
+        ("xgboost depth 4, avx2 gather", hist(16), only(false, Some(Isa::Avx2))),
+        (
+            "xgboost depth 3, avx512 gather",
+            hist(8),
+            only(false, Some(Isa::Avx512)),
+        ),
+        ("xgboost depth 3, avx2 gather", hist(8), only(false, Some(Isa::Avx2))),
         (
             "xgboost depth 6, avx512 gather",
             hist(64),

@@ -348,7 +348,7 @@ impl RunReport {
             self.device,
         ));
         if let Some(kernels) = &self.cpu_kernels {
-            out.push_str(&format!("trees on {kernels}\n\n"));
+            out.push_str(&format!("tree kernels: {kernels}\n\n"));
         }
         let busy: f64 = self.stage_seconds.rows().iter().map(|(_, s)| s).sum();
         out.push_str(&format!(

@@ -1097,7 +1097,7 @@ fn prepare_run(
     report.models = package.model.members().into_iter().cloned().collect();
     report.cpu_kernels = package.model.cpu_kernels();
     if let Some(kernels) = &report.cpu_kernels {
-        tracing::info!(kernels = %kernels, "tree kernels");
+        tracing::info!(cpu_kernels = %kernels, "tree kernels chosen");
     }
     describe_table(&mut report, &table.plan);
     report.input_io = input.io_counters();

@@ -355,8 +355,9 @@ fn in_memory_scores_are_the_cli_scores_on_every_fixture() {
 fn every_kernel_path_scores_alike_and_the_report_names_it() {
     use crate::common::lakescore_with_env;
     let dir = tempfile::tempdir().unwrap();
-    let model = fixtures().join("xgb_multi_softprob/model.json");
-    let input = fixtures().join("xgb_multi_softprob/input.parquet");
+    // Depth 6, hist thresholds: the byte kernel's trees.
+    let model = fixtures().join("xgb_binary_nan_d6/model.json");
+    let input = fixtures().join("xgb_binary_nan_d6/input.parquet");
     let score = |name: &str, flag: Option<&str>, env: &[(&str, &str)]| {
         let out = dir.path().join(name);
         let report = dir.path().join(format!("{name}.json"));
@@ -384,23 +385,15 @@ fn every_kernel_path_scores_alike_and_the_report_names_it() {
             run.stderr
         );
         let batch = read_parquet(&out.join(&parquet_files(&out)[0]));
-        let scores: Vec<Vec<u32>> = (0..4)
-            .map(|k| {
-                f32_column(&batch, &format!("score_{k}"))
-                    .iter()
-                    .map(|v| v.to_bits())
-                    .collect()
-            })
-            .collect();
+        let scores: Vec<u32> = f32_column(&batch, "score").iter().map(|v| v.to_bits()).collect();
         (kernels, scores)
     };
     let (best, best_scores) = score("best", None, &[]);
     let (avx2, avx2_scores) = score("avx2", Some("avx2"), &[]);
     let (scalar, scalar_scores) = score("scalar", None, &[("LAKESCORE_SIMD", "scalar")]);
-    // The model has 4 classes x 20 rounds of trees.
-    assert_eq!(scalar, "scalar 80 of 80 trees");
+    assert_eq!(scalar, "scalar 20 of 20 trees");
     if std::arch::is_x86_feature_detected!("avx2") {
-        assert_eq!(best, "avx2 bytes 80 of 80 trees");
+        assert_eq!(best, "avx2 bytes 20 of 20 trees");
         assert_eq!(avx2, best);
     }
     assert_eq!(best_scores, scalar_scores, "the default path scores as the scalar one");

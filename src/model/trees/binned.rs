@@ -77,10 +77,10 @@ pub struct BinnedForest {
 }
 
 impl BinnedForest {
-    /// The layout for the trees that fit (depth 1 to [`MAX_DEPTH`], every
-    /// view they read with at most [`MAX_THRESHOLDS`] thresholds), when this
-    /// CPU has AVX2 and some tree fits.
-    pub fn new(source: &dyn PerfectSource) -> Option<BinnedForest> {
+    /// The layout for the trees that fit (depth `min_depth` to
+    /// [`MAX_DEPTH`], every view they read with at most [`MAX_THRESHOLDS`]
+    /// thresholds), when this CPU has AVX2 and some tree fits.
+    pub fn new(source: &dyn PerfectSource, min_depth: u32) -> Option<BinnedForest> {
         if !available() {
             return None;
         }
@@ -92,7 +92,7 @@ impl BinnedForest {
             .map(|t| {
                 source
                     .tree_shape(t)
-                    .filter(|depth| (1..=MAX_DEPTH).contains(depth))
+                    .filter(|depth| (min_depth.max(1)..=MAX_DEPTH).contains(depth))
                     .map(|depth| perfect_tree(source, t, depth))
             })
             .collect();
@@ -216,19 +216,23 @@ impl BinnedForest {
         assert!(sums.len() <= BLOCK_ROWS && bins.len() == self.n_views * BLOCK_ROWS);
         #[cfg(target_arch = "x86_64")]
         {
+            // Two registers of rows per pass share each node's threshold and
+            // view offset (8% faster than one at depth 6 on Zen 4; four are
+            // no faster); deeper trees hold more partial results per level
+            // and run out of registers with two.
             let kernel = match tree.depth {
-                1 => avx2::run::<1>,
-                2 => avx2::run::<2>,
-                3 => avx2::run::<3>,
-                4 => avx2::run::<4>,
-                5 => avx2::run::<5>,
-                6 => avx2::run::<6>,
-                7 => avx2::run::<7>,
-                _ => avx2::run::<8>,
+                1 => avx2::run::<1, 2>,
+                2 => avx2::run::<2, 2>,
+                3 => avx2::run::<3, 2>,
+                4 => avx2::run::<4, 2>,
+                5 => avx2::run::<5, 2>,
+                6 => avx2::run::<6, 2>,
+                7 => avx2::run::<7, 1>,
+                _ => avx2::run::<8, 1>,
             };
             // SAFETY: `new` only builds a forest on a CPU with AVX2; every
             // offset is a view's start in a block of `n_views * BLOCK_ROWS`
-            // bytes, and 32-row chunks of a block stay inside it.
+            // bytes, and a block is a whole number of passes.
             unsafe {
                 kernel(
                     &self.codes[tree.offset..],
@@ -331,13 +335,21 @@ mod avx2 {
         }
     }
 
-    /// The decision of one level for 32 rows: the comparison of the node the
-    /// decisions above (`above[0]` the root's) lead to, picked from the
-    /// level's nodes by byte blends. Each level of nesting is one type, so
-    /// the whole selection unrolls and keeps one partial result per level.
+    /// The decision of one level for `K` registers of 32 rows: the
+    /// comparison of the node the decisions above (`above[0]` the root's)
+    /// lead to, picked from the level's nodes by byte blends. Each level of
+    /// nesting is one type, so the whole selection unrolls and keeps one
+    /// partial result per level.
     trait Select {
-        unsafe fn select(compare: &impl Fn(usize) -> __m256i, above: &[__m256i], node: usize) -> __m256i;
+        unsafe fn select<const K: usize>(
+            compare: &impl Fn(usize) -> Rows<K>,
+            above: &[Rows<K>],
+            node: usize,
+        ) -> Rows<K>;
     }
+
+    /// One byte per row, in `K` registers of 32 rows.
+    type Rows<const K: usize> = [__m256i; K];
 
     /// A node's own comparison.
     struct Node;
@@ -346,27 +358,31 @@ mod avx2 {
 
     impl Select for Node {
         #[inline(always)]
-        unsafe fn select(compare: &impl Fn(usize) -> __m256i, _: &[__m256i], node: usize) -> __m256i {
+        unsafe fn select<const K: usize>(compare: &impl Fn(usize) -> Rows<K>, _: &[Rows<K>], node: usize) -> Rows<K> {
             compare(node)
         }
     }
 
     impl<Below: Select> Select for Blend<Below> {
         #[inline(always)]
-        unsafe fn select(compare: &impl Fn(usize) -> __m256i, above: &[__m256i], node: usize) -> __m256i {
+        unsafe fn select<const K: usize>(
+            compare: &impl Fn(usize) -> Rows<K>,
+            above: &[Rows<K>],
+            node: usize,
+        ) -> Rows<K> {
             unsafe {
                 let first = Below::select(compare, &above[1..], 2 * node);
                 let second = Below::select(compare, &above[1..], 2 * node + 1);
-                _mm256_blendv_epi8(first, second, above[0])
+                std::array::from_fn(|h| _mm256_blendv_epi8(first[h], second[h], above[0][h]))
             }
         }
     }
 
     /// Adds one depth-`D` perfect tree's leaf to `sums[r]` for each row of the
     /// block whose bins are in `bins` (view `v` of row `r` at
-    /// `v * BLOCK_ROWS + r`).
+    /// `v * BLOCK_ROWS + r`), `K` registers of 32 rows per pass.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn run<const D: usize>(
+    pub(super) unsafe fn run<const D: usize, const K: usize>(
         codes: &[i8],
         offsets: &[u32],
         leaves: &[f32],
@@ -375,25 +391,33 @@ mod avx2 {
     ) {
         unsafe {
             debug_assert!(codes.len() >= (1 << D) - 1 && leaves.len() == 1 << D);
+            // Whole passes stay inside the block's columns.
+            const { assert!(BLOCK_ROWS.is_multiple_of(K * LANES)) };
             let n_rows = sums.len();
-            let mut chunk = 0;
-            while chunk < n_rows {
-                let base = bins.as_ptr().add(chunk);
+            let mut pass = 0;
+            while pass < n_rows {
+                let base = bins.as_ptr().add(pass);
                 // All ones where a row goes second, level by level.
-                let mut decided = [_mm256_setzero_si256(); 8];
-                let mut position = _mm256_setzero_si256();
+                let mut decided = [[_mm256_setzero_si256(); K]; 8];
+                let mut position = [_mm256_setzero_si256(); K];
                 macro_rules! level {
                     ($l:literal, $select:ty) => {
                         if D > $l {
                             let first = (1usize << $l) - 1;
                             let compare = |n: usize| {
                                 let node = first + n;
-                                let x = _mm256_loadu_si256(base.add(*offsets.get_unchecked(node) as usize).cast());
-                                _mm256_cmpgt_epi8(_mm256_set1_epi8(*codes.get_unchecked(node)), x)
+                                let column = base.add(*offsets.get_unchecked(node) as usize);
+                                let threshold = _mm256_set1_epi8(*codes.get_unchecked(node));
+                                std::array::from_fn(|h| {
+                                    let x = _mm256_loadu_si256(column.add(LANES * h).cast());
+                                    _mm256_cmpgt_epi8(threshold, x)
+                                })
                             };
-                            decided[$l] = <$select>::select(&compare, &decided[..$l], 0);
+                            decided[$l] = <$select>::select::<K>(&compare, &decided[..$l], 0);
                             // position = 2 * position + (went second)
-                            position = _mm256_sub_epi8(_mm256_add_epi8(position, position), decided[$l]);
+                            for (p, d) in position.iter_mut().zip(decided[$l]) {
+                                *p = _mm256_sub_epi8(_mm256_add_epi8(*p, *p), d);
+                            }
                         }
                     };
                 }
@@ -405,29 +429,41 @@ mod avx2 {
                 level!(5, Blend<Blend<Blend<Blend<Blend<Node>>>>>);
                 level!(6, Blend<Blend<Blend<Blend<Blend<Blend<Node>>>>>>);
                 level!(7, Blend<Blend<Blend<Blend<Blend<Blend<Blend<Node>>>>>>>);
-                // The 32 positions (bytes) in four registers of 8 leaf indices.
-                let low = _mm256_castsi256_si128(position);
-                let high = _mm256_extracti128_si256::<1>(position);
-                let quarters = [low, _mm_srli_si128::<8>(low), high, _mm_srli_si128::<8>(high)];
-                let rows = (n_rows - chunk).min(LANES);
-                for (q, quarter) in quarters.into_iter().enumerate() {
-                    let leaf = _mm256_i32gather_ps::<4>(leaves.as_ptr(), _mm256_cvtepu8_epi32(quarter));
-                    let at = chunk + 8 * q;
-                    if at + 8 <= chunk + rows {
-                        let out = sums.as_mut_ptr().add(at);
-                        _mm256_storeu_ps(out, _mm256_add_ps(_mm256_loadu_ps(out), leaf));
-                    } else if at < chunk + rows {
-                        // The block's last rows, fewer than a register.
-                        let mut values = [0f32; 8];
-                        _mm256_storeu_ps(values.as_mut_ptr(), leaf);
-                        for (sum, value) in sums[at..chunk + rows].iter_mut().zip(values) {
-                            *sum += value;
-                        }
+                for (h, &position) in position.iter().enumerate() {
+                    let chunk = pass + LANES * h;
+                    if chunk >= n_rows {
+                        break;
+                    }
+                    add_leaves(position, leaves, &mut sums[chunk..n_rows.min(chunk + LANES)]);
+                }
+                pass += LANES * K;
+            }
+        }
+    }
+
+    /// Adds the leaves at 32 rows' positions (bytes) to `sums` (32 rows, or
+    /// the block's last rows).
+    #[inline(always)]
+    unsafe fn add_leaves(position: __m256i, leaves: &[f32], sums: &mut [f32]) {
+        unsafe {
+            // Four registers of 8 leaf indices.
+            let low = _mm256_castsi256_si128(position);
+            let high = _mm256_extracti128_si256::<1>(position);
+            let quarters = [low, _mm_srli_si128::<8>(low), high, _mm_srli_si128::<8>(high)];
+            for (q, quarter) in quarters.into_iter().enumerate() {
+                let leaf = _mm256_i32gather_ps::<4>(leaves.as_ptr(), _mm256_cvtepu8_epi32(quarter));
+                let at = 8 * q;
+                if at + 8 <= sums.len() {
+                    let out = sums.as_mut_ptr().add(at);
+                    _mm256_storeu_ps(out, _mm256_add_ps(_mm256_loadu_ps(out), leaf));
+                } else if at < sums.len() {
+                    let mut values = [0f32; 8];
+                    _mm256_storeu_ps(values.as_mut_ptr(), leaf);
+                    for (sum, value) in sums[at..].iter_mut().zip(values) {
+                        *sum += value;
                     }
                 }
-                chunk += LANES;
             }
-            debug_assert!(n_rows <= BLOCK_ROWS);
         }
     }
 }
