@@ -1,6 +1,7 @@
-//! The byte kernel for float32 trees (XGBoost, ONNX) of depth 8 or less: no
-//! gathers until the leaf, so it is fast on CPUs whose gathers are slow (AMD)
-//! and on those without AVX-512.
+//! The byte kernel for float32 trees (XGBoost, ONNX) of depth 8 or less
+//! (where a gather kernel is there, [`super::dispatch`] gives it depth 4 and
+//! more): no gathers until the leaf, so it is fast on CPUs whose gathers are
+//! slow (AMD) and on those without AVX-512.
 //!
 //! Two ideas make it exact and cheap:
 //! - **Bins.** A view's thresholds, sorted and deduplicated, cut the number
@@ -8,10 +9,10 @@
 //!   below it (NaN: past the last), so `x <= threshold k` is exactly
 //!   `bin(x) <= k`. Each view value of a block is binned once per block, and
 //!   every node of every tree then compares bytes: 32 rows per AVX2
-//!   instruction instead of 8 floats. Trained models have few thresholds per
-//!   feature (XGBoost's `hist` method and LightGBM cut each feature into at
-//!   most 256 bins), so real models fit; a view with more takes the gather
-//!   kernels ([`super::simd`]).
+//!   instruction instead of 8 floats. Models trained with XGBoost's `hist`
+//!   method (its default: at most 256 bins per feature) usually fit; the
+//!   trees that read a view with more take the gather kernels
+//!   ([`super::simd`]).
 //! - **Every node, no walk.** For 32 rows at once, every node of the tree
 //!   (padded to a perfect tree) is compared, and each level's decision is
 //!   picked out of its nodes' comparisons by a tree of byte blends on the
@@ -36,7 +37,7 @@ pub const MAX_DEPTH: u32 = 8;
 pub const MAX_THRESHOLDS: usize = 254;
 
 /// Rows per byte register.
-const LANES: usize = 32;
+const ROWS_PER_REGISTER: usize = 32;
 
 /// A node that always goes first (padding below a leaf).
 const ALWAYS_FIRST: i8 = i8::MIN;
@@ -216,23 +217,23 @@ impl BinnedForest {
         assert!(sums.len() <= BLOCK_ROWS && bins.len() == self.n_views * BLOCK_ROWS);
         #[cfg(target_arch = "x86_64")]
         {
-            // Two registers of rows per pass share each node's threshold and
-            // view offset (8% faster than one at depth 6 on Zen 4; four are
-            // no faster); deeper trees hold more partial results per level
-            // and run out of registers with two.
+            // One register of 32 rows per pass: two, sharing each node's
+            // threshold and offset, were 8% faster in a standalone kernel
+            // but 17% slower in whole runs of the benchmark model (Zen 4).
             let kernel = match tree.depth {
-                1 => avx2::run::<1, 2>,
-                2 => avx2::run::<2, 2>,
-                3 => avx2::run::<3, 2>,
-                4 => avx2::run::<4, 2>,
-                5 => avx2::run::<5, 2>,
-                6 => avx2::run::<6, 2>,
-                7 => avx2::run::<7, 1>,
-                _ => avx2::run::<8, 1>,
+                1 => avx2::run::<1>,
+                2 => avx2::run::<2>,
+                3 => avx2::run::<3>,
+                4 => avx2::run::<4>,
+                5 => avx2::run::<5>,
+                6 => avx2::run::<6>,
+                7 => avx2::run::<7>,
+                _ => avx2::run::<8>,
             };
             // SAFETY: `new` only builds a forest on a CPU with AVX2; every
             // offset is a view's start in a block of `n_views * BLOCK_ROWS`
-            // bytes, and a block is a whole number of passes.
+            // bytes, and 32-row chunks of a block stay inside it; positions
+            // are below 2^depth, inside the tree's leaves.
             unsafe {
                 kernel(
                     &self.codes[tree.offset..],
@@ -272,7 +273,9 @@ fn code(b: usize) -> i8 {
 
 impl BinnedView {
     fn new(view: usize, cuts: &[f32]) -> BinnedView {
-        debug_assert!(cuts.len() <= MAX_THRESHOLDS);
+        // The binning's loads stay inside `slots` only while slot 255 is
+        // +inf (at most 15 groups of 16 close below a value).
+        assert!(cuts.len() <= MAX_THRESHOLDS, "{} thresholds", cuts.len());
         let mut slots = Box::new([f32::INFINITY; 256]);
         slots[..cuts.len()].copy_from_slice(cuts);
         let pivots = std::array::from_fn(|i| slots[16 * i + 15]);
@@ -300,7 +303,7 @@ mod avx2 {
     use std::arch::x86_64::*;
     use std::marker::PhantomData;
 
-    use super::{BLOCK_ROWS, BinnedView, LANES, code};
+    use super::{BLOCK_ROWS, BinnedView, ROWS_PER_REGISTER, code};
 
     /// The bins of one view's column of a block (`out[r]` for `column[r]`).
     #[target_feature(enable = "avx2,popcnt")]
@@ -335,21 +338,13 @@ mod avx2 {
         }
     }
 
-    /// The decision of one level for `K` registers of 32 rows: the
-    /// comparison of the node the decisions above (`above[0]` the root's)
-    /// lead to, picked from the level's nodes by byte blends. Each level of
-    /// nesting is one type, so the whole selection unrolls and keeps one
-    /// partial result per level.
+    /// The decision of one level for 32 rows: the comparison of the node the
+    /// decisions above (`above[0]` the root's) lead to, picked from the
+    /// level's nodes by byte blends. Each level of nesting is one type, so
+    /// the whole selection unrolls and keeps one partial result per level.
     trait Select {
-        unsafe fn select<const K: usize>(
-            compare: &impl Fn(usize) -> Rows<K>,
-            above: &[Rows<K>],
-            node: usize,
-        ) -> Rows<K>;
+        unsafe fn select(compare: &impl Fn(usize) -> __m256i, above: &[__m256i], node: usize) -> __m256i;
     }
-
-    /// One byte per row, in `K` registers of 32 rows.
-    type Rows<const K: usize> = [__m256i; K];
 
     /// A node's own comparison.
     struct Node;
@@ -358,31 +353,27 @@ mod avx2 {
 
     impl Select for Node {
         #[inline(always)]
-        unsafe fn select<const K: usize>(compare: &impl Fn(usize) -> Rows<K>, _: &[Rows<K>], node: usize) -> Rows<K> {
+        unsafe fn select(compare: &impl Fn(usize) -> __m256i, _: &[__m256i], node: usize) -> __m256i {
             compare(node)
         }
     }
 
     impl<Below: Select> Select for Blend<Below> {
         #[inline(always)]
-        unsafe fn select<const K: usize>(
-            compare: &impl Fn(usize) -> Rows<K>,
-            above: &[Rows<K>],
-            node: usize,
-        ) -> Rows<K> {
+        unsafe fn select(compare: &impl Fn(usize) -> __m256i, above: &[__m256i], node: usize) -> __m256i {
             unsafe {
                 let first = Below::select(compare, &above[1..], 2 * node);
                 let second = Below::select(compare, &above[1..], 2 * node + 1);
-                std::array::from_fn(|h| _mm256_blendv_epi8(first[h], second[h], above[0][h]))
+                _mm256_blendv_epi8(first, second, above[0])
             }
         }
     }
 
     /// Adds one depth-`D` perfect tree's leaf to `sums[r]` for each row of the
     /// block whose bins are in `bins` (view `v` of row `r` at
-    /// `v * BLOCK_ROWS + r`), `K` registers of 32 rows per pass.
+    /// `v * BLOCK_ROWS + r`).
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn run<const D: usize, const K: usize>(
+    pub(super) unsafe fn run<const D: usize>(
         codes: &[i8],
         offsets: &[u32],
         leaves: &[f32],
@@ -391,33 +382,25 @@ mod avx2 {
     ) {
         unsafe {
             debug_assert!(codes.len() >= (1 << D) - 1 && leaves.len() == 1 << D);
-            // Whole passes stay inside the block's columns.
-            const { assert!(BLOCK_ROWS.is_multiple_of(K * LANES)) };
             let n_rows = sums.len();
-            let mut pass = 0;
-            while pass < n_rows {
-                let base = bins.as_ptr().add(pass);
+            let mut chunk = 0;
+            while chunk < n_rows {
+                let base = bins.as_ptr().add(chunk);
                 // All ones where a row goes second, level by level.
-                let mut decided = [[_mm256_setzero_si256(); K]; 8];
-                let mut position = [_mm256_setzero_si256(); K];
+                let mut decided = [_mm256_setzero_si256(); 8];
+                let mut position = _mm256_setzero_si256();
                 macro_rules! level {
                     ($l:literal, $select:ty) => {
                         if D > $l {
                             let first = (1usize << $l) - 1;
                             let compare = |n: usize| {
                                 let node = first + n;
-                                let column = base.add(*offsets.get_unchecked(node) as usize);
-                                let threshold = _mm256_set1_epi8(*codes.get_unchecked(node));
-                                std::array::from_fn(|h| {
-                                    let x = _mm256_loadu_si256(column.add(LANES * h).cast());
-                                    _mm256_cmpgt_epi8(threshold, x)
-                                })
+                                let x = _mm256_loadu_si256(base.add(*offsets.get_unchecked(node) as usize).cast());
+                                _mm256_cmpgt_epi8(_mm256_set1_epi8(*codes.get_unchecked(node)), x)
                             };
-                            decided[$l] = <$select>::select::<K>(&compare, &decided[..$l], 0);
+                            decided[$l] = <$select>::select(&compare, &decided[..$l], 0);
                             // position = 2 * position + (went second)
-                            for (p, d) in position.iter_mut().zip(decided[$l]) {
-                                *p = _mm256_sub_epi8(_mm256_add_epi8(*p, *p), d);
-                            }
+                            position = _mm256_sub_epi8(_mm256_add_epi8(position, position), decided[$l]);
                         }
                     };
                 }
@@ -429,41 +412,29 @@ mod avx2 {
                 level!(5, Blend<Blend<Blend<Blend<Blend<Node>>>>>);
                 level!(6, Blend<Blend<Blend<Blend<Blend<Blend<Node>>>>>>);
                 level!(7, Blend<Blend<Blend<Blend<Blend<Blend<Blend<Node>>>>>>>);
-                for (h, &position) in position.iter().enumerate() {
-                    let chunk = pass + LANES * h;
-                    if chunk >= n_rows {
-                        break;
-                    }
-                    add_leaves(position, leaves, &mut sums[chunk..n_rows.min(chunk + LANES)]);
-                }
-                pass += LANES * K;
-            }
-        }
-    }
-
-    /// Adds the leaves at 32 rows' positions (bytes) to `sums` (32 rows, or
-    /// the block's last rows).
-    #[inline(always)]
-    unsafe fn add_leaves(position: __m256i, leaves: &[f32], sums: &mut [f32]) {
-        unsafe {
-            // Four registers of 8 leaf indices.
-            let low = _mm256_castsi256_si128(position);
-            let high = _mm256_extracti128_si256::<1>(position);
-            let quarters = [low, _mm_srli_si128::<8>(low), high, _mm_srli_si128::<8>(high)];
-            for (q, quarter) in quarters.into_iter().enumerate() {
-                let leaf = _mm256_i32gather_ps::<4>(leaves.as_ptr(), _mm256_cvtepu8_epi32(quarter));
-                let at = 8 * q;
-                if at + 8 <= sums.len() {
-                    let out = sums.as_mut_ptr().add(at);
-                    _mm256_storeu_ps(out, _mm256_add_ps(_mm256_loadu_ps(out), leaf));
-                } else if at < sums.len() {
-                    let mut values = [0f32; 8];
-                    _mm256_storeu_ps(values.as_mut_ptr(), leaf);
-                    for (sum, value) in sums[at..].iter_mut().zip(values) {
-                        *sum += value;
+                // The 32 positions (bytes) in four registers of 8 leaf indices.
+                let low = _mm256_castsi256_si128(position);
+                let high = _mm256_extracti128_si256::<1>(position);
+                let quarters = [low, _mm_srli_si128::<8>(low), high, _mm_srli_si128::<8>(high)];
+                let rows = (n_rows - chunk).min(ROWS_PER_REGISTER);
+                for (q, quarter) in quarters.into_iter().enumerate() {
+                    let leaf = _mm256_i32gather_ps::<4>(leaves.as_ptr(), _mm256_cvtepu8_epi32(quarter));
+                    let at = chunk + 8 * q;
+                    if at + 8 <= chunk + rows {
+                        let out = sums.as_mut_ptr().add(at);
+                        _mm256_storeu_ps(out, _mm256_add_ps(_mm256_loadu_ps(out), leaf));
+                    } else if at < chunk + rows {
+                        // The block's last rows, fewer than a register.
+                        let mut values = [0f32; 8];
+                        _mm256_storeu_ps(values.as_mut_ptr(), leaf);
+                        for (sum, value) in sums[at..chunk + rows].iter_mut().zip(values) {
+                            *sum += value;
+                        }
                     }
                 }
+                chunk += ROWS_PER_REGISTER;
             }
+            debug_assert!(n_rows <= BLOCK_ROWS);
         }
     }
 }
@@ -511,7 +482,8 @@ mod tests {
             for k in 0..MAX_THRESHOLDS {
                 assert_eq!(code(k) > code(b), b > k);
             }
-            // Padding (`i8::MIN`) is below every code, so it never goes second.
+            // A NaN threshold sends every value second; padding (`i8::MIN`)
+            // sends none: `i8::MIN > code` never holds.
             assert!(ALWAYS_SECOND > code(b));
         }
     }

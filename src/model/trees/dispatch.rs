@@ -125,7 +125,8 @@ impl CpuKernels {
     pub fn new(source: &dyn PerfectSource, choice: KernelChoice) -> Option<CpuKernels> {
         // Trees of depth 3 or less do too little work to pay for the
         // binning: the gather kernels are faster there (Zen 4, depth 3:
-        // 0.88 ns per row·tree with AVX-512, 0.98 with AVX2, 1.10 in bytes).
+        // 0.78 ns per row·tree with AVX-512, 0.95 with AVX2, 1.18 in bytes;
+        // depth 4: 1.27, 1.87 and 1.40).
         let min_depth = if choice.gather.is_some() { BYTES_MIN_DEPTH } else { 1 };
         let bytes = choice.bytes.then(|| BinnedForest::new(source, min_depth)).flatten();
         // Every tree the byte kernel takes, the gather kernel would too: it is

@@ -894,7 +894,8 @@ mod tests {
     /// kernel, deep unbalanced trees, categorical splits, several groups),
     /// against the node-by-node reference, bit for bit, on rows with NaN,
     /// zeros, values on and one step beside thresholds, and category probes.
-    /// (Where the CPU lacks AVX-512F, both runs take the scalar paths.)
+    /// (Each kernel runs alone; where the CPU lacks its instruction set,
+    /// its trees take the scalar paths.)
     #[test]
     fn compiled_trees_match_the_reference_walk() {
         let mut shapes = Vec::new();
@@ -1040,6 +1041,112 @@ mod tests {
         for (r, got) in got.iter().enumerate() {
             let row: Vec<f64> = (0..6).map(|j| values[j * n_rows + r]).collect();
             assert_eq!(got.to_bits(), ensemble.reference_margins(&row)[0].to_bits(), "row {r}");
+        }
+    }
+
+    /// The byte kernel's edges, on hand-made trees of every depth it takes:
+    /// a view with 254 thresholds is binned; one with 255 sends the trees
+    /// that read it elsewhere while the others stay; values on, beside and
+    /// between thresholds score exactly.
+    #[test]
+    fn the_byte_kernel_at_254_and_255_thresholds_and_every_depth() {
+        if !crate::model::trees::binned::available() {
+            return;
+        }
+        // Perfect trees of `depth` on `feature`, thresholds taken in turn
+        // from `thresholds` (XGBoost's `x < t`, missing to the right).
+        let trees = |feature: usize, depth: u32, n_trees: usize, thresholds: &[f32], next: &mut usize| {
+            (0..n_trees)
+                .map(|t| {
+                    let n_splits = (1usize << depth) - 1;
+                    let mut nodes: Vec<Node> = (0..n_splits)
+                        .map(|i| {
+                            *next += 1;
+                            Node::Split {
+                                feature,
+                                test: Test::XgbLess {
+                                    threshold: thresholds[(*next - 1) % thresholds.len()],
+                                    default_left: false,
+                                },
+                                left: 2 * i + 1,
+                                right: 2 * i + 2,
+                            }
+                        })
+                        .collect();
+                    nodes.extend((0..=n_splits).map(|leaf| Node::Leaf {
+                        value: ((leaf * 7 + t) % 13) as f64 / 16.0 - 0.4,
+                    }));
+                    super::super::Tree { group: 0, nodes }
+                })
+                .collect::<Vec<_>>()
+        };
+        let grid = |n: usize| (0..n).map(|i| i as f32 / 8.0 - 16.0).collect::<Vec<f32>>();
+        let ensemble_of = |trees: Vec<super::super::Tree>| {
+            let mut e = random_ensemble(&Shape {
+                library: Library::XGBoost,
+                n_trees: 1,
+                n_features: 2,
+                n_groups: 1,
+                leaves: 2,
+                balanced: true,
+                categorical_share: 0.0,
+                distinct_thresholds: None,
+                seed: 1,
+            });
+            e.trees = trees;
+            e
+        };
+        let bytes_only = KernelChoice {
+            bytes: true,
+            gather: None,
+        };
+        let n_rows = BLOCK_ROWS + 61;
+        // Values on every threshold, one float step beside, and NaN.
+        let column = |thresholds: &[f32], shift: usize| -> Vec<f64> {
+            (0..n_rows)
+                .map(|r| {
+                    let t = thresholds[(r * 3 + shift) % thresholds.len()];
+                    match r % 5 {
+                        0 => f64::NAN,
+                        1 => t.next_up() as f64,
+                        2 => t.next_down() as f64,
+                        _ => t as f64,
+                    }
+                })
+                .collect()
+        };
+        for (name, wide, depths) in [
+            ("254 thresholds", 254usize, vec![1u32, 2, 3, 4, 5, 6, 7, 8]),
+            ("255 thresholds", 255, vec![4, 8]),
+        ] {
+            let mut next = 0;
+            let mut all = Vec::new();
+            for &depth in &depths {
+                // Feature 0 reads `wide` thresholds; feature 1 a few.
+                let n_trees = wide.div_ceil((1 << depth) - 1);
+                all.extend(trees(0, depth, n_trees, &grid(wide), &mut next));
+                all.extend(trees(1, depth, 2, &grid(9), &mut 0));
+            }
+            let ensemble = ensemble_of(all);
+            let compiled = Compiled::with_kernels(&ensemble, bytes_only);
+            let n_trees = ensemble.trees.len();
+            let narrow = 2 * depths.len();
+            let expected = match wide {
+                254 => format!("avx2 bytes {n_trees} of {n_trees} trees"),
+                _ => format!("avx2 bytes {narrow}, scalar {} of {n_trees} trees", n_trees - narrow),
+            };
+            assert_eq!(compiled.cpu_kernels(), expected, "{name}");
+            let mut values = column(&grid(wide), 0);
+            values.extend(column(&grid(9), 2));
+            let got = margins(compiled, &values, n_rows);
+            for (r, got) in got.iter().enumerate() {
+                let row = [values[r], values[n_rows + r]];
+                assert_eq!(
+                    got.to_bits(),
+                    ensemble.reference_margins(&row)[0].to_bits(),
+                    "{name}: row {r} {row:?}"
+                );
+            }
         }
     }
 

@@ -1,7 +1,7 @@
 //! The seam between the compiled evaluator ([`super::eval`]) and the kernels
 //! it hands trees to: the float types it compares and sums in, the
-//! comparison every walk makes, what the AVX-512 kernel ([`super::simd`])
-//! reads of a program, and the flat arrays the CUDA kernel (`cuda.rs`, with
+//! comparison every walk makes, what the vector kernels ([`super::binned`],
+//! [`super::simd`]) read of a program and of a block, and the flat arrays the CUDA kernel (`cuda.rs`, with
 //! the `cuda` feature) uploads. The kernels see only these, never the
 //! evaluator itself.
 

@@ -1,6 +1,6 @@
-//! The SIMD kernels for float32 trees (XGBoost, ONNX) of depth 10 or less:
-//! each tree padded to a perfect tree, 16 rows walked at once with AVX-512,
-//! 8 with AVX2.
+//! The gather kernels for float32 trees (XGBoost, ONNX) of depth 10 or less
+//! that the byte kernel ([`super::binned`]) does not take: each tree padded
+//! to a perfect tree, 16 rows walked at once with AVX-512, 8 with AVX2.
 //!
 //! Node `i` of a perfect tree has children `2i+1` and `2i+2`, so a row's
 //! position needs no child pointers: `pos = 2 * pos + (went second)`.
@@ -13,9 +13,9 @@
 //! The AVX2 kernel is the same walk on 8 lanes: deeper levels and the
 //! leaves of trees deeper than 3 are gathered.
 //!
-//! Chosen at run time (`is_x86_feature_detected!`): the binary runs on any
-//! x86-64 and uses AVX-512F where the CPU has it, else AVX2, else neither
-//! (the scalar evaluator).
+//! Chosen at run time by [`super::dispatch`] (`is_x86_feature_detected!`):
+//! the binary runs on any x86-64 and uses AVX-512F where the CPU has it,
+//! else AVX2, else neither (the scalar evaluator).
 
 use super::kernel::{PerfectSource, perfect_tree};
 
@@ -71,12 +71,6 @@ pub struct PerfectForest {
 }
 
 impl PerfectForest {
-    /// The layout for the widest kernel this CPU runs, when it has one and
-    /// some tree fits it.
-    pub fn new(source: &dyn PerfectSource) -> Option<PerfectForest> {
-        PerfectForest::for_isa(source, Isa::best()?)
-    }
-
     /// The layout for the kernel of `isa`, when this CPU has it and some
     /// tree fits (tests and benches compare the kernels on one CPU).
     pub fn for_isa(source: &dyn PerfectSource, isa: Isa) -> Option<PerfectForest> {

@@ -103,7 +103,18 @@ pub fn random_ensemble(shape: &Shape) -> Ensemble {
     let mut rng = Rng::new(shape.seed);
     let grids: Vec<Vec<f64>> = match shape.distinct_thresholds {
         Some(n) => (0..shape.n_features)
-            .map(|_| (0..n.max(1)).map(|_| threshold(&mut rng)).collect())
+            .map(|_| {
+                // Exactly n distinct values (as float32 too), half of them on
+                // the grid the rows also meet while it has room.
+                let mut grid: Vec<f64> = Vec::with_capacity(n);
+                while grid.len() < n.max(1) {
+                    let t = threshold(&mut rng);
+                    if !grid.iter().any(|&g| g as f32 == t as f32) {
+                        grid.push(t);
+                    }
+                }
+                grid
+            })
             .collect(),
         None => Vec::new(),
     };
