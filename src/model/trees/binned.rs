@@ -26,7 +26,7 @@
 //! with the value read straight from memory. Padding nodes always go first
 //! (`i8::MIN`); a NaN threshold always sends a row second (`i8::MAX`).
 
-use super::kernel::{BLOCK_ROWS, PerfectSource, perfect_tree};
+use super::kernel::{BLOCK_ROWS, PerfectSource, by_depth, perfect_tree};
 
 /// Deepest tree the byte kernel takes: positions are bytes, and a deeper tree
 /// compares too many padded nodes per row.
@@ -57,11 +57,10 @@ struct BinnedTree {
 struct BinnedView {
     view: usize,
     n_thresholds: usize,
-    /// The sorted thresholds padded with +inf to 256, and every 16th
-    /// (`slots[16 i + 15]`) as pivots: a value's bin is found with two
-    /// 16-wide compares, one for its group of 16 and one within it.
+    /// The sorted thresholds padded with +inf to 256: a value's bin is found
+    /// with two 16-wide compares, one against every 16th (`slots[16 i +
+    /// 15]`) for its group of 16, and one within the group.
     slots: Box<[f32; 256]>,
-    pivots: [f32; 16],
 }
 
 /// The byte layout of every tree the kernel takes.
@@ -220,16 +219,7 @@ impl BinnedForest {
             // One register of 32 rows per pass: two, sharing each node's
             // threshold and offset, were 8% faster in a standalone kernel
             // but 17% slower in whole runs of the benchmark model (Zen 4).
-            let kernel = match tree.depth {
-                1 => avx2::run::<1>,
-                2 => avx2::run::<2>,
-                3 => avx2::run::<3>,
-                4 => avx2::run::<4>,
-                5 => avx2::run::<5>,
-                6 => avx2::run::<6>,
-                7 => avx2::run::<7>,
-                _ => avx2::run::<8>,
-            };
+            let kernel = by_depth!(tree.depth, avx2::run, [1, 2, 3, 4, 5, 6, 7], 8);
             // SAFETY: `new` only builds a forest on a CPU with AVX2; every
             // offset is a view's start in a block of `n_views * BLOCK_ROWS`
             // bytes, and 32-row chunks of a block stay inside it; positions
@@ -278,12 +268,10 @@ impl BinnedView {
         assert!(cuts.len() <= MAX_THRESHOLDS, "{} thresholds", cuts.len());
         let mut slots = Box::new([f32::INFINITY; 256]);
         slots[..cuts.len()].copy_from_slice(cuts);
-        let pivots = std::array::from_fn(|i| slots[16 * i + 15]);
         BinnedView {
             view,
             n_thresholds: cuts.len(),
             slots,
-            pivots,
         }
     }
 
@@ -310,9 +298,29 @@ mod avx2 {
     pub(super) unsafe fn bin_column(view: &BinnedView, column: &[f32], out: &mut [i8]) {
         unsafe {
             let slots = view.slots.as_ptr();
+            // The last threshold of each group of 16, once per column.
+            let pivot = |i: usize| view.slots[16 * i + 15];
             let pivots = [
-                _mm256_loadu_ps(view.pivots.as_ptr()),
-                _mm256_loadu_ps(view.pivots.as_ptr().add(8)),
+                _mm256_setr_ps(
+                    pivot(0),
+                    pivot(1),
+                    pivot(2),
+                    pivot(3),
+                    pivot(4),
+                    pivot(5),
+                    pivot(6),
+                    pivot(7),
+                ),
+                _mm256_setr_ps(
+                    pivot(8),
+                    pivot(9),
+                    pivot(10),
+                    pivot(11),
+                    pivot(12),
+                    pivot(13),
+                    pivot(14),
+                    pivot(15),
+                ),
             ];
             // The number of the 16 floats at `p` below `x`.
             let below = |p: [__m256; 2], x: __m256| {

@@ -97,6 +97,12 @@ pub struct KernelChoice {
 }
 
 impl KernelChoice {
+    /// No vector kernel: every tree on the scalar evaluator.
+    pub const SCALAR: KernelChoice = KernelChoice {
+        bytes: false,
+        gather: None,
+    };
+
     /// The fastest kernels `level` allows on this CPU.
     pub fn best(level: SimdLevel) -> KernelChoice {
         let gather = match level {
@@ -145,14 +151,14 @@ impl CpuKernels {
     /// The kernel each tree runs on, in words (reports and logs):
     /// `"avx2 bytes 280, avx512 gather 20, scalar 0 of 300 trees"`.
     pub fn describe(&self) -> String {
-        describe_paths(self.n_trees, self.counts())
+        describe_paths(self.n_trees, &self.counts())
     }
 
-    fn counts(&self) -> Vec<(String, usize)> {
+    fn counts(&self) -> Vec<(&'static str, usize)> {
         let mut counts = Vec::new();
         let mut left = self.n_trees;
         if let Some(bytes) = &self.bytes {
-            counts.push(("avx2 bytes".to_string(), bytes.n_trees()));
+            counts.push(("avx2 bytes", bytes.n_trees()));
             left -= bytes.n_trees();
         }
         if let Some(gather) = &self.gather {
@@ -163,17 +169,17 @@ impl CpuKernels {
             let taken = (0..self.n_trees)
                 .filter(|&t| gather.takes(t) && !self.bytes.as_ref().is_some_and(|b| b.takes(t)))
                 .count();
-            counts.push((name.to_string(), taken));
+            counts.push((name, taken));
             left -= taken;
         }
-        counts.push(("scalar".to_string(), left));
+        counts.push(("scalar", left));
         counts
     }
 }
 
 /// `"avx2 bytes 280, scalar 20 of 300 trees"`, leaving out kernels with no
 /// tree (but always naming one).
-pub fn describe_paths(n_trees: usize, counts: Vec<(String, usize)>) -> String {
+pub fn describe_paths(n_trees: usize, counts: &[(&str, usize)]) -> String {
     let named: Vec<String> = counts
         .iter()
         .filter(|(_, n)| *n > 0)
@@ -227,26 +233,16 @@ mod tests {
             "\"sse4\" is not a SIMD level: use scalar, avx2 or avx512"
         );
         assert!(SimdLevel::Scalar < SimdLevel::Avx2 && SimdLevel::Avx2 < SimdLevel::Avx512);
-        assert_eq!(
-            KernelChoice::best(SimdLevel::Scalar),
-            KernelChoice {
-                bytes: false,
-                gather: None
-            }
-        );
+        assert_eq!(KernelChoice::best(SimdLevel::Scalar), KernelChoice::SCALAR);
         assert_ne!(KernelChoice::best(SimdLevel::Avx2).gather, Some(Isa::Avx512));
     }
 
     #[test]
     fn paths_are_described_with_their_tree_counts() {
-        let counts = |v: &[(&str, usize)]| v.iter().map(|(n, c)| (n.to_string(), *c)).collect();
         assert_eq!(
-            describe_paths(
-                300,
-                counts(&[("avx2 bytes", 280), ("avx512 gather", 0), ("scalar", 20)])
-            ),
+            describe_paths(300, &[("avx2 bytes", 280), ("avx512 gather", 0), ("scalar", 20)]),
             "avx2 bytes 280, scalar 20 of 300 trees"
         );
-        assert_eq!(describe_paths(3, counts(&[])), "scalar 3 of 3 trees");
+        assert_eq!(describe_paths(3, &[]), "scalar 3 of 3 trees");
     }
 }

@@ -229,13 +229,7 @@ impl Compiled {
 
     /// The same program without the vector kernels (for tests that compare).
     pub fn scalar_only(ensemble: &Ensemble) -> Compiled {
-        Compiled::with_kernels(
-            ensemble,
-            KernelChoice {
-                bytes: false,
-                gather: None,
-            },
-        )
+        Compiled::with_kernels(ensemble, KernelChoice::SCALAR)
     }
 
     /// The kernel each tree runs on on the CPU, in words:
@@ -243,8 +237,8 @@ impl Compiled {
     pub fn cpu_kernels(&self) -> String {
         match &self.precision {
             Precision::F32(_, Some(kernels)) => kernels.describe(),
-            Precision::F32(p, None) => describe_paths(p.trees.len(), Vec::new()),
-            Precision::F64(p) => describe_paths(p.trees.len(), Vec::new()),
+            Precision::F32(p, None) => describe_paths(p.trees.len(), &[]),
+            Precision::F64(p) => describe_paths(p.trees.len(), &[]),
         }
     }
 
@@ -516,7 +510,6 @@ impl<T: Scalar> Program<T> {
                 rows: &rows_buffer[..if row_major { rows * n_views } else { 0 }],
                 columns: &columns_buffer[..simd.map_or(0, |_| rows * n_views)],
                 n_views,
-                n_rows: rows,
                 bins: &bins,
             };
             for (g, &base) in self.base_margin.iter().enumerate() {
@@ -970,22 +963,23 @@ mod tests {
         }
     }
 
+    /// The byte kernel alone, whatever depth (no gather kernel to leave the
+    /// shallow trees to).
+    const BYTES_ONLY: KernelChoice = KernelChoice {
+        bytes: true,
+        gather: None,
+    };
+
     /// Every kernel on its own, then all together as a run chooses them.
     fn kernel_choices() -> Vec<KernelChoice> {
-        let mut choices = vec![KernelChoice {
-            bytes: true,
-            gather: None,
-        }];
+        let mut choices = vec![BYTES_ONLY];
         for isa in [Isa::Avx512, Isa::Avx2] {
             choices.push(KernelChoice {
                 bytes: false,
                 gather: Some(isa),
             });
         }
-        choices.push(KernelChoice {
-            bytes: false,
-            gather: None,
-        });
+        choices.push(KernelChoice::SCALAR);
         choices.push(KernelChoice::best(SimdLevel::Avx512));
         choices
     }
@@ -1009,23 +1003,19 @@ mod tests {
             distinct_thresholds: distinct,
             seed: 5,
         };
-        let bytes_only = KernelChoice {
-            bytes: true,
-            gather: None,
-        };
         // 40 trees of 63 splits over 6 features: hundreds of distinct
         // thresholds per feature unless they come from a grid.
-        let few = Compiled::with_kernels(&random_ensemble(&shape(64, Some(32))), bytes_only);
+        let few = Compiled::with_kernels(&random_ensemble(&shape(64, Some(32))), BYTES_ONLY);
         assert_eq!(few.cpu_kernels(), "avx2 bytes 40 of 40 trees");
         let many = Compiled::with_kernels(
             &random_ensemble(&Shape {
                 n_features: 2,
                 ..shape(64, None)
             }),
-            bytes_only,
+            BYTES_ONLY,
         );
         assert_eq!(many.cpu_kernels(), "scalar 40 of 40 trees");
-        let deep = Compiled::with_kernels(&random_ensemble(&shape(512, Some(32))), bytes_only);
+        let deep = Compiled::with_kernels(&random_ensemble(&shape(512, Some(32))), BYTES_ONLY);
         assert_eq!(deep.cpu_kernels(), "scalar 40 of 40 trees");
 
         let mut ensemble = random_ensemble(&shape(8, Some(8)));
@@ -1037,7 +1027,7 @@ mod tests {
         }
         let n_rows = BLOCK_ROWS + 45;
         let values = random_rows(n_rows, 6, 0.1, 9);
-        let got = margins(Compiled::with_kernels(&ensemble, bytes_only), &values, n_rows);
+        let got = margins(Compiled::with_kernels(&ensemble, BYTES_ONLY), &values, n_rows);
         for (r, got) in got.iter().enumerate() {
             let row: Vec<f64> = (0..6).map(|j| values[j * n_rows + r]).collect();
             assert_eq!(got.to_bits(), ensemble.reference_margins(&row)[0].to_bits(), "row {r}");
@@ -1096,10 +1086,6 @@ mod tests {
             e.trees = trees;
             e
         };
-        let bytes_only = KernelChoice {
-            bytes: true,
-            gather: None,
-        };
         let n_rows = BLOCK_ROWS + 61;
         // Values on every threshold, one float step beside, and NaN.
         let column = |thresholds: &[f32], shift: usize| -> Vec<f64> {
@@ -1128,7 +1114,7 @@ mod tests {
                 all.extend(trees(1, depth, 2, &grid(9), &mut 0));
             }
             let ensemble = ensemble_of(all);
-            let compiled = Compiled::with_kernels(&ensemble, bytes_only);
+            let compiled = Compiled::with_kernels(&ensemble, BYTES_ONLY);
             let n_trees = ensemble.trees.len();
             let narrow = 2 * depths.len();
             let expected = match wide {

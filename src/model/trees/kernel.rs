@@ -1,9 +1,9 @@
 //! The seam between the compiled evaluator ([`super::eval`]) and the kernels
 //! it hands trees to: the float types it compares and sums in, the
 //! comparison every walk makes, what the vector kernels ([`super::binned`],
-//! [`super::simd`]) read of a program and of a block, and the flat arrays the CUDA kernel (`cuda.rs`, with
-//! the `cuda` feature) uploads. The kernels see only these, never the
-//! evaluator itself.
+//! [`super::simd`]) read of a program and of a block, and the flat arrays
+//! the CUDA kernel (`cuda.rs`, with the `cuda` feature) uploads. The kernels
+//! see only these, never the evaluator itself.
 
 /// Rows per block: the block's views (rows x views x 4-8 bytes) stay in L1/L2
 /// while every tree runs over it.
@@ -77,10 +77,10 @@ pub struct BlockViews<'a, T> {
     /// Row by row: view `v` of row `r` at `r * n_views + v`. Empty when
     /// [`SimdTrees::needs_row_major`] is false.
     pub rows: &'a [T],
-    /// Column by column: view `v` of row `r` at `v * n_rows + r`.
+    /// Column by column: view `v` of row `r` at `v * rows + r`, for the
+    /// block's `rows` rows.
     pub columns: &'a [T],
     pub n_views: usize,
-    pub n_rows: usize,
     /// The byte kernel's bins ([`SimdTrees::begin_block`]).
     pub bins: &'a [i8],
 }
@@ -157,6 +157,19 @@ fn fill(source: &dyn PerfectSource, nodes: &mut PerfectNodes, node: usize, slot:
     fill(source, nodes, 2 * node + 1, left, level + 1);
     fill(source, nodes, 2 * node + 2, right, level + 1);
 }
+
+/// The kernel function for a tree of depth `$depth`: `$module::$kernel::<D>`
+/// for each depth listed, the last also taking anything deeper (callers
+/// only build layouts up to it).
+macro_rules! by_depth {
+    ($depth:expr, $module:ident :: $kernel:ident, [$($d:literal),*], $deepest:literal) => {
+        match $depth {
+            $($d => $module::$kernel::<$d>,)*
+            _ => $module::$kernel::<$deepest>,
+        }
+    };
+}
+pub(crate) use by_depth;
 
 /// A compiled program flattened into the arrays `kernels/trees.cu` reads
 /// (its header describes them), ready to upload to a GPU once per model.

@@ -17,7 +17,7 @@
 //! the binary runs on any x86-64 and uses AVX-512F where the CPU has it,
 //! else AVX2, else neither (the scalar evaluator).
 
-use super::kernel::{PerfectSource, perfect_tree};
+use super::kernel::{PerfectSource, by_depth, perfect_tree};
 
 /// Deepest tree the kernel pads (a depth-10 tree is 1,023 nodes and 1,024
 /// leaves, 12 KB: a forest of 100 still fits in L2).
@@ -111,9 +111,7 @@ impl PerfectForest {
         }
         forest.trees.iter().any(Option::is_some).then_some(forest)
     }
-}
 
-impl PerfectForest {
     /// Whether tree `tree` runs here.
     pub fn takes(&self, tree: usize) -> bool {
         self.trees[tree].is_some()
@@ -147,36 +145,8 @@ impl PerfectForest {
             unsafe {
                 type Kernel = unsafe fn(&[f32], &[i32], &[f32], &[f32], &[f32], usize, &mut [f32]);
                 let (kernel, lanes): (Kernel, usize) = match self.isa {
-                    Isa::Avx512 => (
-                        match tree.depth {
-                            1 => avx512::run::<1>,
-                            2 => avx512::run::<2>,
-                            3 => avx512::run::<3>,
-                            4 => avx512::run::<4>,
-                            5 => avx512::run::<5>,
-                            6 => avx512::run::<6>,
-                            7 => avx512::run::<7>,
-                            8 => avx512::run::<8>,
-                            9 => avx512::run::<9>,
-                            _ => avx512::run::<10>,
-                        },
-                        16,
-                    ),
-                    Isa::Avx2 => (
-                        match tree.depth {
-                            1 => avx2::run::<1>,
-                            2 => avx2::run::<2>,
-                            3 => avx2::run::<3>,
-                            4 => avx2::run::<4>,
-                            5 => avx2::run::<5>,
-                            6 => avx2::run::<6>,
-                            7 => avx2::run::<7>,
-                            8 => avx2::run::<8>,
-                            9 => avx2::run::<9>,
-                            _ => avx2::run::<10>,
-                        },
-                        8,
-                    ),
+                    Isa::Avx512 => (by_depth!(tree.depth, avx512::run, [1, 2, 3, 4, 5, 6, 7, 8, 9], 10), 16),
+                    Isa::Avx2 => (by_depth!(tree.depth, avx2::run, [1, 2, 3, 4, 5, 6, 7, 8, 9], 10), 8),
                 };
                 let full = sums.len() / lanes * lanes;
                 debug_assert_eq!(view_major.len(), sums.len() * n_views);

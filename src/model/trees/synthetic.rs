@@ -22,10 +22,10 @@ pub struct Shape {
     pub balanced: bool,
     /// Share of splits that are categorical.
     pub categorical_share: f64,
-    /// At most this many distinct thresholds per feature, drawn once per
-    /// feature, as trained models have: XGBoost's `hist` method and LightGBM
-    /// cut each feature into at most 256 bins. `None`: every threshold drawn
-    /// afresh.
+    /// This many distinct thresholds per feature (as float32 too), drawn
+    /// once per feature, as trained models have few: XGBoost's `hist`
+    /// method cuts each feature into at most 256 bins. `None`: every
+    /// threshold drawn afresh.
     pub distinct_thresholds: Option<usize>,
     pub seed: u64,
 }
