@@ -255,7 +255,7 @@ pub fn open(path: &Path, device: &Device, options: &LoadOptions) -> Result<Packa
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            mlflow.manifest(&name, "")
+            mlflow.manifest(&name)
         }
         _ => read_manifest(&manifest_path)?,
     };
@@ -266,7 +266,7 @@ pub fn open(path: &Path, device: &Device, options: &LoadOptions) -> Result<Packa
     };
     if let (Some(mlflow), true) = (mlflow.as_mut(), pinned) {
         mlflow.merge_into(&mut manifest, &manifest_path)?;
-        mlflow.pinned_by = Some(manifest_path.clone());
+        mlflow.pinned = true;
     }
     let artifact = path.join(&manifest.artifact);
     let invalid = |field: &str, problem: String| PackageError::Invalid {
@@ -647,7 +647,7 @@ pub fn describe(package: &Package) -> String {
         Some(folder) => {
             let _ = writeln!(out, "package   {}", folder.display());
             let pinned = match &package.mlflow {
-                Some(mlflow) if mlflow.pinned_by.is_none() => "MLflow pins no checksum",
+                Some(mlflow) if !mlflow.pinned => "MLflow pins no checksum",
                 _ => "verified",
             };
             let _ = writeln!(

@@ -91,9 +91,9 @@ pub struct MlflowModel {
     pub run_id: Option<String>,
     /// MLflow 3's logged-model id (`m-…`), or the model's UUID.
     pub model_id: Option<String>,
-    /// The `lakescore.toml` beside `MLmodel` that pins the artifact's
-    /// checksum, if any.
-    pub pinned_by: Option<PathBuf>,
+    /// Whether a `lakescore.toml` beside `MLmodel` pins the artifact's
+    /// checksum.
+    pub pinned: bool,
 }
 
 /// `MLmodel` as far as lakescore reads it.
@@ -156,7 +156,7 @@ impl MlflowModel {
             inputs,
             run_id: file.run_id,
             model_id: file.model_id.or(file.model_uuid),
-            pinned_by: None,
+            pinned: false,
         }))
     }
 
@@ -174,15 +174,14 @@ impl MlflowModel {
         }
     }
 
-    /// A package manifest for the folder alone: named after the folder (a
-    /// registry names it better), the artifact with `sha256` (its bytes'
+    /// A package manifest for the folder alone: named `name` (a registry
+    /// names it better), its artifact (the caller records its bytes'
     /// digest), the signature's columns as feature names (for an ONNX graph)
     /// and type rules.
-    pub fn manifest(&self, name: &str, sha256: &str) -> Manifest {
+    pub fn manifest(&self, name: &str) -> Manifest {
         let mut manifest = Manifest {
             name: name.to_string(),
             artifact: self.artifact.clone(),
-            sha256: sha256.to_string(),
             ..Manifest::default()
         };
         self.add_signature(&mut manifest);

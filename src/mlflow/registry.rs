@@ -249,12 +249,15 @@ pub fn fetch(uri: &str) -> Result<Fetched, RegistryError> {
     // Reports, manifests and the ledger name the location without
     // credentials or a query string (a SAS token travels there).
     registry.artifacts = crate::store::shown_url(&artifacts);
-    let folder = server.fetch_artifacts(uri, &artifacts)?;
-    registry.digest = folder_digest(&folder).map_err(|source| RegistryError::Cache {
-        uri: uri.to_string(),
-        path: folder.clone(),
-        source,
-    })?;
+    let Local { folder, digest } = server.fetch_artifacts(uri, &artifacts)?;
+    registry.digest = match digest {
+        Some(digest) => digest,
+        None => folder_digest(&folder).map_err(|source| RegistryError::Cache {
+            uri: uri.to_string(),
+            path: folder.clone(),
+            source,
+        })?,
+    };
     Ok(Fetched { folder, registry, name })
 }
 
@@ -477,12 +480,8 @@ impl Server {
     /// The model folder at `artifacts`, on this machine: the cache's copy
     /// for the server's own artifacts and for object storage, the folder
     /// itself for a local path.
-    fn fetch_artifacts(&self, uri: &str, artifacts: &str) -> Result<PathBuf, RegistryError> {
-        let failed = |problem: String| RegistryError::Fetch {
-            uri: uri.to_string(),
-            artifacts: crate::store::shown_url(artifacts),
-            problem,
-        };
+    fn fetch_artifacts(&self, uri: &str, artifacts: &str) -> Result<Local, RegistryError> {
+        let failed = |problem: String| fetch_error(uri, artifacts, problem);
         if let Some(path) = artifacts.strip_prefix("mlflow-artifacts:") {
             // `mlflow-artifacts:/1/…` or `mlflow-artifacts://host/1/…`.
             let path = match path.strip_prefix("//") {
@@ -491,11 +490,14 @@ impl Server {
             };
             return self.cached(uri, artifacts, path);
         }
+        let uncached = |folder| Local { folder, digest: None };
         if artifacts.starts_with("file:") {
-            return local_path(artifacts).ok_or_else(|| failed("not a local path".into()));
+            return local_path(artifacts)
+                .map(uncached)
+                .ok_or_else(|| failed("not a local path".into()));
         }
         if artifacts.starts_with('/') {
-            return Ok(PathBuf::from(artifacts));
+            return Ok(uncached(PathBuf::from(artifacts)));
         }
         let remote = crate::store::Remote::parse(&artifacts.replacen("wasbs://", "az://", 1))
             .map_err(|e| failed(e.to_string()))?;
@@ -519,11 +521,7 @@ impl Server {
     /// `.` or empty part), as they become paths on this machine; the
     /// listing is bounded as object storage's is.
     fn list(&self, uri: &str, artifacts: &str, path: &str) -> Result<Vec<(String, u64)>, RegistryError> {
-        let refused = |problem: String| RegistryError::Fetch {
-            uri: uri.to_string(),
-            artifacts: crate::store::shown_url(artifacts),
-            problem,
-        };
+        let refused = |problem: String| fetch_error(uri, artifacts, problem);
         let mut files = Vec::new();
         let mut total = 0u64;
         let mut folders = vec![path.to_string()];
@@ -566,14 +564,10 @@ impl Server {
 
     /// The folder at `path` of the server's artifacts, from the cache when
     /// it holds the same files with the same bytes, else downloaded into it.
-    fn cached(&self, uri: &str, artifacts: &str, path: &str) -> Result<PathBuf, RegistryError> {
+    fn cached(&self, uri: &str, artifacts: &str, path: &str) -> Result<Local, RegistryError> {
         let files = self.list(uri, artifacts, path)?;
         if files.is_empty() {
-            return Err(RegistryError::Fetch {
-                uri: uri.to_string(),
-                artifacts: crate::store::shown_url(artifacts),
-                problem: "the server lists no files there".into(),
-            });
+            return Err(fetch_error(uri, artifacts, "the server lists no files there".into()));
         }
         let listing: String = files.iter().map(|(p, size)| format!("{p} {size}\n")).collect();
         cached_folder(uri, &self.base, artifacts, &listing, |staging| {
@@ -606,11 +600,11 @@ impl Server {
         let segments: Vec<&str> = ARTIFACTS.into_iter().chain(file.split('/')).collect();
         let mut response = self.send(uri, &self.url(&segments, &[]), None, FILE_DEADLINE)?;
         if response.status().as_u16() != 200 {
-            return Err(RegistryError::Fetch {
-                uri: uri.to_string(),
-                artifacts: artifacts.to_string(),
-                problem: format!("GET `{relative}` answered HTTP {}", response.status().as_u16()),
-            });
+            return Err(fetch_error(
+                uri,
+                artifacts,
+                format!("GET `{relative}` answered HTTP {}", response.status().as_u16()),
+            ));
         }
         let mut out = std::fs::File::create(target).map_err(|e| cache_error(target, e))?;
         let written =
@@ -623,13 +617,30 @@ impl Server {
             })?;
         // A body cut short (or longer than listed) is never cached.
         if written != size {
-            return Err(RegistryError::Fetch {
-                uri: uri.to_string(),
-                artifacts: crate::store::shown_url(artifacts),
-                problem: format!("GET `{relative}` gave {written} bytes where the listing says {size}"),
-            });
+            return Err(fetch_error(
+                uri,
+                artifacts,
+                format!("GET `{relative}` gave {written} bytes where the listing says {size}"),
+            ));
         }
         Ok(())
+    }
+}
+
+/// A model folder on this machine, and its digest where the cache already
+/// computed it.
+struct Local {
+    folder: PathBuf,
+    digest: Option<String>,
+}
+
+/// A failed fetch of the model at `artifacts`, named without credentials
+/// or query (a SAS token travels there).
+fn fetch_error(uri: &str, artifacts: &str, problem: String) -> RegistryError {
+    RegistryError::Fetch {
+        uri: uri.to_string(),
+        artifacts: crate::store::shown_url(artifacts),
+        problem,
     }
 }
 
@@ -643,7 +654,7 @@ fn cached_folder(
     artifacts: &str,
     listing: &str,
     fill: impl FnOnce(&Path) -> Result<(), RegistryError>,
-) -> Result<PathBuf, RegistryError> {
+) -> Result<Local, RegistryError> {
     let key = sha256_hex(format!("{server}\n{artifacts}\n{listing}").as_bytes());
     let root = cache_root();
     let folder = root.join(&key);
@@ -652,15 +663,21 @@ fn cached_folder(
         path: path.to_path_buf(),
         source,
     };
+    // The root is checked before a hit is trusted: under the shared
+    // temporary folder, another user could have planted one.
+    ready_root(&root).map_err(|e| cache_error(&root, e))?;
     if let Ok(recorded) = std::fs::read_to_string(folder.join(DIGEST_FILE))
         && folder_digest(&folder).is_ok_and(|digest| digest == recorded.trim())
     {
         tracing::info!(model = uri, cache = %folder.display(), "the model's files are in the cache");
-        return Ok(folder);
+        let digest = recorded.trim().to_string();
+        return Ok(Local {
+            folder,
+            digest: Some(digest),
+        });
     }
     let staging = root.join(format!(".{key}.{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
-    ready_root(&root).map_err(|e| cache_error(&root, e))?;
     if let Err(error) = fill(&staging) {
         let _ = std::fs::remove_dir_all(&staging);
         return Err(error);
@@ -682,7 +699,10 @@ fn cached_folder(
         }
     }
     tracing::info!(model = uri, cache = %folder.display(), "fetched the model");
-    Ok(folder)
+    Ok(Local {
+        folder,
+        digest: Some(digest),
+    })
 }
 
 /// The path a `file:` URI names; MLflow writes a local artifact path as a
@@ -700,11 +720,13 @@ pub fn cache_root() -> PathBuf {
     var(CACHE_VARIABLE)
         .or_else(|| var("XDG_CACHE_HOME").map(|c| c.join("lakescore").join("models")))
         .or_else(|| var("HOME").map(|h| h.join(".cache").join("lakescore").join("models")))
-        .unwrap_or_else(|| {
-            // SAFETY: geteuid has no preconditions.
-            let uid = unsafe { libc::geteuid() };
-            std::env::temp_dir().join(format!("lakescore-models-{uid}"))
-        })
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("lakescore-models-{}", this_user())))
+}
+
+/// This process's effective user id.
+fn this_user() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
 }
 
 /// Creates the cache root; one under the shared temporary folder must be
@@ -714,9 +736,7 @@ fn ready_root(root: &Path) -> std::io::Result<()> {
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(root)?;
     if root.starts_with(std::env::temp_dir()) {
         let metadata = std::fs::metadata(root)?;
-        // SAFETY: geteuid has no preconditions.
-        let uid = unsafe { libc::geteuid() };
-        if metadata.uid() != uid || metadata.mode() & 0o077 != 0 {
+        if metadata.uid() != this_user() || metadata.mode() & 0o077 != 0 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,
                 "the model cache under the temporary folder is not this user's own private folder; set LAKESCORE_MODEL_CACHE",
@@ -728,7 +748,7 @@ fn ready_root(root: &Path) -> std::io::Result<()> {
 
 /// SHA-256 over every file below `folder` (its path, then its bytes), in
 /// path order; the cache's own digest file left out.
-pub fn folder_digest(folder: &Path) -> std::io::Result<String> {
+fn folder_digest(folder: &Path) -> std::io::Result<String> {
     let mut files = Vec::new();
     let mut folders = vec![folder.to_path_buf()];
     while let Some(dir) = folders.pop() {

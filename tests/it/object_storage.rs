@@ -26,10 +26,6 @@ use lakescore::store::{self, Remote};
 
 use crate::common::*;
 
-fn sample() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/sample")
-}
-
 /// Puts every file under `local` below `remote`, keeping the layout.
 fn upload(remote: &Remote, local: &Path) {
     let mut files = Vec::new();
@@ -96,9 +92,9 @@ fn needed_bytes(lake: &Path, columns: &[String]) -> u64 {
 #[test]
 fn a_lake_on_object_storage_scores_to_the_local_bytes_within_the_request_budget() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = sample().join("customers");
+    let lake = sample("customers");
     for model in ["package", "xgb.ubj"] {
-        let model = sample().join(model);
+        let model = sample(model);
         let name = model.file_name().unwrap().to_string_lossy().into_owned();
         let local = dir.path().join(format!("local-{name}"));
         score(&model, &lake, &local, &[]).assert_ok();
@@ -211,20 +207,20 @@ fn a_lake_and_a_package_on_s3_score_to_the_local_bytes() {
     let bucket = bucket(&endpoint, "score");
     upload(
         &s3(&endpoint, &format!("s3://{bucket}/lake/customers")),
-        &sample().join("customers"),
+        &sample("customers"),
     );
     upload(
         &s3(&endpoint, &format!("s3://{bucket}/models/churn")),
-        &sample().join("package"),
+        &sample("package"),
     );
     put(
         &s3(&endpoint, &format!("s3://{bucket}/models")),
         "xgb.ubj",
-        std::fs::read(sample().join("xgb.ubj")).unwrap(),
+        std::fs::read(sample("xgb.ubj")).unwrap(),
     );
     for (model, local_model) in [("models/churn/", "package"), ("models/xgb.ubj", "xgb.ubj")] {
         let local = dir.path().join(format!("local-{local_model}"));
-        score(&sample().join(local_model), &sample().join("customers"), &local, &[]).assert_ok();
+        score(&sample(local_model), &sample("customers"), &local, &[]).assert_ok();
         let out = dir.path().join(format!("s3-{local_model}"));
         let report = dir.path().join(format!("s3-{local_model}.json"));
         let run = lakescore_s3(
@@ -265,7 +261,7 @@ fn an_mlflow_model_folder_on_s3_scores_like_the_same_folder_on_disk() {
     let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mlflow/lightgbm");
     upload(&s3(&endpoint, &format!("s3://{bucket}/mlruns/m-1/artifacts")), &folder);
     let local = dir.path().join("local");
-    score(&folder, &sample().join("customers"), &local, &[]).assert_ok();
+    score(&folder, &sample("customers"), &local, &[]).assert_ok();
     let remote = dir.path().join("remote");
     let report = dir.path().join("remote.json");
     lakescore_s3(
@@ -275,7 +271,7 @@ fn an_mlflow_model_folder_on_s3_scores_like_the_same_folder_on_disk() {
             "--model",
             &format!("s3://{bucket}/mlruns/m-1/artifacts/"),
             "--input",
-            sample().join("customers").to_str().unwrap(),
+            sample("customers").to_str().unwrap(),
             "--output",
             remote.to_str().unwrap(),
             "--report",
@@ -319,10 +315,10 @@ fn a_registered_model_whose_files_are_on_s3_is_fetched_once_and_then_read_from_t
     );
     assert_eq!(version["model_version"]["version"], "1", "{version}");
     let local = dir.path().join("local");
-    score(&folder, &sample().join("customers"), &local, &[]).assert_ok();
+    score(&folder, &sample("customers"), &local, &[]).assert_ok();
     let cache = dir.path().join("cache");
     let uri = format!("models:/{name}/1");
-    let customers = sample().join("customers");
+    let customers = sample("customers");
     let night = |n: usize| {
         let (out, report) = (
             dir.path().join(format!("out-{n}")),
@@ -367,7 +363,7 @@ fn a_delta_table_on_s3_scores_like_the_same_table_on_disk() {
     let bucket = bucket(&endpoint, "delta");
     let table = crate::delta::fixtures().join("customers");
     upload(&s3(&endpoint, &format!("s3://{bucket}/lake/customers")), &table);
-    let model = sample().join("model.json");
+    let model = sample("model.json");
     let local = dir.path().join("local");
     score(&model, &table, &local, &["--input-version", "0"]).assert_ok();
     let from_s3 = dir.path().join("from-s3");
@@ -430,7 +426,7 @@ fn bad_locations_fail_naming_the_url_and_never_the_credentials() {
         "dt=1/notes.parquet",
         b"these are not the bytes of a Parquet file".to_vec(),
     );
-    let model = sample().join("model.json");
+    let model = sample("model.json");
     let cases = [
         (
             format!("s3://no-such-bucket-{bucket}/lake"),
@@ -473,7 +469,7 @@ fn bad_locations_fail_naming_the_url_and_never_the_credentials() {
             "--model",
             &format!("s3://{bucket}/models/missing.json"),
             "--input",
-            sample().join("customers").to_str().unwrap(),
+            sample("customers").to_str().unwrap(),
             "--output",
             out.to_str().unwrap(),
         ],
@@ -638,13 +634,10 @@ fn throttling_dropped_connections_and_slow_answers_are_retried_to_the_same_bytes
     let Some(endpoint) = s3_endpoint() else { return };
     let dir = tempfile::tempdir().unwrap();
     let bucket = bucket(&endpoint, "faults");
-    upload(
-        &s3(&endpoint, &format!("s3://{bucket}/lake")),
-        &sample().join("customers"),
-    );
+    upload(&s3(&endpoint, &format!("s3://{bucket}/lake")), &sample("customers"));
     let local = dir.path().join("local");
-    let model = sample().join("package");
-    score(&model, &sample().join("customers"), &local, &[]).assert_ok();
+    let model = sample("package");
+    score(&model, &sample("customers"), &local, &[]).assert_ok();
 
     // Every third request throttled, every fifth dropped, every seventh slow.
     let proxy = FaultProxy::start(&endpoint, |n, _| match n {
@@ -686,10 +679,7 @@ fn a_store_that_keeps_failing_fails_the_run_naming_the_object_and_publishes_noth
     let Some(endpoint) = s3_endpoint() else { return };
     let dir = tempfile::tempdir().unwrap();
     let bucket = bucket(&endpoint, "failing");
-    upload(
-        &s3(&endpoint, &format!("s3://{bucket}/lake")),
-        &sample().join("customers"),
-    );
+    upload(&s3(&endpoint, &format!("s3://{bucket}/lake")), &sample("customers"));
     // The listing goes through; every read of data is throttled.
     let proxy = FaultProxy::start(&endpoint, |_, line| {
         match line.starts_with("GET") && line.contains(".parquet") {
@@ -703,7 +693,7 @@ fn a_store_that_keeps_failing_fails_the_run_naming_the_object_and_publishes_noth
         &[
             "score",
             "--model",
-            sample().join("model.json").to_str().unwrap(),
+            sample("model.json").to_str().unwrap(),
             "--input",
             &format!("s3://{bucket}/lake"),
             "--output",
@@ -765,8 +755,8 @@ fn parquet_objects(remote: &Remote) -> Vec<(PathBuf, Vec<u8>)> {
 #[test]
 fn an_output_on_object_storage_is_published_whole_with_a_manifest_of_its_objects() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = sample().join("customers");
-    let model = sample().join("package");
+    let lake = sample("customers");
+    let model = sample("package");
     let local = dir.path().join("local");
     score(&model, &lake, &local, &[]).assert_ok();
     let package = lakescore::package::open(&model, &candle_core::Device::Cpu, &LoadOptions::default()).unwrap();
@@ -831,7 +821,7 @@ fn sample_to_url(model: &Path, url: &str, extra: &[&str]) -> Vec<String> {
         "--model".into(),
         model.to_string_lossy().into_owned(),
         "--input".into(),
-        sample().join("customers").to_string_lossy().into_owned(),
+        sample("customers").to_string_lossy().into_owned(),
         "--output".into(),
         url.into(),
     ];
@@ -875,9 +865,9 @@ fn a_run_killed_while_committing_to_s3_resumes_to_the_clean_bytes_and_leaves_no_
     let Some(endpoint) = s3_endpoint() else { return };
     let dir = tempfile::tempdir().unwrap();
     let bucket = bucket(&endpoint, "resume");
-    let model = sample().join("package");
+    let model = sample("package");
     let clean = dir.path().join("clean");
-    score(&model, &sample().join("customers"), &clean, &[]).assert_ok();
+    score(&model, &sample("customers"), &clean, &[]).assert_ok();
     // Killed before the first and the second partition's completion, and
     // after the first's, before its record.
     let crashes = [
@@ -948,15 +938,9 @@ fn scores_published_as_a_delta_table_on_s3_commit_once_even_after_a_kill() {
     let Some(endpoint) = s3_endpoint() else { return };
     let dir = tempfile::tempdir().unwrap();
     let bucket = bucket(&endpoint, "delta-out");
-    let model = sample().join("model.json");
+    let model = sample("model.json");
     let local = dir.path().join("local");
-    score(
-        &model,
-        &sample().join("customers"),
-        &local,
-        &["--output-format", "delta"],
-    )
-    .assert_ok();
+    score(&model, &sample("customers"), &local, &["--output-format", "delta"]).assert_ok();
     let url = format!("s3://{bucket}/scores");
     let args = |mode: &str| sample_to_url(&model, &url, &["--output-format", "delta", "--mode", mode]);
     let crash_args = args("error-if-exists");
@@ -1033,8 +1017,8 @@ fn an_upload_a_dead_run_began_and_never_recorded_is_aborted_by_the_next_run() {
     begin(&s3(&endpoint, &url), "dt=2026-11-22/part-00000.parquet");
     begin(&s3(&endpoint, &format!("{url}-other")), "part-00000.parquet");
     assert_eq!(incomplete_uploads(&endpoint, &bucket).len(), 2);
-    let model = sample().join("model.json");
-    let customers = sample().join("customers");
+    let model = sample("model.json");
+    let customers = sample("customers");
     lakescore_s3(
         &endpoint,
         &[
@@ -1061,8 +1045,8 @@ fn a_second_writer_on_s3_is_refused_naming_the_holder_until_its_lease_expires() 
     let Some(endpoint) = s3_endpoint() else { return };
     let bucket = bucket(&endpoint, "lease");
     let url = format!("s3://{bucket}/scores");
-    let model = sample().join("model.json");
-    let lake = sample().join("customers");
+    let model = sample("model.json");
+    let lake = sample("customers");
     let settings = s3_settings(&endpoint);
     // A slow run holds the lease.
     let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_lakescore"))
@@ -1145,9 +1129,9 @@ fn a_commit_the_store_refuses_publishes_nothing_and_leaves_no_upload() {
         &[
             "score",
             "--model",
-            sample().join("model.json").to_str().unwrap(),
+            sample("model.json").to_str().unwrap(),
             "--input",
-            sample().join("customers").to_str().unwrap(),
+            sample("customers").to_str().unwrap(),
             "--output",
             &url,
         ],
@@ -1237,14 +1221,11 @@ fn a_lake_on_azure_scores_to_the_local_bytes_and_publishes_back_to_azure() {
     let remote = |url: &str| Remote::parse_with(url, settings.clone()).unwrap();
     upload(
         &remote(&format!("az://{container}/lake/customers")),
-        &sample().join("customers"),
+        &sample("customers"),
     );
-    upload(
-        &remote(&format!("az://{container}/models/churn")),
-        &sample().join("package"),
-    );
+    upload(&remote(&format!("az://{container}/models/churn")), &sample("package"));
     let local = dir.path().join("local");
-    score(&sample().join("package"), &sample().join("customers"), &local, &[]).assert_ok();
+    score(&sample("package"), &sample("customers"), &local, &[]).assert_ok();
     let env: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let output = format!("az://{container}/scores/churn");
     let run = lakescore_with_env(
@@ -1269,9 +1250,9 @@ fn a_lake_on_azure_scores_to_the_local_bytes_and_publishes_back_to_azure() {
         [
             "score",
             "--model",
-            sample().join("model.json").to_str().unwrap(),
+            sample("model.json").to_str().unwrap(),
             "--input",
-            sample().join("customers").to_str().unwrap(),
+            sample("customers").to_str().unwrap(),
             "--output",
             &output,
         ],
@@ -1288,15 +1269,9 @@ fn scores_published_as_a_delta_table_on_azure_read_back_through_the_log() {
     let container = azure_container(&endpoint, "delta");
     let settings = azure_settings(&endpoint);
     let env: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let model = sample().join("model.json");
+    let model = sample("model.json");
     let local = dir.path().join("local");
-    score(
-        &model,
-        &sample().join("customers"),
-        &local,
-        &["--output-format", "delta"],
-    )
-    .assert_ok();
+    score(&model, &sample("customers"), &local, &["--output-format", "delta"]).assert_ok();
     let url = format!("az://{container}/scores");
     for mode in ["error-if-exists", "overwrite"] {
         let args = sample_to_url(&model, &url, &["--output-format", "delta", "--mode", mode]);
@@ -1315,27 +1290,20 @@ fn scores_published_as_a_delta_table_on_azure_read_back_through_the_log() {
 fn campaigns_reports_and_policies_live_on_s3_too() {
     let Some(endpoint) = s3_endpoint() else { return };
     let bucket = bucket(&endpoint, "campaign");
-    let policy = std::fs::read(sample().join("policy.toml")).unwrap();
+    let policy = std::fs::read(sample("policy.toml")).unwrap();
     let policies = s3(&endpoint, &format!("s3://{bucket}/policies"));
     put(&policies, "policy.toml", policy);
     // The arm's model, which the policy names relative to itself.
-    put(
-        &policies,
-        "model.json",
-        std::fs::read(sample().join("model.json")).unwrap(),
-    );
-    upload(
-        &s3(&endpoint, &format!("s3://{bucket}/lake")),
-        &sample().join("customers"),
-    );
+    put(&policies, "model.json", std::fs::read(sample("model.json")).unwrap());
+    upload(&s3(&endpoint, &format!("s3://{bucket}/lake")), &sample("customers"));
     let dir = tempfile::tempdir().unwrap();
     let local = dir.path().join("assigned");
     lakescore([
         "allocate",
         "--policy",
-        sample().join("policy.toml").to_str().unwrap(),
+        sample("policy.toml").to_str().unwrap(),
         "--input",
-        sample().join("customers").to_str().unwrap(),
+        sample("customers").to_str().unwrap(),
         "--output",
         local.to_str().unwrap(),
     ])
@@ -1503,10 +1471,7 @@ fn a_wrong_key_and_a_denied_prefix_fail_at_once_naming_the_url_and_not_the_key()
     let Some(endpoint) = s3_endpoint() else { return };
     let dir = tempfile::tempdir().unwrap();
     let bucket = bucket(&endpoint, "denied");
-    upload(
-        &s3(&endpoint, &format!("s3://{bucket}/lake")),
-        &sample().join("customers"),
-    );
+    upload(&s3(&endpoint, &format!("s3://{bucket}/lake")), &sample("customers"));
     // S3 answers 403 to a key it does not know, and to a prefix a policy
     // denies; neither is retried.
     let wrong_key = FaultProxy::start(&endpoint, |_, _| Fault::Denied("InvalidAccessKeyId"));
@@ -1514,7 +1479,7 @@ fn a_wrong_key_and_a_denied_prefix_fail_at_once_naming_the_url_and_not_the_key()
         true => Fault::Denied("AccessDenied"),
         false => Fault::Pass,
     });
-    let model = sample().join("model.json");
+    let model = sample("model.json");
     for (proxy, output, named) in [
         (
             &wrong_key,
